@@ -1,0 +1,118 @@
+# Postern build. `make` builds every binary into build/bin; `make SAN=1` builds the
+# same tree with AddressSanitizer and UndefinedBehaviorSanitizer into build/san/bin.
+# `make run` starts the system locally, `make test` runs every test.
+
+CC      ?= cc
+SAN     ?=
+ifeq ($(SAN),1)
+BUILD   ?= build/san
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+OPT      = -O1
+else
+BUILD   ?= build
+SANFLAGS =
+OPT      = -O2
+endif
+
+PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) $(SANFLAGS) \
+           -Ilib -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP
+LDFLAGS += $(SANFLAGS)
+LDLIBS  += $(PKG_LIBS) -lpthread
+
+GEN      = $(BUILD)/gen
+OBJ      = $(BUILD)/obj
+BIN      = $(BUILD)/bin
+
+PROTO_SRC  = $(wildcard proto/*.proto)
+PROTO_C    = $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO_SRC))
+PROTO_H    = $(PROTO_C:.c=.h)
+MIGRATIONS = $(sort $(wildcard lib/migrations/*.sql))
+
+LIB_SRC  = $(wildcard lib/*.c)
+LIB_OBJ  = $(patsubst lib/%.c,$(OBJ)/lib/%.o,$(LIB_SRC)) \
+           $(patsubst $(GEN)/%.c,$(OBJ)/gen/%.o,$(PROTO_C)) $(OBJ)/gen/migrations.o
+LIBA     = $(BUILD)/libpostern.a
+
+SERVICES = $(notdir $(wildcard services/*))
+TOOLS    = $(notdir $(wildcard tools/*))
+PROGRAMS = $(addprefix $(BIN)/,$(SERVICES) $(TOOLS))
+
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+UNIT_BIN = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps run test test-unit test-e2e test-san bench clean
+.SECONDARY:
+
+all: $(PROGRAMS) $(UNIT_BIN)
+
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
+	@mkdir -p $(GEN)
+	protoc-c --proto_path=proto --c_out=$(GEN) $<
+
+$(GEN)/migrations.c: $(MIGRATIONS) deploy/embed-sql.sh
+	@mkdir -p $(GEN)
+	sh deploy/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+$(OBJ)/lib/%.o: lib/%.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(OBJ)/gen/%.o: $(GEN)/%.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-unused-parameter -c -o $@ $<
+
+$(LIBA): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(OBJ)/services/%.o $(OBJ)/tools/%.o: | $(PROTO_H)
+$(OBJ)/services/%.o: services/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(OBJ)/tools/%.o: tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+define program
+$(BIN)/$(1): $(patsubst %.c,$(OBJ)/%.o,$(wildcard $(2)/$(1)/*.c)) $(LIBA)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $$@ $$^ $(LDLIBS)
+endef
+$(foreach s,$(SERVICES),$(eval $(call program,$(s),services)))
+$(foreach t,$(TOOLS),$(eval $(call program,$(t),tools)))
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBA) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS) -lcmocka
+
+# Installs the Debian packages the build, `make run` and the tests need (root or sudo).
+deps:
+	sh deploy/deps.sh
+
+run: deps
+	$(MAKE) all
+	sh deploy/run.sh
+
+test: deps
+	$(MAKE) all
+	$(MAKE) SAN=1 all
+	sh tests/run.sh
+
+test-unit: all
+	sh tests/run.sh unit
+
+test-e2e: all
+	sh tests/run.sh e2e
+
+bench: deps
+	$(MAKE) all
+	sh bench/run.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,34 @@
+/* PostgreSQL from an event loop: a small pool of non-blocking libpq connections driven
+ * by uv_poll, a FIFO of queries, and reconnection with backoff. Nothing here ever blocks
+ * the loop thread.
+ *
+ * Contract: db_query() always calls cb exactly once, never from inside db_query() itself,
+ * always on the loop thread. res is NULL when the database could not be reached (the
+ * caller answers with a temporary error); otherwise it is the query's result, which may
+ * be an error result (check PQresultStatus). The result is cleared after cb returns. */
+#ifndef POSTERN_DB_H
+#define POSTERN_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <uv.h>
+
+typedef struct db db_t;
+typedef void (*db_cb)(void *arg, PGresult *res);
+
+/* conninfo is a libpq connection string or URI. pool_size connections (at least 1) are
+ * opened at once and kept open; a lost one is reopened with backoff. */
+db_t *db_create(uv_loop_t *loop, const char *conninfo, int pool_size);
+/* Fails the queries still queued (cb with NULL), closes the connections; *db becomes NULL.
+ * The handles close asynchronously: run the loop until it has no more handles. */
+void db_destroy(db_t **db);
+
+/* Parameters are text-format unless binary[i] is set (lengths used only for binary).
+ * Results are text-format. Returns 0; -1 only if db is NULL. */
+int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
+             const int *lengths, const int *binary, db_cb cb, void *arg);
+
+/* True while at least one connection is up. */
+bool db_available(const db_t *db);
+
+#endif
