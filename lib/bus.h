@@ -1,0 +1,40 @@
+/* The Postern bus: a NATS connection owned by one libuv loop. libnats runs its own
+ * threads; every message and reply is handed over to the loop thread (uv_async_send),
+ * so callbacks here always run on the loop and may touch session state.
+ *
+ * The connection is made in the background and kept up forever: a service starts and
+ * keeps running while NATS is down, and bus_connected() says whether it is up now. */
+#ifndef POSTERN_BUS_H
+#define POSTERN_BUS_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct bus bus_t;
+
+/* data/len: the payload; reply: the reply subject or NULL. Valid during the call only. */
+typedef void (*bus_msg_cb)(void *arg, const char *subject, const void *data, size_t len,
+                           const char *reply);
+/* data is NULL when no reply came in time. */
+typedef void (*bus_reply_cb)(void *arg, const void *data, size_t len);
+
+/* name identifies this client to the server (service name). Returns NULL only on
+ * allocation or option errors; an unreachable server is not an error. */
+bus_t *bus_create(uv_loop_t *loop, const char *url, const char *name);
+/* Closes the connection; pending requests get their callback with NULL. */
+void bus_destroy(bus_t **bus);
+bool bus_connected(const bus_t *bus);
+
+int bus_publish(bus_t *bus, const char *subject, const void *data, size_t len);
+/* Packs msg and publishes it. Returns 0, or -1 (not connected or a NATS error). */
+int bus_publish_msg(bus_t *bus, const char *subject, const ProtobufCMessage *msg);
+/* Subscriptions live as long as the bus. Returns 0, or -1. */
+int bus_subscribe(bus_t *bus, const char *subject, bus_msg_cb cb, void *arg);
+/* Sends a request; cb is called exactly once on the loop thread, with the reply or with
+ * NULL after timeout_ms (never from inside bus_request). Returns 0, or -1. */
+int bus_request(bus_t *bus, const char *subject, const void *data, size_t len, int timeout_ms,
+                bus_reply_cb cb, void *arg);
+
+#endif

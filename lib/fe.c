@@ -1,0 +1,455 @@
+#include "fe.h"
+
+#include <nats/nats.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fe_auth.h"
+#include "log.h"
+
+#define FE_INPUT_MAX (256 * 1024)
+#define FE_DRAIN_MS 10000
+
+static void fe_server_shutdown(fe_server_t *srv);
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+/* ---- sessions ---------------------------------------------------------------------- */
+
+void fe_session_ref(fe_session_t *s)
+{
+    s->refs++;
+}
+
+void fe_session_unref(fe_session_t *s)
+{
+    if (--s->refs > 0)
+        return;
+    fe_auth_destroy(s);
+    if (s->srv->proto->release)
+        s->srv->proto->release(s);
+    buf_free(&s->line);
+    free(s->user);
+    free(s);
+}
+
+static void timer_close_cb(uv_handle_t *h)
+{
+    fe_session_t *s = h->data;
+    if (h == (uv_handle_t *)&s->delay_timer && s->delay_cb) {
+        s->delay_cb = NULL; /* a pending delay never fires now: drop its reference */
+        fe_session_unref(s);
+    }
+    fe_session_unref(s);
+}
+
+static long fe_idle_ms(fe_session_t *s)
+{
+    long secs = s->srv->proto->idle_timeout_key
+                    ? config_get_long(s->srv->cfg, s->srv->proto->idle_timeout_key)
+                    : 300;
+    return (secs > 0 ? secs : 300) * 1000;
+}
+
+static void idle_cb(uv_timer_t *t)
+{
+    fe_session_t *s = t->data;
+    if (s->closing)
+        return;
+    log_info("session idle timeout", "session=%lu client=%s", s->id, s->peer);
+    if (s->srv->proto->timeout)
+        s->srv->proto->timeout(s);
+    fe_session_close(s);
+}
+
+static void fe_session_touch(fe_session_t *s)
+{
+    if (!s->closing)
+        uv_timer_start(&s->idle_timer, idle_cb, (uint64_t)fe_idle_ms(s), 0);
+}
+
+static void fe_session_process(fe_session_t *s)
+{
+    if (s->processing)
+        return;
+    s->processing = true;
+    fe_session_ref(s);
+    const fe_protocol_t *p = s->srv->proto;
+    while (!s->closing && !s->waiting && s->conn) {
+        buf_t *in = conn_input(s->conn);
+        line_t l;
+        int r = line_read(&s->reader, in, &l);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            p->line_too_long(s);
+            continue;
+        }
+        buf_reset(&s->line);
+        if (buf_append(&s->line, l.text, l.len) < 0) {
+            fe_session_close(s);
+            break;
+        }
+        unsigned flags = l.flags;
+        buf_consume(in, l.consumed);
+        if (s->auth)
+            fe_auth_line(s, s->line.data, s->line.len, flags);
+        else
+            p->line(s, s->line.data, s->line.len, flags);
+    }
+    if (s->conn && !s->closing)
+        conn_input_consumed(s->conn);
+    s->processing = false;
+    fe_session_unref(s);
+}
+
+static void fe_session_unlink(fe_session_t *s)
+{
+    fe_server_t *srv = s->srv;
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (srv->sessions == s)
+        srv->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    srv->nsessions--;
+}
+
+static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
+{
+    (void)c;
+    fe_session_t *s = arg;
+    switch (ev) {
+    case CONN_DATA:
+        fe_session_touch(s);
+        fe_session_process(s);
+        break;
+    case CONN_TLS_READY:
+        log_info("tls established", "session=%lu client=%s version=%s cipher=%s", s->id, s->peer,
+                 conn_tls_version(s->conn), conn_tls_cipher(s->conn));
+        if (s->listener->tls == FE_TLS_IMPLICIT && !s->srv->proto->tls_ready)
+            break;
+        if (s->listener->tls == FE_TLS_IMPLICIT && s->want_tls) {
+            s->want_tls = false; /* the greeting was held back until now */
+            s->srv->proto->open(s);
+        } else {
+            s->srv->proto->tls_ready(s);
+        }
+        break;
+    case CONN_CLOSED: {
+        fe_server_t *srv = s->srv;
+        log_info("session closed", "session=%lu client=%s", s->id, s->peer);
+        s->conn = NULL;
+        s->closing = true;
+        fe_session_unlink(s);
+        uv_close((uv_handle_t *)&s->idle_timer, timer_close_cb);
+        uv_close((uv_handle_t *)&s->delay_timer, timer_close_cb);
+        fe_session_unref(s);
+        if (srv->draining && srv->nsessions == 0)
+            fe_server_shutdown(srv);
+        break;
+    }
+    }
+}
+
+static void accept_cb(uv_stream_t *server, int status)
+{
+    fe_server_t *srv = server->data;
+    if (status < 0)
+        return;
+    size_t idx = (size_t)((uv_tcp_t *)server - srv->listen);
+    const fe_listener_conf_t *lc = &srv->proto->listeners[idx];
+    fe_session_t *s = calloc(1, srv->proto->session_size);
+    if (!s) {
+        return;
+    }
+    s->srv = srv;
+    s->listener = lc;
+    s->id = ++srv->next_session_id;
+    buf_init(&s->line);
+    line_reader_init(&s->reader, srv->proto->line_max);
+    s->conn = conn_accept(server, FE_INPUT_MAX, session_conn_cb, s);
+    if (!s->conn) {
+        free(s);
+        return;
+    }
+    s->refs = 3; /* the connection and the two timers */
+    uv_timer_init(srv->loop, &s->idle_timer);
+    uv_timer_init(srv->loop, &s->delay_timer);
+    s->idle_timer.data = s;
+    s->delay_timer.data = s;
+    snprintf(s->peer, sizeof s->peer, "%s", conn_peer(s->conn));
+    s->next = srv->sessions;
+    if (srv->sessions)
+        srv->sessions->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    log_info("session opened", "session=%lu client=%s listener=%s", s->id, s->peer, lc->name);
+    fe_session_touch(s);
+    if (srv->draining) {
+        fe_session_close(s);
+        return;
+    }
+    if (lc->tls == FE_TLS_IMPLICIT) {
+        s->want_tls = true; /* greet once the handshake is done */
+        conn_start_tls(s->conn, tls_new_ssl(srv->tls));
+        return;
+    }
+    srv->proto->open(s);
+}
+
+void fe_session_close(fe_session_t *s)
+{
+    if (s->closing || !s->conn)
+        return;
+    s->closing = true;
+    uv_timer_stop(&s->idle_timer);
+    conn_close(s->conn);
+}
+
+int fe_session_printf(fe_session_t *s, const char *fmt, ...)
+{
+    if (!s->conn || s->closing)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[2048];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    if ((size_t)n >= sizeof tmp)
+        n = sizeof tmp - 1;
+    return conn_write(s->conn, tmp, (size_t)n);
+}
+
+void fe_session_wait(fe_session_t *s)
+{
+    s->waiting = true;
+}
+
+void fe_session_resume(fe_session_t *s)
+{
+    s->waiting = false;
+    if (!s->closing)
+        fe_session_process(s);
+}
+
+int fe_session_starttls(fe_session_t *s)
+{
+    SSL *ssl = tls_new_ssl(s->srv->tls);
+    if (!ssl || !s->conn)
+        return -1;
+    line_reader_init(&s->reader, s->srv->proto->line_max);
+    conn_start_tls(s->conn, ssl);
+    return 0;
+}
+
+bool fe_session_tls(const fe_session_t *s)
+{
+    return s->conn && conn_is_tls(s->conn);
+}
+
+bool fe_session_tls_available(const fe_session_t *s)
+{
+    return s->srv->tls && !fe_session_tls(s);
+}
+
+static void delay_cb(uv_timer_t *t)
+{
+    fe_session_t *s = t->data;
+    void (*cb)(fe_session_t *) = s->delay_cb;
+    s->delay_cb = NULL;
+    if (!s->closing)
+        cb(s);
+    fe_session_unref(s);
+}
+
+void fe_session_delay(fe_session_t *s, unsigned ms, void (*cb)(fe_session_t *s))
+{
+    if (s->closing || s->delay_cb)
+        return;
+    s->delay_cb = cb;
+    fe_session_ref(s);
+    uv_timer_start(&s->delay_timer, delay_cb, ms, 0);
+}
+
+/* ---- the server -------------------------------------------------------------------- */
+
+static void walk_close_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void fe_server_shutdown(fe_server_t *srv)
+{
+    log_info("stopping", "%s", "");
+    uv_timer_stop(&srv->drain_timer);
+    config_destroy(&srv->cfg);
+    bus_destroy(&srv->bus);
+    db_destroy(&srv->db);
+    tls_destroy(&srv->tls);
+    uv_walk(srv->loop, walk_close_cb, NULL);
+}
+
+static void drain_timeout_cb(uv_timer_t *t)
+{
+    fe_server_t *srv = t->data;
+    log_warn("drain deadline reached, closing sessions", "sessions=%zu", srv->nsessions);
+    for (fe_session_t *s = srv->sessions; s; s = s->next)
+        fe_session_close(s);
+}
+
+static void stop_signal_cb(uv_signal_t *h, int signum)
+{
+    fe_server_t *srv = h->data;
+    if (srv->draining)
+        return;
+    srv->draining = true;
+    log_info("draining", "signal=%d sessions=%zu", signum, srv->nsessions);
+    for (size_t i = 0; i < srv->proto->nlisteners; i++)
+        if (srv->listening[i])
+            uv_close((uv_handle_t *)&srv->listen[i], NULL);
+    uv_signal_stop(&srv->sig_term);
+    uv_signal_stop(&srv->sig_int);
+    if (srv->nsessions == 0) {
+        fe_server_shutdown(srv);
+        return;
+    }
+    uv_timer_start(&srv->drain_timer, drain_timeout_cb, FE_DRAIN_MS, 0);
+}
+
+static void hup_signal_cb(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    fe_server_t *srv = h->data;
+    if (!srv->tls)
+        return;
+    char err[512];
+    if (tls_reload(srv->tls, err, sizeof err) < 0)
+        log_error("certificate reload failed, keeping the old one", "error=\"%s\"", err);
+    else
+        log_info("certificate reloaded", "%s", "");
+}
+
+static int fe_listen_one(fe_server_t *srv, size_t i, const char *address)
+{
+    const fe_listener_conf_t *lc = &srv->proto->listeners[i];
+    char defport[16];
+    snprintf(defport, sizeof defport, "%d", lc->default_port);
+    int port = atoi(env_or(lc->port_env, defport));
+    if (port <= 0)
+        return 0;
+    if (lc->tls == FE_TLS_IMPLICIT && !srv->tls) {
+        log_warn("no certificate: implicit-TLS listener disabled", "listener=%s port=%d",
+                 lc->name, port);
+        return 0;
+    }
+    struct sockaddr_storage ss;
+    if (uv_ip6_addr(address, port, (struct sockaddr_in6 *)&ss) != 0 &&
+        uv_ip4_addr(address, port, (struct sockaddr_in *)&ss) != 0) {
+        log_error("bad LISTEN_ADDRESS", "address=%s", address);
+        return -1;
+    }
+    uv_tcp_t *t = &srv->listen[i];
+    uv_tcp_init(srv->loop, t);
+    t->data = srv;
+    int rc = uv_tcp_bind(t, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)t, 511, accept_cb);
+    if (rc < 0) {
+        log_error("cannot listen", "listener=%s address=%s port=%d error=\"%s\"", lc->name,
+                  address, port, uv_strerror(rc));
+        uv_close((uv_handle_t *)t, NULL);
+        return -1;
+    }
+    srv->listening[i] = true;
+    log_info("listening", "listener=%s address=%s port=%d tls=%s", lc->name, address, port,
+             lc->tls == FE_TLS_IMPLICIT ? "implicit" : (srv->tls ? "starttls" : "none"));
+    return 0;
+}
+
+int fe_main(const fe_protocol_t *proto, const char *hostname_env)
+{
+    log_init(proto->name);
+    signal(SIGPIPE, SIG_IGN);
+    fe_server_t srv_storage = { 0 };
+    fe_server_t *srv = &srv_storage;
+    srv->proto = proto;
+    srv->loop = uv_default_loop();
+
+    const char *dburl = getenv("DATABASE_URL");
+    if (!dburl || !*dburl) {
+        log_error("DATABASE_URL is not set", "%s", "");
+        return 2;
+    }
+    const char *name = env_or(hostname_env, NULL);
+    if (name)
+        snprintf(srv->hostname, sizeof srv->hostname, "%s", name);
+    else if (gethostname(srv->hostname, sizeof srv->hostname - 1) != 0)
+        strcpy(srv->hostname, "localhost");
+    snprintf(srv->instance, sizeof srv->instance, "%s:%d", srv->hostname, (int)getpid());
+    RAND_bytes(srv->secret, sizeof srv->secret);
+
+    const char *cert = getenv("TLS_CERT"), *key = getenv("TLS_KEY");
+    if (cert && *cert && key && *key) {
+        char err[512];
+        srv->tls = tls_create(cert, key, err, sizeof err);
+        if (!srv->tls) {
+            log_error("TLS certificate not usable", "error=\"%s\"", err);
+            return 2;
+        }
+    } else {
+        log_warn("TLS_CERT/TLS_KEY not set: no STARTTLS, no implicit TLS", "%s", "");
+    }
+
+    srv->db = db_create(srv->loop, dburl, atoi(env_or("DB_POOL", "4")));
+    srv->bus = bus_create(srv->loop, env_or("NATS_URL", "nats://127.0.0.1:4222"), proto->name);
+    if (!srv->db || !srv->bus) {
+        log_error("cannot start database or bus client", "%s", "");
+        return 2;
+    }
+    srv->cfg = config_create(srv->loop, srv->db, srv->bus, atoi(env_or("CONFIG_REFRESH", "30")));
+
+    srv->listen = calloc(proto->nlisteners, sizeof *srv->listen);
+    srv->listening = calloc(proto->nlisteners, sizeof *srv->listening);
+    const char *address = env_or("LISTEN_ADDRESS", "::");
+    int failed = 0;
+    for (size_t i = 0; i < proto->nlisteners; i++)
+        if (fe_listen_one(srv, i, address) < 0)
+            failed = 1;
+
+    uv_signal_init(srv->loop, &srv->sig_term);
+    uv_signal_init(srv->loop, &srv->sig_int);
+    uv_signal_init(srv->loop, &srv->sig_hup);
+    uv_timer_init(srv->loop, &srv->drain_timer);
+    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->drain_timer.data = srv;
+    uv_signal_start(&srv->sig_term, stop_signal_cb, SIGTERM);
+    uv_signal_start(&srv->sig_int, stop_signal_cb, SIGINT);
+    uv_signal_start(&srv->sig_hup, hup_signal_cb, SIGHUP);
+
+    if (failed) {
+        fe_server_shutdown(srv);
+        uv_run(srv->loop, UV_RUN_DEFAULT);
+    } else {
+        log_info("started", "instance=%s", srv->instance);
+        uv_run(srv->loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(srv->loop);
+    free(srv->listen);
+    free(srv->listening);
+    nats_Close();
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,237 @@
+/* DATA: reading the message (RFC 5321 section 4.1.1.4, dot-unstuffing section 4.5.2),
+ * storing it in one PostgreSQL statement, and announcing it on the bus. The reply 250
+ * goes out only after the statement has committed. */
+#include "smtpd.h"
+
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "log.h"
+
+static void make_queue_id(char *out, size_t len)
+{
+    static const char digits[] = "0123456789BCDFGHJKLMNPQRSTVWXZ";
+    unsigned char r[10];
+    RAND_bytes(r, sizeof r);
+    size_t i = 0;
+    for (; i < sizeof r && i + 1 < len; i++)
+        out[i] = digits[r[i] % (sizeof digits - 1)];
+    out[i] = '\0';
+}
+
+void smtp_data_start(smtp_session_t *s)
+{
+    if (smtp_temp_unavailable(s))
+        return;
+    buf_reset(&s->data);
+    s->data_too_big = s->data_bare_lf = s->data_nul = s->data_long_line = false;
+    make_queue_id(s->queue_id, sizeof s->queue_id);
+    smtp_enter_state(s, SMTP_STATE_DATA);
+    smtp_reply(s, 354, "End data with <CR><LF>.<CR><LF>");
+}
+
+/* RFC 3848 protocol names. */
+static const char *with_protocol(smtp_session_t *s)
+{
+    bool tls = fe_session_tls(&s->fe), auth = s->fe.user != NULL;
+    if (!s->esmtp)
+        return tls ? "SMTPS" : "SMTP";
+    return auth ? (tls ? "ESMTPSA" : "ESMTPA") : (tls ? "ESMTPS" : "ESMTP");
+}
+
+static void received_header(smtp_session_t *s, buf_t *out)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+    buf_printf(out, "Received: from %s ([%s])\r\n\tby %s (Postern) with %s",
+               s->helo[0] ? s->helo : "unknown", s->fe.peer, s->fe.srv->hostname,
+               with_protocol(s));
+    if (fe_session_tls(&s->fe))
+        buf_printf(out, "\r\n\t(using %s with cipher %s)", conn_tls_version(s->fe.conn),
+                   conn_tls_cipher(s->fe.conn));
+    buf_printf(out, " id %s", s->queue_id);
+    if (s->nrcpts == 1)
+        buf_printf(out, "\r\n\tfor <%s>", s->rcpts[0].address);
+    buf_printf(out, "; %s\r\n", date);
+}
+
+/* A PostgreSQL text[] literal; addresses never hold quotes or backslashes after
+ * smtp_path_parse(), but escape them anyway. */
+static void array_literal(smtp_session_t *s, bool local, buf_t *out)
+{
+    buf_puts(out, "{");
+    bool first = true;
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        if (s->rcpts[i].local != local)
+            continue;
+        buf_puts(out, first ? "\"" : ",\"");
+        first = false;
+        for (const char *c = s->rcpts[i].address; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                buf_append(out, "\\", 1);
+            buf_append(out, c, 1);
+        }
+        buf_puts(out, "\"");
+    }
+    buf_puts(out, "}");
+}
+
+typedef struct store_req {
+    smtp_session_t *session;
+    buf_t local_raw, relay_raw, local_rcpts, relay_rcpts;
+    size_t size;
+    uint32_t nrcpts, nrelay;
+} store_req_t;
+
+static void store_req_free(store_req_t *r)
+{
+    buf_free(&r->local_raw);
+    buf_free(&r->relay_raw);
+    buf_free(&r->local_rcpts);
+    buf_free(&r->relay_rcpts);
+    free(r);
+}
+
+static void publish_message(smtp_session_t *s, store_req_t *r)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    Postern__MessageEvent ev = POSTERN__MESSAGE_EVENT__INIT;
+    ev.service = POSTERN__SERVICE__SERVICE_SMTP;
+    ev.user = s->fe.user ? s->fe.user : "";
+    ev.sender = s->sender;
+    ev.rcpt_count = r->nrcpts;
+    ev.relay_rcpt_count = r->nrelay;
+    ev.size = r->size;
+    ev.client_addr = s->fe.peer;
+    ev.authenticated = s->fe.user != NULL;
+    ev.time_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    ev.instance = s->fe.srv->instance;
+    ev.queue_id = s->queue_id;
+    if (bus_publish_msg(s->fe.srv->bus, "postern.event.message", &ev.base) < 0)
+        log_warn("message event not published", "session=%lu id=%s", s->fe.id, s->queue_id);
+}
+
+static void stored_cb(void *arg, PGresult *res)
+{
+    store_req_t *r = arg;
+    smtp_session_t *s = r->session;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_error("message not stored", "session=%lu id=%s error=\"%s\"", s->fe.id, s->queue_id,
+                  res ? PQresultErrorMessage(res) : "database unavailable");
+        if (!s->fe.closing)
+            smtp_reply(s, 451, "4.3.0 Message not stored, please try again later");
+    } else {
+        log_info("message accepted", "session=%lu id=%s client=%s user=\"%s\" from=\"%s\" "
+                 "rcpts=%u relay_rcpts=%u size=%zu", s->fe.id, s->queue_id, s->fe.peer,
+                 s->fe.user ? s->fe.user : "", s->sender, r->nrcpts, r->nrelay, r->size);
+        publish_message(s, r);
+        if (!s->fe.closing)
+            smtp_reply(s, 250, "2.0.0 Ok: queued as %s", s->queue_id);
+    }
+    smtp_reset_transaction(s);
+    store_req_free(r);
+    fe_session_resume(&s->fe);
+    fe_session_unref(&s->fe);
+}
+
+static void smtp_store(smtp_session_t *s)
+{
+    store_req_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        smtp_reply(s, 451, "4.3.0 Temporary failure");
+        smtp_reset_transaction(s);
+        return;
+    }
+    r->session = s;
+    buf_t received;
+    buf_init(&received);
+    received_header(s, &received);
+    buf_printf(&r->local_raw, "Return-Path: <%s>\r\n", s->sender);
+    buf_append(&r->local_raw, received.data, received.len);
+    buf_append(&r->local_raw, s->data.data, s->data.len);
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        r->nrcpts++;
+        r->nrelay += !s->rcpts[i].local;
+    }
+    if (r->nrelay) {
+        buf_append(&r->relay_raw, received.data, received.len);
+        buf_append(&r->relay_raw, s->data.data, s->data.len);
+    }
+    buf_free(&received);
+    r->size = r->local_raw.len;
+    array_literal(s, true, &r->local_rcpts);
+    array_literal(s, false, &r->relay_rcpts);
+    const char *values[6] = { s->queue_id, s->sender, r->local_rcpts.data, r->local_raw.data,
+                              r->relay_rcpts.data, r->relay_raw.data };
+    int lengths[6] = { 0, 0, 0, (int)r->local_raw.len, 0, (int)r->relay_raw.len };
+    int binary[6] = { 0, 0, 0, 1, 0, 1 };
+    fe_session_wait(&s->fe);
+    fe_session_ref(&s->fe);
+    db_query(s->fe.srv->db, "SELECT postern_deliver($1, $2, $3::text[], $4, $5::text[], $6)", 6,
+             values, lengths, binary, stored_cb, r);
+}
+
+static void smtp_data_end(smtp_session_t *s)
+{
+    long max = config_get_long(s->fe.srv->cfg, "smtp.max_message_size");
+    const char *problem = NULL;
+    int code = 554;
+    char text[160];
+    if (s->data_too_big) {
+        code = 552;
+        snprintf(text, sizeof text, "5.3.4 Message size exceeds fixed limit of %ld bytes", max);
+        problem = text;
+    } else if (s->data_bare_lf) {
+        problem = "5.6.0 Message contains bare LF; lines must end with CRLF";
+    } else if (s->data_nul) {
+        problem = "5.6.0 Message contains NUL bytes";
+    } else if (s->data_long_line) {
+        problem = "5.6.0 Message contains a line that is too long";
+    }
+    if (problem) {
+        log_info("message refused", "session=%lu client=%s reason=\"%s\"", s->fe.id, s->fe.peer,
+                 problem);
+        smtp_reset_transaction(s);
+        smtp_reply(s, code, "%s", problem);
+        return;
+    }
+    smtp_store(s);
+}
+
+void smtp_data_line(smtp_session_t *s, const char *line, size_t len, unsigned flags)
+{
+    /* Only <CRLF>.<CRLF> ends the data: a "." ended by a bare LF does not (SMTP
+     * smuggling), and such a line spoils the message instead. */
+    if (flags & LINE_BARE_LF) {
+        s->data_bare_lf = true;
+        return;
+    }
+    if (len == 1 && line[0] == '.') {
+        smtp_data_end(s);
+        return;
+    }
+    if (flags & LINE_NUL)
+        s->data_nul = true;
+    if (line[0] == '.') {
+        line++;
+        len--;
+    }
+    if (s->data_too_big)
+        return;
+    long max = config_get_long(s->fe.srv->cfg, "smtp.max_message_size");
+    if (s->data.len + len + 2 > (size_t)max) {
+        s->data_too_big = true;
+        buf_reset(&s->data);
+        return;
+    }
+    buf_append(&s->data, line, len);
+    buf_append(&s->data, "\r\n", 2);
+}

@@ -1,0 +1,85 @@
+/* smtpd: settings and listeners; everything else is the shared front-end skeleton. */
+#include "smtpd.h"
+
+#include <stdlib.h>
+
+static void smtp_open(fe_session_t *fs);
+static void smtp_line(fe_session_t *fs, char *line, size_t len, unsigned flags);
+static void smtp_line_too_long(fe_session_t *fs);
+static void smtp_tls_ready(fe_session_t *fs);
+static void smtp_timeout(fe_session_t *fs);
+static void smtp_release(fe_session_t *fs);
+
+static const fe_listener_conf_t smtp_listeners[] = {
+    { "smtp", "SMTP_PORT", 25, FE_TLS_NONE, SMTP_LISTENER_MX },
+    { "submission", "SUBMISSION_PORT", 587, FE_TLS_NONE, SMTP_LISTENER_SUBMISSION },
+    { "smtps", "SMTPS_PORT", 465, FE_TLS_IMPLICIT, SMTP_LISTENER_SUBMISSION },
+};
+
+static const fe_protocol_t smtp_protocol = {
+    .name = "smtpd",
+    .service = POSTERN__SERVICE__SERVICE_SMTP,
+    .session_size = sizeof(smtp_session_t),
+    .line_max = SMTP_AUTH_LINE_MAX + 2,
+    .listeners = smtp_listeners,
+    .nlisteners = sizeof smtp_listeners / sizeof smtp_listeners[0],
+    .idle_timeout_key = "smtp.idle_timeout",
+    .open = smtp_open,
+    .line = smtp_line,
+    .line_too_long = smtp_line_too_long,
+    .tls_ready = smtp_tls_ready,
+    .timeout = smtp_timeout,
+    .release = smtp_release,
+};
+
+static void smtp_open(fe_session_t *fs)
+{
+    smtp_session_t *s = (smtp_session_t *)fs;
+    buf_init(&s->data);
+    smtp_reply(s, 220, "%s ESMTP Postern", fs->srv->hostname);
+}
+
+static void smtp_line(fe_session_t *fs, char *line, size_t len, unsigned flags)
+{
+    smtp_session_t *s = (smtp_session_t *)fs;
+    if (s->state == SMTP_STATE_DATA)
+        smtp_data_line(s, line, len, flags);
+    else
+        smtp_dispatch(s, line, len, flags);
+}
+
+static void smtp_line_too_long(fe_session_t *fs)
+{
+    smtp_session_t *s = (smtp_session_t *)fs;
+    if (s->state == SMTP_STATE_DATA)
+        s->data_long_line = true;
+    else
+        smtp_reply(s, 500, "5.5.2 Line too long");
+}
+
+/* RFC 3207 section 4.2: after the handshake the client starts over with EHLO. */
+static void smtp_tls_ready(fe_session_t *fs)
+{
+    smtp_session_t *s = (smtp_session_t *)fs;
+    smtp_reset_transaction(s);
+    s->helo[0] = '\0';
+    s->esmtp = false;
+    smtp_enter_state(s, SMTP_STATE_INIT);
+}
+
+static void smtp_timeout(fe_session_t *fs)
+{
+    smtp_reply((smtp_session_t *)fs, 421, "4.4.2 %s Error: timeout exceeded", fs->srv->hostname);
+}
+
+static void smtp_release(fe_session_t *fs)
+{
+    smtp_session_t *s = (smtp_session_t *)fs;
+    smtp_reset_transaction(s);
+    buf_free(&s->data);
+}
+
+int main(void)
+{
+    return fe_main(&smtp_protocol, "SMTP_HOSTNAME");
+}

@@ -1,0 +1,82 @@
+/* smtpd: ESMTP (RFC 5321) on the MX, submission and implicit-TLS ports. */
+#ifndef POSTERN_SMTPD_H
+#define POSTERN_SMTPD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "fe.h"
+#include "net.h"
+
+#define SMTP_LINE_MAX 512      /* RFC 5321 section 4.5.3.1.4, CRLF included */
+#define SMTP_AUTH_LINE_MAX 12288 /* RFC 4954 section 4: AUTH lines and SASL responses */
+#define SMTP_PATH_MAX 256      /* RFC 5321 section 4.5.3.1.3 */
+
+enum smtp_listener_kind { SMTP_LISTENER_MX, SMTP_LISTENER_SUBMISSION };
+
+typedef enum smtp_state {
+    SMTP_STATE_INIT,  /* greeted, no EHLO/HELO yet */
+    SMTP_STATE_READY, /* EHLO/HELO done, no transaction */
+    SMTP_STATE_MAIL,  /* MAIL accepted */
+    SMTP_STATE_RCPT,  /* at least one RCPT accepted */
+    SMTP_STATE_DATA,  /* reading the message */
+    SMTP_STATE_QUIT,
+} smtp_state_t;
+
+typedef struct smtp_rcpt {
+    char *address; /* normalised: domain lowercased; lowercased entirely when local */
+    bool local;
+} smtp_rcpt_t;
+
+typedef struct smtp_session {
+    fe_session_t fe; /* first: the skeleton's part */
+    smtp_state_t state;
+    char helo[256];
+    bool esmtp;
+    unsigned errors;
+    /* the transaction, reset by RSET, HELO/EHLO, STARTTLS and after DATA */
+    char sender[SMTP_PATH_MAX + 1];
+    smtp_rcpt_t *rcpts;
+    size_t nrcpts;
+    smtp_rcpt_t pending; /* a recipient being looked up */
+    char queue_id[24];
+    buf_t data;
+    bool data_too_big, data_bare_lf, data_nul, data_long_line;
+} smtp_session_t;
+
+/* session.c */
+void smtp_reply(smtp_session_t *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void smtp_enter_state(smtp_session_t *s, smtp_state_t state);
+void smtp_reset_transaction(smtp_session_t *s);
+bool smtp_temp_unavailable(smtp_session_t *s);
+
+/* cmd.c */
+void smtp_dispatch(smtp_session_t *s, char *line, size_t len, unsigned flags);
+
+/* check.c: addresses and relay policy, free of I/O */
+typedef struct smtp_path {
+    char address[SMTP_PATH_MAX + 1]; /* local@domain, domain lowercased; "" for <> */
+    char local[65];
+    char domain[256];
+    bool literal;                    /* domain is an address literal [...] */
+    const char *params;              /* ESMTP parameters after the path, or "" */
+} smtp_path_t;
+
+/* Parses "<path> [params]" (what follows "FROM:" or "TO:"). Returns 0, or -1 with a
+ * complete reply ("501 5.1.3 ...") in err. */
+int smtp_path_parse(const char *arg, bool allow_null, smtp_path_t *path, char *err,
+                    size_t err_len);
+
+typedef enum relay_mode { RELAY_NONE, RELAY_SELECT, RELAY_ANYONE } relay_mode_t;
+relay_mode_t smtp_relay_mode(const char *setting);
+/* The relay decision for a recipient outside the hosted domains. */
+bool smtp_may_relay(relay_mode_t mode, bool authenticated, bool client_in_relay_list);
+/* True when a local part carries routing characters (%-hack, bang path). */
+bool smtp_local_part_routes(const char *local);
+
+/* data.c */
+void smtp_data_start(smtp_session_t *s);
+void smtp_data_line(smtp_session_t *s, const char *line, size_t len, unsigned flags);
+
+#endif
