@@ -85,9 +85,14 @@ endef
 $(foreach s,$(SERVICES),$(eval $(call program,$(s),services)))
 $(foreach t,$(TOOLS),$(eval $(call program,$(t),tools)))
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBA) | $(PROTO_H)
+# A unit test of a service's module links that service's objects except main.o:
+# tests/unit/test_smtpd_*.c gets services/smtpd/*.o.
+svc_objs = $(patsubst %.c,$(OBJ)/%.o,$(filter-out %/main.c,$(wildcard services/$(1)/*.c)))
+.SECONDEXPANSION:
+$(BUILD)/tests/%: tests/unit/%.c $$(call svc_objs,$$(word 2,$$(subst _, ,$$*))) $(LIBA) | $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Iservices/$(word 2,$(subst _, ,$*)) $(LDFLAGS) -o $@ $< \
+	    $(call svc_objs,$(word 2,$(subst _, ,$*))) $(LIBA) $(LDLIBS) -lcmocka
 
 # Installs the Debian packages the build, `make run` and the tests need (root or sudo).
 deps:

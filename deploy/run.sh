@@ -1,0 +1,80 @@
+#!/bin/sh
+# `make run`: a private PostgreSQL and nats-server under ./var, the schema, a self-signed
+# certificate, a first domain and login, then every Postern service in the foreground.
+# Ctrl-C stops everything. Ports and settings come from the environment:
+#   SMTP_PORT=2525 SUBMISSION_PORT=2587 SMTPS_PORT=2465 PG_PORT=25432 NATS_PORT=24222
+#   POSTERN_DOMAIN=example.test LISTEN_ADDRESS=127.0.0.1 POSTERN_BIN=build/bin
+set -eu
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VAR=$ROOT/var
+BIN=${POSTERN_BIN:-$ROOT/build/bin}
+export SMTP_PORT=${SMTP_PORT:-2525}
+export SUBMISSION_PORT=${SUBMISSION_PORT:-2587}
+export SMTPS_PORT=${SMTPS_PORT:-2465}
+export LISTEN_ADDRESS=${LISTEN_ADDRESS:-127.0.0.1}
+PG_PORT=${PG_PORT:-25432}
+NATS_PORT=${NATS_PORT:-24222}
+DOMAIN=${POSTERN_DOMAIN:-example.test}
+
+mkdir -p "$VAR"
+sh deploy/localstack.sh start "$VAR" "$PG_PORT" "$NATS_PORT" >/dev/null
+set -a
+. "$VAR/postern.env"
+set +a
+
+pids=""
+stop() {
+    trap - INT TERM EXIT
+    echo
+    echo "Stopping Postern..."
+    [ -n "$pids" ] && kill $pids 2>/dev/null
+    [ -n "$pids" ] && wait $pids 2>/dev/null
+    sh deploy/localstack.sh stop "$VAR" >/dev/null || true
+    echo "Stopped."
+    exit 0
+}
+trap stop INT TERM EXIT
+
+"$BIN/mailctl" migrate >/dev/null
+
+if [ ! -f "$VAR/tls/cert.pem" ]; then
+    mkdir -p "$VAR/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=localhost" \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$VAR/tls/key.pem" -out "$VAR/tls/cert.pem" 2>/dev/null
+    chmod 600 "$VAR/tls/key.pem"
+fi
+export TLS_CERT="$VAR/tls/cert.pem" TLS_KEY="$VAR/tls/key.pem"
+
+if [ ! -f "$VAR/first-login" ]; then
+    password=$(openssl rand -base64 12 | tr -d '/+=')
+    "$BIN/mailctl" domain add "$DOMAIN" >/dev/null 2>&1 || true
+    printf '%s\n' "$password" | "$BIN/mailctl" user add "postmaster@$DOMAIN" --password-stdin >/dev/null
+    printf 'postmaster@%s %s\n' "$DOMAIN" "$password" > "$VAR/first-login"
+    chmod 600 "$VAR/first-login"
+fi
+read -r login password < "$VAR/first-login"
+
+for svc in smtpd; do
+    "$BIN/$svc" &
+    pids="$pids $!"
+done
+
+cat <<MSG
+
+Postern is running (logs below; Ctrl-C stops everything).
+
+  SMTP (MX)        $LISTEN_ADDRESS:$SMTP_PORT   STARTTLS
+  Submission       $LISTEN_ADDRESS:$SUBMISSION_PORT   STARTTLS, AUTH required
+  SMTPS            $LISTEN_ADDRESS:$SMTPS_PORT   implicit TLS, AUTH required
+  PostgreSQL       $DATABASE_URL
+  NATS             $NATS_URL
+
+  First login:     $login   password: $password
+  Administer:      build/bin/mailctl --help      (from this folder, no flags needed)
+  Try it:          swaks --server localhost:$SMTP_PORT --to $login
+
+MSG
+wait
