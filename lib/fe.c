@@ -400,7 +400,7 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
         snprintf(srv->hostname, sizeof srv->hostname, "%s", name);
     else if (gethostname(srv->hostname, sizeof srv->hostname - 1) != 0)
         strcpy(srv->hostname, "localhost");
-    snprintf(srv->instance, sizeof srv->instance, "%s:%d", srv->hostname, (int)getpid());
+    snprintf(srv->instance, sizeof srv->instance, "%.250s:%d", srv->hostname, (int)getpid());
     RAND_bytes(srv->secret, sizeof srv->secret);
 
     const char *cert = getenv("TLS_CERT"), *key = getenv("TLS_KEY");

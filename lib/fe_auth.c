@@ -1,6 +1,6 @@
 #include "fe_auth.h"
 
-#include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -24,22 +24,11 @@ static void auth_status(fe_auth_t *a, sasl_status_t st, const unsigned char *out
 int fe_base64_decode(const char *text, size_t len, buf_t *out)
 {
     buf_reset(out);
-    if (len % 4 != 0)
-        return -1;
-    if (len == 0)
-        return 0;
     unsigned char *tmp = malloc(len / 4 * 3 + 1);
     if (!tmp)
         return -1;
-    int n = EVP_DecodeBlock(tmp, (const unsigned char *)text, (int)len);
-    int pad = (text[len - 1] == '=') + (text[len - 2] == '=');
-    /* '=' may only pad the end. */
-    const char *eq = memchr(text, '=', len);
-    if (n < 0 || (eq && eq < text + len - pad)) {
-        free(tmp);
-        return -1;
-    }
-    int rc = buf_append(out, tmp, (size_t)(n - pad));
+    int n = scram_b64_decode(text, len, tmp, len / 4 * 3 + 1);
+    int rc = n < 0 ? -1 : buf_append(out, tmp, (size_t)n);
     free(tmp);
     return rc;
 }
@@ -47,11 +36,12 @@ int fe_base64_decode(const char *text, size_t len, buf_t *out)
 int fe_base64_encode(const unsigned char *data, size_t len, buf_t *out)
 {
     buf_reset(out);
-    char *tmp = malloc(4 * ((len + 2) / 3) + 1);
+    size_t cap = 4 * ((len + 2) / 3) + 1;
+    char *tmp = malloc(cap);
     if (!tmp)
         return -1;
-    int n = EVP_EncodeBlock((unsigned char *)tmp, data, (int)len);
-    int rc = buf_append(out, tmp, (size_t)n);
+    int n = scram_b64_encode(data, len, tmp, cap);
+    int rc = n < 0 ? -1 : buf_append(out, tmp, (size_t)n);
     free(tmp);
     return rc;
 }

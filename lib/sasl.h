@@ -60,5 +60,15 @@ const char *sasl_mech_name(const sasl_t *s);
  * proof. Valid once the exchange ended in SASL_OK or SASL_FAIL; returns 0, or -1. */
 int sasl_attempt_digest(const sasl_t *s, const unsigned char *key, size_t key_len,
                         unsigned char out[32]);
+/* Note on SCRAM: a wrong proof cannot be unmasked without the client's own StoredKey, so the
+ * recovered "ClientKey" of a failed SCRAM attempt also depends on the exchange's nonces: two
+ * tries of the same wrong password give the same digest only if the nonces match as well.
+ * An unknown user is handled with a made-up secret keyed by fake_key, the same way. The
+ * digest is -1 when no credential was presented (e.g. SCRAM authzid mismatch). */
+
+/* For tests only: use server_nonce as the server's part of the SCRAM nonce (RFC 5802
+ * section 5.1 "r=" = client nonce + this) instead of 24 random bytes. Printable ASCII
+ * without ',', at most 64 characters; anything else restores the random nonce. */
+void sasl_test_set_nonce(sasl_t *s, const char *server_nonce);
 
 #endif
