@@ -1,0 +1,45 @@
+/* The known system settings (table settings, scope 'system'): their keys, defaults and
+ * what a valid value looks like. mailctl validates against this table before it stores a
+ * value; services use the same table for the defaults of keys nobody has set.
+ *
+ * Values are stored as text in their canonical form: enums and booleans in lower case
+ * ("on"/"off"), integers as plain decimal digits. settings_valid() accepts only that form. */
+#ifndef POSTERN_SETTINGS_H
+#define POSTERN_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum setting_kind {
+    SETTING_ENUM, /* one of the words in choices */
+    SETTING_BOOL, /* "on" or "off" */
+    SETTING_INT,  /* a decimal integer from min to max, inclusive */
+} setting_kind_t;
+
+typedef struct setting_def {
+    const char *key;
+    const char *default_value;
+    setting_kind_t kind;
+    long long min, max;  /* SETTING_INT only */
+    const char *choices; /* SETTING_ENUM only: "a|b|c" */
+    const char *help;    /* one line for people */
+} setting_def_t;
+
+/* Every known setting; the entry after the last has key NULL. */
+extern const setting_def_t settings_table[];
+
+/* The definition of key, or NULL when the key is not known. */
+const setting_def_t *settings_find(const char *key);
+/* True when value is a valid (canonical) value for def. */
+bool settings_valid(const setting_def_t *def, const char *value);
+/* What a valid value looks like, for error messages: "none|select|anyone", "on|off",
+ * "an integer from 1 to 10000". Returns buf. */
+const char *settings_expected(const setting_def_t *def, char *buf, size_t buf_len);
+
+/* Parsing helpers for services. settings_bool() is true only for "on". settings_int()
+ * returns value as a number when it is valid for def, otherwise def's default (value may
+ * be NULL for "not set"). */
+bool settings_bool(const char *value);
+long long settings_int(const setting_def_t *def, const char *value);
+
+#endif

@@ -1,0 +1,257 @@
+/* lib/db.c against a real PostgreSQL: POSTERN_TEST_DATABASE_URL names it (any database
+ * will do: the queries touch no table). Without it, every test is skipped. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "db.h"
+#include "log.h"
+
+/* Set while the test is inside db_query(): a callback must never see it set. */
+static bool in_db_query;
+
+typedef struct tally {
+    int calls, ok, null, error;
+    char last[64];
+    db_t **destroy_on_call; /* when set, the first callback destroys the pool */
+    db_t *chain_db;         /* when set, each callback queues one more query */
+    int chain_left;
+} tally_t;
+
+static const char *test_url(void)
+{
+    const char *url = getenv("POSTERN_TEST_DATABASE_URL");
+    return url && *url ? url : NULL;
+}
+
+static void query(db_t *db, const char *sql, int n, const char *const *values, const int *lengths,
+                  const int *binary, tally_t *t);
+
+static void tally_cb(void *arg, PGresult *res)
+{
+    tally_t *t = arg;
+    assert_false(in_db_query);
+    t->calls++;
+    if (!res)
+        t->null++;
+    else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        t->ok++;
+        if (PQntuples(res) > 0)
+            snprintf(t->last, sizeof t->last, "%s", PQgetvalue(res, 0, 0));
+    } else
+        t->error++;
+    if (t->destroy_on_call && *t->destroy_on_call) {
+        db_destroy(t->destroy_on_call);
+        assert_null(*t->destroy_on_call);
+    }
+    if (t->chain_db && t->chain_left > 0) {
+        t->chain_left--;
+        query(t->chain_db, "SELECT 1", 0, NULL, NULL, NULL, t);
+    }
+}
+
+static void query(db_t *db, const char *sql, int n, const char *const *values, const int *lengths,
+                  const int *binary, tally_t *t)
+{
+    in_db_query = true;
+    assert_int_equal(db_query(db, sql, n, values, lengths, binary, tally_cb, t), 0);
+    in_db_query = false;
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Runs the loop until *counter reaches target or timeout_ms pass. */
+static void run_until(uv_loop_t *loop, const int *counter, int target, int timeout_ms)
+{
+    uv_timer_t tick;
+    uv_timer_init(loop, &tick);
+    uv_timer_start(&tick, tick_cb, 20, 20);
+    uv_update_time(loop);
+    uint64_t end = uv_now(loop) + (uint64_t)timeout_ms;
+    while (*counter < target && uv_now(loop) < end)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+
+/* Destroys the pool and checks that the loop then ends with nothing left open. */
+static void finish(uv_loop_t *loop, db_t **db)
+{
+    db_destroy(db);
+    assert_null(*db);
+    assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+#define NEED_DATABASE()                                                                    \
+    do {                                                                                   \
+        if (!test_url()) {                                                                 \
+            print_message("skipped: set POSTERN_TEST_DATABASE_URL to run the db tests\n"); \
+            skip();                                                                        \
+        }                                                                                  \
+    } while (0)
+
+static void test_concurrent_queries(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 2);
+    assert_non_null(db);
+    tally_t t = { 0 };
+    char nums[10][12];
+    uv_update_time(&loop);
+    uint64_t start = uv_now(&loop);
+    for (int i = 0; i < 10; i++) {
+        snprintf(nums[i], sizeof nums[i], "%d", i);
+        const char *v[] = { nums[i] };
+        query(db, "SELECT $1::int + 1, pg_sleep(0.1)", 1, v, NULL, NULL, &t);
+    }
+    assert_int_equal(t.calls, 0); /* never from inside db_query */
+    run_until(&loop, &t.calls, 10, 10000);
+    uv_update_time(&loop);
+    assert_int_equal(t.ok, 10);
+    assert_string_equal(t.last, "10"); /* FIFO: the last query answers last */
+    assert_true(db_available(db));
+    /* Two connections: about 0.5 s, well under the 1 s one connection would take. */
+    assert_true(uv_now(&loop) - start < 950);
+    finish(&loop, &db);
+}
+
+static void test_error_result_and_params(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 1);
+    tally_t err = { 0 }, ok = { 0 };
+    query(db, "SELECT 1/0", 0, NULL, NULL, NULL, &err);
+    const char bytes[] = { 0, 1, 2 };
+    const char *v[] = { NULL, bytes, "it's" };
+    const int len[] = { 0, 3, 0 };
+    const int bin[] = { 0, 1, 0 };
+    query(db, "SELECT ($1::text IS NULL)::text || ' ' || $2::bytea::text || ' ' || $3", 3, v, len,
+          bin, &ok);
+    run_until(&loop, &ok.calls, 1, 10000);
+    assert_int_equal(err.calls, 1);
+    assert_int_equal(err.error, 1);
+    assert_int_equal(ok.ok, 1);
+    assert_string_equal(ok.last, "true \\x000102 it's");
+    finish(&loop, &db);
+}
+
+static void test_callback_queues_more(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 2);
+    tally_t t = { 0 };
+    t.chain_db = db;
+    t.chain_left = 20;
+    query(db, "SELECT 1", 0, NULL, NULL, NULL, &t);
+    run_until(&loop, &t.calls, 21, 10000);
+    assert_int_equal(t.ok, 21);
+    finish(&loop, &db);
+}
+
+static void test_unreachable_fails_fast(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, "postgresql:///postern?host=/nonexistent-postern-test", 2);
+    assert_non_null(db);
+    assert_false(db_available(db));
+    tally_t t = { 0 };
+    uv_update_time(&loop);
+    uint64_t start = uv_now(&loop);
+    query(db, "SELECT 1", 0, NULL, NULL, NULL, &t);
+    query(db, "SELECT 2", 0, NULL, NULL, NULL, &t);
+    assert_int_equal(t.calls, 0);
+    run_until(&loop, &t.calls, 2, 10000);
+    uv_update_time(&loop);
+    assert_int_equal(t.null, 2);
+    assert_true(uv_now(&loop) - start < 1000);
+    finish(&loop, &db);
+}
+
+static void test_bad_conninfo(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    assert_null(db_create(&loop, "host='unterminated", 1));
+    assert_int_equal(db_query(NULL, "SELECT 1", 0, NULL, NULL, NULL, tally_cb, NULL), -1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_destroy_fails_pending(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 1);
+    tally_t first = { 0 }, t = { 0 };
+    query(db, "SELECT 1", 0, NULL, NULL, NULL, &first);
+    run_until(&loop, &first.calls, 1, 10000);
+    assert_int_equal(first.ok, 1);
+    for (int i = 0; i < 5; i++)
+        query(db, "SELECT pg_sleep(0.5)", 0, NULL, NULL, NULL, &t);
+    /* One in flight, four queued: all five get NULL, at once. */
+    db_destroy(&db);
+    assert_int_equal(t.calls, 5);
+    assert_int_equal(t.null, 5);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_destroy_inside_callback(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 2);
+    tally_t t = { 0 };
+    t.destroy_on_call = &db;
+    for (int i = 0; i < 4; i++)
+        query(db, "SELECT pg_sleep(0.05)", 0, NULL, NULL, NULL, &t);
+    run_until(&loop, &t.calls, 4, 10000);
+    assert_null(db);
+    assert_int_equal(t.calls, 4);
+    assert_true(t.ok >= 1);
+    assert_int_equal(t.ok + t.null, 4);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    log_init("test_db");
+    log_set_level(LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_concurrent_queries),
+        cmocka_unit_test(test_error_result_and_params),
+        cmocka_unit_test(test_callback_queues_more),
+        cmocka_unit_test(test_unreachable_fails_fast),
+        cmocka_unit_test(test_bad_conninfo),
+        cmocka_unit_test(test_destroy_fails_pending),
+        cmocka_unit_test(test_destroy_inside_callback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

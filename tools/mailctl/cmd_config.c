@@ -1,0 +1,231 @@
+/* mailctl config set|unset|show: system-scope settings, validated against lib/settings. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailctl.h"
+#include "settings.h"
+
+#define SETTING_VALUE_MAX 256
+
+int setting_get(ctl_t *ctl, const char *key, char **value_r)
+{
+    *value_r = NULL;
+    const char *p[] = { key };
+    PGresult *res = ctl_query(ctl,
+                              "SELECT value FROM settings"
+                              " WHERE scope = 'system' AND scope_id = 0 AND key = $1",
+                              1, p);
+    if (!res)
+        return CTL_DB;
+    if (PQntuples(res) == 1)
+        *value_r = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return CTL_OK;
+}
+
+int setting_put(ctl_t *ctl, const char *key, const char *value)
+{
+    const char *p[] = { key, value };
+    PGresult *res = ctl_query(ctl,
+                              "INSERT INTO settings (scope, scope_id, key, value)"
+                              " VALUES ('system', 0, $1, $2)"
+                              " ON CONFLICT (scope, scope_id, key)"
+                              " DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                              2, p);
+    if (!res)
+        return CTL_DB;
+    PQclear(res);
+    return CTL_OK;
+}
+
+void relay_open_warning(void)
+{
+    fprintf(stderr,
+            "mailctl: WARNING: relay.mode is now 'anyone': this server is an OPEN RELAY.\n"
+            "mailctl: WARNING: anybody on the Internet can send mail through it; spammers find\n"
+            "mailctl: WARNING: open relays within hours and block lists follow soon after.\n"
+            "mailctl: WARNING: undo with: mailctl relay mode none   (or: relay mode select)\n");
+}
+
+/* The known setting for key, or NULL after an error naming the known keys. */
+static const setting_def_t *setting_arg(const char *key)
+{
+    const setting_def_t *def = settings_find(key);
+    if (def)
+        return def;
+    fprintf(stderr, "mailctl: unknown setting '%s'; the known settings are:\n", key);
+    for (const setting_def_t *d = settings_table; d->key; d++)
+        fprintf(stderr, "  %s\n", d->key);
+    return NULL;
+}
+
+int cmd_config_set(ctl_t *ctl, char **args, int nargs)
+{
+    (void)nargs;
+    const setting_def_t *def = setting_arg(args[0]);
+    if (!def)
+        return CTL_USAGE;
+    char value[SETTING_VALUE_MAX];
+    if (strlen(args[1]) >= sizeof value)
+        return ctl_error("the value is too long");
+    strcpy(value, args[1]);
+    if (def->kind != SETTING_INT)
+        for (char *c = value; *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
+    if (!settings_valid(def, value)) {
+        char expected[64];
+        return ctl_error("invalid value for %s: expected %s", def->key,
+                         settings_expected(def, expected, sizeof expected));
+    }
+
+    int rc = ctl_begin(ctl);
+    char *old = NULL;
+    if (rc == CTL_OK)
+        rc = setting_get(ctl, def->key, &old);
+    if (rc == CTL_OK)
+        rc = setting_put(ctl, def->key, value);
+    char detail[SETTING_VALUE_MAX + 64];
+    snprintf(detail, sizeof detail, "%s=%s", def->key, value);
+    if (rc == CTL_OK)
+        rc = ctl_audit(ctl, "config set", detail);
+    if (rc == CTL_OK)
+        rc = ctl_commit(ctl);
+    if (rc != CTL_OK) {
+        free(old);
+        return rc;
+    }
+    const char *was = old ? old : def->default_value;
+    if (ctl->json) {
+        printf("{\"ok\":true,\"action\":\"config set\",\"key\":");
+        json_str(stdout, def->key);
+        printf(",\"value\":");
+        json_str(stdout, value);
+        printf(",\"previous\":");
+        json_str(stdout, was);
+        printf("}\n");
+    } else {
+        printf("%s = %s (was %s%s)\n", def->key, value, was, old ? "" : ", the default");
+    }
+    fflush(stdout);
+    free(old);
+    if (strcmp(def->key, "relay.mode") == 0 && strcmp(value, "anyone") == 0)
+        relay_open_warning();
+    ctl_announce(ctl, "settings");
+    return CTL_OK;
+}
+
+int cmd_config_unset(ctl_t *ctl, char **args, int nargs)
+{
+    (void)nargs;
+    const setting_def_t *def = setting_arg(args[0]);
+    if (!def)
+        return CTL_USAGE;
+    int rc = ctl_begin(ctl);
+    if (rc != CTL_OK)
+        return rc;
+    const char *p[] = { def->key };
+    PGresult *res = ctl_query(ctl,
+                              "DELETE FROM settings WHERE scope = 'system' AND scope_id = 0"
+                              " AND key = $1 RETURNING value",
+                              1, p);
+    if (!res)
+        return CTL_DB;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        ctl_rollback(ctl);
+        if (ctl->json) {
+            printf("{\"ok\":true,\"action\":\"config unset\",\"key\":");
+            json_str(stdout, def->key);
+            printf(",\"changed\":false}\n");
+        } else {
+            printf("%s was not set: it has its default, %s (nothing changed)\n", def->key,
+                   def->default_value);
+        }
+        return CTL_OK;
+    }
+    PQclear(res);
+    if ((rc = ctl_audit(ctl, "config unset", def->key)) != CTL_OK ||
+        (rc = ctl_commit(ctl)) != CTL_OK)
+        return rc;
+    if (ctl->json) {
+        printf("{\"ok\":true,\"action\":\"config unset\",\"key\":");
+        json_str(stdout, def->key);
+        printf(",\"changed\":true,\"value\":");
+        json_str(stdout, def->default_value);
+        printf("}\n");
+    } else {
+        printf("%s unset: back to its default, %s\n", def->key, def->default_value);
+    }
+    fflush(stdout);
+    if (strcmp(def->key, "relay.mode") == 0 && strcmp(def->default_value, "anyone") == 0)
+        relay_open_warning();
+    ctl_announce(ctl, "settings");
+    return CTL_OK;
+}
+
+int cmd_config_show(ctl_t *ctl, char **args, int nargs)
+{
+    (void)args;
+    (void)nargs;
+    PGresult *res = ctl_query(ctl,
+                              "SELECT key, value FROM settings"
+                              " WHERE scope = 'system' AND scope_id = 0",
+                              0, NULL);
+    if (!res)
+        return CTL_DB;
+    int rows = PQntuples(res);
+    /* Column widths over the known keys only (other rows, like internal.secret, are
+     * never shown). */
+    int wk = 3, wv = 5;
+    for (const setting_def_t *d = settings_table; d->key; d++) {
+        if ((int)strlen(d->key) > wk)
+            wk = (int)strlen(d->key);
+        if ((int)strlen(d->default_value) > wv)
+            wv = (int)strlen(d->default_value);
+        for (int i = 0; i < rows; i++)
+            if (strcmp(PQgetvalue(res, i, 0), d->key) == 0 &&
+                settings_valid(d, PQgetvalue(res, i, 1)) && PQgetlength(res, i, 1) > wv)
+                wv = PQgetlength(res, i, 1);
+    }
+    if (ctl->json)
+        printf("{\"settings\":[");
+    else
+        printf("%-*s  %-*s  %s\n", wk, "KEY", wv, "VALUE", "SOURCE");
+    bool first = true;
+    for (const setting_def_t *d = settings_table; d->key; d++) {
+        const char *stored = NULL;
+        for (int i = 0; i < rows; i++)
+            if (strcmp(PQgetvalue(res, i, 0), d->key) == 0)
+                stored = PQgetvalue(res, i, 1);
+        bool valid = !stored || settings_valid(d, stored);
+        const char *effective = stored && valid ? stored : d->default_value;
+        if (ctl->json) {
+            printf("%s{\"key\":", first ? "" : ",");
+            json_str(stdout, d->key);
+            printf(",\"value\":");
+            json_str(stdout, effective);
+            printf(",\"is_default\":%s,\"default\":", stored && valid ? "false" : "true");
+            json_str(stdout, d->default_value);
+            if (!valid) {
+                printf(",\"invalid_stored_value\":");
+                json_str(stdout, stored);
+            }
+            printf("}");
+        } else if (!stored) {
+            printf("%-*s  %-*s  default\n", wk, d->key, wv, effective);
+        } else if (!valid) {
+            printf("%-*s  %-*s  default (the stored value '%s' is invalid)\n", wk, d->key, wv,
+                   effective, stored);
+        } else {
+            printf("%-*s  %-*s  set (default %s)\n", wk, d->key, wv, effective,
+                   d->default_value);
+        }
+        first = false;
+    }
+    if (ctl->json)
+        printf("]}\n");
+    PQclear(res);
+    return CTL_OK;
+}

@@ -1,0 +1,116 @@
+/* mailctl: the administrator's command-line tool. One run is one command: parse the
+ * command line, connect to PostgreSQL (blocking libpq: this is a CLI), make the change in
+ * one transaction together with its audit_log row, announce it on NATS, print the outcome
+ * for people or as JSON.
+ *
+ * Exit status: 0 done, 1 bad input or refused, 2 the database could not be used. */
+#ifndef MAILCTL_H
+#define MAILCTL_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum { CTL_OK = 0, CTL_USAGE = 1, CTL_DB = 2 };
+
+/* A timestamptz column as ISO 8601 UTC text, for lists. */
+#define SQL_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+typedef struct ctl {
+    bool json;           /* --json: JSON on stdout */
+    bool password_stdin; /* --password-stdin */
+    const char *domain;  /* --domain D */
+    char *database_url;  /* from DATABASE_URL or var/postern.env */
+    char *nats_url;      /* from NATS_URL or var/postern.env, or the default */
+    char actor[128];     /* who runs the command, for audit_log */
+    PGconn *pg;
+    bool in_tx;
+} ctl_t;
+
+/* ---- out.c: messages and output ---------------------------------------------------- */
+/* "mailctl: ..." on stderr. ctl_error returns CTL_USAGE so handlers can return it. */
+int ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* s as a JSON string, quotes included; NULL as null. */
+void json_str(FILE *f, const char *s);
+/* Width of the widest value of column col (at least min), for aligned tables. */
+int out_width(const PGresult *res, int col, int min);
+
+/* ---- pg.c: the database ------------------------------------------------------------ */
+/* Finds DATABASE_URL and NATS_URL (environment first, then var/postern.env) and the
+ * actor. Returns CTL_OK, or CTL_DB after printing why. */
+int ctl_config_load(ctl_t *ctl);
+void ctl_config_free(ctl_t *ctl);
+/* Connects to the database. Returns CTL_OK, or CTL_DB after printing why. */
+int ctl_connect(ctl_t *ctl);
+void ctl_disconnect(ctl_t *ctl);
+/* Runs sql with text parameters. Returns the result when the statement succeeded;
+ * otherwise prints why, rolls back an open transaction and returns NULL (exit CTL_DB). */
+PGresult *ctl_query(ctl_t *ctl, const char *sql, int nparams, const char *const *params);
+/* Same, but hands back any result (NULL only when out of memory): for statements whose
+ * errors the caller turns into its own messages. */
+PGresult *ctl_query_raw(ctl_t *ctl, const char *sql, int nparams, const char *const *params);
+/* Prints why the statement of the failed result res failed, clears res, rolls back an
+ * open transaction; returns CTL_DB. */
+int ctl_report(ctl_t *ctl, PGresult *res);
+/* The SQLSTATE of a failed result ("" if none). */
+const char *ctl_sqlstate(const PGresult *res);
+/* Transactions. Each returns CTL_OK or CTL_DB (reported). */
+int ctl_begin(ctl_t *ctl);
+int ctl_commit(ctl_t *ctl);
+void ctl_rollback(ctl_t *ctl);
+/* Adds the audit_log row of this change (inside the transaction). */
+int ctl_audit(ctl_t *ctl, const char *action, const char *detail);
+
+/* ---- announce.c: NATS -------------------------------------------------------------- */
+/* Publishes ConfigChanged{what} on postern.config.changed; warns (only) when it cannot. */
+void ctl_announce(ctl_t *ctl, const char *what);
+
+/* ---- password.c -------------------------------------------------------------------- */
+/* A new password: one line from stdin with --password-stdin, otherwise asked twice on
+ * the terminal without echo. Returns CTL_OK with *pw_r (free with password_free), or
+ * CTL_USAGE after printing why. */
+int password_read_new(ctl_t *ctl, char **pw_r, size_t *len_r);
+void password_free(char *pw, size_t len);
+
+/* ---- names.c: what domain names and addresses may look like ------------------------ */
+/* Lowercases name in place and checks it: LDH labels of 1..63, dots between them, no
+ * trailing dot, at most 253 characters, not all-numeric at the end. On failure writes
+ * why and returns false. */
+bool name_domain_check(char *name, char *why, size_t why_len);
+/* Lowercases address in place and checks it: a dot-atom local part (RFC 5321) of at most
+ * 64 characters, '@', a domain as above. *domain_r points into address. */
+bool name_address_check(char *address, const char **domain_r, char *why, size_t why_len);
+/* Copies an argument into a buffer of NAME_BUF bytes for checking; false (reported) when
+ * it does not fit. */
+#define NAME_BUF 512
+bool name_copy(char *dst, const char *src, const char *what);
+/* Checks the shape of an IPv4/IPv6 address or network before PostgreSQL parses it. */
+bool name_cidr_chars(const char *text);
+
+/* ---- commands ---------------------------------------------------------------------- */
+int cmd_migrate(ctl_t *ctl, char **args, int nargs);
+int cmd_domain_add(ctl_t *ctl, char **args, int nargs);
+int cmd_domain_del(ctl_t *ctl, char **args, int nargs);
+int cmd_domain_list(ctl_t *ctl, char **args, int nargs);
+int cmd_user_add(ctl_t *ctl, char **args, int nargs);
+int cmd_user_passwd(ctl_t *ctl, char **args, int nargs);
+int cmd_user_del(ctl_t *ctl, char **args, int nargs);
+int cmd_user_list(ctl_t *ctl, char **args, int nargs);
+int cmd_relay_mode(ctl_t *ctl, char **args, int nargs);
+int cmd_relay_allow(ctl_t *ctl, char **args, int nargs);
+int cmd_relay_deny(ctl_t *ctl, char **args, int nargs);
+int cmd_relay_list(ctl_t *ctl, char **args, int nargs);
+int cmd_config_set(ctl_t *ctl, char **args, int nargs);
+int cmd_config_unset(ctl_t *ctl, char **args, int nargs);
+int cmd_config_show(ctl_t *ctl, char **args, int nargs);
+
+/* cmd_config.c, shared with cmd_relay.c: a system setting's stored value (malloc'd, NULL
+ * when unset) and writing one inside the caller's transaction. */
+int setting_get(ctl_t *ctl, const char *key, char **value_r);
+int setting_put(ctl_t *ctl, const char *key, const char *value);
+/* The loud warning printed whenever relay.mode becomes anyone. */
+void relay_open_warning(void);
+
+#endif
