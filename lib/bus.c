@@ -83,8 +83,13 @@ static void wakeup_cb(uv_async_t *a)
     while (in) {
         bus_inbound_t *next = in->next;
         natsMsg *m = in->msg;
-        in->sub->cb(in->sub->arg, natsMsg_GetSubject(m), natsMsg_GetData(m),
-                    (size_t)natsMsg_GetDataLength(m), natsMsg_GetReply(m));
+        /* The server's "no responders" status (to a request nobody serves) arrives as an
+         * empty message: hand it on as no data at all. */
+        const char *data = NULL;
+        if (!natsMsg_IsNoResponders(m))
+            data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
+        in->sub->cb(in->sub->arg, natsMsg_GetSubject(m), data,
+                    data ? (size_t)natsMsg_GetDataLength(m) : 0, natsMsg_GetReply(m));
         natsMsg_Destroy(m);
         free(in);
         in = next;
@@ -134,7 +139,7 @@ static void reply_cb(void *arg, const char *subject, const void *data, size_t le
     uint64_t id = strtoull(dot + 1, NULL, 10);
     for (bus_pending_t *p = b->pending; p; p = p->next)
         if (p->id == id) {
-            pending_finish(p, data ? data : "", len);
+            pending_finish(p, data, len); /* NULL: nobody serves the subject */
             return;
         }
 }

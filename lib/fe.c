@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fe_auth.h"
@@ -141,7 +142,8 @@ static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
             break;
         if (s->listener->tls == FE_TLS_IMPLICIT && s->want_tls) {
             s->want_tls = false; /* the greeting was held back until now */
-            s->srv->proto->open(s);
+            if (!fe_session_refuse_if_blocked(s))
+                s->srv->proto->open(s);
         } else {
             s->srv->proto->tls_ready(s);
         }
@@ -205,7 +207,30 @@ static void accept_cb(uv_stream_t *server, int status)
         conn_start_tls(s->conn, tls_new_ssl(srv->tls));
         return;
     }
-    srv->proto->open(s);
+    if (!fe_session_refuse_if_blocked(s))
+        srv->proto->open(s);
+}
+
+void fe_format_time(int64_t ms, char *out, size_t out_len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, out_len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+bool fe_session_refuse_if_blocked(fe_session_t *s)
+{
+    char reason[200], until[32];
+    int64_t until_ms = 0;
+    if (!lim_blocked(s->srv->lim, s->peer, reason, sizeof reason, &until_ms))
+        return false;
+    fe_format_time(until_ms, until, sizeof until);
+    log_warn("blocked client refused", "session=%lu client=%s until=%s reason=\"%s\"", s->id,
+             s->peer, until, reason);
+    s->srv->proto->blocked(s, reason, until);
+    fe_session_close(s);
+    return true;
 }
 
 void fe_session_close(fe_session_t *s)
@@ -297,6 +322,7 @@ static void fe_server_shutdown(fe_server_t *srv)
 {
     log_info("stopping", "%s", "");
     uv_timer_stop(&srv->drain_timer);
+    lim_destroy(&srv->lim);
     config_destroy(&srv->cfg);
     bus_destroy(&srv->bus);
     db_destroy(&srv->db);
@@ -422,6 +448,7 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
         return 2;
     }
     srv->cfg = config_create(srv->loop, srv->db, srv->bus, atoi(env_or("CONFIG_REFRESH", "30")));
+    srv->lim = lim_create(srv->loop, srv->bus, srv->cfg);
 
     srv->listen = calloc(proto->nlisteners, sizeof *srv->listen);
     srv->listening = calloc(proto->nlisteners, sizeof *srv->listening);

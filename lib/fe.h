@@ -18,6 +18,7 @@
 #include "config.h"
 #include "conn.h"
 #include "db.h"
+#include "lim.h"
 #include "line.h"
 #include "tls.h"
 #include "postern.pb-c.h"
@@ -53,6 +54,8 @@ typedef struct fe_protocol {
     void (*tls_ready)(fe_session_t *s);/* after STARTTLS: forget what the client said */
     void (*timeout)(fe_session_t *s);  /* idle too long: say so; the session then closes */
     void (*release)(fe_session_t *s);  /* free protocol state */
+    /* The client address is blocked: say so, and until when; the session then closes. */
+    void (*blocked)(fe_session_t *s, const char *reason, const char *until);
 } fe_protocol_t;
 
 struct fe_server {
@@ -61,6 +64,7 @@ struct fe_server {
     db_t *db;
     bus_t *bus;
     config_t *cfg;
+    lim_t *lim;             /* the limiter's client and the local copy of blocks */
     tls_t *tls;             /* NULL when no certificate is configured */
     char hostname[256];
     char instance[300];     /* hostname:pid */
@@ -114,6 +118,11 @@ int fe_session_starttls(fe_session_t *s);
 bool fe_session_tls(const fe_session_t *s);
 /* TLS is offered on this session (configured and not active yet). */
 bool fe_session_tls_available(const fe_session_t *s);
+/* Refuses the session when its client is blocked (local copy of the limiter's blocks):
+ * writes the protocol's refusal, closes, and returns true. */
+bool fe_session_refuse_if_blocked(fe_session_t *s);
+/* Formats a Unix time in ms as RFC 3339 UTC ("2026-11-27T23:09:29Z"). */
+void fe_format_time(int64_t ms, char *out, size_t out_len);
 /* Runs cb after ms milliseconds unless the session closes first; one delay at a time. */
 void fe_session_delay(fe_session_t *s, unsigned ms, void (*cb)(fe_session_t *s));
 

@@ -20,6 +20,8 @@ struct fe_auth {
 };
 
 static void auth_status(fe_auth_t *a, sasl_status_t st, const unsigned char *out, size_t out_len);
+static void auth_check_cb(void *arg, const lim_verdict_t *v);
+static void secret_cb(void *arg, PGresult *res);
 
 int fe_base64_decode(const char *text, size_t len, buf_t *out)
 {
@@ -65,6 +67,7 @@ static Postern__AuthResult event_result(fe_auth_result_t r)
     case FE_AUTH_TEMP: return POSTERN__AUTH_RESULT__AUTH_TEMP_FAILURE;
     case FE_AUTH_ABORTED: return POSTERN__AUTH_RESULT__AUTH_ABORTED;
     case FE_AUTH_MALFORMED: return POSTERN__AUTH_RESULT__AUTH_MALFORMED;
+    case FE_AUTH_BLOCKED: return POSTERN__AUTH_RESULT__AUTH_TEMP_FAILURE;
     }
     return POSTERN__AUTH_RESULT__AUTH_RESULT_UNSPECIFIED;
 }
@@ -72,7 +75,7 @@ static Postern__AuthResult event_result(fe_auth_result_t r)
 static const char *result_name(fe_auth_result_t r)
 {
     static const char *const names[] = { "ok", "bad-credentials", "temporary-failure",
-                                         "aborted", "malformed" };
+                                         "aborted", "malformed", "blocked" };
     return names[r];
 }
 
@@ -98,7 +101,8 @@ static void auth_publish(fe_auth_t *a)
         ev.attempt_digest.data = digest;
         ev.attempt_digest.len = sizeof digest;
     }
-    if (bus_publish_msg(s->srv->bus, "postern.event.auth", &ev.base) < 0)
+    if (a->result != FE_AUTH_BLOCKED &&
+        bus_publish_msg(s->srv->bus, "postern.event.auth", &ev.base) < 0)
         log_warn("auth event not published", "session=%lu", s->id);
     log_msg(a->result == FE_AUTH_OK ? LOG_INFO : LOG_WARN, "authentication",
             "session=%lu client=%s user=\"%s\" mechanism=%s tls=%s result=%s", s->id, s->peer,
@@ -176,6 +180,45 @@ static void secret_cb(void *arg, PGresult *res)
     fe_session_unref(s);
 }
 
+static void auth_lookup(fe_session_t *s)
+{
+    fe_auth_t *a = s->auth;
+    const char *user = sasl_username(a->sasl);
+    fe_session_ref(s);
+    db_query(s->srv->db, "SELECT secret FROM users WHERE address = $1", 1, &user, NULL, NULL,
+             secret_cb, a);
+}
+
+/* The limiter's answer to "may this client try?" (or its silence). */
+static void auth_check_cb(void *arg, const lim_verdict_t *v)
+{
+    fe_auth_t *a = arg;
+    fe_session_t *s = a->session;
+    if (s->closing) {
+        fe_session_unref(s);
+        return;
+    }
+    bool blocked = v->answered && v->verdict == POSTERN__VERDICT__VERDICT_BLOCKED;
+    if (!v->answered) {
+        const char *policy = config_get(s->srv->cfg, "limiter.login_on_timeout");
+        log_warn("limiter did not answer an auth check", "session=%lu policy=%s", s->id,
+                 policy ? policy : "local");
+        if (policy && strcmp(policy, "deny") == 0) {
+            auth_finish(a, FE_AUTH_TEMP);
+            fe_session_unref(s);
+            return;
+        }
+        blocked = lim_blocked(s->srv->lim, s->peer, NULL, 0, NULL);
+    }
+    if (blocked)
+        auth_finish(a, FE_AUTH_BLOCKED);
+    else if (v->answered && v->delay_ms > 0)
+        fe_session_delay(s, v->delay_ms, auth_lookup);
+    else
+        auth_lookup(s);
+    fe_session_unref(s);
+}
+
 static void auth_status(fe_auth_t *a, sasl_status_t st, const unsigned char *out, size_t out_len)
 {
     fe_session_t *s = a->session;
@@ -193,14 +236,15 @@ static void auth_status(fe_auth_t *a, sasl_status_t st, const unsigned char *out
         fe_session_resume(s);
         return;
     }
-    case SASL_NEED_SECRET: {
-        const char *user = sasl_username(a->sasl);
+    case SASL_NEED_SECRET:
         fe_session_wait(s);
         fe_session_ref(s);
-        db_query(s->srv->db, "SELECT secret FROM users WHERE address = $1", 1, &user, NULL, NULL,
-                 secret_cb, a);
+        if (lim_check_auth(s->srv->lim, s->srv->proto->service, s->peer, sasl_username(a->sasl),
+                           auth_check_cb, a) < 0) {
+            fe_session_unref(s);
+            auth_finish(a, FE_AUTH_TEMP);
+        }
         return;
-    }
     case SASL_NEED_VERIFY:
         fe_session_wait(s);
         fe_session_ref(s);

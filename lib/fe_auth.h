@@ -16,6 +16,7 @@ typedef enum fe_auth_result {
     FE_AUTH_TEMP,      /* a dependency is down: tell the client to try later */
     FE_AUTH_ABORTED,   /* the client sent "*" */
     FE_AUTH_MALFORMED, /* bad base64 or a response the mechanism cannot parse */
+    FE_AUTH_BLOCKED,   /* the client address is blocked: say so and close */
 } fe_auth_result_t;
 
 typedef struct fe_auth_ops {
@@ -25,7 +26,12 @@ typedef struct fe_auth_ops {
     void (*done)(fe_session_t *s, fe_auth_result_t result);
 } fe_auth_ops_t;
 
-/* initial is the initial response: NULL for none, "=" for an empty one (RFC 4954).
+/* Before a password is verified the limiter is asked whether this client address and
+ * account may try (account harvesting); its answer may block or slow the attempt. When it
+ * does not answer in time, limiter.login_on_timeout decides: "local" goes on with the
+ * local copy of the blocks, "deny" fails the attempt temporarily.
+ *
+ * initial is the initial response: NULL for none, "=" for an empty one (RFC 4954).
  * Returns -1 (nothing started) for an unknown mechanism. */
 int fe_auth_start(fe_session_t *s, const char *mech, const char *initial,
                   const fe_auth_ops_t *ops);

@@ -159,6 +159,31 @@ static int rcpt_add(smtp_session_t *s, char *address, bool local)
     return 0;
 }
 
+/* 550 for the unknown recipient in s->pending, then on with the input. */
+static void rcpt_reject_unknown(fe_session_t *fs)
+{
+    smtp_session_t *s = (smtp_session_t *)fs;
+    smtp_reply(s, 550, "5.1.1 <%s>: Recipient address rejected: no such user",
+               s->pending.address ? s->pending.address : "");
+    free(s->pending.address);
+    s->pending.address = NULL;
+    fe_session_resume(fs);
+}
+
+static void rcpt_limit_cb(void *arg, const lim_verdict_t *v)
+{
+    smtp_session_t *s = arg;
+    if (!s->fe.closing) {
+        if (v->answered && v->verdict == POSTERN__VERDICT__VERDICT_BLOCKED)
+            smtp_blocked_now(s, v);
+        else if (v->answered && v->delay_ms > 0)
+            fe_session_delay(&s->fe, v->delay_ms, rcpt_reject_unknown);
+        else
+            rcpt_reject_unknown(&s->fe);
+    }
+    fe_session_unref(&s->fe);
+}
+
 static void rcpt_lookup_cb(void *arg, PGresult *res)
 {
     smtp_session_t *s = arg;
@@ -175,11 +200,14 @@ static void rcpt_lookup_cb(void *arg, PGresult *res)
         smtp_reply(s, 451, "4.3.0 <%s>: Temporary lookup failure, please try again later", address);
         free(address);
     } else if (PQntuples(res) == 0) {
-        /* Counted by the limiter (dictionary attacks) once it exists. */
         log_info("unknown recipient", "session=%lu client=%s rcpt=\"%s\"", s->fe.id, s->fe.peer,
                  address);
-        smtp_reply(s, 550, "5.1.1 <%s>: Recipient address rejected: no such user", address);
-        free(address);
+        s->pending.address = address;
+        /* Dictionary attacks: the limiter may slow this reply down or block the client. */
+        if (lim_rcpt_failure(s->fe.srv->lim, POSTERN__SERVICE__SERVICE_SMTP, s->fe.peer, address,
+                             rcpt_limit_cb, s) == 0)
+            return; /* keeps waiting, and the reference */
+        rcpt_reject_unknown(&s->fe);
     } else {
         smtp_reply(s, 250, "2.1.5 Ok");
         rcpt_add(s, address, true);
@@ -361,6 +389,9 @@ static void auth_done(fe_session_t *fs, fe_auth_result_t r)
         break;
     case FE_AUTH_MALFORMED:
         smtp_reply(s, 501, "5.5.2 Cannot decode response");
+        break;
+    case FE_AUTH_BLOCKED:
+        smtp_blocked_now(s, NULL);
         break;
     }
 }

@@ -85,6 +85,7 @@ static void array_literal(smtp_session_t *s, bool local, buf_t *out)
 
 typedef struct store_req {
     smtp_session_t *session;
+    bool reserved; /* the limiter counted this message in advance */
     buf_t local_raw, relay_raw, local_rcpts, relay_rcpts;
     size_t size;
     uint32_t nrcpts, nrelay;
@@ -126,6 +127,8 @@ static void stored_cb(void *arg, PGresult *res)
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
         log_error("message not stored", "session=%lu id=%s error=\"%s\"", s->fe.id, s->queue_id,
                   res ? PQresultErrorMessage(res) : "database unavailable");
+        if (r->reserved)
+            lim_release(s->fe.srv->lim, s->fe.user, s->queue_id);
         if (!s->fe.closing)
             smtp_reply(s, 451, "4.3.0 Message not stored, please try again later");
     } else {
@@ -142,7 +145,7 @@ static void stored_cb(void *arg, PGresult *res)
     fe_session_unref(&s->fe);
 }
 
-static void smtp_store(smtp_session_t *s)
+static void smtp_store(smtp_session_t *s, bool reserved)
 {
     store_req_t *r = calloc(1, sizeof *r);
     if (!r) {
@@ -151,6 +154,7 @@ static void smtp_store(smtp_session_t *s)
         return;
     }
     r->session = s;
+    r->reserved = reserved;
     buf_t received;
     buf_init(&received);
     received_header(s, &received);
@@ -179,6 +183,43 @@ static void smtp_store(smtp_session_t *s)
              values, lengths, binary, stored_cb, r);
 }
 
+static void send_check_cb(void *arg, const lim_verdict_t *v)
+{
+    smtp_session_t *s = arg;
+    if (s->fe.closing) {
+        fe_session_unref(&s->fe);
+        return;
+    }
+    bool allow = v->answered ? v->verdict == POSTERN__VERDICT__VERDICT_ALLOW : false;
+    if (!v->answered) {
+        const char *policy = config_get(s->fe.srv->cfg, "limiter.send_on_timeout");
+        allow = policy && strcmp(policy, "allow") == 0;
+        log_warn("limiter did not answer a send check", "session=%lu id=%s policy=%s", s->fe.id,
+                 s->queue_id, policy ? policy : "tempfail");
+    }
+    if (allow) {
+        smtp_store(s, v->answered);
+        fe_session_unref(&s->fe);
+        return;
+    }
+    if (!v->answered) {
+        smtp_reply(s, 451, "4.7.1 Sending limit service unavailable, please try again later");
+    } else if (v->verdict == POSTERN__VERDICT__VERDICT_DISABLED) {
+        log_warn("send refused: account disabled", "session=%lu user=\"%s\"", s->fe.id, s->fe.user);
+        smtp_reply(s, 550, "5.7.1 Sending is disabled for %s: %s", s->fe.user, v->reason);
+    } else if (v->verdict == POSTERN__VERDICT__VERDICT_BLOCKED) {
+        smtp_blocked_now(s, v);
+    } else {
+        log_warn("send refused: throttled", "session=%lu user=\"%s\" retry_after=%u", s->fe.id,
+                 s->fe.user, v->retry_after_s);
+        smtp_reply(s, 451, "4.7.1 Sending limit reached for %s (%s); try again in %u seconds",
+                   s->fe.user, v->reason, v->retry_after_s ? v->retry_after_s : 1);
+    }
+    smtp_reset_transaction(s);
+    fe_session_resume(&s->fe);
+    fe_session_unref(&s->fe);
+}
+
 static void smtp_data_end(smtp_session_t *s)
 {
     long max = config_get_long(s->fe.srv->cfg, "smtp.max_message_size");
@@ -203,7 +244,21 @@ static void smtp_data_end(smtp_session_t *s)
         smtp_reply(s, code, "%s", problem);
         return;
     }
-    smtp_store(s);
+    if (!s->fe.user) {
+        smtp_store(s, false);
+        return;
+    }
+    /* HAMR: an authenticated user's message is accepted only if the limiter allows it. */
+    fe_session_wait(&s->fe);
+    fe_session_ref(&s->fe);
+    if (lim_check_send(s->fe.srv->lim, POSTERN__SERVICE__SERVICE_SMTP, s->fe.user, s->fe.peer,
+                       (unsigned)s->nrcpts, s->queue_id, s->fe.srv->instance, send_check_cb,
+                       s) < 0) {
+        fe_session_unref(&s->fe);
+        smtp_reply(s, 451, "4.3.0 Temporary failure, please try again later");
+        smtp_reset_transaction(s);
+        fe_session_resume(&s->fe);
+    }
 }
 
 void smtp_data_line(smtp_session_t *s, const char *line, size_t len, unsigned flags)

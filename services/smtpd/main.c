@@ -9,6 +9,7 @@ static void smtp_line_too_long(fe_session_t *fs);
 static void smtp_tls_ready(fe_session_t *fs);
 static void smtp_timeout(fe_session_t *fs);
 static void smtp_release(fe_session_t *fs);
+static void smtp_blocked(fe_session_t *fs, const char *reason, const char *until);
 
 static const fe_listener_conf_t smtp_listeners[] = {
     { "smtp", "SMTP_PORT", 25, FE_TLS_NONE, SMTP_LISTENER_MX },
@@ -30,6 +31,7 @@ static const fe_protocol_t smtp_protocol = {
     .tls_ready = smtp_tls_ready,
     .timeout = smtp_timeout,
     .release = smtp_release,
+    .blocked = smtp_blocked,
 };
 
 static void smtp_open(fe_session_t *fs)
@@ -77,6 +79,13 @@ static void smtp_release(fe_session_t *fs)
     smtp_session_t *s = (smtp_session_t *)fs;
     smtp_reset_transaction(s);
     buf_free(&s->data);
+}
+
+/* Refused at connect (RFC 5321 section 3.1: 554 instead of the greeting). */
+static void smtp_blocked(fe_session_t *fs, const char *reason, const char *until)
+{
+    fe_session_printf(fs, "554 5.7.1 %s Your address %s is blocked until %s: %s\r\n",
+                      fs->srv->hostname, fs->peer, until, reason);
 }
 
 int main(void)

@@ -72,3 +72,21 @@ bool smtp_temp_unavailable(smtp_session_t *s)
     smtp_reply(s, 451, "4.3.0 Temporary failure, please try again later");
     return true;
 }
+
+/* The limiter blocked the client in mid-session: say so and hang up. */
+void smtp_blocked_now(smtp_session_t *s, const lim_verdict_t *v)
+{
+    char reason[200] = "too many failures", until[32] = "later";
+    int64_t until_ms;
+    if (v && v->until_ms) {
+        snprintf(reason, sizeof reason, "%.199s", v->reason);
+        fe_format_time(v->until_ms, until, sizeof until);
+    } else if (lim_blocked(s->fe.srv->lim, s->fe.peer, reason, sizeof reason, &until_ms)) {
+        fe_format_time(until_ms, until, sizeof until);
+    }
+    log_warn("client blocked", "session=%lu client=%s", s->fe.id, s->fe.peer);
+    fe_session_printf(&s->fe, "421 4.7.1 %s Your address %s is blocked until %s: %s\r\n",
+                      s->fe.srv->hostname, s->fe.peer, until, reason);
+    smtp_enter_state(s, SMTP_STATE_QUIT);
+    fe_session_close(&s->fe);
+}

@@ -50,6 +50,7 @@ void smtp_reply(smtp_session_t *s, int code, const char *fmt, ...)
 void smtp_enter_state(smtp_session_t *s, smtp_state_t state);
 void smtp_reset_transaction(smtp_session_t *s);
 bool smtp_temp_unavailable(smtp_session_t *s);
+void smtp_blocked_now(smtp_session_t *s, const lim_verdict_t *v);
 
 /* cmd.c */
 void smtp_dispatch(smtp_session_t *s, char *line, size_t len, unsigned flags);
