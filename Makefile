@@ -41,13 +41,20 @@ SERVICES = $(notdir $(wildcard services/*))
 TOOLS    = $(notdir $(wildcard tools/*))
 PROGRAMS = $(addprefix $(BIN)/,$(SERVICES) $(TOOLS))
 
+BENCH_SRC = $(wildcard bench/*.c)
+BENCH_BIN = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all deps run test test-unit test-e2e test-san bench clean
 .SECONDARY:
 
-all: $(PROGRAMS) $(UNIT_BIN)
+all: $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN)
+
+$(BUILD)/bench/%: bench/%.c $(LIBA) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 	@mkdir -p $(GEN)
