@@ -7,7 +7,7 @@ BUILD_PKGS="build-essential pkg-config libuv1-dev libnats-dev libprotobuf-c-dev
 protobuf-c-compiler libpq-dev libssl-dev libcmocka-dev"
 RUN_PKGS="postgresql nats-server openssl"
 TEST_PKGS="python3 python3-pytest python3-psycopg2 python3-protobuf protobuf-compiler
-swaks msmtp fetchmail curl"
+swaks libnet-ssleay-perl msmtp fetchmail curl"
 
 missing=""
 for p in $BUILD_PKGS $RUN_PKGS $TEST_PKGS; do

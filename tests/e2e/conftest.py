@@ -1,0 +1,573 @@
+"""The end-to-end harness: one private PostgreSQL + nats-server (deploy/localstack.sh), the
+schema applied by `mailctl migrate`, a self-signed certificate, smtpd on three free ports
+(and the limiter and notifier, when they are built), for the whole session. Binaries come
+from $POSTERN_BIN (default build/bin). Set POSTERN_E2E_KEEP=1 to keep the session's
+directory (logs, data) afterwards; it is always kept when something went wrong.
+
+Fixtures:
+  postern   the running stack (ports, env, cert, inbox/queue lookups, pg_stop/pg_start)
+  mailctl   mailctl(*args, input=None, check=True) -> CompletedProcess
+  sql       sql(query, params=None) -> list of rows (bytea as bytes)
+  pb        the postern_pb2 module generated from proto/postern.proto
+  accounts  domain example.test with alice@ and bob@ (known passwords)
+  smtp      smtp("mx"|"submission"|"smtps", source=None) -> a connected SMTPClient
+  nats      nats(subject, MsgType) -> a NatsSubscriber (closed after the test)
+  new_user  new_user() -> a fresh address with its own empty INBOX
+and, for every test, settings are brought back to the baseline first if anything changed
+them (relay mode none, no relay networks, no system settings but the BASELINE ones).
+Configuration reaches smtpd over NATS, so the reset waits until smtpd shows it.
+"""
+
+import importlib
+import itertools
+import json
+import os
+import pwd
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from support import (ALICE, ALICE_PW, BOB, BOB_PW, DOMAIN, SMTP_HOSTNAME, NatsSubscriber,
+                     SMTPClient, client_tls_context, nats_request, wait_until)
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCALSTACK = ROOT / "deploy" / "localstack.sh"
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+
+# What every test may assume unless it changes it (through mailctl): failed logins are not
+# slowed down, and the limiter's HAMR and harvesting (tested on their own) stay out of the
+# way. Keys mailctl does not know (yet) are left out.
+BASELINE_SETTINGS = {"auth.failure_delay_ms": "0", "hamr.enabled": "off", "harvest.enabled": "off"}
+# Without a limiter binary, authenticated mail must not wait for an answer that never comes.
+BASELINE_WITHOUT_LIMITER = {"limiter.send_on_timeout": "allow"}
+# The settings the tests may change, if `mailctl config show --json` cannot be read. Other rows
+# in `settings`, such as internal.secret, are never the tests' to touch.
+KNOWN_SETTINGS = ("relay.mode", "auth.sender_must_match", "auth.allow_plaintext",
+                  "auth.failure_delay_ms", "smtp.max_message_size", "smtp.max_recipients",
+                  "smtp.idle_timeout", "smtp.max_errors")
+# Services started beside smtpd when $POSTERN_BIN has them, in this order.
+HELPER_SERVICES = ("limiter", "notifier")
+
+
+def postern_bin():
+    return Path(os.environ.get("POSTERN_BIN", ROOT / "build" / "bin")).resolve()
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def sanitizer_findings(text):
+    return [m for m in SANITIZER_MARKS if m in text]
+
+
+class Service:
+    """One Postern program run by the harness, its output in DIR/<name>.log."""
+
+    def __init__(self, name, exe, env, log, ready):
+        self.name, self.exe, self.env, self.log, self.ready = name, exe, env, log, ready
+        self.proc = None
+
+    def start(self):
+        with open(self.log, "ab") as log:
+            log.write(f"--- harness: starting {self.exe} ---\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen([str(self.exe)], env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, cwd=str(self.log.parent))
+
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with status {self.proc.returncode} at start;"
+                                   f" log {self.log}:\n{self.tail()}")
+            try:
+                if self.ready():
+                    return
+            except Exception:  # noqa: BLE001 - not ready yet
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready after 60s; log {self.log}:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM, wait for a clean exit; returns the list of problems found."""
+        problems = []
+        if self.proc is None:
+            return problems
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                problems.append(f"{self.name} did not exit within 60s of SIGTERM (killed)")
+        if self.proc.returncode != 0 and not problems:
+            problems.append(f"{self.name} exited with status {self.proc.returncode} after SIGTERM")
+        self.proc = None
+        return problems
+
+    def text(self):
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def size(self):
+        try:
+            return self.log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def since(self, offset):
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, n=60):
+        return "\n".join(self.text().splitlines()[-n:])
+
+
+class Stack:
+    """The running system. One per session."""
+
+    def __init__(self, tmp, binpath):
+        self.dir = tmp
+        self.bin = binpath
+        self.pg_port, self.nats_port, self.mx, self.submission, self.smtps = free_ports(5)
+        self.env = {}
+        self.cert = tmp / "cert.pem"
+        self.key = tmp / "key.pem"
+        self.services = {}  # name -> Service, in start order
+        self.crashes = []
+        self.default_size = None
+        self.baseline_settings = dict(BASELINE_SETTINGS)
+        self.known_settings = set(KNOWN_SETTINGS)
+        self.dirty = True  # the baseline has not been applied yet
+        self._sentinel = itertools.count(1)
+
+    # --- infrastructure ------------------------------------------------------------------
+    def localstack(self, *args):
+        r = subprocess.run(["sh", str(LOCALSTACK), *args], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=180)
+        if r.returncode != 0:
+            raise RuntimeError(f"localstack.sh {' '.join(args)} failed ({r.returncode}):\n"
+                               f"{r.stdout}{r.stderr}")
+        return r.stdout
+
+    def start_servers(self):
+        self.localstack("start", str(self.dir), str(self.pg_port), str(self.nats_port))
+        for line in (self.dir / "postern.env").read_text().splitlines():
+            if "=" in line:
+                k, v = line.split("=", 1)
+                self.env[k] = v
+        assert "DATABASE_URL" in self.env and "NATS_URL" in self.env, self.env
+
+    def pg_stop(self):
+        self.localstack("pg-stop", str(self.dir))
+
+    def pg_start(self):
+        self.localstack("pg-start", str(self.dir))
+
+    def make_cert(self):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", str(self.key), "-out", str(self.cert), "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+            check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+    def tls_context(self):
+        return client_tls_context(self.cert)
+
+    def client_env(self):
+        env = dict(os.environ)
+        env.update(self.env)
+        return env
+
+    def smtpd_env(self):
+        env = self.client_env()
+        env.update({
+            "TLS_CERT": str(self.cert),
+            "TLS_KEY": str(self.key),
+            "SMTP_PORT": str(self.mx),
+            "SUBMISSION_PORT": str(self.submission),
+            "SMTPS_PORT": str(self.smtps),
+            "LISTEN_ADDRESS": "127.0.0.1",
+            "SMTP_HOSTNAME": SMTP_HOSTNAME,
+        })
+        return env
+
+    def smtpd_listening(self):
+        for port in (self.mx, self.submission, self.smtps):
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+        return True
+
+    def limiter_answering(self):
+        # A read-only request every limiter answers: the list of active blocks.
+        return nats_request(self.env["NATS_URL"], "postern.limiter.blocks", b"", timeout=2) is not None
+
+    def configure_services(self):
+        if not (self.bin / "smtpd").exists():
+            raise RuntimeError(f"{self.bin / 'smtpd'} does not exist: build it first (make)")
+        ready = {"limiter": self.limiter_answering}
+        for name in HELPER_SERVICES:
+            exe = self.bin / name
+            if exe.exists():
+                self.services[name] = Service(name, exe, self.client_env(), self.dir / f"{name}.log",
+                                              ready.get(name, lambda: True))
+        self.services["smtpd"] = Service("smtpd", self.bin / "smtpd", self.smtpd_env(),
+                                         self.dir / "smtpd.log", self.smtpd_listening)
+        if "limiter" not in self.services:
+            self.baseline_settings.update(BASELINE_WITHOUT_LIMITER)
+
+    def learn_settings(self):
+        """The settings this mailctl knows; the baseline keeps only those."""
+        r = self.mailctl("--json", "config", "show", check=False)
+        try:
+            keys = {item["key"] for item in json.loads(r.stdout)["settings"]}
+        except (ValueError, KeyError, TypeError):
+            keys = set()
+        if keys:
+            self.known_settings = keys
+        self.baseline_settings = {k: v for k, v in self.baseline_settings.items()
+                                  if k in self.known_settings}
+
+    def start_services(self):
+        for svc in self.services.values():
+            if not svc.alive():
+                svc.stop()
+                svc.start()
+
+    def stop_services(self):
+        problems = []
+        for svc in reversed(list(self.services.values())):
+            problems += svc.stop()
+        return problems
+
+    @property
+    def proc(self):
+        """smtpd's process."""
+        return self.services["smtpd"].proc
+
+    @property
+    def log(self):
+        return self.services["smtpd"].log
+
+    def log_offsets(self):
+        return {name: svc.size() for name, svc in self.services.items()}
+
+    def logs_since(self, offsets):
+        return {name: svc.since(offsets.get(name, 0)) for name, svc in self.services.items()}
+
+    def log_tail(self, n=60):
+        return self.services["smtpd"].tail(n)
+
+    # --- clients ---------------------------------------------------------------------------
+    def port(self, name):
+        return {"mx": self.mx, "submission": self.submission, "smtps": self.smtps}[name]
+
+    def connect(self, name="mx", source=None, timeout=30):
+        return SMTPClient.connect(self.port(name), implicit_tls=(name == "smtps"), source=source,
+                                  tls_context=self.tls_context(), timeout=timeout)
+
+    def smtplib_client(self, name="mx", source=None, timeout=30):
+        """A real smtplib client; STARTTLS is left to the test, implicit TLS is done."""
+        src = (source, 0) if source else None
+        if name == "smtps":
+            return smtplib.SMTP_SSL("127.0.0.1", self.smtps, local_hostname="client.test",
+                                    source_address=src, timeout=timeout, context=self.tls_context())
+        return smtplib.SMTP("127.0.0.1", self.port(name), local_hostname="client.test",
+                            source_address=src, timeout=timeout)
+
+    def mailctl(self, *args, input=None, check=True):
+        exe = self.bin / "mailctl"
+        args = [str(a) for a in args]
+        words = [a for a in args if not a.startswith("--")]
+        if words[:1] in (["config"], ["relay"]) and words[1:2] not in (["show"], ["list"]):
+            self.dirty = True
+        r = subprocess.run([str(exe), *args], input=input, capture_output=True, text=True,
+                           env=self.client_env(), timeout=120,
+                           stdin=None if input is not None else subprocess.DEVNULL)
+        found = sanitizer_findings(r.stderr)
+        assert not found, f"mailctl {' '.join(args)}: sanitizer report:\n{r.stderr}"
+        if check and r.returncode != 0:
+            raise AssertionError(f"mailctl {' '.join(args)} exited {r.returncode}:\n"
+                                 f"stdout: {r.stdout}\nstderr: {r.stderr}")
+        return r
+
+    def sql(self, query, params=None):
+        conn = psycopg2.connect(self.env["DATABASE_URL"], connect_timeout=10)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(query, params)
+                if cur.description is None:
+                    return []
+                return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                        for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+    # --- the store ---------------------------------------------------------------------------
+    def inbox(self, address):
+        """[(uid, size, raw)] in the user's INBOX, by UID."""
+        return self.sql(
+            "SELECT m.uid, m.size, m.raw FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+            " JOIN users u ON u.id = b.user_id WHERE u.address = %s AND b.name = 'INBOX'"
+            " ORDER BY m.uid", (address,))
+
+    def find(self, address, tok):
+        """The raw messages in address's INBOX that contain tok."""
+        return [raw for _, _, raw in self.inbox(address) if tok.encode() in raw]
+
+    def messages_with(self, tok):
+        """Every stored copy (any mailbox) containing tok: [(address, raw)]."""
+        return self.sql(
+            "SELECT u.address, m.raw FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+            " JOIN users u ON u.id = b.user_id WHERE position(%s::bytea in m.raw) > 0",
+            (tok.encode(),))
+
+    def queued(self, tok):
+        """Outbound queue entries containing tok: [(queue_id, sender, recipients, raw)]."""
+        return self.sql(
+            "SELECT queue_id, sender, recipients, raw FROM outbound_queue"
+            " WHERE position(%s::bytea in raw) > 0 ORDER BY id", (tok.encode(),))
+
+    def queue_count(self):
+        return self.sql("SELECT count(*) FROM outbound_queue")[0][0]
+
+    # --- settings ------------------------------------------------------------------------------
+    def ehlo_size(self):
+        """The SIZE smtpd announces to a new session right now."""
+        with self.connect("mx") as c:
+            caps = c.ehlo().keywords()
+        return int(caps["SIZE"][0]) if caps.get("SIZE") else None
+
+    def relay_refused_from(self, source):
+        """True when an unauthenticated client at source may not relay."""
+        with self.connect("mx", source=source) as c:
+            c.ehlo()
+            c.expect("MAIL FROM:<probe@probe.example>", 250)
+            r = c.cmd("RCPT TO:<probe@relay-probe.example>")
+            c.cmd("RSET")
+        return r.code >= 500
+
+    def reset_settings(self):
+        """Back to the baseline, then wait until smtpd has reloaded. smtpd reloads on
+        postern.config.changed; a sentinel SIZE, seen first set and then gone, proves that a
+        reload after the last change has happened."""
+        sentinel = 7_000_000 + next(self._sentinel)
+        self.mailctl("config", "set", "smtp.max_message_size", sentinel)
+        wait_until(lambda: self.ehlo_size() == sentinel, timeout=30, what=f"SIZE {sentinel}")
+        skip = set(self.baseline_settings) | {"relay.mode", "smtp.max_message_size"}
+        for (key,) in self.sql("SELECT key FROM settings WHERE scope = 'system' AND key = ANY(%s)"
+                               " ORDER BY key", (sorted(self.known_settings),)):
+            if key not in skip:
+                self.mailctl("config", "unset", key)
+        self.mailctl("relay", "mode", "none")
+        for (net,) in self.sql("SELECT network::text FROM relay_networks"):
+            self.mailctl("relay", "deny", net)
+        for key, value in self.baseline_settings.items():
+            self.mailctl("config", "set", key, value)
+        self.mailctl("config", "unset", "smtp.max_message_size")
+        wait_until(lambda: self.ehlo_size() == self.default_size, timeout=30,
+                   what=f"SIZE back to {self.default_size}")
+        wait_until(lambda: self.relay_refused_from("127.0.0.2"), timeout=30,
+                   what="relaying refused to 127.0.0.2")
+        self.dirty = False
+
+
+_STACK = None
+
+
+@pytest.fixture(scope="session")
+def pb():
+    """postern_pb2, generated from proto/postern.proto for this session."""
+    out = Path(tempfile.mkdtemp(prefix="postern-pb-"))
+    subprocess.run(["protoc", f"--proto_path={ROOT / 'proto'}", f"--python_out={out}",
+                    str(ROOT / "proto" / "postern.proto")], check=True, timeout=60)
+    sys.path.insert(0, str(out))
+    try:
+        yield importlib.import_module("postern_pb2")
+    finally:
+        sys.path.remove(str(out))
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postern(pb):
+    global _STACK
+    binpath = postern_bin()
+    tmp = Path(tempfile.mkdtemp(prefix="postern-e2e-"))
+    # PostgreSQL runs as `postgres` when we are root: it must reach and own its files.
+    os.chmod(tmp, 0o755)
+    if os.getuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(tmp, pw.pw_uid, pw.pw_gid)
+    stack = Stack(tmp, binpath)
+    stack.pb = pb
+    problems = []
+    try:
+        stack.start_servers()
+        stack.configure_services()
+        stack.mailctl("migrate")
+        stack.learn_settings()
+        stack.make_cert()
+        stack.start_services()
+        _STACK = stack
+        stack.default_size = stack.ehlo_size()
+        assert stack.default_size, "smtpd announces no SIZE"
+        yield stack
+    finally:
+        _STACK = None
+        problems += stack.stop_services()
+        for svc in stack.services.values():
+            found = sanitizer_findings(svc.text())
+            if found:
+                problems.append(f"sanitizer reports in {svc.log}: {', '.join(found)}")
+        problems += stack.crashes
+        try:
+            stack.localstack("stop", str(tmp))
+        except RuntimeError as e:
+            problems.append(str(e))
+        if problems or os.environ.get("POSTERN_E2E_KEEP"):
+            sys.stderr.write(f"\npostern e2e: kept {tmp} (service logs, pg.log, nats.log)\n")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if problems:
+        pytest.fail("end-to-end session problems:\n  " + "\n  ".join(problems)
+                    + f"\nsmtpd log tail:\n{stack.log_tail()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def accounts(postern):
+    """Domain example.test with alice@ and bob@, created once per session."""
+    postern.mailctl("domain", "add", DOMAIN)
+    postern.mailctl("user", "add", ALICE, "--password-stdin", input=ALICE_PW + "\n")
+    postern.mailctl("user", "add", BOB, "--password-stdin", input=BOB_PW + "\n")
+
+    class Accounts:
+        domain = DOMAIN
+        alice, alice_pw = ALICE, ALICE_PW
+        bob, bob_pw = BOB, BOB_PW
+
+    return Accounts
+
+
+@pytest.fixture(autouse=True)
+def baseline(request, postern, accounts):
+    """Every test starts from the baseline settings and running services; a test during
+    which a service dies fails, and the next one gets a fresh process."""
+    postern.start_services()
+    if postern.dirty:
+        postern.reset_settings()
+    request.node.postern_log_offsets = postern.log_offsets()
+    yield
+    dead = [svc for svc in postern.services.values() if not svc.alive()]
+    if dead:
+        msgs = [f"{svc.name} exited with status {svc.proc.returncode if svc.proc else '?'}"
+                f" during {request.node.nodeid}" for svc in dead]
+        postern.crashes.extend(msgs)
+        logs = postern.logs_since(request.node.postern_log_offsets)
+        pytest.fail("\n".join(msgs) + "\n" + "\n".join(logs[svc.name] for svc in dead),
+                    pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    offsets = getattr(item, "postern_log_offsets", None)
+    if rep.failed and _STACK is not None and offsets is not None:
+        for name, text in _STACK.logs_since(offsets).items():
+            if text:
+                rep.sections.append((f"{name} log during this test", text[-20000:]))
+
+
+@pytest.fixture(scope="session")
+def mailctl(postern):
+    return postern.mailctl
+
+
+@pytest.fixture(scope="session")
+def sql(postern):
+    return postern.sql
+
+
+@pytest.fixture
+def smtp(postern):
+    """smtp("mx"|"submission"|"smtps", source=None): a connected SMTPClient (greeting read,
+    implicit TLS done for smtps), closed after the test."""
+    clients = []
+
+    def connect(name="mx", source=None, timeout=30):
+        c = postern.connect(name, source=source, timeout=timeout)
+        clients.append(c)
+        return c
+
+    yield connect
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def nats(postern):
+    """nats(subject, MsgType): a subscriber collecting decoded events, subscribed on return."""
+    subs = []
+
+    def subscribe(subject, msg_type):
+        s = NatsSubscriber(postern.env["NATS_URL"], subject, msg_type)
+        subs.append(s)
+        return s
+
+    yield subscribe
+    for s in subs:
+        s.close()
+
+
+_user_seq = itertools.count(1)
+
+
+@pytest.fixture
+def new_user(postern):
+    """new_user(password=...) -> a fresh address in example.test, known to smtpd."""
+
+    def create(password="Fresh-pw-3"):
+        address = f"u{next(_user_seq)}-{int(time.time() * 1000) % 100000000}@{DOMAIN}"
+        postern.mailctl("user", "add", address, "--password-stdin", input=password + "\n")
+
+        def accepted():
+            with postern.connect("mx") as c:
+                c.ehlo()
+                c.expect("MAIL FROM:<probe@probe.example>", 250)
+                return c.cmd(f"RCPT TO:<{address}>").code == 250
+
+        wait_until(accepted, what=f"smtpd to accept RCPT {address}")
+        return address
+
+    return create

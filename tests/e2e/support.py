@@ -1,0 +1,425 @@
+"""Small helpers for Postern's end-to-end tests: a raw SMTP conversation client, a NATS
+subscriber speaking the text protocol, and wait_until.
+
+The raw client exists for what smtplib will not do on purpose (pipelining by hand, bare LF,
+NUL bytes, over-long lines, plaintext injection after STARTTLS); everything else goes
+through real clients: smtplib, swaks, msmtp, openssl s_client.
+"""
+
+import base64
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+import uuid
+
+CRLF = b"\r\n"
+
+# The accounts every session has (created by the `accounts` fixture) and the server's name.
+DOMAIN = "example.test"
+ALICE = "alice@example.test"
+ALICE_PW = "Alice-pw-0ne!"
+BOB = "bob@example.test"
+BOB_PW = "B0b-pw-two?"
+SMTP_HOSTNAME = "mx.test.example"
+OUTSIDE = "someone@other.example"
+ENH_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
+
+
+def wait_until(fn, timeout=15, interval=0.1, what=None):
+    """Calls fn until it returns something truthy and returns that. Exceptions count as
+    "not yet". After timeout seconds, fails with the last value or exception."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last = e
+        if time.monotonic() >= deadline:
+            name = what or getattr(fn, "__name__", "condition")
+            raise AssertionError(f"timed out after {timeout}s waiting for {name}; last: {last!r}")
+        time.sleep(interval)
+
+
+def token():
+    """A unique string to find one test's message in the store."""
+    return "tok-" + uuid.uuid4().hex
+
+
+def b64(data):
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return base64.b64encode(data).decode("ascii")
+
+
+def plain_response(user, password, authzid=""):
+    """The SASL PLAIN initial response (RFC 4616), base64-encoded."""
+    return b64(f"{authzid}\0{user}\0{password}")
+
+
+def client_tls_context(cafile):
+    """TLS client context that trusts exactly the harness's self-signed certificate."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+class Reply:
+    """One SMTP reply: a code and its text lines (without the code and separator)."""
+
+    def __init__(self, code, lines):
+        self.code = code
+        self.lines = lines
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)
+
+    @property
+    def enh(self):
+        """The enhanced status code of the first line (RFC 2034), or None."""
+        first = self.lines[0].split(" ", 1)[0] if self.lines and self.lines[0] else ""
+        return first if ENH_RE.match(first) else None
+
+    def keywords(self):
+        """EHLO reply as {KEYWORD: [params]} (the first line, the greeting, is skipped)."""
+        caps = {}
+        for line in self.lines[1:]:
+            parts = line.split()
+            if parts:
+                caps[parts[0].upper()] = parts[1:]
+        return caps
+
+    def __repr__(self):
+        return f"<Reply {self.code} {self.lines!r}>"
+
+
+def code_matches(code, want):
+    """want: an int (250), a one-digit class as str ('4', '5'), or a tuple/set of those."""
+    if isinstance(want, (tuple, list, set, frozenset)):
+        return any(code_matches(code, w) for w in want)
+    if isinstance(want, str):
+        return str(code).startswith(want)
+    return code == want
+
+
+def check_reply(reply, code, enh=None, context=""):
+    assert code_matches(reply.code, code), f"{context}: expected {code}, got {reply!r}"
+    if enh is not None:
+        assert reply.enh == enh, f"{context}: expected enhanced code {enh}, got {reply!r}"
+    return reply
+
+
+class SMTPClient:
+    """A byte-exact SMTP conversation. `expect(line, code, enh)` sends one command and checks
+    the reply; `send` writes raw bytes; `reply` reads the next reply."""
+
+    def __init__(self, port, host="127.0.0.1", source=None, tls_context=None, timeout=30):
+        self.timeout = timeout
+        src = (source, 0) if source else None
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=src)
+        self.tls_context = tls_context
+        self.buf = b""
+        self.tls = False
+        self.greeting = None
+
+    @classmethod
+    def connect(cls, port, implicit_tls=False, **kw):
+        c = cls(port, **kw)
+        if implicit_tls:
+            c._wrap()
+        c.greeting = c.reply()
+        return c
+
+    def _wrap(self):
+        assert not self.buf, f"unread bytes before the TLS handshake: {self.buf!r}"
+        self.sock = self.tls_context.wrap_socket(self.sock, server_hostname="localhost")
+        self.tls = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.sock is None:
+            return
+        try:
+            self.sock.settimeout(2)
+            self.sock.sendall(b"QUIT\r\n")
+            self._read_line()
+        except (OSError, EOFError, ssl.SSLError):
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.sock = None
+
+    # --- raw I/O ---------------------------------------------------------------------
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.sock.sendall(data)
+
+    def _fill(self):
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise AssertionError(f"no reply within {self.timeout}s (unparsed input {self.buf!r})")
+        if not chunk:
+            raise EOFError(f"server closed the connection (unparsed input {self.buf!r})")
+        self.buf += chunk
+
+    def _read_line(self):
+        while b"\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r").decode("utf-8", "replace")
+
+    def reply(self):
+        lines = []
+        code = None
+        while True:
+            line = self._read_line()
+            m = re.match(r"^(\d{3})([ -]?)(.*)$", line)
+            assert m, f"malformed reply line {line!r}"
+            if code is None:
+                code = int(m.group(1))
+            assert int(m.group(1)) == code, f"mixed codes in one reply: {lines!r} then {line!r}"
+            lines.append(m.group(3))
+            if m.group(2) != "-":
+                return Reply(code, lines)
+
+    def closed_by_server(self, timeout=None):
+        """True once the server has closed the connection (reads and drops replies)."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        try:
+            while True:
+                self._fill()
+        except (EOFError, ConnectionResetError, ssl.SSLError):
+            return True
+
+    # --- conversation --------------------------------------------------------------------
+    def cmd(self, line):
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        self.send(line + CRLF)
+        return self.reply()
+
+    def expect(self, line, code, enh=None):
+        return check_reply(self.cmd(line), code, enh, context=repr(line))
+
+    def expect_reply(self, code, enh=None, context="reply"):
+        return check_reply(self.reply(), code, enh, context=context)
+
+    def ehlo(self, name="client.test"):
+        return self.expect(f"EHLO {name}", 250)
+
+    def starttls(self):
+        self.expect("STARTTLS", 220)
+        self._wrap()
+
+    def data(self, payload, code=250, enh="2.0.0"):
+        """DATA, then the already dot-stuffed payload (bytes ending in CRLF) and the final dot."""
+        self.expect("DATA", 354)
+        self.send(payload + b".\r\n")
+        return self.expect_reply(code, enh, context="end of DATA")
+
+    def send_mail(self, sender, rcpts, message):
+        """One whole transaction that must succeed; returns the queue id."""
+        self.expect(f"MAIL FROM:<{sender}>", 250)
+        for r in rcpts:
+            self.expect(f"RCPT TO:<{r}>", 250)
+        return queue_id_of(self.data(dot_stuff(message)))
+
+
+def make_message(tok, sender=BOB, to=ALICE, body=b"Hello.\r\n"):
+    """A small CRLF message whose Subject and Message-ID carry tok."""
+    head = (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {tok}\r\n"
+            f"Message-ID: <{tok}@client.test>\r\n\r\n")
+    return head.encode() + body
+
+
+def dot_stuff(body):
+    """SMTP transparency (RFC 5321 4.5.2) for a CRLF-terminated body."""
+    out = []
+    for line in body.split(b"\r\n"):
+        out.append(b"." + line if line.startswith(b".") else line)
+    return b"\r\n".join(out)
+
+
+def queue_id_of(reply):
+    m = re.search(r"queued as (\S+)", reply.text)
+    assert m, f"no queue id in {reply!r}"
+    return m.group(1)
+
+
+def split_added_headers(raw):
+    """Splits a stored message into (Return-Path line, Received header, the rest).
+    The Received header may be folded over several lines."""
+    assert raw.startswith(b"Return-Path: "), f"stored message starts with {raw[:60]!r}"
+    rp_end = raw.index(CRLF) + 2
+    return_path = raw[:rp_end]
+    rest = raw[rp_end:]
+    assert rest.startswith(b"Received: "), f"no Received header after Return-Path: {rest[:60]!r}"
+    end = rest.index(CRLF) + 2
+    while rest[end:end + 1] in (b" ", b"\t"):
+        end = rest.index(CRLF, end) + 2
+    return return_path, rest[:end], rest[end:]
+
+
+class NatsSubscriber:
+    """Subscribes to one NATS subject and collects the decoded protobuf payloads."""
+
+    def __init__(self, url, subject, msg_type, timeout=15):
+        m = re.match(r"^nats://([^:/]+):(\d+)", url)
+        assert m, f"cannot parse NATS_URL {url!r}"
+        self.subject = subject
+        self.msg_type = msg_type
+        self.events = []
+        self.errors = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.sock = socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout)
+        self.buf = b""
+        info = self._line()
+        assert info.startswith(b"INFO "), f"NATS server said {info!r}"
+        connect = {"verbose": False, "pedantic": False, "name": "postern-e2e", "lang": "python",
+                   "protocol": 1}
+        self.sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+                          + f"SUB {subject} 1\r\n".encode() + b"PING\r\n")
+        # The PONG proves the subscription is registered before anything is published.
+        while True:
+            line = self._line()
+            if line == b"PONG":
+                break
+            assert not line.startswith(b"-ERR"), f"NATS refused the subscription: {line!r}"
+        self.sock.settimeout(None)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("NATS connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("NATS connection closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def _run(self):
+        try:
+            while True:
+                line = self._line()
+                if line.startswith(b"MSG "):
+                    # MSG <subject> <sid> [reply-to] <#bytes>
+                    size = int(line.split()[-1])
+                    payload = self._exact(size + 2)[:size]
+                    self._deliver(payload)
+                elif line == b"PING":
+                    self.sock.sendall(b"PONG\r\n")
+                elif line.startswith(b"-ERR"):
+                    with self.cond:
+                        self.errors.append(line.decode("utf-8", "replace"))
+                # INFO, +OK, PONG: nothing to do
+        except (OSError, EOFError) as e:
+            if not self.closed:
+                with self.cond:
+                    self.errors.append(f"connection lost: {e}")
+                    self.cond.notify_all()
+
+    def _deliver(self, payload):
+        try:
+            event = self.msg_type.FromString(payload)
+        except Exception as e:  # noqa: BLE001 - a bad payload is a finding, not a crash
+            with self.cond:
+                self.errors.append(f"undecodable payload {payload!r}: {e}")
+            return
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify_all()
+
+    def wait_for(self, pred, timeout=15):
+        """Returns the first collected event for which pred(event) is true, waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for ev in self.events:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"no matching event on {self.subject} within {timeout}s; "
+                        f"got {[str(e) for e in self.events]!r}, errors {self.errors!r}")
+                self.cond.wait(left)
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def nats_request(url, subject, payload=b"", timeout=5):
+    """One NATS request: returns the reply payload, or None when nothing answered in time
+    (a "no responders" status counts as no answer)."""
+    m = re.match(r"^nats://([^:/]+):(\d+)", url)
+    assert m, f"cannot parse NATS_URL {url!r}"
+    inbox = "_INBOX.e2e." + uuid.uuid4().hex
+    with socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout) as sock:
+        buf = b""
+
+        def line():
+            nonlocal buf
+            while b"\r\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise EOFError("NATS connection closed")
+                buf += chunk
+            ln, buf = buf.split(b"\r\n", 1)
+            return ln
+
+        def exact(n):
+            nonlocal buf
+            while len(buf) < n:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise EOFError("NATS connection closed")
+                buf += chunk
+            data, buf = buf[:n], buf[n:]
+            return data
+
+        assert line().startswith(b"INFO ")
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"postern-e2e"}\r\n'
+                     + f"SUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
+                     + payload + b"\r\n")
+        try:
+            while True:
+                ln = line()
+                if ln.startswith(b"MSG "):
+                    size = int(ln.split()[-1])
+                    return exact(size + 2)[:size]
+                if ln == b"PING":
+                    sock.sendall(b"PONG\r\n")
+        except socket.timeout:
+            return None

@@ -1,0 +1,113 @@
+#!/bin/sh
+# Runs Postern's tests: tests/run.sh [unit|e2e|all] (default all).
+#
+#   unit  every cmocka binary build/tests/test_*, then build/san/tests/test_* if built
+#   e2e   the end-to-end suite (tests/e2e, pytest) against build/bin, then against
+#         build/san/bin (AddressSanitizer + UBSan build) if it exists
+#
+# Each binary and each pytest run counts as one suite; the last line says how many passed
+# and failed, and the exit status is non-zero when any failed. Build first (`make`,
+# `make SAN=1`); `make test` does both.
+set -u
+
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+PYTHON=/usr/bin/python3   # Debian's, which has pytest, psycopg2 and protobuf
+
+what=${1:-all}
+case $what in
+    unit | e2e | all) ;;
+    *)
+        echo "usage: tests/run.sh [unit|e2e|all]" >&2
+        exit 2
+        ;;
+esac
+
+passed=0
+failed=0
+failures=""
+
+record() { # record NAME STATUS
+    if [ "$2" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "== PASS $1"
+    else
+        failed=$((failed + 1))
+        failures="$failures
+    $1"
+        echo "== FAIL $1 (exit $2)"
+    fi
+}
+
+# Runs a command with the sanitizer settings for everything built with SAN=1.
+san() {
+    if [ -f "$ROOT/tests/lsan.supp" ]; then
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+            LSAN_OPTIONS=suppressions=$ROOT/tests/lsan.supp "$@"
+    else
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$@"
+    fi
+}
+
+plain() {
+    "$@"
+}
+
+run_unit_dir() { # run_unit_dir DIR WRAPPER
+    found=0
+    for t in "$1"/test_*; do
+        [ -f "$t" ] && [ -x "$t" ] || continue
+        found=1
+        echo "== unit $t"
+        $2 "$t"
+        record "$t" $?
+    done
+    [ "$found" -eq 1 ] || echo "== no unit test binaries in $1"
+}
+
+run_unit() {
+    if [ -d build/tests ]; then
+        run_unit_dir build/tests plain
+    else
+        echo "== build/tests does not exist: run 'make' first"
+        record "unit (not built)" 1
+    fi
+    if [ -d build/san/tests ]; then
+        run_unit_dir build/san/tests san
+    fi
+}
+
+run_e2e_with() { # run_e2e_with BINDIR WRAPPER
+    if ! [ -d "$1" ]; then
+        echo "== $1 does not exist: run 'make' first"
+        record "e2e ($1, not built)" 1
+        return
+    fi
+    echo "== e2e with POSTERN_BIN=$1"
+    POSTERN_BIN=$ROOT/$1 $2 "$PYTHON" -m pytest -q tests/e2e
+    record "e2e ($1)" $?
+}
+
+run_e2e() {
+    run_e2e_with build/bin plain
+    if [ -d build/san/bin ]; then
+        run_e2e_with build/san/bin san
+    fi
+}
+
+case $what in
+    unit) run_unit ;;
+    e2e) run_e2e ;;
+    all)
+        run_unit
+        run_e2e
+        ;;
+esac
+
+if [ -n "$failures" ]; then
+    echo "Failed:$failures"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
