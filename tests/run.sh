@@ -67,7 +67,27 @@ run_unit_dir() { # run_unit_dir DIR WRAPPER
     [ "$found" -eq 1 ] || echo "== no unit test binaries in $1"
 }
 
+# Unit tests that need PostgreSQL (test_db) get a private one for the run.
+unit_db_start() {
+    UNIT_DB_DIR=$(mktemp -d /tmp/postern-unit.XXXXXX)
+    chmod 755 "$UNIT_DB_DIR"
+    port=$((40000 + $$ % 10000))
+    if sh deploy/localstack.sh start "$UNIT_DB_DIR" "$port" "$((port + 1))" >/dev/null; then
+        POSTERN_TEST_DATABASE_URL=$(sed -n 's/^DATABASE_URL=//p' "$UNIT_DB_DIR/postern.env")
+        export POSTERN_TEST_DATABASE_URL
+    else
+        echo "== could not start PostgreSQL for the unit tests; test_db will skip"
+    fi
+}
+
+unit_db_stop() {
+    sh deploy/localstack.sh stop "$UNIT_DB_DIR" >/dev/null 2>&1
+    rm -rf "$UNIT_DB_DIR"
+    unset POSTERN_TEST_DATABASE_URL
+}
+
 run_unit() {
+    unit_db_start
     if [ -d build/tests ]; then
         run_unit_dir build/tests plain
     else
@@ -77,6 +97,7 @@ run_unit() {
     if [ -d build/san/tests ]; then
         run_unit_dir build/san/tests san
     fi
+    unit_db_stop
 }
 
 run_e2e_with() { # run_e2e_with BINDIR WRAPPER
