@@ -19,7 +19,16 @@ NATS_PORT=${NATS_PORT:-24222}
 DOMAIN=${POSTERN_DOMAIN:-example.test}
 
 mkdir -p "$VAR"
-sh deploy/localstack.sh start "$VAR" "$PG_PORT" "$NATS_PORT" >/dev/null
+# PostgreSQL runs as the postgres user when we are root; if that user cannot reach ./var
+# (a checkout under a private home folder), its files live in a folder it can reach.
+STACK=$VAR
+if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$VAR" 2>/dev/null; then
+    STACK=/var/lib/postern-dev/$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
+    mkdir -p "$STACK"
+    chmod 755 /var/lib/postern-dev "$STACK"
+fi
+sh deploy/localstack.sh start "$STACK" "$PG_PORT" "$NATS_PORT" >/dev/null
+[ "$STACK" = "$VAR" ] || cp "$STACK/postern.env" "$VAR/postern.env"
 set -a
 . "$VAR/postern.env"
 set +a
@@ -31,7 +40,7 @@ stop() {
     echo "Stopping Postern..."
     [ -n "$pids" ] && kill $pids 2>/dev/null
     [ -n "$pids" ] && wait $pids 2>/dev/null
-    sh deploy/localstack.sh stop "$VAR" >/dev/null || true
+    sh deploy/localstack.sh stop "$STACK" >/dev/null || true
     echo "Stopped."
     exit 0
 }
