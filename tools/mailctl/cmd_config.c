@@ -48,22 +48,36 @@ void relay_open_warning(void)
             "mailctl: WARNING: undo with: mailctl relay mode none   (or: relay mode select)\n");
 }
 
-/* The known setting for key, or NULL after an error naming the known keys. */
-static const setting_def_t *setting_arg(const char *key)
+#define SETTING_KEY_MAX 64
+
+/* A value for people: the empty value (notifier.from) says so. */
+static const char *shown(const char *value)
 {
-    const setting_def_t *def = settings_find(key);
-    if (def)
+    return value && *value ? value : "(empty)";
+}
+
+/* The known setting for key, or NULL after an error naming the known keys. The key as it
+ * is stored goes to stored_key: the definition's key, or a per-service harvesting key
+ * (harvest.smtp.block, whose definition is harvest.block's). */
+static const setting_def_t *setting_arg(const char *key, char stored_key[SETTING_KEY_MAX])
+{
+    const setting_def_t *def = strlen(key) < SETTING_KEY_MAX ? settings_find(key) : NULL;
+    if (def) {
+        snprintf(stored_key, SETTING_KEY_MAX, "%s", key);
         return def;
+    }
     fprintf(stderr, "mailctl: unknown setting '%s'; the known settings are:\n", key);
     for (const setting_def_t *d = settings_table; d->key; d++)
         fprintf(stderr, "  %s\n", d->key);
+    fprintf(stderr, "  harvest.<smtp|pop3|imap>.<enabled|max_failures|interval|block>\n");
     return NULL;
 }
 
 int cmd_config_set(ctl_t *ctl, char **args, int nargs)
 {
     (void)nargs;
-    const setting_def_t *def = setting_arg(args[0]);
+    char key[SETTING_KEY_MAX];
+    const setting_def_t *def = setting_arg(args[0], key);
     if (!def)
         return CTL_USAGE;
     char value[SETTING_VALUE_MAX];
@@ -76,18 +90,18 @@ int cmd_config_set(ctl_t *ctl, char **args, int nargs)
                 *c = (char)(*c - 'A' + 'a');
     if (!settings_valid(def, value)) {
         char expected[64];
-        return ctl_error("invalid value for %s: expected %s", def->key,
+        return ctl_error("invalid value for %s: expected %s", key,
                          settings_expected(def, expected, sizeof expected));
     }
 
     int rc = ctl_begin(ctl);
     char *old = NULL;
     if (rc == CTL_OK)
-        rc = setting_get(ctl, def->key, &old);
+        rc = setting_get(ctl, key, &old);
     if (rc == CTL_OK)
-        rc = setting_put(ctl, def->key, value);
+        rc = setting_put(ctl, key, value);
     char detail[SETTING_VALUE_MAX + 64];
-    snprintf(detail, sizeof detail, "%s=%s", def->key, value);
+    snprintf(detail, sizeof detail, "%s=%s", key, value);
     if (rc == CTL_OK)
         rc = ctl_audit(ctl, "config set", detail);
     if (rc == CTL_OK)
@@ -99,14 +113,18 @@ int cmd_config_set(ctl_t *ctl, char **args, int nargs)
     const char *was = old ? old : def->default_value;
     if (ctl->json) {
         printf("{\"ok\":true,\"action\":\"config set\",\"key\":");
-        json_str(stdout, def->key);
+        json_str(stdout, key);
         printf(",\"value\":");
         json_str(stdout, value);
         printf(",\"previous\":");
         json_str(stdout, was);
         printf("}\n");
     } else {
-        printf("%s = %s (was %s%s)\n", def->key, value, was, old ? "" : ", the default");
+        if (!old && strcmp(key, def->key) != 0)
+            printf("%s = %s (was not set: inherited from %s)\n", key, shown(value), def->key);
+        else
+            printf("%s = %s (was %s%s)\n", key, shown(value), shown(was),
+                   old ? "" : ", the default");
     }
     fflush(stdout);
     free(old);
@@ -119,13 +137,14 @@ int cmd_config_set(ctl_t *ctl, char **args, int nargs)
 int cmd_config_unset(ctl_t *ctl, char **args, int nargs)
 {
     (void)nargs;
-    const setting_def_t *def = setting_arg(args[0]);
+    char key[SETTING_KEY_MAX];
+    const setting_def_t *def = setting_arg(args[0], key);
     if (!def)
         return CTL_USAGE;
     int rc = ctl_begin(ctl);
     if (rc != CTL_OK)
         return rc;
-    const char *p[] = { def->key };
+    const char *p[] = { key };
     PGresult *res = ctl_query(ctl,
                               "DELETE FROM settings WHERE scope = 'system' AND scope_id = 0"
                               " AND key = $1 RETURNING value",
@@ -137,26 +156,35 @@ int cmd_config_unset(ctl_t *ctl, char **args, int nargs)
         ctl_rollback(ctl);
         if (ctl->json) {
             printf("{\"ok\":true,\"action\":\"config unset\",\"key\":");
-            json_str(stdout, def->key);
+            json_str(stdout, key);
             printf(",\"changed\":false}\n");
+        } else if (strcmp(key, def->key) != 0) {
+            printf("%s was not set: it inherits %s (nothing changed)\n", key, def->key);
         } else {
-            printf("%s was not set: it has its default, %s (nothing changed)\n", def->key,
-                   def->default_value);
+            printf("%s was not set: it has its default, %s (nothing changed)\n", key,
+                   shown(def->default_value));
         }
         return CTL_OK;
     }
     PQclear(res);
-    if ((rc = ctl_audit(ctl, "config unset", def->key)) != CTL_OK ||
+    if ((rc = ctl_audit(ctl, "config unset", key)) != CTL_OK ||
         (rc = ctl_commit(ctl)) != CTL_OK)
         return rc;
+    bool inherits = strcmp(key, def->key) != 0;
     if (ctl->json) {
         printf("{\"ok\":true,\"action\":\"config unset\",\"key\":");
-        json_str(stdout, def->key);
+        json_str(stdout, key);
         printf(",\"changed\":true,\"value\":");
-        json_str(stdout, def->default_value);
+        json_str(stdout, inherits ? NULL : def->default_value);
+        if (inherits) {
+            printf(",\"inherits\":");
+            json_str(stdout, def->key);
+        }
         printf("}\n");
+    } else if (inherits) {
+        printf("%s unset: it inherits %s again\n", key, def->key);
     } else {
-        printf("%s unset: back to its default, %s\n", def->key, def->default_value);
+        printf("%s unset: back to its default, %s\n", key, shown(def->default_value));
     }
     fflush(stdout);
     if (strcmp(def->key, "relay.mode") == 0 && strcmp(def->default_value, "anyone") == 0)
@@ -179,6 +207,12 @@ int cmd_config_show(ctl_t *ctl, char **args, int nargs)
     /* Column widths over the known keys only (other rows, like internal.secret, are
      * never shown). */
     int wk = 3, wv = 5;
+    for (int i = 0; i < rows; i++) {
+        char base[SETTING_KEY_MAX];
+        if (settings_fallback_key(PQgetvalue(res, i, 0), base, sizeof base) &&
+            PQgetlength(res, i, 0) > wk)
+            wk = PQgetlength(res, i, 0);
+    }
     for (const setting_def_t *d = settings_table; d->key; d++) {
         if ((int)strlen(d->key) > wk)
             wk = (int)strlen(d->key);
@@ -214,13 +248,41 @@ int cmd_config_show(ctl_t *ctl, char **args, int nargs)
             }
             printf("}");
         } else if (!stored) {
-            printf("%-*s  %-*s  default\n", wk, d->key, wv, effective);
+            printf("%-*s  %-*s  default\n", wk, d->key, wv, shown(effective));
         } else if (!valid) {
             printf("%-*s  %-*s  default (the stored value '%s' is invalid)\n", wk, d->key, wv,
-                   effective, stored);
+                   shown(effective), stored);
         } else {
-            printf("%-*s  %-*s  set (default %s)\n", wk, d->key, wv, effective,
-                   d->default_value);
+            printf("%-*s  %-*s  set (default %s)\n", wk, d->key, wv, shown(effective),
+                   shown(d->default_value));
+        }
+        first = false;
+    }
+    /* Per-service harvesting values, where set. */
+    for (int i = 0; i < rows; i++) {
+        char base[SETTING_KEY_MAX];
+        const char *key = PQgetvalue(res, i, 0), *stored = PQgetvalue(res, i, 1);
+        if (!settings_fallback_key(key, base, sizeof base))
+            continue;
+        const setting_def_t *d = settings_find(key);
+        bool valid = settings_valid(d, stored);
+        if (ctl->json) {
+            printf("%s{\"key\":", first ? "" : ",");
+            json_str(stdout, key);
+            printf(",\"value\":");
+            json_str(stdout, valid ? stored : NULL);
+            printf(",\"is_default\":false,\"inherits\":");
+            json_str(stdout, base);
+            if (!valid) {
+                printf(",\"invalid_stored_value\":");
+                json_str(stdout, stored);
+            }
+            printf("}");
+        } else if (!valid) {
+            printf("%-*s  %-*s  inherited from %s (the stored value '%s' is invalid)\n", wk,
+                   key, wv, "-", base, stored);
+        } else {
+            printf("%-*s  %-*s  set (otherwise %s)\n", wk, key, wv, stored, base);
         }
         first = false;
     }

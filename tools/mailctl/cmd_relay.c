@@ -68,9 +68,7 @@ int cmd_relay_mode(ctl_t *ctl, char **args, int nargs)
     return CTL_OK;
 }
 
-/* Checks text as an address or network and puts its canonical cidr form in net
- * (e.g. "10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"). */
-static int relay_network_arg(ctl_t *ctl, const char *text, char *net, size_t net_len)
+int network_arg(ctl_t *ctl, const char *text, char *net, size_t net_len)
 {
     if (!name_cidr_chars(text))
         return ctl_error("'%s' is not an IPv4 or IPv6 address or network "
@@ -124,7 +122,7 @@ int cmd_relay_allow(ctl_t *ctl, char **args, int nargs)
 {
     (void)nargs;
     char net[128];
-    int rc = relay_network_arg(ctl, args[0], net, sizeof net);
+    int rc = network_arg(ctl, args[0], net, sizeof net);
     if (rc != CTL_OK)
         return rc;
     if ((rc = ctl_begin(ctl)) != CTL_OK)
@@ -165,7 +163,7 @@ int cmd_relay_deny(ctl_t *ctl, char **args, int nargs)
 {
     (void)nargs;
     char net[128];
-    int rc = relay_network_arg(ctl, args[0], net, sizeof net);
+    int rc = network_arg(ctl, args[0], net, sizeof net);
     if (rc != CTL_OK)
         return rc;
     if ((rc = ctl_begin(ctl)) != CTL_OK)

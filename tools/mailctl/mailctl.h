@@ -26,6 +26,8 @@ typedef struct ctl {
     char actor[128];     /* who runs the command, for audit_log */
     PGconn *pg;
     bool in_tx;
+    bool usage;          /* set with CTL_USAGE when the command line was wrong: main()
+                            prints the command's usage */
 } ctl_t;
 
 /* ---- out.c: messages and output ---------------------------------------------------- */
@@ -89,6 +91,75 @@ bool name_copy(char *dst, const char *src, const char *what);
 /* Checks the shape of an IPv4/IPv6 address or network before PostgreSQL parses it. */
 bool name_cidr_chars(const char *text);
 
+/* Checks text as an IPv4/IPv6 address or network and puts its canonical cidr form in net
+ * (e.g. "10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"); host bits to the right of the
+ * prefix are refused. Returns CTL_OK, CTL_USAGE (reported) or CTL_DB. (cmd_relay.c) */
+int network_arg(ctl_t *ctl, const char *text, char *net, size_t net_len);
+
+/* ---- opts.c: options of the commands that take their own ----------------------------- */
+typedef struct opt_spec {
+    const char *name; /* "--max" */
+    bool value;       /* takes a value: "--max 10" or "--max=10" */
+} opt_spec_t;
+
+/* Parses args against specs (nspecs entries). values[i] gets the value of specs[i], ""
+ * for a flag given, NULL when absent; arguments that are not options go to pos (room for
+ * nargs) and their count to *npos_r. Unknown options, a missing value and an option given
+ * twice are reported: returns CTL_USAGE with ctl->usage set, else CTL_OK. */
+int opt_parse(ctl_t *ctl, const opt_spec_t *specs, size_t nspecs, char **args, int nargs,
+              const char **values, char **pos, int *npos_r);
+
+/* ---- tier.c: settings at the system, domain and user levels ----------------------- */
+typedef struct tier_scope {
+    const char *scope;      /* "system", "domain", "user" */
+    char id[32];            /* scope_id as text: "0", domains.id, users.id */
+    char name[NAME_BUF];    /* "", the domain name, the user's address */
+    char domain_id[32];     /* user scope: the user's domain's id */
+    char domain[NAME_BUF];  /* user scope: the user's domain name */
+} tier_scope_t;
+
+/* The level chosen by exactly one of --system, --domain D, --user U (any NULL when not
+ * given), looked up in the database. Returns CTL_OK, CTL_USAGE (reported) or CTL_DB. */
+int tier_scope_resolve(ctl_t *ctl, bool system, const char *domain, const char *user,
+                       tier_scope_t *scope);
+/* "system", "domain example.org", "user alice@example.org", for messages. */
+const char *tier_scope_label(const tier_scope_t *scope, char *buf, size_t buf_len);
+/* Inside the caller's transaction: stores key=value at scope; *old_r gets the value stored
+ * before (malloc'd) or NULL. */
+int tier_put(ctl_t *ctl, const tier_scope_t *scope, const char *key, const char *value,
+             char **old_r);
+/* Inside the caller's transaction: deletes key at scope; *old_r as above (NULL: it was not
+ * set). */
+int tier_del(ctl_t *ctl, const tier_scope_t *scope, const char *key, char **old_r);
+/* Lowercases a value (not integers) into buf and checks it against key's definition;
+ * reports "invalid value for OPTION: expected ..." and returns false when it is wrong. */
+bool tier_value_check(const char *option, const char *key, const char *text, char *buf,
+                      size_t buf_len);
+
+/* One change of tier_apply(): value NULL removes key at the level. */
+typedef struct tier_change {
+    const char *key;
+    const char *value;
+    char *old;    /* filled by tier_apply: the value stored before, or NULL */
+    bool changed; /* filled by tier_apply */
+} tier_change_t;
+/* Makes the changes at scope in one transaction with an audit_log row (action, detail
+ * "<level>: key=value (was ...)") per change that changes something, prints them, and
+ * announces ConfigChanged{what} when anything changed. */
+int tier_apply(ctl_t *ctl, const tier_scope_t *scope, const char *action,
+               tier_change_t *changes, size_t n, const char *what);
+
+/* The effective value of a setting from the values stored at each level (stored[i], NULL
+ * when not set; the first level wins) or its default. Invalid stored values are skipped. */
+typedef struct tier_value {
+    const char *value;
+    const char *source;  /* levels[i], or "default" */
+    const char *invalid; /* the first level whose stored value is invalid, or NULL */
+} tier_value_t;
+struct setting_def;
+void tier_resolve(const struct setting_def *def, const char *const *stored,
+                  const char *const *levels, size_t nlevels, tier_value_t *out);
+
 /* ---- commands ---------------------------------------------------------------------- */
 int cmd_migrate(ctl_t *ctl, char **args, int nargs);
 int cmd_domain_add(ctl_t *ctl, char **args, int nargs);
@@ -105,6 +176,23 @@ int cmd_relay_list(ctl_t *ctl, char **args, int nargs);
 int cmd_config_set(ctl_t *ctl, char **args, int nargs);
 int cmd_config_unset(ctl_t *ctl, char **args, int nargs);
 int cmd_config_show(ctl_t *ctl, char **args, int nargs);
+int cmd_hamr_set(ctl_t *ctl, char **args, int nargs);
+int cmd_hamr_unset(ctl_t *ctl, char **args, int nargs);
+int cmd_hamr_show(ctl_t *ctl, char **args, int nargs);
+int cmd_hamr_reset(ctl_t *ctl, char **args, int nargs);
+int cmd_hamr_status(ctl_t *ctl, char **args, int nargs);
+int cmd_hamr_enable(ctl_t *ctl, char **args, int nargs);
+int cmd_harvest_set(ctl_t *ctl, char **args, int nargs);
+int cmd_harvest_unset(ctl_t *ctl, char **args, int nargs);
+int cmd_harvest_show(ctl_t *ctl, char **args, int nargs);
+int cmd_harvest_blocks(ctl_t *ctl, char **args, int nargs);
+int cmd_harvest_unblock(ctl_t *ctl, char **args, int nargs);
+int cmd_harvest_exempt_add(ctl_t *ctl, char **args, int nargs);
+int cmd_harvest_exempt_del(ctl_t *ctl, char **args, int nargs);
+int cmd_harvest_exempt_list(ctl_t *ctl, char **args, int nargs);
+int cmd_alert_address_add(ctl_t *ctl, char **args, int nargs);
+int cmd_alert_address_del(ctl_t *ctl, char **args, int nargs);
+int cmd_alert_address_list(ctl_t *ctl, char **args, int nargs);
 
 /* cmd_config.c, shared with cmd_relay.c: a system setting's stored value (malloc'd, NULL
  * when unset) and writing one inside the caller's transaction. */

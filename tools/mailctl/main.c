@@ -10,11 +10,14 @@
 enum {
     CMD_PASSWORD = 1 << 0, /* --password-stdin */
     CMD_DOMAIN = 1 << 1,   /* --domain D */
+    CMD_OPTIONS = 1 << 2,  /* parses its own options (opts.c): gets every word after the
+                              command words except --json */
 };
 
 typedef struct command {
     const char *group; /* first word */
     const char *verb;  /* second word, NULL for one-word commands */
+    const char *sub;   /* third word, NULL for one- and two-word commands */
     int min_args, max_args;
     unsigned flags;
     int (*run)(ctl_t *ctl, char **args, int nargs);
@@ -23,52 +26,144 @@ typedef struct command {
 } command_t;
 
 static const command_t commands[] = {
-    { "migrate", NULL, 0, 0, 0, cmd_migrate, "", "apply the database schema migrations" },
-    { "domain", "add", 1, 1, 0, cmd_domain_add, "NAME", "host mail for a domain" },
-    { "domain", "del", 1, 1, 0, cmd_domain_del, "NAME",
+    { "migrate", NULL, NULL, 0, 0, 0, cmd_migrate, "", "apply the database schema migrations" },
+    { "domain", "add", NULL, 1, 1, 0, cmd_domain_add, "NAME", "host mail for a domain" },
+    { "domain", "del", NULL, 1, 1, 0, cmd_domain_del, "NAME",
       "stop hosting a domain (deletes its users and mail)" },
-    { "domain", "list", 0, 0, 0, cmd_domain_list, "", "list the hosted domains" },
-    { "user", "add", 1, 1, CMD_PASSWORD, cmd_user_add, "ADDRESS [--password-stdin]",
+    { "domain", "list", NULL, 0, 0, 0, cmd_domain_list, "", "list the hosted domains" },
+    { "user", "add", NULL, 1, 1, CMD_PASSWORD, cmd_user_add, "ADDRESS [--password-stdin]",
       "add a user to a hosted domain" },
-    { "user", "passwd", 1, 1, CMD_PASSWORD, cmd_user_passwd, "ADDRESS [--password-stdin]",
+    { "user", "passwd", NULL, 1, 1, CMD_PASSWORD, cmd_user_passwd, "ADDRESS [--password-stdin]",
       "set a user's password" },
-    { "user", "del", 1, 1, 0, cmd_user_del, "ADDRESS", "delete a user and its mail" },
-    { "user", "list", 0, 0, CMD_DOMAIN, cmd_user_list, "[--domain NAME]",
+    { "user", "del", NULL, 1, 1, 0, cmd_user_del, "ADDRESS", "delete a user and its mail" },
+    { "user", "list", NULL, 0, 0, CMD_DOMAIN, cmd_user_list, "[--domain NAME]",
       "list users, all or one domain's" },
-    { "relay", "mode", 1, 1, 0, cmd_relay_mode, "none|select|anyone",
+    { "relay", "mode", NULL, 1, 1, 0, cmd_relay_mode, "none|select|anyone",
       "who may relay besides authenticated clients" },
-    { "relay", "allow", 1, 1, 0, cmd_relay_allow, "ADDRESS[/PREFIX]",
+    { "relay", "allow", NULL, 1, 1, 0, cmd_relay_allow, "ADDRESS[/PREFIX]",
       "add an IPv4/IPv6 address or network to the relay list" },
-    { "relay", "deny", 1, 1, 0, cmd_relay_deny, "ADDRESS[/PREFIX]",
+    { "relay", "deny", NULL, 1, 1, 0, cmd_relay_deny, "ADDRESS[/PREFIX]",
       "remove an address or network from the relay list" },
-    { "relay", "list", 0, 0, 0, cmd_relay_list, "", "show the relay mode and the relay list" },
-    { "config", "set", 2, 2, 0, cmd_config_set, "KEY VALUE", "set a system setting" },
-    { "config", "unset", 1, 1, 0, cmd_config_unset, "KEY",
+    { "relay", "list", NULL, 0, 0, 0, cmd_relay_list, "",
+      "show the relay mode and the relay list" },
+    { "config", "set", NULL, 2, 2, 0, cmd_config_set, "KEY VALUE", "set a system setting" },
+    { "config", "unset", NULL, 1, 1, 0, cmd_config_unset, "KEY",
       "remove a system setting (its default applies)" },
-    { "config", "show", 0, 0, 0, cmd_config_show, "", "show every system setting" },
-    { NULL, NULL, 0, 0, 0, NULL, NULL, NULL },
+    { "config", "show", NULL, 0, 0, 0, cmd_config_show, "", "show every system setting" },
+    { "hamr", "set", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_set,
+      "(--system | --domain D | --user U) [--enabled on|off] [--max N] [--interval SECONDS]"
+      " [--action throttle|disable] [--alert on|off] [--max-recipients N]"
+      " [--alert-owner on|off]",
+      "set HAMR limits at one level (user over domain over system, field by field)" },
+    { "hamr", "unset", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_unset,
+      "(--system | --domain D | --user U) (--all | [--enabled] [--max] [--interval]"
+      " [--action] [--alert] [--max-recipients] [--alert-owner])",
+      "remove HAMR fields at one level, so they are inherited again" },
+    { "hamr", "show", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_show,
+      "--system | --domain D | --user U",
+      "the effective HAMR settings and the level each comes from" },
+    { "hamr", "reset", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_reset, "--system | --domain D | --user U",
+      "delete the user-level HAMR settings of every user, of a domain's users, or of one" },
+    { "hamr", "status", NULL, 0, 0, 0, cmd_hamr_status, "",
+      "accounts whose sending is disabled, and recent HAMR alerts" },
+    { "hamr", "enable", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_enable, "--user U",
+      "let an account disabled by HAMR send again" },
+    { "harvest", "set", NULL, 0, 0, CMD_OPTIONS, cmd_harvest_set,
+      "[--service smtp|pop3|imap] [--enabled on|off] [--max-failures N] [--interval SECONDS]"
+      " [--block SECONDS] [--soft-limit N] [--hard-limit N]",
+      "set harvesting limits for every service, or for one" },
+    { "harvest", "unset", NULL, 0, 0, CMD_OPTIONS, cmd_harvest_unset,
+      "[--service smtp|pop3|imap] (--all | [--enabled] [--max-failures] [--interval]"
+      " [--block] [--soft-limit] [--hard-limit])",
+      "remove harvesting settings (a service's inherit the system's again)" },
+    { "harvest", "show", NULL, 0, 0, 0, cmd_harvest_show, "",
+      "the effective harvesting settings per service and where they come from" },
+    { "harvest", "blocks", NULL, 0, 0, 0, cmd_harvest_blocks, "",
+      "the client networks blocked now" },
+    { "harvest", "unblock", NULL, 1, 1, 0, cmd_harvest_unblock, "ADDRESS[/PREFIX]",
+      "lift the blocks covering an address (IPv6: its /64) or inside a network" },
+    { "harvest", "exempt", "add", 1, 1, 0, cmd_harvest_exempt_add, "ADDRESS[/PREFIX]",
+      "never block this address or network (an exemption beats a block)" },
+    { "harvest", "exempt", "del", 1, 1, 0, cmd_harvest_exempt_del, "ADDRESS[/PREFIX]",
+      "remove an exempt network" },
+    { "harvest", "exempt", "list", 0, 0, 0, cmd_harvest_exempt_list, "",
+      "list the exempt networks" },
+    { "alert-address", "add", NULL, 1, 1, 0, cmd_alert_address_add, "ADDRESS",
+      "send HAMR and harvesting alerts to this address" },
+    { "alert-address", "del", NULL, 1, 1, 0, cmd_alert_address_del, "ADDRESS",
+      "stop sending alerts to this address" },
+    { "alert-address", "list", NULL, 0, 0, 0, cmd_alert_address_list, "",
+      "list the alert addresses and how mail reaches each" },
+    { NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL },
 };
+
+/* "group verb sub ARGS" of a command. */
+static void command_words(const command_t *c, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "%s%s%s%s%s%s%s", c->group, c->verb ? " " : "", c->verb ? c->verb : "",
+             c->sub ? " " : "", c->sub ? c->sub : "", *c->args_usage ? " " : "", c->args_usage);
+}
+
+#define USAGE_COLUMN 38
+#define USAGE_WIDTH 88
+
+/* A command too long for one line: its words wrapped under its arguments, then its help
+ * in the help column. */
+static void usage_wrapped(FILE *f, const command_t *c, const char *line)
+{
+    size_t indent = 10 + strlen(line) - strlen(c->args_usage);
+    size_t col = fprintf(f, "  mailctl %.*s", (int)(strlen(line) - strlen(c->args_usage)), line);
+    const char *p = c->args_usage;
+    bool first = true;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, " ");
+        if (n == 0)
+            break;
+        if (!first && col + 1 + n > USAGE_WIDTH)
+            col = (size_t)fprintf(f, "\n%*s", (int)indent, "") - 1;
+        else if (!first)
+            col += (size_t)fprintf(f, " ");
+        col += (size_t)fprintf(f, "%.*s", (int)n, p);
+        p += n;
+        first = false;
+    }
+    fprintf(f, "\n  %-*s          %s\n", USAGE_COLUMN, "", c->help);
+}
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mailctl [--json] COMMAND [ARGS]\n\ncommands:\n");
+    const char *group = NULL;
     for (const command_t *c = commands; c->group; c++) {
-        char line[96];
-        snprintf(line, sizeof line, "%s%s%s%s%s", c->group, c->verb ? " " : "",
-                 c->verb ? c->verb : "", *c->args_usage ? " " : "", c->args_usage);
-        fprintf(f, "  mailctl %-38s  %s\n", line, c->help);
+        char line[512];
+        command_words(c, line, sizeof line);
+        if (group && strcmp(group, c->group) != 0)
+            fputc('\n', f);
+        group = c->group;
+        if (strlen(line) <= USAGE_COLUMN)
+            fprintf(f, "  mailctl %-*s  %s\n", USAGE_COLUMN, line, c->help);
+        else
+            usage_wrapped(f, c, line);
     }
-    fprintf(f, "  mailctl %-38s  %s\n", "help", "this text");
+    fprintf(f, "\n  mailctl %-*s  %s\n", USAGE_COLUMN, "help", "this text");
     fprintf(f,
             "\noptions:\n"
             "  --json            print the result as JSON on stdout\n"
             "  --password-stdin  read the password as one line from standard input\n"
             "  --domain NAME     (user list) only this domain's users\n"
-            "\nsettings for config set:\n");
+            "  --system, --domain D, --user U\n"
+            "                    (hamr) the level: system-wide, a hosted domain, one user\n"
+            "  --service S       (harvest) one service: smtp, pop3 or imap\n"
+            "\nsettings for config set (hamr.* are also set per domain and user with\n"
+            "hamr set; harvest.enabled, .max_failures, .interval and .block also per service\n"
+            "as harvest.<smtp|pop3|imap>.<field>, with harvest set --service):\n");
     char expected[64];
     for (const setting_def_t *d = settings_table; d->key; d++)
-        fprintf(f, "  %-24s %-34s default %s\n", d->key,
-                settings_expected(d, expected, sizeof expected), d->default_value);
+        fprintf(f, "  %-25s %-34s default %s\n", d->key,
+                settings_expected(d, expected, sizeof expected),
+                *d->default_value ? d->default_value : "(empty)");
     fprintf(f,
             "\nThe database is DATABASE_URL, or the one named in var/postern.env in the\n"
             "current directory (written by `make run`). Changes are announced on NATS_URL\n"
@@ -76,36 +171,125 @@ static void usage(FILE *f)
             "Exit status: 0 done, 1 bad input or refused, 2 database unavailable.\n");
 }
 
-static const command_t *command_find(const char *group, const char *verb, bool *group_known_r)
+/* The command named by words[0..nwords-1] (a group, a verb, a third word); *used_r says
+ * how many of the words name it, *group_known_r whether words[0] is a group. */
+static const command_t *command_find(char **words, int nwords, int *used_r,
+                                     bool *group_known_r)
 {
     *group_known_r = false;
+    *used_r = 0;
     for (const command_t *c = commands; c->group; c++) {
-        if (strcmp(c->group, group) != 0)
+        if (strcmp(c->group, words[0]) != 0)
             continue;
         *group_known_r = true;
-        if (!c->verb || (verb && strcmp(c->verb, verb) == 0))
+        if (!c->verb) {
+            *used_r = 1;
             return c;
+        }
+        if (nwords < 2 || strcmp(c->verb, words[1]) != 0)
+            continue;
+        if (!c->sub) {
+            *used_r = 2;
+            return c;
+        }
+        if (nwords >= 3 && strcmp(c->sub, words[2]) == 0) {
+            *used_r = 3;
+            return c;
+        }
     }
     return NULL;
 }
 
 static void command_line(const command_t *c)
 {
-    fprintf(stderr, "  mailctl %s%s%s%s%s\n", c->group, c->verb ? " " : "",
-            c->verb ? c->verb : "", *c->args_usage ? " " : "", c->args_usage);
+    char line[512];
+    command_words(c, line, sizeof line);
+    fprintf(stderr, "  mailctl %s\n", line);
 }
 
-/* The usage of one command, or of every command of a group when cmd is NULL. */
-static void command_usage(const char *group, const command_t *cmd)
+/* The usage of one command, or of every command of a group (or of a group's verb) when
+ * cmd is NULL. */
+static void command_usage(const char *group, const char *verb, const command_t *cmd)
 {
     fprintf(stderr, "usage:\n");
     if (cmd) {
         command_line(cmd);
         return;
     }
+    bool verb_known = false;
     for (const command_t *c = commands; c->group; c++)
-        if (strcmp(c->group, group) == 0)
+        if (verb && strcmp(c->group, group) == 0 && c->verb && strcmp(c->verb, verb) == 0)
+            verb_known = true;
+    for (const command_t *c = commands; c->group; c++)
+        if (strcmp(c->group, group) == 0 &&
+            (!verb_known || (c->verb && strcmp(c->verb, verb) == 0)))
             command_line(c);
+}
+
+/* Says what is wrong with a command line that names no command. */
+static void command_unknown(char **words, int nwords, bool group_known)
+{
+    if (!group_known) {
+        ctl_error("unknown command: %s (see mailctl --help)", words[0]);
+        return;
+    }
+    bool verb_known = false, verb_has_sub = false;
+    for (const command_t *c = commands; c->group; c++)
+        if (nwords > 1 && strcmp(c->group, words[0]) == 0 && c->verb &&
+            strcmp(c->verb, words[1]) == 0) {
+            verb_known = true;
+            verb_has_sub = c->sub != NULL;
+        }
+    if (nwords < 2)
+        ctl_error("%s needs a subcommand", words[0]);
+    else if (!verb_known)
+        ctl_error("unknown command: %s %s", words[0], words[1]);
+    else if (verb_has_sub && nwords < 3)
+        ctl_error("%s %s needs a subcommand", words[0], words[1]);
+    else
+        ctl_error("unknown command: %s %s %s", words[0], words[1], words[2]);
+    command_usage(words[0], nwords > 1 ? words[1] : NULL, NULL);
+}
+
+/* True for the options main() handles for every command. */
+static bool global_flag(const char *a)
+{
+    return strcmp(a, "--json") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
+/* Runs a command that parses its own options: every word after the command words goes to
+ * it, except --json (and --help, which shows its usage). */
+static int run_with_options(ctl_t *ctl, const command_t *cmd, char **rest, int nrest)
+{
+    char **args = calloc((size_t)nrest + 1, sizeof *args);
+    if (!args)
+        return CTL_DB;
+    int nargs = 0, rc = CTL_USAGE;
+    for (int i = 0; i < nrest; i++) {
+        if (strcmp(rest[i], "--json") == 0) {
+            ctl->json = true;
+        } else if (strcmp(rest[i], "--help") == 0 || strcmp(rest[i], "-h") == 0) {
+            command_usage(cmd->group, NULL, cmd);
+            free(args);
+            return CTL_OK;
+        } else {
+            args[nargs++] = rest[i];
+        }
+    }
+    rc = ctl_config_load(ctl);
+    if (rc == CTL_OK)
+        rc = ctl_connect(ctl);
+    if (rc == CTL_OK) {
+        rc = cmd->run(ctl, args, nargs);
+        if (rc == CTL_USAGE && ctl->usage) {
+            command_usage(cmd->group, NULL, cmd);
+        }
+    }
+    if (ctl->in_tx)
+        ctl_rollback(ctl);
+    ctl_disconnect(ctl);
+    free(args);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -117,6 +301,35 @@ int main(int argc, char **argv)
     int npos = 0;
     bool help = false, only_pos = false;
     int rc = CTL_USAGE;
+
+    /* The command words come first (global flags may sit between them); a command that
+     * parses its own options gets everything after them. */
+    char *words[3];
+    int nwords = 0, after = 1;
+    for (; after < argc && nwords < 3; after++) {
+        if (global_flag(argv[after])) {
+            if (strcmp(argv[after], "--json") == 0)
+                ctl.json = true;
+            else
+                help = true;
+            continue;
+        }
+        if (argv[after][0] == '-')
+            break;
+        words[nwords++] = argv[after];
+    }
+    if (!help && nwords > 0 && strcmp(words[0], "help") != 0) {
+        int used;
+        bool group_known;
+        const command_t *cmd = command_find(words, nwords, &used, &group_known);
+        if (cmd && (cmd->flags & CMD_OPTIONS)) {
+            int first = after - (nwords - used); /* words past the command are its own */
+            rc = run_with_options(&ctl, cmd, argv + first, argc - first);
+            goto out;
+        }
+    }
+    ctl.json = false;
+    help = false;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -153,25 +366,23 @@ int main(int argc, char **argv)
         usage(stderr);
         goto out;
     }
+    int used;
     bool group_known;
-    const command_t *cmd = command_find(pos[0], npos > 1 ? pos[1] : NULL, &group_known);
+    const command_t *cmd = command_find(pos, npos > 3 ? 3 : npos, &used, &group_known);
     if (!cmd) {
-        if (group_known) {
-            if (npos > 1)
-                ctl_error("unknown command: %s %s", pos[0], pos[1]);
-            else
-                ctl_error("%s needs a subcommand", pos[0]);
-            command_usage(pos[0], NULL);
-        } else {
-            ctl_error("unknown command: %s (see mailctl --help)", pos[0]);
-        }
+        command_unknown(pos, npos > 3 ? 3 : npos, group_known);
         goto out;
     }
-    int first = cmd->verb ? 2 : 1;
-    int nargs = npos - first;
+    if (cmd->flags & CMD_OPTIONS) {
+        /* Options before the command words, or a "--" among them. */
+        ctl_error("put the options of %s %s after its name", cmd->group, cmd->verb);
+        command_usage(cmd->group, NULL, cmd);
+        goto out;
+    }
+    int nargs = npos - used;
     if (nargs < cmd->min_args || nargs > cmd->max_args) {
         ctl_error("%s", nargs < cmd->min_args ? "missing argument" : "too many arguments");
-        command_usage(cmd->group, cmd);
+        command_usage(cmd->group, NULL, cmd);
         goto out;
     }
     if (ctl.password_stdin && !(cmd->flags & CMD_PASSWORD)) {
@@ -187,7 +398,7 @@ int main(int argc, char **argv)
     if (rc == CTL_OK)
         rc = ctl_connect(&ctl);
     if (rc == CTL_OK)
-        rc = cmd->run(&ctl, pos + first, nargs);
+        rc = cmd->run(&ctl, pos + used, nargs);
     if (ctl.in_tx)
         ctl_rollback(&ctl);
     ctl_disconnect(&ctl);

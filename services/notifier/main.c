@@ -1,0 +1,117 @@
+/* notifier: the service around notifier.c. Environment: DATABASE_URL (required),
+ * NATS_URL (default nats://127.0.0.1:4222), SMTP_HOSTNAME (this host's name in Received:
+ * and Message-ID:; default the system's host name), DB_POOL (default 2), CONFIG_REFRESH
+ * (seconds, default 30). SIGTERM or SIGINT stop it cleanly. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nats/nats.h>
+
+#include "log.h"
+#include "notifier.h"
+
+typedef struct service {
+    uv_loop_t *loop;
+    db_t *db;
+    bus_t *bus;
+    config_t *cfg;
+    ntf_t *ntf;
+    uv_signal_t sig_term, sig_int;
+} service_t;
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+/* A host name fit for Received: and Message-ID: letters, digits, '-' and dots. */
+static bool hostname_ok(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 0 && n <= NTF_HOSTNAME_MAX && name[0] != '.' && name[0] != '-' &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == n;
+}
+
+static void service_stop(service_t *svc)
+{
+    log_info("stopping", "%s", "");
+    uv_signal_stop(&svc->sig_term);
+    uv_signal_stop(&svc->sig_int);
+    uv_close((uv_handle_t *)&svc->sig_term, NULL);
+    uv_close((uv_handle_t *)&svc->sig_int, NULL);
+    /* No more alerts, then the notifier (whose statement in flight is failed by
+     * db_destroy), then the database, and the configuration last: db_destroy calls the
+     * callbacks of queries in flight, the configuration's among them. */
+    bus_destroy(&svc->bus);
+    ntf_destroy(&svc->ntf);
+    db_destroy(&svc->db);
+    config_destroy(&svc->cfg);
+}
+
+static void stop_signal_cb(uv_signal_t *s, int signum)
+{
+    (void)signum;
+    service_stop(s->data);
+}
+
+int main(void)
+{
+    log_init("notifier");
+    signal(SIGPIPE, SIG_IGN);
+    service_t svc = { 0 };
+    svc.loop = uv_default_loop();
+
+    const char *dburl = getenv("DATABASE_URL");
+    if (!dburl || !*dburl) {
+        log_error("DATABASE_URL is not set", "%s", "");
+        return 2;
+    }
+    char hostname[NTF_HOSTNAME_MAX + 1];
+    const char *name = env_or("SMTP_HOSTNAME", NULL);
+    if (name && !hostname_ok(name)) {
+        log_error("SMTP_HOSTNAME is not a host name", "%s", "");
+        return 2;
+    }
+    if (name)
+        snprintf(hostname, sizeof hostname, "%s", name);
+    else if (gethostname(hostname, sizeof hostname - 1) != 0 || !hostname_ok(hostname))
+        snprintf(hostname, sizeof hostname, "localhost");
+    hostname[sizeof hostname - 1] = '\0';
+
+    svc.db = db_create(svc.loop, dburl, atoi(env_or("DB_POOL", "2")));
+    svc.bus = bus_create(svc.loop, env_or("NATS_URL", "nats://127.0.0.1:4222"), "notifier");
+    if (!svc.db || !svc.bus) {
+        log_error("cannot start database or bus client", "%s", "");
+        bus_destroy(&svc.bus);
+        db_destroy(&svc.db);
+        uv_run(svc.loop, UV_RUN_DEFAULT);
+        uv_loop_close(svc.loop);
+        nats_Close();
+        return 2;
+    }
+    svc.cfg = config_create(svc.loop, svc.db, svc.bus, atoi(env_or("CONFIG_REFRESH", "30")));
+    svc.ntf = ntf_create(svc.loop, svc.db, svc.bus, svc.cfg, hostname);
+    if (!svc.cfg || !svc.ntf) {
+        log_error("out of memory", "%s", "");
+        return 2;
+    }
+
+    uv_signal_init(svc.loop, &svc.sig_term);
+    uv_signal_init(svc.loop, &svc.sig_int);
+    svc.sig_term.data = svc.sig_int.data = &svc;
+    uv_signal_start(&svc.sig_term, stop_signal_cb, SIGTERM);
+    uv_signal_start(&svc.sig_int, stop_signal_cb, SIGINT);
+
+    log_info("started", "hostname=%s subject=%s", hostname, NTF_SUBJECT);
+    uv_run(svc.loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(svc.loop);
+    if (rc != 0)
+        log_warn("handles left open at exit", "error=\"%s\"", uv_strerror(rc));
+    nats_Close();
+    log_info("stopped", "%s", "");
+    return 0;
+}

@@ -1,0 +1,176 @@
+/* mailctl alert-address add|del|list: where the notifier sends HAMR and harvesting alerts.
+ * An address of an existing user gets the alert in its INBOX; an address outside the
+ * hosted domains gets it through the outbound queue; an address in a hosted domain
+ * without such a user cannot get it at all, and mailctl says so. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailctl.h"
+
+/* How alerts reach an address: the SQL expression over column a (an address). */
+#define DELIVERY_SQL(a)                                                                    \
+    "CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.address = " a ") THEN 'mailbox'"      \
+    " WHEN EXISTS (SELECT 1 FROM domains d WHERE d.name = split_part(" a ", '@', 2))"      \
+    " THEN 'none' ELSE 'relay' END"
+
+static int alert_address_arg(const char *arg, char *address)
+{
+    char why[200];
+    const char *domain;
+    if (!name_copy(address, arg, "address"))
+        return CTL_USAGE;
+    if (!name_address_check(address, &domain, why, sizeof why))
+        return ctl_error("invalid address: %s", why);
+    return CTL_OK;
+}
+
+/* A word for people about a delivery kind. */
+static const char *delivery_text(const char *kind)
+{
+    if (strcmp(kind, "mailbox") == 0)
+        return "local mailbox";
+    if (strcmp(kind, "relay") == 0)
+        return "relayed (outbound queue)";
+    return "NOT DELIVERED: hosted domain, no such user";
+}
+
+static void alert_print(ctl_t *ctl, const char *action, const char *address, bool changed,
+                        const char *delivery, const char *text)
+{
+    if (ctl->json) {
+        printf("{\"ok\":true,\"action\":");
+        json_str(stdout, action);
+        printf(",\"address\":");
+        json_str(stdout, address);
+        printf(",\"changed\":%s", changed ? "true" : "false");
+        if (delivery) {
+            printf(",\"delivery\":");
+            json_str(stdout, delivery);
+        }
+        printf("}\n");
+    } else {
+        printf("%s %s\n", text, address);
+    }
+    fflush(stdout);
+}
+
+int cmd_alert_address_add(ctl_t *ctl, char **args, int nargs)
+{
+    (void)nargs;
+    char address[NAME_BUF];
+    int rc = alert_address_arg(args[0], address);
+    if (rc != CTL_OK)
+        return rc;
+    if ((rc = ctl_begin(ctl)) != CTL_OK)
+        return rc;
+    const char *p[] = { address };
+    PGresult *res = ctl_query(ctl,
+                              "INSERT INTO alert_addresses (address) VALUES ($1)"
+                              " ON CONFLICT (address) DO NOTHING"
+                              " RETURNING " DELIVERY_SQL("alert_addresses.address"),
+                              1, p);
+    if (!res)
+        return CTL_DB;
+    bool added = PQntuples(res) == 1;
+    char delivery[16] = "";
+    if (added)
+        snprintf(delivery, sizeof delivery, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (!added) {
+        ctl_rollback(ctl);
+        alert_print(ctl, "alert-address add", address, false, NULL,
+                    "already an alert address (nothing changed):");
+        return CTL_OK;
+    }
+    if ((rc = ctl_audit(ctl, "alert-address add", address)) != CTL_OK ||
+        (rc = ctl_commit(ctl)) != CTL_OK)
+        return rc;
+    alert_print(ctl, "alert-address add", address, true, delivery,
+                "alerts will be sent to");
+    if (strcmp(delivery, "none") == 0)
+        ctl_warn("%s is in a hosted domain but there is no such user: alerts to it are lost "
+                 "until it exists (mailctl user add %s)",
+                 address, address);
+    else if (strcmp(delivery, "relay") == 0 && !ctl->json)
+        printf("note: %s is not hosted here; alerts to it go through the outbound queue\n",
+               address);
+    ctl_announce(ctl, "alert-addresses");
+    return CTL_OK;
+}
+
+int cmd_alert_address_del(ctl_t *ctl, char **args, int nargs)
+{
+    (void)nargs;
+    char address[NAME_BUF];
+    int rc = alert_address_arg(args[0], address);
+    if (rc != CTL_OK)
+        return rc;
+    if ((rc = ctl_begin(ctl)) != CTL_OK)
+        return rc;
+    const char *p[] = { address };
+    PGresult *res = ctl_query(
+        ctl, "DELETE FROM alert_addresses WHERE address = $1 RETURNING address", 1, p);
+    if (!res)
+        return CTL_DB;
+    bool removed = PQntuples(res) == 1;
+    PQclear(res);
+    if (!removed) {
+        ctl_rollback(ctl);
+        return ctl_error("%s is not an alert address (see mailctl alert-address list)",
+                         address);
+    }
+    res = ctl_query(ctl, "SELECT count(*) FROM alert_addresses", 0, NULL);
+    if (!res)
+        return CTL_DB;
+    long left = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if ((rc = ctl_audit(ctl, "alert-address del", address)) != CTL_OK ||
+        (rc = ctl_commit(ctl)) != CTL_OK)
+        return rc;
+    alert_print(ctl, "alert-address del", address, true, NULL,
+                "alerts will no longer be sent to");
+    if (left == 0)
+        ctl_warn("there are no alert addresses left: nobody hears about hacked accounts or "
+                 "blocks (mailctl alert-address add ADDRESS)");
+    ctl_announce(ctl, "alert-addresses");
+    return CTL_OK;
+}
+
+int cmd_alert_address_list(ctl_t *ctl, char **args, int nargs)
+{
+    (void)args;
+    (void)nargs;
+    PGresult *res = ctl_query(ctl,
+                              "SELECT address, " SQL_UTC("created_at") ", "
+                              DELIVERY_SQL("alert_addresses.address")
+                              " FROM alert_addresses ORDER BY address",
+                              0, NULL);
+    if (!res)
+        return CTL_DB;
+    int n = PQntuples(res);
+    if (ctl->json) {
+        printf("{\"alert_addresses\":[");
+        for (int i = 0; i < n; i++) {
+            printf("%s{\"address\":", i ? "," : "");
+            json_str(stdout, PQgetvalue(res, i, 0));
+            printf(",\"created_at\":");
+            json_str(stdout, PQgetvalue(res, i, 1));
+            printf(",\"delivery\":");
+            json_str(stdout, PQgetvalue(res, i, 2));
+            printf("}");
+        }
+        printf("]}\n");
+    } else if (n == 0) {
+        printf("no alert addresses: nobody is told about hacked accounts or blocks\n"
+               "(mailctl alert-address add ADDRESS)\n");
+    } else {
+        int w = out_width(res, 0, 7);
+        printf("%-*s  %-20s  %s\n", w, "ADDRESS", "ADDED", "DELIVERY");
+        for (int i = 0; i < n; i++)
+            printf("%-*s  %-20s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                   delivery_text(PQgetvalue(res, i, 2)));
+    }
+    PQclear(res);
+    return CTL_OK;
+}
