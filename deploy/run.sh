@@ -66,7 +66,8 @@ if [ ! -f "$VAR/first-login" ]; then
 fi
 read -r login password < "$VAR/first-login"
 
-for svc in smtpd; do
+for svc in limiter notifier smtpd pop3d imapd relayd; do
+    [ -x "$BIN/$svc" ] || continue
     "$BIN/$svc" &
     pids="$pids $!"
 done

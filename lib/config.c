@@ -189,12 +189,25 @@ bool config_loaded(const config_t *cfg)
     return cfg && cfg->snap;
 }
 
-const char *config_get(const config_t *cfg, const char *key)
+static const char *config_stored(const config_t *cfg, const char *key)
 {
     if (cfg && cfg->snap)
         for (size_t i = 0; i < cfg->snap->nsettings; i++)
             if (strcmp(cfg->snap->keys[i], key) == 0)
                 return cfg->snap->values[i];
+    return NULL;
+}
+
+const char *config_get(const config_t *cfg, const char *key)
+{
+    const char *v = config_stored(cfg, key);
+    char base[128];
+    /* harvest.pop3.block inherits harvest.block before the default. */
+    const char *fallback = v ? NULL : settings_fallback_key(key, base, sizeof base);
+    if (!v && fallback)
+        v = config_stored(cfg, fallback);
+    if (v)
+        return v;
     const setting_def_t *def = settings_find(key);
     return def ? def->default_value : NULL;
 }
