@@ -22,6 +22,8 @@ const setting_def_t settings_table[] = {
       "seconds an SMTP client may stay silent" },
     { "smtp.max_errors", "20", SETTING_INT, 1, 1000, NULL,
       "errors in one SMTP session before it is closed" },
+    { "smtp.max_commands", "10000", SETTING_INT, 10, 1000000, NULL,
+      "commands in one SMTP session before it is closed" },
     /* HAMR, the Hacked Account Mail Regulator: also at domain and user level. */
     { "hamr.enabled", "on", SETTING_BOOL, 0, 0, NULL,
       "count the messages authenticated users send" },

@@ -462,6 +462,16 @@ void smtp_dispatch(smtp_session_t *s, char *line, size_t len, unsigned flags)
         smtp_reply(s, 500, "5.5.2 NUL byte in command");
         return;
     }
+    long max_commands = config_get_long(s->fe.srv->cfg, "smtp.max_commands");
+    if (++s->commands > (unsigned long)(max_commands > 0 ? max_commands : 10000)) {
+        log_warn("too many commands, disconnecting", "session=%lu client=%s", s->fe.id,
+                 s->fe.peer);
+        fe_session_printf(&s->fe, "421 4.7.0 %s Error: too many commands\r\n",
+                          s->fe.srv->hostname);
+        smtp_enter_state(s, SMTP_STATE_QUIT);
+        fe_session_close(&s->fe);
+        return;
+    }
     size_t n = strcspn(line, " ");
     const smtp_cmd_t *cmd = smtp_commands;
     for (; cmd->name; cmd++)

@@ -34,6 +34,7 @@ typedef struct smtp_session {
     char helo[256];
     bool esmtp;
     unsigned errors;
+    unsigned long commands;
     /* the transaction, reset by RSET, HELO/EHLO, STARTTLS and after DATA */
     char sender[SMTP_PATH_MAX + 1];
     smtp_rcpt_t *rcpts;

@@ -216,3 +216,20 @@ def test_idle_timeout(postern, mailctl):
             return c.closed_by_server(timeout=30)
 
     wait_until(idle_client_dropped, timeout=150, what="an idle client to be dropped")
+
+
+def test_commands_per_session_limit(postern, mailctl):
+    mailctl("config", "set", "smtp.max_commands", "10")  # the smallest allowed
+
+    def cut_off_after_ten():
+        """True when the 11th command of a session gets 421 and the session ends."""
+        with postern.connect("mx") as c:
+            c.ehlo()  # command 1
+            for n in range(2, 11):
+                r = c.cmd("NOOP")
+                if r.code != 250:
+                    return False  # the new limit is not in force yet
+            r = c.cmd("NOOP")
+            return r.code == 421 and r.enh == "4.7.0" and c.closed_by_server(timeout=30)
+
+    wait_until(cut_off_after_ten, what="the 11th command of a session to be refused")
