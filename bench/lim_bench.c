@@ -117,12 +117,18 @@ int main(int argc, char **argv)
         return 2;
     natsConnection *nc = NULL, *echo_nc = NULL;
     natsSubscription *sub = NULL;
-    if (natsConnection_ConnectTo(&nc, url) != NATS_OK) {
+    natsOptions *opts = NULL;
+    /* Both ends send at once, as the services do (bus.c), so neither waits for the
+     * libnats flusher. */
+    natsOptions_Create(&opts);
+    natsOptions_SetURL(opts, url);
+    natsOptions_SetSendAsap(opts, true);
+    if (natsConnection_Connect(&nc, opts) != NATS_OK) {
         fprintf(stderr, "cannot connect to %s\n", url);
         return 1;
     }
     if (echo) {
-        natsConnection_ConnectTo(&echo_nc, url);
+        natsConnection_Connect(&echo_nc, opts);
         natsConnection_Subscribe(&sub, echo_nc, subject, echo_cb, NULL);
         natsConnection_Flush(echo_nc);
     }
@@ -149,6 +155,7 @@ int main(int argc, char **argv)
     natsSubscription_Destroy(sub);
     natsConnection_Destroy(echo_nc);
     natsConnection_Destroy(nc);
+    natsOptions_Destroy(opts);
     free(b.lat_us);
     free(th);
     free(w);
