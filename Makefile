@@ -14,7 +14,7 @@ SANFLAGS =
 OPT      = -O2
 endif
 
-PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto
+PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

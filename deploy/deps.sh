@@ -1,16 +1,23 @@
 #!/bin/sh
 # Installs the Debian 12 packages that building, running and testing Postern need.
 # Installs only what is missing; uses sudo when not run as root.
+#   sh deploy/deps.sh          build, run and test
+#   sh deploy/deps.sh bench    the same, plus what `make bench` compares against (Dovecot)
 set -eu
 
 BUILD_PKGS="build-essential pkg-config libuv1-dev libnats-dev libprotobuf-c-dev
-protobuf-c-compiler libpq-dev libssl-dev libcmocka-dev"
+protobuf-c-compiler libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev"
 RUN_PKGS="postgresql nats-server openssl"
 TEST_PKGS="python3 python3-pytest python3-psycopg2 python3-protobuf protobuf-compiler
 swaks libnet-ssleay-perl msmtp fetchmail curl"
+# Only for `make bench`: Dovecot's pop3d runs beside pop3d, as a private instance.
+BENCH_PKGS="dovecot-core dovecot-pop3d"
+
+want="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
+[ "${1:-}" = "bench" ] && want="$want $BENCH_PKGS"
 
 missing=""
-for p in $BUILD_PKGS $RUN_PKGS $TEST_PKGS; do
+for p in $want; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
         missing="$missing $p"
     fi
@@ -24,3 +31,12 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # The postgresql package would start a cluster of its own; Postern runs a private one.
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# The bench runs its own Dovecot on loopback ports; a system-wide one that the package has
+# just started (on machines with systemd) would take the standard ports: stop it again.
+case " $missing " in
+*" dovecot-core "*)
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 || true
+    fi
+    ;;
+esac

@@ -154,6 +154,8 @@ static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
         s->conn = NULL;
         s->closing = true;
         fe_session_unlink(s);
+        metrics_set(srv->metrics, "postern_sessions_active", "Client connections open", NULL,
+                    (double)srv->nsessions);
         uv_close((uv_handle_t *)&s->idle_timer, timer_close_cb);
         uv_close((uv_handle_t *)&s->delay_timer, timer_close_cb);
         fe_session_unref(s);
@@ -197,6 +199,11 @@ static void accept_cb(uv_stream_t *server, int status)
     srv->sessions = s;
     srv->nsessions++;
     log_info("session opened", "session=%lu client=%s listener=%s", s->id, s->peer, lc->name);
+    char labels[96];
+    snprintf(labels, sizeof labels, "listener=\"%s\"", lc->name);
+    metrics_add(srv->metrics, "postern_sessions_total", "Client connections accepted", labels, 1);
+    metrics_set(srv->metrics, "postern_sessions_active", "Client connections open", NULL,
+                (double)srv->nsessions);
     fe_session_touch(s);
     if (srv->draining) {
         fe_session_close(s);
@@ -228,6 +235,8 @@ bool fe_session_refuse_if_blocked(fe_session_t *s)
     fe_format_time(until_ms, until, sizeof until);
     log_warn("blocked client refused", "session=%lu client=%s until=%s reason=\"%s\"", s->id,
              s->peer, until, reason);
+    metrics_add(s->srv->metrics, "postern_blocked_connections_total",
+                "Connections refused because the client address is blocked", NULL, 1);
     s->srv->proto->blocked(s, reason, until);
     fe_session_close(s);
     return true;
@@ -311,6 +320,20 @@ void fe_session_delay(fe_session_t *s, unsigned ms, void (*cb)(fe_session_t *s))
 
 /* ---- the server -------------------------------------------------------------------- */
 
+/* Ready for clients: configuration loaded, database and bus reachable. */
+static bool fe_ready(void *arg, char *why, size_t why_len)
+{
+    fe_server_t *srv = arg;
+    const char *missing = !config_loaded(srv->cfg) ? "configuration"
+                          : !db_available(srv->db) ? "database"
+                          : !bus_connected(srv->bus) ? "bus"
+                          : srv->draining          ? "draining"
+                                                   : NULL;
+    if (missing)
+        snprintf(why, why_len, "%s", missing);
+    return missing == NULL;
+}
+
 static void walk_close_cb(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -322,6 +345,7 @@ static void fe_server_shutdown(fe_server_t *srv)
 {
     log_info("stopping", "%s", "");
     uv_timer_stop(&srv->drain_timer);
+    health_stop(&srv->health);
     lim_destroy(&srv->lim);
     config_destroy(&srv->cfg);
     bus_destroy(&srv->bus);
@@ -448,7 +472,11 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
         return 2;
     }
     srv->cfg = config_create(srv->loop, srv->db, srv->bus, atoi(env_or("CONFIG_REFRESH", "30")));
-    srv->lim = lim_create(srv->loop, srv->bus, srv->cfg);
+    srv->metrics = metrics_create();
+    srv->lim = lim_create(srv->loop, srv->bus, srv->cfg, srv->metrics);
+    int health_port = atoi(env_or("HEALTH_PORT", "0"));
+    if (health_port > 0)
+        srv->health = health_start(srv->loop, health_port, srv->metrics, fe_ready, srv);
 
     srv->listen = calloc(proto->nlisteners, sizeof *srv->listen);
     srv->listening = calloc(proto->nlisteners, sizeof *srv->listening);
@@ -477,6 +505,7 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
     uv_loop_close(srv->loop);
     free(srv->listen);
     free(srv->listening);
+    metrics_destroy(&srv->metrics);
     nats_Close();
     return failed ? 1 : 0;
 }

@@ -19,7 +19,9 @@
 #include "conn.h"
 #include "db.h"
 #include "lim.h"
+#include "health.h"
 #include "line.h"
+#include "metrics.h"
 #include "tls.h"
 #include "postern.pb-c.h"
 
@@ -65,6 +67,8 @@ struct fe_server {
     bus_t *bus;
     config_t *cfg;
     lim_t *lim;             /* the limiter's client and the local copy of blocks */
+    metrics_t *metrics;
+    health_t *health;       /* HTTP /healthz /readyz /metrics when HEALTH_PORT is set */
     tls_t *tls;             /* NULL when no certificate is configured */
     char hostname[256];
     char instance[300];     /* hostname:pid */

@@ -104,6 +104,10 @@ static void auth_publish(fe_auth_t *a)
     if (a->result != FE_AUTH_BLOCKED &&
         bus_publish_msg(s->srv->bus, "postern.event.auth", &ev.base) < 0)
         log_warn("auth event not published", "session=%lu", s->id);
+    char labels[96];
+    snprintf(labels, sizeof labels, "mechanism=\"%s\",result=\"%s\"", a->label,
+             result_name(a->result));
+    metrics_add(s->srv->metrics, "postern_auth_total", "Authentication outcomes", labels, 1);
     log_msg(a->result == FE_AUTH_OK ? LOG_INFO : LOG_WARN, "authentication",
             "session=%lu client=%s user=\"%s\" mechanism=%s tls=%s result=%s", s->id, s->peer,
             user ? user : "", a->label, ev.tls ? "yes" : "no", result_name(a->result));

@@ -18,6 +18,7 @@ typedef struct lim_block {
 
 struct lim {
     bus_t *bus;
+    metrics_t *metrics;
     config_t *cfg;
     uv_timer_t sync_timer;
     lim_block_t *blocks;
@@ -30,6 +31,9 @@ struct lim {
 typedef struct lim_req {
     lim_cb cb;
     void *arg;
+    metrics_t *metrics;
+    const char *check; /* "auth", "send", "rcpt" */
+    uint64_t started_ns;
 } lim_req_t;
 
 static int64_t now_ms(void)
@@ -57,6 +61,19 @@ static void reply_cb(void *arg, const void *data, size_t len)
             log_warn("bad limiter reply dropped", "bytes=%zu", len);
         }
     }
+    static const char *const verdicts[] = { "unspecified", "allow", "throttle", "disabled",
+                                            "blocked" };
+    char labels[80];
+    snprintf(labels, sizeof labels, "check=\"%s\"", r->check);
+    metrics_observe(r->metrics, "postern_limiter_check_seconds",
+                    "Time from a limiter request to its answer", labels,
+                    (double)(uv_hrtime() - r->started_ns) / 1e9);
+    snprintf(labels, sizeof labels, "check=\"%s\",verdict=\"%s\"", r->check,
+             !v.answered ? "no-answer"
+             : (unsigned)v.verdict < sizeof verdicts / sizeof verdicts[0] ? verdicts[v.verdict]
+                                                                         : "unknown");
+    metrics_add(r->metrics, "postern_limiter_verdicts_total", "Limiter answers by verdict",
+                labels, 1);
     r->cb(r->arg, &v);
     free(r);
 }
@@ -69,6 +86,9 @@ static int lim_request(lim_t *lim, const char *subject, const ProtobufCMessage *
         return -1;
     r->cb = cb;
     r->arg = arg;
+    r->metrics = lim->metrics;
+    r->check = strrchr(subject, '.') + 1;
+    r->started_ns = uv_hrtime();
     size_t len = protobuf_c_message_get_packed_size(msg);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) {
@@ -199,6 +219,8 @@ static void sync_reply_cb(void *arg, const void *data, size_t len)
     for (size_t i = 0; lim->exempt && i < l->n_exempt; i++)
         if (net_cidr_parse(l->exempt[i], &lim->exempt[lim->nexempt]) == 0)
             lim->nexempt++;
+    metrics_set(lim->metrics, "postern_blocks", "Active blocks in the local copy", NULL,
+                (double)lim->nblocks);
     if (!lim->synced)
         log_info("blocks synchronised", "blocks=%zu exempt=%zu", lim->nblocks, lim->nexempt);
     lim->synced = true;
@@ -214,12 +236,13 @@ static void sync_timer_cb(uv_timer_t *t)
     bus_request(lim->bus, "postern.limiter.blocks", buf, len, 2000, sync_reply_cb, lim);
 }
 
-lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg)
+lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics)
 {
     lim_t *lim = calloc(1, sizeof *lim);
     if (!lim)
         return NULL;
     lim->bus = bus;
+    lim->metrics = metrics;
     lim->cfg = cfg;
     uv_timer_init(loop, &lim->sync_timer);
     lim->sync_timer.data = lim;

@@ -12,6 +12,7 @@
 
 #include "bus.h"
 #include "config.h"
+#include "metrics.h"
 #include "postern.pb-c.h"
 
 typedef struct lim lim_t;
@@ -28,7 +29,8 @@ typedef struct lim_verdict {
 /* Called exactly once, on the loop thread, never from inside the call that asked. */
 typedef void (*lim_cb)(void *arg, const lim_verdict_t *v);
 
-lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg);
+/* metrics may be NULL; check latency and verdicts are recorded there. */
+lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics);
 void lim_destroy(lim_t **lim);
 
 int lim_check_auth(lim_t *lim, Postern__Service service, const char *client, const char *user,

@@ -129,6 +129,7 @@ static void stored_cb(void *arg, PGresult *res)
                   res ? PQresultErrorMessage(res) : "database unavailable");
         if (r->reserved)
             lim_release(s->fe.srv->lim, s->fe.user, s->queue_id);
+        smtp_count_message(s, "deferred");
         if (!s->fe.closing)
             smtp_reply(s, 451, "4.3.0 Message not stored, please try again later");
     } else {
@@ -136,6 +137,7 @@ static void stored_cb(void *arg, PGresult *res)
                  "rcpts=%u relay_rcpts=%u size=%zu", s->fe.id, s->queue_id, s->fe.peer,
                  s->fe.user ? s->fe.user : "", s->sender, r->nrcpts, r->nrelay, r->size);
         publish_message(s, r);
+        smtp_count_message(s, "accepted");
         if (!s->fe.closing)
             smtp_reply(s, 250, "2.0.0 Ok: queued as %s", s->queue_id);
     }
@@ -202,6 +204,8 @@ static void send_check_cb(void *arg, const lim_verdict_t *v)
         fe_session_unref(&s->fe);
         return;
     }
+    bool permanent = v->answered && v->verdict == POSTERN__VERDICT__VERDICT_DISABLED;
+    smtp_count_message(s, permanent ? "rejected" : "deferred");
     if (!v->answered) {
         smtp_reply(s, 451, "4.7.1 Sending limit service unavailable, please try again later");
     } else if (v->verdict == POSTERN__VERDICT__VERDICT_DISABLED) {
@@ -241,6 +245,7 @@ static void smtp_data_end(smtp_session_t *s)
         log_info("message refused", "session=%lu client=%s reason=\"%s\"", s->fe.id, s->fe.peer,
                  problem);
         smtp_reset_transaction(s);
+        smtp_count_message(s, "rejected");
         smtp_reply(s, code, "%s", problem);
         return;
     }

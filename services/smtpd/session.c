@@ -90,3 +90,11 @@ void smtp_blocked_now(smtp_session_t *s, const lim_verdict_t *v)
     smtp_enter_state(s, SMTP_STATE_QUIT);
     fe_session_close(&s->fe);
 }
+
+void smtp_count_message(smtp_session_t *s, const char *result)
+{
+    char labels[48];
+    snprintf(labels, sizeof labels, "result=\"%s\"", result);
+    metrics_add(s->fe.srv->metrics, "postern_messages_total",
+                "Messages at the end of DATA, by outcome", labels, 1);
+}

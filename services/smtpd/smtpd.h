@@ -52,6 +52,8 @@ void smtp_enter_state(smtp_session_t *s, smtp_state_t state);
 void smtp_reset_transaction(smtp_session_t *s);
 bool smtp_temp_unavailable(smtp_session_t *s);
 void smtp_blocked_now(smtp_session_t *s, const lim_verdict_t *v);
+/* Counts a finished DATA: "accepted", "deferred" (4xx) or "rejected" (5xx). */
+void smtp_count_message(smtp_session_t *s, const char *result);
 
 /* cmd.c */
 void smtp_dispatch(smtp_session_t *s, char *line, size_t len, unsigned flags);
