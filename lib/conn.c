@@ -250,7 +250,7 @@ conn_t *conn_accept(uv_stream_t *server, size_t input_max, conn_event_cb cb, voi
     return c;
 }
 
-void conn_start_tls(conn_t *c, SSL *ssl)
+void conn_start_tls(conn_t *c, SSL *ssl, bool keep_input)
 {
     c->ssl = ssl;
     c->rbio = BIO_new(BIO_s_mem());
@@ -258,8 +258,13 @@ void conn_start_tls(conn_t *c, SSL *ssl)
     SSL_set_bio(ssl, c->rbio, c->wbio);
     SSL_set_accept_state(ssl);
     c->handshaking = true;
-    buf_reset(&c->in); /* plaintext sent before the handshake is never acted on */
-    conn_update_reading(c);
+    buf_t early = c->in; /* plaintext sent before the handshake is never acted on */
+    buf_init(&c->in);
+    if (keep_input && early.len && conn_tls_input(c, early.data, early.len) < 0)
+        conn_fail(c, "TLS error");
+    buf_free(&early);
+    if (!c->closing)
+        conn_update_reading(c);
 }
 
 bool conn_is_tls(const conn_t *c)

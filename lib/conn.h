@@ -29,8 +29,10 @@ conn_t *conn_accept(uv_stream_t *server, size_t input_max, conn_event_cb cb, voi
 
 /* Starts a server-side TLS handshake with ssl (taken over by the conn). Plaintext input
  * not yet consumed is discarded (RFC 3207 section 4.2 / CVE-2011-0411: nothing sent
- * before the handshake may be acted on inside TLS). CONN_TLS_READY follows. */
-void conn_start_tls(conn_t *c, SSL *ssl);
+ * before the handshake may be acted on inside TLS) unless keep_input is set, for implicit
+ * TLS after a PROXY header, where what follows the header is the client's TLS hello.
+ * CONN_TLS_READY follows (with keep_input, possibly before this returns). */
+void conn_start_tls(conn_t *c, SSL *ssl, bool keep_input);
 bool conn_is_tls(const conn_t *c);
 /* Negotiated protocol and cipher, for Received headers and logs ("" before TLS). */
 const char *conn_tls_version(const conn_t *c);

@@ -12,11 +12,14 @@
 
 #include "fe_auth.h"
 #include "log.h"
+#include "proxy.h"
 
 #define FE_INPUT_MAX (256 * 1024)
 #define FE_DRAIN_MS 10000
 
 static void fe_server_shutdown(fe_server_t *srv);
+static void fe_session_begin(fe_session_t *s, bool after_proxy);
+static void fe_session_proxy_input(fe_session_t *s);
 
 static const char *env_or(const char *name, const char *fallback)
 {
@@ -133,7 +136,10 @@ static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
     switch (ev) {
     case CONN_DATA:
         fe_session_touch(s);
-        fe_session_process(s);
+        if (s->awaiting_proxy)
+            fe_session_proxy_input(s);
+        else
+            fe_session_process(s);
         break;
     case CONN_TLS_READY:
         log_info("tls established", "session=%lu client=%s version=%s cipher=%s", s->id, s->peer,
@@ -209,13 +215,52 @@ static void accept_cb(uv_stream_t *server, int status)
         fe_session_close(s);
         return;
     }
-    if (lc->tls == FE_TLS_IMPLICIT) {
+    net_addr_t peer;
+    if (srv->nproxy && net_addr_parse(s->peer, &peer) == 0)
+        for (size_t i = 0; i < srv->nproxy && !s->awaiting_proxy; i++)
+            s->awaiting_proxy = net_cidr_contains(&srv->proxy_nets[i], &peer);
+    if (!s->awaiting_proxy)
+        fe_session_begin(s, false);
+}
+
+/* The client is known: TLS first on an implicit-TLS port, else the greeting. */
+static void fe_session_begin(fe_session_t *s, bool after_proxy)
+{
+    if (s->listener->tls == FE_TLS_IMPLICIT) {
         s->want_tls = true; /* greet once the handshake is done */
-        conn_start_tls(s->conn, tls_new_ssl(srv->tls));
+        conn_start_tls(s->conn, tls_new_ssl(s->srv->tls), after_proxy);
         return;
     }
     if (!fe_session_refuse_if_blocked(s))
-        srv->proto->open(s);
+        s->srv->proto->open(s);
+}
+
+/* A trusted proxy's connection starts with a PROXY header naming the real client, to
+ * which relay lists, limits and blocks then apply. */
+static void fe_session_proxy_input(fe_session_t *s)
+{
+    buf_t *in = conn_input(s->conn);
+    proxy_header_t h;
+    size_t consumed;
+    int rc = proxy_parse((const unsigned char *)in->data, in->len, &h, &consumed);
+    if (rc == 0)
+        return;
+    if (rc < 0) {
+        log_warn("bad PROXY header from a trusted proxy, closing", "session=%lu proxy=%s", s->id,
+                 s->peer);
+        fe_session_close(s);
+        return;
+    }
+    buf_consume(in, consumed);
+    s->awaiting_proxy = false;
+    if (h.client[0]) {
+        log_info("client address from PROXY header", "session=%lu proxy=%s client=%s", s->id,
+                 s->peer, h.client);
+        snprintf(s->peer, sizeof s->peer, "%s", h.client);
+    }
+    fe_session_begin(s, true);
+    if (!s->closing && s->listener->tls != FE_TLS_IMPLICIT)
+        fe_session_process(s); /* commands pipelined behind the header */
 }
 
 void fe_format_time(int64_t ms, char *out, size_t out_len)
@@ -285,7 +330,7 @@ int fe_session_starttls(fe_session_t *s)
     if (!ssl || !s->conn)
         return -1;
     line_reader_init(&s->reader, s->srv->proto->line_max);
-    conn_start_tls(s->conn, ssl);
+    conn_start_tls(s->conn, ssl, false);
     return 0;
 }
 
@@ -319,6 +364,27 @@ void fe_session_delay(fe_session_t *s, unsigned ms, void (*cb)(fe_session_t *s))
 }
 
 /* ---- the server -------------------------------------------------------------------- */
+
+/* A list of CIDRs separated by commas or spaces. Returns 0, or -1 on a bad entry. */
+static int fe_parse_networks(const char *text, net_cidr_t **nets_r, size_t *n_r)
+{
+    char *copy = strdup(text);
+    size_t cap = strlen(text) / 2 + 1;
+    net_cidr_t *nets = calloc(cap, sizeof *nets);
+    size_t n = 0;
+    int rc = copy && nets ? 0 : -1;
+    for (char *save = NULL, *tok = copy ? strtok_r(copy, ", ", &save) : NULL; tok && rc == 0;
+         tok = strtok_r(NULL, ", ", &save))
+        rc = n < cap && net_cidr_parse(tok, &nets[n++]) == 0 ? 0 : -1;
+    free(copy);
+    if (rc < 0) {
+        free(nets);
+        return -1;
+    }
+    *nets_r = nets;
+    *n_r = n;
+    return 0;
+}
 
 /* Ready for clients: configuration loaded, database and bus reachable. */
 static bool fe_ready(void *arg, char *why, size_t why_len)
@@ -480,6 +546,12 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
 
     srv->listen = calloc(proto->nlisteners, sizeof *srv->listen);
     srv->listening = calloc(proto->nlisteners, sizeof *srv->listening);
+    if (fe_parse_networks(env_or("PROXY_TRUSTED_NETWORKS", ""), &srv->proxy_nets, &srv->nproxy) < 0) {
+        log_error("bad PROXY_TRUSTED_NETWORKS", "value=\"%s\"", getenv("PROXY_TRUSTED_NETWORKS"));
+        return 2;
+    }
+    if (srv->nproxy)
+        log_info("PROXY protocol accepted from trusted networks", "networks=%zu", srv->nproxy);
     const char *address = env_or("LISTEN_ADDRESS", "::");
     int failed = 0;
     for (size_t i = 0; i < proto->nlisteners; i++)
@@ -505,6 +577,7 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
     uv_loop_close(srv->loop);
     free(srv->listen);
     free(srv->listening);
+    free(srv->proxy_nets);
     metrics_destroy(&srv->metrics);
     nats_Close();
     return failed ? 1 : 0;

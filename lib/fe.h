@@ -21,6 +21,7 @@
 #include "lim.h"
 #include "health.h"
 #include "line.h"
+#include "net.h"
 #include "metrics.h"
 #include "tls.h"
 #include "postern.pb-c.h"
@@ -69,6 +70,8 @@ struct fe_server {
     lim_t *lim;             /* the limiter's client and the local copy of blocks */
     metrics_t *metrics;
     health_t *health;       /* HTTP /healthz /readyz /metrics when HEALTH_PORT is set */
+    net_cidr_t *proxy_nets; /* PROXY_TRUSTED_NETWORKS: load balancers that send PROXY */
+    size_t nproxy;
     tls_t *tls;             /* NULL when no certificate is configured */
     char hostname[256];
     char instance[300];     /* hostname:pid */
@@ -99,6 +102,7 @@ struct fe_session {
     bool waiting;
     bool processing;
     bool want_tls;           /* switch to TLS once the pending reply is written */
+    bool awaiting_proxy;     /* from a trusted proxy: its PROXY header comes first */
     fe_auth_t *auth;         /* an authentication exchange in progress */
     char *user;              /* the authenticated user, or NULL */
     struct fe_session *prev, *next;
