@@ -2,7 +2,8 @@
 # `make run`: a private PostgreSQL and nats-server under ./var, the schema, a self-signed
 # certificate, a first domain and login, then every Postern service in the foreground.
 # Ctrl-C stops everything. Ports and settings come from the environment:
-#   SMTP_PORT=2525 SUBMISSION_PORT=2587 SMTPS_PORT=2465 PG_PORT=25432 NATS_PORT=24222
+#   SMTP_PORT=2525 SUBMISSION_PORT=2587 SMTPS_PORT=2465 POP3_PORT=2110 POP3S_PORT=2995
+#   PG_PORT=25432 NATS_PORT=24222
 #   POSTERN_DOMAIN=example.test LISTEN_ADDRESS=127.0.0.1 POSTERN_BIN=build/bin
 set -eu
 
@@ -13,6 +14,8 @@ BIN=${POSTERN_BIN:-$ROOT/build/bin}
 export SMTP_PORT=${SMTP_PORT:-2525}
 export SUBMISSION_PORT=${SUBMISSION_PORT:-2587}
 export SMTPS_PORT=${SMTPS_PORT:-2465}
+export POP3_PORT=${POP3_PORT:-2110}
+export POP3S_PORT=${POP3S_PORT:-2995}
 export LISTEN_ADDRESS=${LISTEN_ADDRESS:-127.0.0.1}
 PG_PORT=${PG_PORT:-25432}
 NATS_PORT=${NATS_PORT:-24222}
@@ -79,12 +82,15 @@ Postern is running (logs below; Ctrl-C stops everything).
   SMTP (MX)        $LISTEN_ADDRESS:$SMTP_PORT   STARTTLS
   Submission       $LISTEN_ADDRESS:$SUBMISSION_PORT   STARTTLS, AUTH required
   SMTPS            $LISTEN_ADDRESS:$SMTPS_PORT   implicit TLS, AUTH required
+  POP3             $LISTEN_ADDRESS:$POP3_PORT   STLS (USER/PASS and AUTH inside TLS)
+  POP3S            $LISTEN_ADDRESS:$POP3S_PORT   implicit TLS
   PostgreSQL       $DATABASE_URL
   NATS             $NATS_URL
 
   First login:     $login   password: $password
   Administer:      build/bin/mailctl --help      (from this folder, no flags needed)
   Try it:          swaks --server localhost:$SMTP_PORT --to $login
+  Read it:         curl -k -u $login pop3s://localhost:$POP3S_PORT/1
 
 MSG
 wait

@@ -125,8 +125,11 @@ static void auth_complete(fe_session_t *s)
             r = FE_AUTH_TEMP;
     }
     fe_auth_destroy(s);
+    /* done() may start a wait of its own (pop3d opens the maildrop): resume only if not. */
+    s->waiting = false;
     ops->done(s, r);
-    fe_session_resume(s);
+    if (!s->waiting)
+        fe_session_resume(s);
 }
 
 static void auth_finish(fe_auth_t *a, fe_auth_result_t r)

@@ -24,6 +24,12 @@ const setting_def_t settings_table[] = {
       "errors in one SMTP session before it is closed" },
     { "smtp.max_commands", "10000", SETTING_INT, 10, 1000000, NULL,
       "commands in one SMTP session before it is closed" },
+    { "pop3.idle_timeout", "600", SETTING_INT, 600, 86400, NULL,
+      "seconds a POP3 client may stay silent (RFC 1939: at least 600)" },
+    { "pop3.max_errors", "20", SETTING_INT, 1, 1000, NULL,
+      "errors in one POP3 session before it is closed" },
+    { "pop3.lock_lease", "120", SETTING_INT, 10, 3600, NULL,
+      "seconds a POP3 maildrop lock outlives a replica that died" },
     /* HAMR, the Hacked Account Mail Regulator: also at domain and user level. */
     { "hamr.enabled", "on", SETTING_BOOL, 0, 0, NULL,
       "count the messages authenticated users send" },

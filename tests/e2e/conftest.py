@@ -1,6 +1,7 @@
 """The end-to-end harness: one private PostgreSQL + nats-server (deploy/localstack.sh), the
 schema applied by `mailctl migrate`, a self-signed certificate, smtpd on three free ports
-(and the limiter and notifier, when they are built), for the whole session. Binaries come
+(and the limiter and notifier, when they are built; pop3d on two free ports, postern.pop3
+and postern.pop3s, when it is built), for the whole session. Binaries come
 from $POSTERN_BIN (default build/bin). Set POSTERN_E2E_KEEP=1 to keep the session's
 directory (logs, data) afterwards; it is always kept when something went wrong.
 
@@ -13,9 +14,18 @@ Fixtures:
   smtp      smtp("mx"|"submission"|"smtps", source=None) -> a connected SMTPClient
   nats      nats(subject, MsgType) -> a NatsSubscriber (closed after the test)
   new_user  new_user() -> a fresh address with its own empty INBOX
+  smtpd2    a second smtpd process on its own free ports, sharing PostgreSQL and NATS
+            (started on first use, then kept for the session; a Frontend like
+            postern.frontend())
+  limiter_control  stop()/kill()/start() the limiter; restarted after the test if down
+  service_control  stop(name, kill=False)/start(name) for any service, restarted after the test
 and, for every test, settings are brought back to the baseline first if anything changed
 them (relay mode none, no relay networks, no system settings but the BASELINE ones).
-Configuration reaches smtpd over NATS, so the reset waits until smtpd shows it.
+Configuration reaches smtpd over NATS, so the reset waits until smtpd shows it. When a
+test changed the limiter's state through mailctl (hamr, harvest, alert-address), the reset
+also lifts every block, re-enables disabled accounts, deletes the exempt networks, the alert
+addresses, the domain- and user-level HAMR settings and the per-service harvesting settings,
+and waits until the limiter has reloaded (postern.limiter_sync()).
 """
 
 import importlib
@@ -23,6 +33,7 @@ import itertools
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import smtplib
@@ -54,8 +65,16 @@ BASELINE_WITHOUT_LIMITER = {"limiter.send_on_timeout": "allow"}
 KNOWN_SETTINGS = ("relay.mode", "auth.sender_must_match", "auth.allow_plaintext",
                   "auth.failure_delay_ms", "smtp.max_message_size", "smtp.max_recipients",
                   "smtp.idle_timeout", "smtp.max_errors")
+POP3_HOSTNAME = "pop3.test.example"
 # Services started beside smtpd when $POSTERN_BIN has them, in this order.
 HELPER_SERVICES = ("limiter", "notifier")
+# mailctl commands that change what the limiter holds, and their read-only subcommands.
+LIMITER_COMMANDS = ("hamr", "harvest", "alert-address")
+READ_ONLY_SUBCOMMANDS = {"show", "status", "blocks", "list"}
+# A system setting the limiter logs in its "settings" line and that no test relies on:
+# limiter_sync() sets it to a sentinel value and puts it back.
+LIMITER_SENTINEL_KEY = "hamr.max_recipients"
+LIMITER_SETTINGS_RE = re.compile(r'msg="settings" (.*)$')
 
 
 def postern_bin():
@@ -85,8 +104,10 @@ class Service:
     def __init__(self, name, exe, env, log, ready):
         self.name, self.exe, self.env, self.log, self.ready = name, exe, env, log, ready
         self.proc = None
+        self.started_at = 0
 
     def start(self):
+        self.started_at = self.size()  # where this run's output begins in the log
         with open(self.log, "ab") as log:
             log.write(f"--- harness: starting {self.exe} ---\n".encode())
             log.flush()
@@ -128,6 +149,17 @@ class Service:
         self.proc = None
         return problems
 
+    def kill(self):
+        """SIGKILL, as a crash would; the exit status is expected and not a problem."""
+        if self.proc is None:
+            return
+        with open(self.log, "ab") as log:
+            log.write(f"--- harness: killing {self.name} (SIGKILL) ---\n".encode())
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
     def text(self):
         try:
             return self.log.read_text(errors="replace")
@@ -152,6 +184,49 @@ class Service:
         return "\n".join(self.text().splitlines()[-n:])
 
 
+class Frontend:
+    """One smtpd process as clients see it: its three ports."""
+
+    def __init__(self, stack, name, mx, submission, smtps):
+        self.stack, self.name = stack, name
+        self.mx, self.submission, self.smtps = mx, submission, smtps
+
+    def __repr__(self):
+        return f"<Frontend {self.name} mx={self.mx}>"
+
+    @property
+    def service(self):
+        return self.stack.services[self.name]
+
+    def port(self, name):
+        return {"mx": self.mx, "submission": self.submission, "smtps": self.smtps}[name]
+
+    def listening(self):
+        for port in (self.mx, self.submission, self.smtps):
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+        return True
+
+    def connect(self, name="mx", source=None, timeout=30):
+        return SMTPClient.connect(self.port(name), implicit_tls=(name == "smtps"), source=source,
+                                  tls_context=self.stack.tls_context(), timeout=timeout)
+
+    def smtplib_client(self, name="mx", source=None, timeout=30):
+        """A real smtplib client; STARTTLS is left to the test, implicit TLS is done."""
+        src = (source, 0) if source else None
+        if name == "smtps":
+            return smtplib.SMTP_SSL("127.0.0.1", self.smtps, local_hostname="client.test",
+                                    source_address=src, timeout=timeout,
+                                    context=self.stack.tls_context())
+        return smtplib.SMTP("127.0.0.1", self.port(name), local_hostname="client.test",
+                            source_address=src, timeout=timeout)
+
+    def ehlo_size(self):
+        with self.connect("mx") as c:
+            caps = c.ehlo().keywords()
+        return int(caps["SIZE"][0]) if caps.get("SIZE") else None
+
+
 class Stack:
     """The running system. One per session."""
 
@@ -159,6 +234,7 @@ class Stack:
         self.dir = tmp
         self.bin = binpath
         self.pg_port, self.nats_port, self.mx, self.submission, self.smtps = free_ports(5)
+        self.pop3, self.pop3s = free_ports(2)  # used when pop3d is built
         self.env = {}
         self.cert = tmp / "cert.pem"
         self.key = tmp / "key.pem"
@@ -169,6 +245,10 @@ class Stack:
         self.known_settings = set(KNOWN_SETTINGS)
         self.dirty = True  # the baseline has not been applied yet
         self._sentinel = itertools.count(1)
+        # smtpd processes by service name; more are added by add_smtpd().
+        self.frontends = {"smtpd": Frontend(self, "smtpd", self.mx, self.submission, self.smtps)}
+        self.limiter_dirty = False  # a test changed the limiter's state through mailctl
+        self._limiter_sentinel = itertools.count(1)
 
     # --- infrastructure ------------------------------------------------------------------
     def localstack(self, *args):
@@ -227,6 +307,28 @@ class Stack:
                 pass
         return True
 
+    def pop3d_env(self):
+        env = self.client_env()
+        env.update({
+            "TLS_CERT": str(self.cert),
+            "TLS_KEY": str(self.key),
+            "POP3_PORT": str(self.pop3),
+            "POP3S_PORT": str(self.pop3s),
+            "LISTEN_ADDRESS": "127.0.0.1",
+            "POP3_HOSTNAME": POP3_HOSTNAME,
+        })
+        return env
+
+    def pop3d_listening(self):
+        for port in (self.pop3, self.pop3s):
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+        return True
+
+    @property
+    def has_pop3d(self):
+        return "pop3d" in self.services
+
     def limiter_answering(self):
         # A read-only request every limiter answers: the list of active blocks.
         return nats_request(self.env["NATS_URL"], "postern.limiter.blocks", b"", timeout=2) is not None
@@ -242,6 +344,9 @@ class Stack:
                                               ready.get(name, lambda: True))
         self.services["smtpd"] = Service("smtpd", self.bin / "smtpd", self.smtpd_env(),
                                          self.dir / "smtpd.log", self.smtpd_listening)
+        if (self.bin / "pop3d").exists():
+            self.services["pop3d"] = Service("pop3d", self.bin / "pop3d", self.pop3d_env(),
+                                             self.dir / "pop3d.log", self.pop3d_listening)
         if "limiter" not in self.services:
             self.baseline_settings.update(BASELINE_WITHOUT_LIMITER)
 
@@ -310,6 +415,11 @@ class Stack:
         words = [a for a in args if not a.startswith("--")]
         if words[:1] in (["config"], ["relay"]) and words[1:2] not in (["show"], ["list"]):
             self.dirty = True
+        if words[:1] and words[0] in LIMITER_COMMANDS and not set(words[1:3]) & READ_ONLY_SUBCOMMANDS:
+            self.dirty = self.limiter_dirty = True
+        if words[:1] == ["config"] and words[1:2] in (["set"], ["unset"]) and \
+                words[2:3] and words[2].split(".")[0] in ("hamr", "harvest", "limiter", "notifier"):
+            self.limiter_dirty = True
         r = subprocess.run([str(exe), *args], input=input, capture_output=True, text=True,
                            env=self.client_env(), timeout=120,
                            stdin=None if input is not None else subprocess.DEVNULL)
@@ -381,9 +491,15 @@ class Stack:
         """Back to the baseline, then wait until smtpd has reloaded. smtpd reloads on
         postern.config.changed; a sentinel SIZE, seen first set and then gone, proves that a
         reload after the last change has happened."""
+        limiter_dirty = self.limiter_dirty
+        if limiter_dirty:
+            self.reset_limiter_state()
         sentinel = 7_000_000 + next(self._sentinel)
         self.mailctl("config", "set", "smtp.max_message_size", sentinel)
         wait_until(lambda: self.ehlo_size() == sentinel, timeout=30, what=f"SIZE {sentinel}")
+        for fe in self.extra_frontends():
+            wait_until(lambda: fe.ehlo_size() == sentinel, timeout=30,
+                       what=f"SIZE {sentinel} at {fe.name}")
         skip = set(self.baseline_settings) | {"relay.mode", "smtp.max_message_size"}
         for (key,) in self.sql("SELECT key FROM settings WHERE scope = 'system' AND key = ANY(%s)"
                                " ORDER BY key", (sorted(self.known_settings),)):
@@ -399,7 +515,149 @@ class Stack:
                    what=f"SIZE back to {self.default_size}")
         wait_until(lambda: self.relay_refused_from("127.0.0.2"), timeout=30,
                    what="relaying refused to 127.0.0.2")
+        for fe in self.extra_frontends():
+            wait_until(lambda: fe.ehlo_size() == self.default_size, timeout=30,
+                       what=f"SIZE back to {self.default_size} at {fe.name}")
+        if limiter_dirty:
+            seen = self.limiter_sync()
+            if seen is not None:
+                for key, value in self.baseline_settings.items():
+                    if key in seen:
+                        assert seen[key] == value, f"limiter still has {key}={seen[key]}: {seen}"
         self.dirty = False
+        self.limiter_dirty = False
+
+    # --- the limiter's state ----------------------------------------------------------------
+    def reset_limiter_state(self):
+        """No blocks, no disabled accounts, no exempt networks, no alert addresses, no HAMR
+        settings below the system level, no per-service harvesting settings."""
+        if not self.sql("SELECT to_regclass('blocks') IS NOT NULL")[0][0]:
+            return
+        for (net,) in self.sql("SELECT network::text FROM blocks WHERE until > now()"):
+            self.mailctl("harvest", "unblock", net, check=False)
+        for (net,) in self.sql("SELECT network::text FROM harvest_exempt"):
+            self.mailctl("harvest", "exempt", "del", net)
+        for (address,) in self.sql("SELECT address FROM alert_addresses"):
+            self.mailctl("alert-address", "del", address)
+        for (address,) in self.sql("SELECT u.address FROM send_disabled d"
+                                   " JOIN users u ON u.id = d.user_id"):
+            self.mailctl("hamr", "enable", "--user", address)
+        if self.sql("SELECT 1 FROM settings WHERE scope = 'user' AND key LIKE 'hamr.%'"):
+            self.mailctl("hamr", "reset", "--system")
+        for (domain,) in self.sql("SELECT DISTINCT d.name FROM settings s JOIN domains d"
+                                  " ON s.scope = 'domain' AND d.id = s.scope_id"
+                                  " WHERE s.key LIKE 'hamr.%'"):
+            self.mailctl("hamr", "unset", "--domain", domain, "--all")
+        for (service,) in self.sql("SELECT DISTINCT split_part(key, '.', 2) FROM settings"
+                                   " WHERE scope = 'system'"
+                                   " AND key ~ '^harvest[.](smtp|pop3|imap)[.]'"):
+            self.mailctl("harvest", "unset", "--service", service, "--all")
+
+    def limiter_settings_lines(self, offset):
+        """The limiter's "settings" log lines after offset, as dicts."""
+        out = []
+        for line in self.services["limiter"].since(offset).splitlines():
+            m = LIMITER_SETTINGS_RE.search(line)
+            if m:
+                out.append(dict(kv.split("=", 1) for kv in m.group(1).split() if "=" in kv))
+        return out
+
+    def limiter_sync(self, timeout=60):
+        """Returns once the limiter has reloaded everything committed before the call (system
+        settings, exempt networks, blocks, disabled accounts), with the settings it logged
+        last (a dict), or None without a running limiter. A system setting the limiter logs
+        is set to a sentinel and then put back; the limiter logs both, and its reload cycles
+        run one after the other, so the second line comes after a whole cycle that started
+        after the call."""
+        svc = self.services.get("limiter")
+        if svc is None or not svc.alive():
+            return None
+        dirty = self.dirty, self.limiter_dirty
+        before = self.sql("SELECT value FROM settings WHERE scope = 'system' AND key = %s",
+                          (LIMITER_SENTINEL_KEY,))
+        sentinel = str(9_000_000 + next(self._limiter_sentinel))
+        offset = svc.size()
+        self.mailctl("config", "set", LIMITER_SENTINEL_KEY, sentinel)
+
+        def seen(value, after):
+            lines = self.limiter_settings_lines(after)
+            for i, d in enumerate(lines):
+                if d.get(LIMITER_SENTINEL_KEY) == value:
+                    return i + 1
+            return None
+
+        first = wait_until(lambda: seen(sentinel, offset), timeout=timeout,
+                           what=f"the limiter to log {LIMITER_SENTINEL_KEY}={sentinel}")
+        if before:
+            self.mailctl("config", "set", LIMITER_SENTINEL_KEY, before[0][0])
+        else:
+            self.mailctl("config", "unset", LIMITER_SENTINEL_KEY)
+        self.dirty, self.limiter_dirty = dirty
+
+        def back():
+            lines = self.limiter_settings_lines(offset)[first:]
+            return lines[-1] if lines and lines[-1].get(LIMITER_SENTINEL_KEY) != sentinel else None
+
+        return wait_until(back, timeout=timeout,
+                          what=f"the limiter to log {LIMITER_SENTINEL_KEY} back from {sentinel}")
+
+    def limiter_loaded(self, timeout=60):
+        """Waits until the running limiter has read its state (blocks, disabled accounts) from
+        PostgreSQL once since it started."""
+        svc = self.services["limiter"]
+        wait_until(lambda: 'msg="disabled accounts loaded"' in svc.since(svc.started_at),
+                   timeout=timeout, what="the limiter to load its state from PostgreSQL")
+
+    def stop_limiter(self, kill=False):
+        self.stop_service("limiter", kill)
+
+    def start_limiter(self):
+        self.start_service("limiter")
+
+    def stop_service(self, name, kill=False):
+        """Stops one service (SIGTERM, a clean exit expected; or SIGKILL) and checks what it
+        wrote since it started for sanitizer reports."""
+        svc = self.services[name]
+        started = svc.started_at
+        if kill:
+            svc.kill()
+            problems = []
+        else:
+            problems = svc.stop()
+        found = sanitizer_findings(svc.since(started))
+        if found:
+            problems.append(f"sanitizer reports in {svc.log}: {', '.join(found)}")
+        assert not problems, "\n".join(problems) + "\n" + svc.tail()
+
+    def start_service(self, name):
+        svc = self.services[name]
+        if not svc.alive():
+            svc.stop()
+            svc.start()
+
+    # --- more smtpd processes --------------------------------------------------------------
+    def frontend(self, name="smtpd"):
+        return self.frontends[name]
+
+    def extra_frontends(self):
+        return [fe for name, fe in self.frontends.items()
+                if name != "smtpd" and name in self.services and self.services[name].alive()]
+
+    def add_smtpd(self, name):
+        """Starts another smtpd on free ports, sharing PostgreSQL and NATS. It is stopped,
+        and its log checked, with the other services."""
+        if name in self.frontends:
+            return self.frontends[name]
+        mx, submission, smtps = free_ports(3)
+        fe = Frontend(self, name, mx, submission, smtps)
+        env = self.smtpd_env()
+        env.update({"SMTP_PORT": str(mx), "SUBMISSION_PORT": str(submission),
+                    "SMTPS_PORT": str(smtps)})
+        svc = Service(name, self.bin / "smtpd", env, self.dir / f"{name}.log", fe.listening)
+        self.services[name] = svc
+        self.frontends[name] = fe
+        svc.start()
+        return fe
 
 
 _STACK = None
@@ -571,3 +829,62 @@ def new_user(postern):
         return address
 
     return create
+
+
+@pytest.fixture(scope="session")
+def smtpd2(postern):
+    """A second smtpd process on its own free ports, sharing PostgreSQL and NATS with the
+    first: a Frontend (connect, smtplib_client, port). Started on first use; stopped, and its
+    log checked for sanitizer reports, with the other services at the end of the session."""
+    return postern.add_smtpd("smtpd2")
+
+
+@pytest.fixture
+def limiter_control(postern):
+    """The limiter, to stop (SIGTERM, clean exit checked), kill (SIGKILL) and start again;
+    running again after the test whatever happened."""
+    if "limiter" not in postern.services:
+        pytest.skip("no limiter binary in $POSTERN_BIN")
+
+    class LimiterControl:
+        service = postern.services["limiter"]
+
+        @staticmethod
+        def stop():
+            postern.stop_limiter(kill=False)
+
+        @staticmethod
+        def kill():
+            postern.stop_limiter(kill=True)
+
+        @staticmethod
+        def start():
+            postern.start_limiter()
+
+    try:
+        yield LimiterControl
+    finally:
+        postern.start_limiter()
+
+
+@pytest.fixture
+def service_control(postern):
+    """stop(name, kill=False) / start(name) for any service of the stack (a clean exit and no
+    sanitizer report expected from stop); every stopped service runs again after the test."""
+    touched = []
+
+    class ServiceControl:
+        @staticmethod
+        def stop(name, kill=False):
+            touched.append(name)
+            postern.stop_service(name, kill)
+
+        @staticmethod
+        def start(name):
+            postern.start_service(name)
+
+    try:
+        yield ServiceControl
+    finally:
+        for name in touched:
+            postern.start_service(name)

@@ -9,6 +9,7 @@ through real clients: smtplib, swaks, msmtp, openssl s_client.
 import base64
 import json
 import re
+import smtplib
 import socket
 import ssl
 import threading
@@ -423,3 +424,109 @@ def nats_request(url, subject, payload=b"", timeout=5):
                     sock.sendall(b"PONG\r\n")
         except socket.timeout:
             return None
+
+
+# --- authenticated sending and logins through smtplib (the HAMR and harvesting tests) ---------
+
+def _smtplib_session(frontend, port, source):
+    """A connected smtplib client inside TLS (STARTTLS on submission, implicit on smtps)."""
+    s = frontend.smtplib_client(port, source)
+    try:
+        s.ehlo()
+        if port != "smtps":
+            s.starttls(context=frontend.stack.tls_context())
+            s.ehlo()
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+class Submitter:
+    """One authenticated (SASL PLAIN) smtplib session through a Frontend's submission or smtps
+    port; send() runs one transaction and returns the (code, text) of the reply that ended it:
+    the reply to the end of DATA, or to MAIL or RCPT when they refused."""
+
+    def __init__(self, frontend, user, password, port="submission", source=None):
+        self.user = user
+        self.s = _smtplib_session(frontend, port, source)
+        self.s.user, self.s.password = user, password
+        try:
+            code, _ = self.s.auth("PLAIN", self.s.auth_plain)
+        except BaseException:
+            self.s.close()
+            raise
+        assert code == 235, code
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.s.quit()
+        except (smtplib.SMTPException, OSError):
+            self.s.close()
+
+    def send(self, to, tok):
+        code, text = self.s.mail(self.user)
+        if code == 250:
+            code, text = self.s.rcpt(to)
+            if code in (250, 251):
+                code, text = self.s.data(make_message(tok, sender=self.user, to=to))
+                return code, text.decode("utf-8", "replace")
+        self.s.rset()
+        return code, text.decode("utf-8", "replace")
+
+
+def submit(frontend, user, password, to, tok, port="submission", source=None):
+    """One message in its own authenticated session: (code, text) as Submitter.send."""
+    with Submitter(frontend, user, password, port, source) as sub:
+        return sub.send(to, tok)
+
+
+def login_attempt(frontend, user, password, source=None, port="smtps"):
+    """One SASL PLAIN login in a new smtplib session from source: (code, text) of the reply
+    to AUTH, or of the greeting when the connection is refused."""
+    try:
+        s = _smtplib_session(frontend, port, source)
+    except smtplib.SMTPConnectError as e:
+        return e.smtp_code, e.smtp_error.decode("utf-8", "replace")
+    try:
+        s.user, s.password = user, password
+        try:
+            code, text = s.auth("PLAIN", s.auth_plain)
+        except smtplib.SMTPAuthenticationError as e:
+            code, text = e.smtp_code, e.smtp_error
+        return code, text.decode("utf-8", "replace")
+    finally:
+        try:
+            s.quit()
+        except (smtplib.SMTPException, OSError):
+            s.close()
+
+
+def greeting(frontend, source, port="mx"):
+    """The reply a new connection from source gets first (220, or 554 when blocked)."""
+    with frontend.connect(port, source=source) as c:
+        return c.greeting
+
+
+def nats_publish(url, subject, payload):
+    """Publishes one message (as any service would) and returns once the server has it."""
+    m = re.match(r"^nats://([^:/]+):(\d+)", url)
+    assert m, f"cannot parse NATS_URL {url!r}"
+    with socket.create_connection((m.group(1), int(m.group(2))), timeout=10) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"INFO ")
+        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"postern-e2e"}\r\n'
+                     + f"PUB {subject} {len(payload)}\r\n".encode() + payload
+                     + b"\r\nPING\r\n")
+        while True:
+            line = f.readline()
+            assert line, "NATS connection closed"
+            assert not line.startswith(b"-ERR"), line
+            if line.startswith(b"PONG"):
+                return

@@ -1,0 +1,409 @@
+/* The maildrop: the user's INBOX, locked for one session at a time across every replica
+ * (table pop3_locks, migration 0005), listed once at login, read message by message for
+ * RETR and TOP, and changed only at QUIT (RFC 1939 section 6, the UPDATE state).
+ *
+ * The lock is a row with this session's owner id and a lease that a timer renews every
+ * third of pop3.lock_lease while the session lives. A session whose renewal finds the row
+ * taken over (it could not renew for a whole lease) stops serving, and its QUIT deletes
+ * nothing: the statement that deletes the marked messages also removes the lock row and
+ * deletes only while that row is still this session's. */
+#include "pop3d.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define POP3_SEND_CHUNK 65536
+
+static const char open_sql[] = "SELECT kind, n1, n2, n3 FROM postern_pop3_open($1, $2, $3)";
+
+static const char renew_sql[] =
+    "UPDATE pop3_locks SET expires = clock_timestamp() + make_interval(secs => $3) "
+    "WHERE user_id = $1 AND owner = $2";
+
+static const char unlock_sql[] = "DELETE FROM pop3_locks WHERE user_id = $1 AND owner = $2";
+
+static const char fetch_sql[] = "SELECT raw FROM messages WHERE mailbox_id = $1 AND uid = $2";
+
+/* Deletes the marked messages and gives the lock back, in one statement; deletes only
+ * while the lock row is still ours. Returns (locks removed, messages removed). */
+static const char update_sql[] =
+    "WITH l AS (DELETE FROM pop3_locks WHERE user_id = $1 AND owner = $2 RETURNING 1), "
+    "d AS (DELETE FROM messages WHERE mailbox_id = $3 AND uid = ANY ($4::bigint[]) "
+    "AND EXISTS (SELECT 1 FROM l) RETURNING 1) "
+    "SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d)";
+
+static long lease_seconds(pop3_session_t *s)
+{
+    return pop3_setting(s, POP3_LOCK_LEASE_KEY, POP3_LOCK_LEASE_DEFAULT);
+}
+
+static bool result_ok(PGresult *res, ExecStatusType want)
+{
+    return res && PQresultStatus(res) == want;
+}
+
+static const char *result_error(PGresult *res)
+{
+    return res ? PQresultErrorMessage(res) : "database unavailable";
+}
+
+/* ---- the listing ------------------------------------------------------------------- */
+
+pop3_msg_t *pop3_maildrop_msg(pop3_session_t *s, unsigned long n)
+{
+    pop3_maildrop_t *d = &s->drop;
+    if (n < 1 || n > d->count || d->msgs[n - 1].deleted)
+        return NULL;
+    return &d->msgs[n - 1];
+}
+
+void pop3_maildrop_mark(pop3_session_t *s, pop3_msg_t *m)
+{
+    if (m->deleted)
+        return;
+    m->deleted = true;
+    s->drop.live--;
+    s->drop.live_size -= m->size;
+}
+
+void pop3_maildrop_unmark_all(pop3_session_t *s)
+{
+    pop3_maildrop_t *d = &s->drop;
+    d->live = d->count;
+    d->live_size = 0;
+    for (size_t i = 0; i < d->count; i++) {
+        d->msgs[i].deleted = false;
+        d->live_size += d->msgs[i].size;
+    }
+}
+
+/* Fills the listing from postern_pop3_open()'s rows (the first is 'maildrop'). */
+static int listing_load(pop3_maildrop_t *d, PGresult *res)
+{
+    int rows = PQntuples(res);
+    d->user_id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    d->mailbox_id = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+    d->uidvalidity = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+    d->msgs = calloc((size_t)rows, sizeof *d->msgs);
+    if (!d->msgs)
+        return -1;
+    d->count = 0;
+    d->live_size = 0;
+    for (int i = 1; i < rows; i++) {
+        if (strcmp(PQgetvalue(res, i, 0), "message") != 0)
+            continue;
+        pop3_msg_t *m = &d->msgs[d->count++];
+        m->uid = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+        m->size = strtoull(PQgetvalue(res, i, 2), NULL, 10);
+        d->live_size += m->size;
+    }
+    d->live = d->count;
+    return 0;
+}
+
+/* ---- the lock ---------------------------------------------------------------------- */
+
+typedef struct unlock_req {
+    char user_id[24];
+    char owner[sizeof ((pop3_maildrop_t *)0)->owner];
+} unlock_req_t;
+
+static void unlock_cb(void *arg, PGresult *res)
+{
+    unlock_req_t *u = arg;
+    if (!result_ok(res, PGRES_COMMAND_OK))
+        log_warn("maildrop lock not released, its lease will expire", "user_id=%s error=\"%s\"",
+                 u->user_id, result_error(res));
+    free(u);
+}
+
+/* Removes the lock row without the session (which may be going away). */
+static void unlock(fe_server_t *srv, pop3_maildrop_t *d)
+{
+    if (!d->locked)
+        return;
+    d->locked = false;
+    unlock_req_t *u = calloc(1, sizeof *u);
+    if (!u)
+        return;
+    snprintf(u->user_id, sizeof u->user_id, "%lld", (long long)d->user_id);
+    snprintf(u->owner, sizeof u->owner, "%s", d->owner);
+    const char *params[2] = { u->user_id, u->owner };
+    if (db_query(srv->db, unlock_sql, 2, params, NULL, NULL, unlock_cb, u) < 0)
+        free(u); /* shutting down: the lease expires on its own */
+}
+
+static void renew_start(fe_session_t *fs);
+
+static void renew_schedule(pop3_session_t *s)
+{
+    long ms = lease_seconds(s) * 1000 / 3;
+    fe_session_delay(&s->fe, (unsigned)(ms > 0 ? ms : 1000), renew_start);
+}
+
+static void renew_cb(void *arg, PGresult *res)
+{
+    pop3_session_t *s = arg;
+    if (!s->fe.closing && s->state == POP3_STATE_TRANSACTION) {
+        if (!result_ok(res, PGRES_COMMAND_OK)) {
+            /* Try again at the next tick; the lease covers three of them. */
+            log_warn("maildrop lock not renewed", "session=%lu error=\"%s\"", s->fe.id,
+                     result_error(res));
+        } else if (strcmp(PQcmdTuples(res), "1") != 0) {
+            log_warn("maildrop lock lost", "session=%lu user=\"%s\"", s->fe.id, s->fe.user);
+            s->drop.lost = true;
+            s->drop.locked = false;
+        }
+        if (!s->drop.lost)
+            renew_schedule(s);
+    }
+    fe_session_unref(&s->fe);
+}
+
+static void renew_start(fe_session_t *fs)
+{
+    pop3_session_t *s = (pop3_session_t *)fs;
+    if (s->state != POP3_STATE_TRANSACTION)
+        return;
+    char user_id[24], lease[16];
+    snprintf(user_id, sizeof user_id, "%lld", (long long)s->drop.user_id);
+    snprintf(lease, sizeof lease, "%ld", lease_seconds(s));
+    const char *params[3] = { user_id, s->drop.owner, lease };
+    fe_session_ref(fs);
+    db_query(fs->srv->db, renew_sql, 3, params, NULL, NULL, renew_cb, s);
+}
+
+/* ---- opening ----------------------------------------------------------------------- */
+
+static void open_failed(pop3_session_t *s, const char *code, const char *text)
+{
+    pop3_err_nocount(s, code, "%s", text);
+    unlock(s->fe.srv, &s->drop);
+    free(s->drop.msgs);
+    s->drop.msgs = NULL;
+    s->drop.count = s->drop.live = 0;
+    /* RFC 1939 section 4: back to AUTHORIZATION; the client may log in again or quit. */
+    free(s->fe.user);
+    s->fe.user = NULL;
+    pop3_enter_state(s, POP3_STATE_AUTHORIZATION);
+}
+
+/* A command that came right behind the login runs now, in order. */
+static void run_deferred(pop3_session_t *s)
+{
+    if (!s->has_deferred)
+        return;
+    s->has_deferred = false;
+    pop3_dispatch(s, s->deferred.data, s->deferred.len, s->deferred_flags);
+    if (s->deferred.cap)
+        OPENSSL_cleanse(s->deferred.data, s->deferred.len);
+    buf_reset(&s->deferred);
+}
+
+static void open_cb(void *arg, PGresult *res)
+{
+    pop3_session_t *s = arg;
+    pop3_maildrop_t *d = &s->drop;
+    bool ok = result_ok(res, PGRES_TUPLES_OK) && PQntuples(res) >= 1;
+    const char *kind = ok ? PQgetvalue(res, 0, 0) : "";
+    int loaded = -1;
+    if (strcmp(kind, "maildrop") == 0) {
+        d->locked = true; /* even if the session is gone: released below or at release */
+        loaded = listing_load(d, res);
+    }
+    s->pending = false;
+    if (s->fe.closing) {
+        fe_session_unref(&s->fe);
+        return;
+    }
+    if (!ok) {
+        log_warn("maildrop not opened", "session=%lu user=\"%s\" error=\"%s\"", s->fe.id,
+                 s->fe.user, result_error(res));
+        open_failed(s, "SYS/TEMP", "Cannot open the maildrop now, try again later");
+    } else if (strcmp(kind, "in-use") == 0) {
+        log_info("maildrop in use", "session=%lu user=\"%s\"", s->fe.id, s->fe.user);
+        open_failed(s, "IN-USE", "The maildrop is in use by another session");
+    } else if (loaded < 0) {
+        log_warn("maildrop not opened", "session=%lu user=\"%s\" kind=%s", s->fe.id, s->fe.user,
+                 kind);
+        open_failed(s, "SYS/TEMP", "Cannot open the maildrop now, try again later");
+    } else {
+        log_info("maildrop opened", "session=%lu user=\"%s\" messages=%zu octets=%llu", s->fe.id,
+                 s->fe.user, d->count, (unsigned long long)d->live_size);
+        pop3_enter_state(s, POP3_STATE_TRANSACTION);
+        pop3_ok(s, "Maildrop has %zu messages (%llu octets)", d->live,
+                (unsigned long long)d->live_size);
+        renew_schedule(s);
+    }
+    run_deferred(s);
+    /* Unless the deferred command waits itself (database, or an authentication exchange
+     * with its own resume), go on with the input. */
+    if (!s->pending && !s->fe.auth && !s->fe.closing)
+        fe_session_resume(&s->fe);
+    fe_session_unref(&s->fe);
+}
+
+void pop3_maildrop_open(pop3_session_t *s)
+{
+    pop3_maildrop_t *d = &s->drop;
+    unsigned char r[8];
+    RAND_bytes(r, sizeof r);
+    snprintf(d->owner, sizeof d->owner, "%.80s/%lu/%02x%02x%02x%02x%02x%02x%02x%02x",
+             s->fe.srv->instance, s->fe.id, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+    d->lost = false;
+    char lease[16];
+    snprintf(lease, sizeof lease, "%ld", lease_seconds(s));
+    const char *params[3] = { s->fe.user, d->owner, lease };
+    pop3_enter_state(s, POP3_STATE_OPENING);
+    pop3_wait(s);
+    fe_session_ref(&s->fe);
+    db_query(s->fe.srv->db, open_sql, 3, params, NULL, NULL, open_cb, s);
+}
+
+/* ---- RETR and TOP ------------------------------------------------------------------ */
+
+static void send_message(pop3_session_t *s, const unsigned char *raw, size_t len)
+{
+    pop3_stuffer_t st;
+    pop3_stuffer_init(&st, s->send_lines);
+    if (s->send_lines < 0)
+        pop3_ok(s, "%zu octets", len);
+    else
+        pop3_ok(s, "Top of message %lu follows", s->send_n);
+    buf_t *b = &s->out;
+    for (size_t off = 0; off < len && !st.done; off += POP3_SEND_CHUNK) {
+        size_t n = len - off < POP3_SEND_CHUNK ? len - off : POP3_SEND_CHUNK;
+        buf_reset(b);
+        if (pop3_stuffer_feed(&st, (const char *)raw + off, n, b) < 0) {
+            fe_session_close(&s->fe); /* out of memory in mid-response: nothing else to do */
+            return;
+        }
+        pop3_write(s, b->data, b->len);
+    }
+    buf_reset(b);
+    if (pop3_stuffer_end(&st, b) < 0) {
+        fe_session_close(&s->fe);
+        return;
+    }
+    pop3_write(s, b->data, b->len);
+    /* Large buffers are not kept between commands. */
+    if (b->cap > 4 * POP3_SEND_CHUNK)
+        buf_free(b);
+}
+
+static void fetch_cb(void *arg, PGresult *res)
+{
+    pop3_session_t *s = arg;
+    if (s->fe.closing) {
+        fe_session_unref(&s->fe);
+        return;
+    }
+    if (!result_ok(res, PGRES_TUPLES_OK)) {
+        log_warn("message not read", "session=%lu error=\"%s\"", s->fe.id, result_error(res));
+        pop3_err_nocount(s, "SYS/TEMP", "Cannot read message %lu now, try again later",
+                         s->send_n);
+    } else if (PQntuples(res) == 0) {
+        pop3_err_nocount(s, NULL, "Message %lu is no longer there", s->send_n);
+    } else {
+        size_t len = 0;
+        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 0), &len);
+        if (!raw) {
+            pop3_err_nocount(s, "SYS/TEMP", "Out of memory, try again later");
+        } else {
+            send_message(s, raw, len);
+            PQfreemem(raw);
+        }
+    }
+    pop3_resume(s);
+    fe_session_unref(&s->fe);
+}
+
+void pop3_maildrop_send(pop3_session_t *s, unsigned long n, long body_lines)
+{
+    pop3_msg_t *m = pop3_maildrop_msg(s, n);
+    if (!m)
+        return;
+    char mailbox[24], uid[24];
+    snprintf(mailbox, sizeof mailbox, "%lld", (long long)s->drop.mailbox_id);
+    snprintf(uid, sizeof uid, "%lld", (long long)m->uid);
+    const char *params[2] = { mailbox, uid };
+    s->send_n = n;
+    s->send_lines = body_lines;
+    pop3_wait(s);
+    fe_session_ref(&s->fe);
+    db_query(s->fe.srv->db, fetch_sql, 2, params, NULL, NULL, fetch_cb, s);
+}
+
+/* ---- UPDATE ------------------------------------------------------------------------ */
+
+static void update_cb(void *arg, PGresult *res)
+{
+    pop3_session_t *s = arg;
+    pop3_maildrop_t *d = &s->drop;
+    bool ok = result_ok(res, PGRES_TUPLES_OK) && PQntuples(res) == 1;
+    bool had_lock = ok && strcmp(PQgetvalue(res, 0, 0), "1") == 0;
+    long deleted = ok ? strtol(PQgetvalue(res, 0, 1), NULL, 10) : 0;
+    if (ok)
+        d->locked = false; /* the row is gone, or it was not ours any more */
+    s->pending = false;
+    if (s->fe.closing) {
+        fe_session_unref(&s->fe);
+        return;
+    }
+    if (!ok) {
+        log_warn("maildrop not updated", "session=%lu user=\"%s\" error=\"%s\"", s->fe.id,
+                 s->fe.user, result_error(res));
+        pop3_err_nocount(s, "SYS/TEMP", "Cannot update the maildrop now; no messages were deleted");
+    } else if (!had_lock) {
+        log_warn("maildrop lock lost before QUIT", "session=%lu user=\"%s\"", s->fe.id, s->fe.user);
+        pop3_err_nocount(s, "SYS/TEMP", "The maildrop lock was lost; no messages were deleted");
+    } else {
+        log_info("maildrop updated", "session=%lu user=\"%s\" deleted=%ld left=%zu", s->fe.id,
+                 s->fe.user, deleted, d->live);
+        pop3_ok(s, "%s Postern POP3 server signing off (%ld deleted, %zu left)",
+                s->fe.srv->hostname, deleted, d->live);
+    }
+    pop3_enter_state(s, POP3_STATE_DONE);
+    fe_session_close(&s->fe);
+    fe_session_unref(&s->fe);
+}
+
+void pop3_maildrop_update(pop3_session_t *s)
+{
+    pop3_maildrop_t *d = &s->drop;
+    buf_t uids;
+    buf_init(&uids);
+    buf_puts(&uids, "{");
+    for (size_t i = 0; i < d->count; i++)
+        if (d->msgs[i].deleted)
+            buf_printf(&uids, "%s%lld", uids.len > 1 ? "," : "", (long long)d->msgs[i].uid);
+    if (buf_puts(&uids, "}") < 0) {
+        buf_free(&uids);
+        pop3_err_nocount(s, "SYS/TEMP", "Out of memory; no messages were deleted");
+        pop3_enter_state(s, POP3_STATE_DONE);
+        fe_session_close(&s->fe);
+        return;
+    }
+    char user_id[24], mailbox[24];
+    snprintf(user_id, sizeof user_id, "%lld", (long long)d->user_id);
+    snprintf(mailbox, sizeof mailbox, "%lld", (long long)d->mailbox_id);
+    const char *params[4] = { user_id, d->owner, mailbox, uids.data };
+    pop3_enter_state(s, POP3_STATE_UPDATE);
+    pop3_wait(s);
+    fe_session_ref(&s->fe);
+    db_query(s->fe.srv->db, update_sql, 4, params, NULL, NULL, update_cb, s);
+    buf_free(&uids);
+}
+
+void pop3_maildrop_release(pop3_session_t *s)
+{
+    unlock(s->fe.srv, &s->drop);
+    free(s->drop.msgs);
+    s->drop.msgs = NULL;
+    s->drop.count = 0;
+}

@@ -1,0 +1,105 @@
+/* pop3d: settings and listeners; everything else is the shared front-end skeleton. */
+#include "pop3d.h"
+
+#include <string.h>
+
+static void pop3_open(fe_session_t *fs);
+static void pop3_line(fe_session_t *fs, char *line, size_t len, unsigned flags);
+static void pop3_line_too_long(fe_session_t *fs);
+static void pop3_tls_ready(fe_session_t *fs);
+static void pop3_timeout(fe_session_t *fs);
+static void pop3_release(fe_session_t *fs);
+static void pop3_blocked(fe_session_t *fs, const char *reason, const char *until);
+
+static const fe_listener_conf_t pop3_listeners[] = {
+    { "pop3", "POP3_PORT", 110, FE_TLS_NONE, 0 },
+    { "pop3s", "POP3S_PORT", 995, FE_TLS_IMPLICIT, 0 },
+};
+
+static const fe_protocol_t pop3_protocol = {
+    .name = "pop3d",
+    .service = POSTERN__SERVICE__SERVICE_POP3,
+    .session_size = sizeof(pop3_session_t),
+    .line_max = POP3_AUTH_LINE_MAX + 2,
+    .listeners = pop3_listeners,
+    .nlisteners = sizeof pop3_listeners / sizeof pop3_listeners[0],
+    .idle_timeout_key = POP3_IDLE_TIMEOUT_KEY,
+    .open = pop3_open,
+    .line = pop3_line,
+    .line_too_long = pop3_line_too_long,
+    .tls_ready = pop3_tls_ready,
+    .timeout = pop3_timeout,
+    .release = pop3_release,
+    .blocked = pop3_blocked,
+};
+
+/* RFC 1939 section 4. No APOP (it needs the password in the clear on the server), so no
+ * timestamp in angle brackets. */
+static void pop3_open(fe_session_t *fs)
+{
+    pop3_ok((pop3_session_t *)fs, "%s Postern POP3 server ready", fs->srv->hostname);
+}
+
+static void pop3_line(fe_session_t *fs, char *line, size_t len, unsigned flags)
+{
+    pop3_session_t *s = (pop3_session_t *)fs;
+    switch (s->state) {
+    case POP3_STATE_OPENING:
+        /* PIPELINING: a command sent right behind PASS/AUTH waits for the maildrop. */
+        buf_reset(&s->deferred);
+        if (buf_append(&s->deferred, line, len) < 0) {
+            fe_session_close(fs);
+            return;
+        }
+        s->deferred_flags = flags;
+        s->has_deferred = true;
+        fe_session_wait(fs);
+        return;
+    case POP3_STATE_UPDATE:
+    case POP3_STATE_DONE:
+        return;
+    default:
+        pop3_dispatch(s, line, len, flags);
+    }
+}
+
+static void pop3_line_too_long(fe_session_t *fs)
+{
+    pop3_err((pop3_session_t *)fs, NULL, "Line too long");
+}
+
+/* RFC 2595 section 4: after STLS the client starts over; forget what it said before. */
+static void pop3_tls_ready(fe_session_t *fs)
+{
+    pop3_session_t *s = (pop3_session_t *)fs;
+    s->have_user = false;
+    memset(s->user_arg, 0, sizeof s->user_arg);
+}
+
+/* RFC 1939 section 3: the autologout timer closes the connection without entering the
+ * UPDATE state; the maildrop is left as it was. */
+static void pop3_timeout(fe_session_t *fs)
+{
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_err_nocount(s, NULL, "Autologout; idle for too long");
+    pop3_enter_state(s, POP3_STATE_DONE);
+}
+
+static void pop3_release(fe_session_t *fs)
+{
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_maildrop_release(s);
+    buf_free(&s->out);
+    buf_free(&s->deferred);
+}
+
+/* Refused at connect, instead of the greeting. */
+static void pop3_blocked(fe_session_t *fs, const char *reason, const char *until)
+{
+    pop3_blocked_reply((pop3_session_t *)fs, reason, until);
+}
+
+int main(void)
+{
+    return fe_main(&pop3_protocol, "POP3_HOSTNAME");
+}
