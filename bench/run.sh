@@ -68,3 +68,8 @@ mkdir -p bench/results
          "p50 latency $(ratio "$(field "$send_line" p50_us)" "$(field "$echo_line" p50_us)")," \
          "p99 latency $(ratio "$(field "$send_line" p99_us)" "$(field "$echo_line" p99_us)")"
 } | tee bench/results/limiter.txt
+
+# POP3 against Dovecot (installs dovecot-pop3d through deploy/deps.sh bench if missing).
+cleanup
+trap - EXIT INT TERM
+sh bench/pop3_bench.sh
