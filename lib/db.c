@@ -30,6 +30,7 @@ typedef struct db_req {
     char **values;
     int *lengths;
     int *formats;
+    int result_format;  /* 0 text, 1 binary */
     db_cb cb;
     void *arg;
     uint64_t queued_at; /* uv_now() */
@@ -376,7 +377,7 @@ static void conn_send(db_conn_t *c, db_req_t *r)
     c->req = r;
     c->state = DBC_BUSY;
     if (!PQsendQueryParams(c->pg, r->sql, r->nparams, NULL, (const char *const *)r->values,
-                           r->lengths, r->formats, 0)) {
+                           r->lengths, r->formats, r->result_format)) {
         conn_fail(c, NULL);
         return;
     }
@@ -573,12 +574,14 @@ static void db_dispatch(db_t *db)
     uv_timer_start(&db->wait_timer, wait_timer_cb, due > now ? due - now : 0, 0);
 }
 
-int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
-             const int *lengths, const int *binary, db_cb cb, void *arg)
+static int db_query_format(db_t *db, const char *sql, int nparams, const char *const *values,
+                           const int *lengths, const int *binary, int result_format, db_cb cb,
+                           void *arg)
 {
     if (!db)
         return -1;
     db_req_t *r = db_xmalloc(sizeof *r);
+    r->result_format = result_format;
     r->sql = strdup(sql ? sql : "");
     if (!r->sql)
         r->sql = db_xmalloc(1);
@@ -609,6 +612,18 @@ int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
     list_push(&db->queue, r);
     db_dispatch(db);
     return 0;
+}
+
+int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
+             const int *lengths, const int *binary, db_cb cb, void *arg)
+{
+    return db_query_format(db, sql, nparams, values, lengths, binary, 0, cb, arg);
+}
+
+int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *values,
+                    const int *lengths, const int *binary, db_cb cb, void *arg)
+{
+    return db_query_format(db, sql, nparams, values, lengths, binary, 1, cb, arg);
 }
 
 /* ---- life cycle -------------------------------------------------------------------- */

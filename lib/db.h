@@ -28,6 +28,10 @@ void db_destroy(db_t **db);
 int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
              const int *lengths, const int *binary, db_cb cb, void *arg);
 
+/* The same, with every result column in binary format (bytea arrives as raw bytes). */
+int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *values,
+                    const int *lengths, const int *binary, db_cb cb, void *arg);
+
 /* True while at least one connection is up. */
 bool db_available(const db_t *db);
 

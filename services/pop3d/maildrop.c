@@ -310,14 +310,9 @@ static void fetch_cb(void *arg, PGresult *res)
     } else if (PQntuples(res) == 0) {
         pop3_err_nocount(s, NULL, "Message %lu is no longer there", s->send_n);
     } else {
-        size_t len = 0;
-        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 0), &len);
-        if (!raw) {
-            pop3_err_nocount(s, "SYS/TEMP", "Out of memory, try again later");
-        } else {
-            send_message(s, raw, len);
-            PQfreemem(raw);
-        }
+        /* A binary result: the bytes as stored, no hex to decode. */
+        send_message(s, (const unsigned char *)PQgetvalue(res, 0, 0),
+                     (size_t)PQgetlength(res, 0, 0));
     }
     pop3_resume(s);
     fe_session_unref(&s->fe);
@@ -336,7 +331,7 @@ void pop3_maildrop_send(pop3_session_t *s, unsigned long n, long body_lines)
     s->send_lines = body_lines;
     pop3_wait(s);
     fe_session_ref(&s->fe);
-    db_query(s->fe.srv->db, fetch_sql, 2, params, NULL, NULL, fetch_cb, s);
+    db_query_binary(s->fe.srv->db, fetch_sql, 2, params, NULL, NULL, fetch_cb, s);
 }
 
 /* ---- UPDATE ------------------------------------------------------------------------ */
