@@ -828,26 +828,39 @@ void limiter_auth_event(limiter_t *L, int service, const char *user, const char 
         block_network(L, network, service, hc, HARVEST_MAX_FAILURES, "failed logins", user, now);
 }
 
-void limiter_auth_check(limiter_t *L, int service, const char *client, const char *user,
-                        int64_t now, limiter_reply_t *out)
+/* The checks every question about a client starts with. Puts the client's network in
+ * network (BLOCK_NETWORK_MAX bytes); true when they decide the answer, which is then in
+ * out: an address not understood is allowed with the reason unparsed, an exempt network
+ * is allowed, a blocked one is refused until its block ends. */
+static bool client_decided(limiter_t *L, const char *client, int64_t now, const char *unparsed,
+                           char *network, limiter_reply_t *out)
 {
-    (void)service;
-    char network[BLOCK_NETWORK_MAX];
     net_addr_t addr;
-    if (blocks_network(client, network, sizeof network, &addr) < 0) {
-        reply(out, LIMITER_ALLOW, "client address not understood: nothing to check");
-        return;
+    if (blocks_network(client, network, BLOCK_NETWORK_MAX, &addr) < 0) {
+        reply(out, LIMITER_ALLOW, "%s", unparsed);
+        return true;
     }
     if (blocks_addr_exempt(L->blocks, &addr)) {
         reply(out, LIMITER_ALLOW, "exempt network");
-        return;
+        return true;
     }
     const block_t *b = blocks_get(L->blocks, network);
     if (b && b->until_ms > now) {
         reply(out, LIMITER_BLOCKED, "%s", b->reason);
         out->until_ms = b->until_ms;
-        return;
+        return true;
     }
+    return false;
+}
+
+void limiter_auth_check(limiter_t *L, int service, const char *client, const char *user,
+                        int64_t now, limiter_reply_t *out)
+{
+    (void)service;
+    char network[BLOCK_NETWORK_MAX];
+    if (client_decided(L, client, now, "client address not understood: nothing to check",
+                       network, out))
+        return;
     reply(out, LIMITER_ALLOW, "not blocked");
     const harvest_conf_t *hc = &L->harvest[CONF_SVC_NONE];
     account_t *a = user && *user ? table_get(L->t[T_ACCOUNTS], user) : NULL;
@@ -868,21 +881,9 @@ void limiter_rcpt_failure(limiter_t *L, int service, const char *client, int64_t
                           limiter_reply_t *out)
 {
     char network[BLOCK_NETWORK_MAX];
-    net_addr_t addr;
-    if (blocks_network(client, network, sizeof network, &addr) < 0) {
-        reply(out, LIMITER_ALLOW, "client address not understood: nothing to count");
+    if (client_decided(L, client, now, "client address not understood: nothing to count",
+                       network, out))
         return;
-    }
-    if (blocks_addr_exempt(L->blocks, &addr)) {
-        reply(out, LIMITER_ALLOW, "exempt network");
-        return;
-    }
-    const block_t *b = blocks_get(L->blocks, network);
-    if (b && b->until_ms > now) {
-        reply(out, LIMITER_BLOCKED, "%s", b->reason);
-        out->until_ms = b->until_ms;
-        return;
-    }
     service = service_index(service);
     if (service == CONF_SVC_NONE)
         service = CONF_SVC_SMTP;

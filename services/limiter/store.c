@@ -101,6 +101,20 @@ static void cycle_failed(store_t *st, PGresult *res)
     uv_timer_start(&st->timer, retry_timer_cb, STORE_RETRY_MS, 0);
 }
 
+/* The store, for the callback of a reload step's query; NULL when the step is over before it
+ * starts: the store stopped, or the query failed and the cycle will be tried again. */
+static store_t *cycle_step(void *arg, PGresult *res)
+{
+    store_t *st = arg;
+    if (st->stopped)
+        return NULL;
+    if (!res_ok(res, PGRES_TUPLES_OK)) {
+        cycle_failed(st, res);
+        return NULL;
+    }
+    return st;
+}
+
 static void log_settings(const hamr_conf_t *h, const harvest_conf_t *hv)
 {
     log_info("settings", "hamr.enabled=%s hamr.max_messages=%u hamr.interval=%u hamr.action=%s "
@@ -114,13 +128,9 @@ static void log_settings(const hamr_conf_t *h, const harvest_conf_t *hv)
 
 static void settings_cb(void *arg, PGresult *res)
 {
-    store_t *st = arg;
-    if (st->stopped)
+    store_t *st = cycle_step(arg, res);
+    if (!st)
         return;
-    if (!res_ok(res, PGRES_TUPLES_OK)) {
-        cycle_failed(st, res);
-        return;
-    }
     hamr_conf_t h;
     harvest_conf_t hv[CONF_NSERVICES];
     hamr_conf_init(&h);
@@ -153,13 +163,9 @@ static void settings_cb(void *arg, PGresult *res)
 
 static void exempt_cb(void *arg, PGresult *res)
 {
-    store_t *st = arg;
-    if (st->stopped)
+    store_t *st = cycle_step(arg, res);
+    if (!st)
         return;
-    if (!res_ok(res, PGRES_TUPLES_OK)) {
-        cycle_failed(st, res);
-        return;
-    }
     int n = PQntuples(res);
     const char **list = calloc((size_t)n + 1, sizeof *list);
     if (!list) {
@@ -178,13 +184,9 @@ static void exempt_cb(void *arg, PGresult *res)
 
 static void offenders_cb(void *arg, PGresult *res)
 {
-    store_t *st = arg;
-    if (st->stopped)
+    store_t *st = cycle_step(arg, res);
+    if (!st)
         return;
-    if (!res_ok(res, PGRES_TUPLES_OK)) {
-        cycle_failed(st, res);
-        return;
-    }
     for (int i = 0; i < PQntuples(res); i++) {
         char net[BLOCK_NETWORK_MAX];
         if (blocks_canonical(PQgetvalue(res, i, 0), net, sizeof net) == 0)
@@ -197,13 +199,9 @@ static void offenders_cb(void *arg, PGresult *res)
 
 static void blocks_cb(void *arg, PGresult *res)
 {
-    store_t *st = arg;
-    if (st->stopped)
+    store_t *st = cycle_step(arg, res);
+    if (!st)
         return;
-    if (!res_ok(res, PGRES_TUPLES_OK)) {
-        cycle_failed(st, res);
-        return;
-    }
     int n = PQntuples(res);
     block_t *rows = calloc((size_t)n + 1, sizeof *rows);
     if (!rows) {
@@ -232,13 +230,9 @@ static void blocks_cb(void *arg, PGresult *res)
 
 static void disabled_cb(void *arg, PGresult *res)
 {
-    store_t *st = arg;
-    if (st->stopped)
+    store_t *st = cycle_step(arg, res);
+    if (!st)
         return;
-    if (!res_ok(res, PGRES_TUPLES_OK)) {
-        cycle_failed(st, res);
-        return;
-    }
     int n = PQntuples(res);
     disabled_t **rows = calloc((size_t)n + 1, sizeof *rows);
     if (!rows) {
@@ -481,11 +475,44 @@ static write_ctx_t *write_ctx(store_t *st, const char *key, int64_t until_ms)
     return w;
 }
 
-static void write_failed(store_t *st, const char *what, const char *key, PGresult *res)
+/* The context of a write of the record key whose bookkeeping is *persist, which becomes
+ * busy. NULL when the store stopped, or when memory ran out: the record then waits, dirty,
+ * for store_retry(). */
+static write_ctx_t *write_start(store_t *st, const char *key, int64_t until_ms, uint8_t *persist)
 {
-    st->dirty = true;
-    log_warn("write failed, will retry", "what=%s key=\"%s\" error=\"%s\"", what, key,
-             res_error(res));
+    if (st->stopped)
+        return NULL;
+    write_ctx_t *w = write_ctx(st, key, until_ms);
+    if (!w) {
+        *persist = PERSIST_DIRTY;
+        st->dirty = true;
+        return NULL;
+    }
+    *persist = PERSIST_BUSY;
+    return w;
+}
+
+/* The outcome of a write of the record key (what: its table): a completed write is counted
+ * and leaves the record clean, a failed one dirty for store_retry(). persist and written:
+ * the record's bookkeeping, NULL when the record is gone or changed since the write was
+ * sent. True when the write completed. */
+static bool write_done(store_t *st, const char *what, const char *key, PGresult *res,
+                       uint8_t *persist, uint64_t *written)
+{
+    if (!res_ok(res, PGRES_COMMAND_OK)) {
+        if (persist)
+            *persist = PERSIST_DIRTY;
+        st->dirty = true;
+        log_warn("write failed, will retry", "what=%s key=\"%s\" error=\"%s\"", what, key,
+                 res_error(res));
+        return false;
+    }
+    st->writes++;
+    if (persist) {
+        *persist = PERSIST_CLEAN;
+        *written = st->writes;
+    }
+    return true;
 }
 
 static const char block_sql[] =
@@ -506,39 +533,24 @@ static void block_written_cb(void *arg, PGresult *res)
     store_t *st = w->st;
     if (!st->stopped) {
         block_t *b = blocks_get(limiter_blocks(st->L), w->key);
-        bool same = b && b->until_ms == w->until_ms && b->persist == PERSIST_BUSY;
-        if (res_ok(res, PGRES_COMMAND_OK)) {
-            st->writes++;
-            if (same) {
-                b->persist = PERSIST_CLEAN;
-                b->written = st->writes;
-            }
-        } else {
-            if (same)
-                b->persist = PERSIST_DIRTY;
-            write_failed(st, "block", w->key, res);
-        }
+        if (b && (b->until_ms != w->until_ms || b->persist != PERSIST_BUSY))
+            b = NULL; /* not the block this write was for, or changed since */
+        write_done(st, "block", w->key, res, b ? &b->persist : NULL, b ? &b->written : NULL);
     }
     free(w);
 }
 
 void store_block_write(store_t *st, block_t *b)
 {
-    if (st->stopped)
+    write_ctx_t *w = write_start(st, b->network, b->until_ms, &b->persist);
+    if (!w)
         return;
-    write_ctx_t *w = write_ctx(st, b->network, b->until_ms);
-    if (!w) {
-        b->persist = PERSIST_DIRTY;
-        st->dirty = true;
-        return;
-    }
     char since[24], until[24], offense[16];
     ms_text(since, sizeof since, b->since_ms);
     ms_text(until, sizeof until, b->until_ms);
     snprintf(offense, sizeof offense, "%u", b->offense);
     const char *service = b->service ? conf_service_name(b->service) : "smtp";
     const char *p[] = { b->network, service, b->reason, since, until, offense };
-    b->persist = PERSIST_BUSY;
     db_query(st->db, block_sql, 6, p, NULL, NULL, block_written_cb, w);
 }
 
@@ -582,39 +594,25 @@ static void disabled_written_cb(void *arg, PGresult *res)
     store_t *st = w->st;
     if (!st->stopped) {
         disabled_t *d = limiter_disabled(st->L, w->key);
-        bool same = d && d->persist == PERSIST_BUSY;
-        if (res_ok(res, PGRES_COMMAND_OK)) {
-            st->writes++;
-            if (same) {
-                d->persist = PERSIST_CLEAN;
-                d->written = st->writes;
-            }
-            if (strcmp(PQcmdTuples(res), "0") == 0)
-                log_info("account already disabled in PostgreSQL, or unknown there",
-                         "user=\"%s\"", w->key);
-        } else {
-            if (same)
-                d->persist = PERSIST_DIRTY;
-            write_failed(st, "send_disabled", w->key, res);
-        }
+        if (d && d->persist != PERSIST_BUSY)
+            d = NULL; /* changed since */
+        if (write_done(st, "send_disabled", w->key, res, d ? &d->persist : NULL,
+                       d ? &d->written : NULL) &&
+            strcmp(PQcmdTuples(res), "0") == 0)
+            log_info("account already disabled in PostgreSQL, or unknown there", "user=\"%s\"",
+                     w->key);
     }
     free(w);
 }
 
 void store_disabled_write(store_t *st, disabled_t *d)
 {
-    if (st->stopped)
+    write_ctx_t *w = write_start(st, d->user, 0, &d->persist);
+    if (!w)
         return;
-    write_ctx_t *w = write_ctx(st, d->user, 0);
-    if (!w) {
-        d->persist = PERSIST_DIRTY;
-        st->dirty = true;
-        return;
-    }
     char since[24];
     ms_text(since, sizeof since, d->since_ms);
     const char *p[] = { d->user, d->reason, since };
-    d->persist = PERSIST_BUSY;
     db_query(st->db, disabled_write_sql, 3, p, NULL, NULL, disabled_written_cb, w);
 }
 

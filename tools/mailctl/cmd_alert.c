@@ -16,13 +16,8 @@
 
 static int alert_address_arg(const char *arg, char *address)
 {
-    char why[200];
     const char *domain;
-    if (!name_copy(address, arg, "address"))
-        return CTL_USAGE;
-    if (!name_address_check(address, &domain, why, sizeof why))
-        return ctl_error("invalid address: %s", why);
-    return CTL_OK;
+    return name_address_arg(arg, address, &domain);
 }
 
 /* A word for people about a delivery kind. */
@@ -39,10 +34,7 @@ static void alert_print(ctl_t *ctl, const char *action, const char *address, boo
                         const char *delivery, const char *text)
 {
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":");
-        json_str(stdout, action);
-        printf(",\"address\":");
-        json_str(stdout, address);
+        out_json_ok(action, "address", address);
         printf(",\"changed\":%s", changed ? "true" : "false");
         if (delivery) {
             printf(",\"delivery\":");
@@ -62,30 +54,25 @@ int cmd_alert_address_add(ctl_t *ctl, char **args, int nargs)
     int rc = alert_address_arg(args[0], address);
     if (rc != CTL_OK)
         return rc;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        return rc;
     const char *p[] = { address };
-    PGresult *res = ctl_query(ctl,
+    char *delivery; /* NULL: it was an alert address already */
+    if ((rc = ctl_begin(ctl)) != CTL_OK ||
+        (rc = ctl_query_value(ctl,
                               "INSERT INTO alert_addresses (address) VALUES ($1)"
                               " ON CONFLICT (address) DO NOTHING"
                               " RETURNING " DELIVERY_SQL("alert_addresses.address"),
-                              1, p);
-    if (!res)
-        return CTL_DB;
-    bool added = PQntuples(res) == 1;
-    char delivery[16] = "";
-    if (added)
-        snprintf(delivery, sizeof delivery, "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    if (!added) {
+                              1, p, &delivery)) != CTL_OK)
+        return rc;
+    if (!delivery) {
         ctl_rollback(ctl);
         alert_print(ctl, "alert-address add", address, false, NULL,
                     "already an alert address (nothing changed):");
         return CTL_OK;
     }
-    if ((rc = ctl_audit(ctl, "alert-address add", address)) != CTL_OK ||
-        (rc = ctl_commit(ctl)) != CTL_OK)
+    if ((rc = ctl_audit_commit(ctl, "alert-address add", address)) != CTL_OK) {
+        free(delivery);
         return rc;
+    }
     alert_print(ctl, "alert-address add", address, true, delivery,
                 "alerts will be sent to");
     if (strcmp(delivery, "none") == 0)
@@ -95,6 +82,7 @@ int cmd_alert_address_add(ctl_t *ctl, char **args, int nargs)
     else if (strcmp(delivery, "relay") == 0 && !ctl->json)
         printf("note: %s is not hosted here; alerts to it go through the outbound queue\n",
                address);
+    free(delivery);
     ctl_announce(ctl, "alert-addresses");
     return CTL_OK;
 }
@@ -106,27 +94,20 @@ int cmd_alert_address_del(ctl_t *ctl, char **args, int nargs)
     int rc = alert_address_arg(args[0], address);
     if (rc != CTL_OK)
         return rc;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        return rc;
     const char *p[] = { address };
-    PGresult *res = ctl_query(
-        ctl, "DELETE FROM alert_addresses WHERE address = $1 RETURNING address", 1, p);
-    if (!res)
-        return CTL_DB;
-    bool removed = PQntuples(res) == 1;
-    PQclear(res);
-    if (!removed) {
+    int removed;
+    if ((rc = ctl_begin(ctl)) != CTL_OK ||
+        (rc = ctl_exec(ctl, "DELETE FROM alert_addresses WHERE address = $1 RETURNING address",
+                       1, p, &removed)) != CTL_OK)
+        return rc;
+    if (removed != 1) {
         ctl_rollback(ctl);
         return ctl_error("%s is not an alert address (see mailctl alert-address list)",
                          address);
     }
-    res = ctl_query(ctl, "SELECT count(*) FROM alert_addresses", 0, NULL);
-    if (!res)
-        return CTL_DB;
-    long left = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    if ((rc = ctl_audit(ctl, "alert-address del", address)) != CTL_OK ||
-        (rc = ctl_commit(ctl)) != CTL_OK)
+    long left;
+    if ((rc = ctl_count(ctl, "SELECT count(*) FROM alert_addresses", 0, NULL, &left)) != CTL_OK ||
+        (rc = ctl_audit_commit(ctl, "alert-address del", address)) != CTL_OK)
         return rc;
     alert_print(ctl, "alert-address del", address, true, NULL,
                 "alerts will no longer be sent to");
@@ -148,19 +129,16 @@ int cmd_alert_address_list(ctl_t *ctl, char **args, int nargs)
                               0, NULL);
     if (!res)
         return CTL_DB;
+    static const out_col_t cols[] = {
+        { "address", 0, OUT_STR },
+        { "created_at", 1, OUT_STR },
+        { "delivery", 2, OUT_STR },
+    };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"alert_addresses\":[");
-        for (int i = 0; i < n; i++) {
-            printf("%s{\"address\":", i ? "," : "");
-            json_str(stdout, PQgetvalue(res, i, 0));
-            printf(",\"created_at\":");
-            json_str(stdout, PQgetvalue(res, i, 1));
-            printf(",\"delivery\":");
-            json_str(stdout, PQgetvalue(res, i, 2));
-            printf("}");
-        }
-        printf("]}\n");
+        printf("{\"alert_addresses\":");
+        out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
+        printf("}\n");
     } else if (n == 0) {
         printf("no alert addresses: nobody is told about hacked accounts or blocks\n"
                "(mailctl alert-address add ADDRESS)\n");

@@ -10,33 +10,22 @@
 
 int setting_get(ctl_t *ctl, const char *key, char **value_r)
 {
-    *value_r = NULL;
     const char *p[] = { key };
-    PGresult *res = ctl_query(ctl,
-                              "SELECT value FROM settings"
-                              " WHERE scope = 'system' AND scope_id = 0 AND key = $1",
-                              1, p);
-    if (!res)
-        return CTL_DB;
-    if (PQntuples(res) == 1)
-        *value_r = strdup(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return CTL_OK;
+    return ctl_query_value(ctl,
+                           "SELECT value FROM settings"
+                           " WHERE scope = 'system' AND scope_id = 0 AND key = $1",
+                           1, p, value_r);
 }
 
 int setting_put(ctl_t *ctl, const char *key, const char *value)
 {
     const char *p[] = { key, value };
-    PGresult *res = ctl_query(ctl,
-                              "INSERT INTO settings (scope, scope_id, key, value)"
-                              " VALUES ('system', 0, $1, $2)"
-                              " ON CONFLICT (scope, scope_id, key)"
-                              " DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                              2, p);
-    if (!res)
-        return CTL_DB;
-    PQclear(res);
-    return CTL_OK;
+    return ctl_exec(ctl,
+                    "INSERT INTO settings (scope, scope_id, key, value)"
+                    " VALUES ('system', 0, $1, $2)"
+                    " ON CONFLICT (scope, scope_id, key)"
+                    " DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                    2, p, NULL);
 }
 
 void relay_open_warning(void)
@@ -103,17 +92,14 @@ int cmd_config_set(ctl_t *ctl, char **args, int nargs)
     char detail[SETTING_VALUE_MAX + 64];
     snprintf(detail, sizeof detail, "%s=%s", key, value);
     if (rc == CTL_OK)
-        rc = ctl_audit(ctl, "config set", detail);
-    if (rc == CTL_OK)
-        rc = ctl_commit(ctl);
+        rc = ctl_audit_commit(ctl, "config set", detail);
     if (rc != CTL_OK) {
         free(old);
         return rc;
     }
     const char *was = old ? old : def->default_value;
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":\"config set\",\"key\":");
-        json_str(stdout, key);
+        out_json_ok("config set", "key", key);
         printf(",\"value\":");
         json_str(stdout, value);
         printf(",\"previous\":");
@@ -141,22 +127,20 @@ int cmd_config_unset(ctl_t *ctl, char **args, int nargs)
     const setting_def_t *def = setting_arg(args[0], key);
     if (!def)
         return CTL_USAGE;
+    const char *p[] = { key };
+    int removed;
     int rc = ctl_begin(ctl);
+    if (rc == CTL_OK)
+        rc = ctl_exec(ctl,
+                      "DELETE FROM settings WHERE scope = 'system' AND scope_id = 0"
+                      " AND key = $1 RETURNING value",
+                      1, p, &removed);
     if (rc != CTL_OK)
         return rc;
-    const char *p[] = { key };
-    PGresult *res = ctl_query(ctl,
-                              "DELETE FROM settings WHERE scope = 'system' AND scope_id = 0"
-                              " AND key = $1 RETURNING value",
-                              1, p);
-    if (!res)
-        return CTL_DB;
-    if (PQntuples(res) == 0) {
-        PQclear(res);
+    if (removed == 0) {
         ctl_rollback(ctl);
         if (ctl->json) {
-            printf("{\"ok\":true,\"action\":\"config unset\",\"key\":");
-            json_str(stdout, key);
+            out_json_ok("config unset", "key", key);
             printf(",\"changed\":false}\n");
         } else if (strcmp(key, def->key) != 0) {
             printf("%s was not set: it inherits %s (nothing changed)\n", key, def->key);
@@ -166,14 +150,11 @@ int cmd_config_unset(ctl_t *ctl, char **args, int nargs)
         }
         return CTL_OK;
     }
-    PQclear(res);
-    if ((rc = ctl_audit(ctl, "config unset", key)) != CTL_OK ||
-        (rc = ctl_commit(ctl)) != CTL_OK)
+    if ((rc = ctl_audit_commit(ctl, "config unset", key)) != CTL_OK)
         return rc;
     bool inherits = strcmp(key, def->key) != 0;
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":\"config unset\",\"key\":");
-        json_str(stdout, key);
+        out_json_ok("config unset", "key", key);
         printf(",\"changed\":true,\"value\":");
         json_str(stdout, inherits ? NULL : def->default_value);
         if (inherits) {

@@ -26,9 +26,7 @@ int cmd_migrate(ctl_t *ctl, char **args, int nargs)
         snprintf(detail, sizeof detail, "%d applied, now version %d", applied, version);
         int rc = ctl_begin(ctl);
         if (rc == CTL_OK)
-            rc = ctl_audit(ctl, "migrate", detail);
-        if (rc == CTL_OK)
-            rc = ctl_commit(ctl);
+            rc = ctl_audit_commit(ctl, "migrate", detail);
         if (rc != CTL_OK)
             return rc;
     }
@@ -42,44 +40,29 @@ int cmd_migrate(ctl_t *ctl, char **args, int nargs)
     return CTL_OK;
 }
 
-/* Copies and checks a domain name argument into name (NAME_BUF bytes). */
-static int domain_arg(const char *arg, char *name)
-{
-    char why[160];
-    if (!name_copy(name, arg, "domain name"))
-        return CTL_USAGE;
-    if (!name_domain_check(name, why, sizeof why))
-        return ctl_error("invalid domain name: %s", why);
-    return CTL_OK;
-}
-
 int cmd_domain_add(ctl_t *ctl, char **args, int nargs)
 {
     (void)nargs;
     char name[NAME_BUF];
-    int rc = domain_arg(args[0], name);
+    int rc = name_domain_arg(args[0], name);
     if (rc != CTL_OK)
         return rc;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        return rc;
     const char *p[] = { name };
-    PGresult *res = ctl_query(ctl,
-                              "INSERT INTO domains (name) VALUES ($1) "
-                              "ON CONFLICT (name) DO NOTHING RETURNING id",
-                              1, p);
-    if (!res)
-        return CTL_DB;
-    bool added = PQntuples(res) == 1;
-    PQclear(res);
-    if (!added) {
+    int added;
+    if ((rc = ctl_begin(ctl)) != CTL_OK ||
+        (rc = ctl_exec(ctl,
+                       "INSERT INTO domains (name) VALUES ($1) "
+                       "ON CONFLICT (name) DO NOTHING RETURNING id",
+                       1, p, &added)) != CTL_OK)
+        return rc;
+    if (added != 1) {
         ctl_rollback(ctl);
         return ctl_error("domain %s is already hosted here", name);
     }
-    if ((rc = ctl_audit(ctl, "domain add", name)) != CTL_OK || (rc = ctl_commit(ctl)) != CTL_OK)
+    if ((rc = ctl_audit_commit(ctl, "domain add", name)) != CTL_OK)
         return rc;
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":\"domain add\",\"domain\":");
-        json_str(stdout, name);
+        out_json_ok("domain add", "domain", name);
         printf("}\n");
     } else {
         printf("added domain %s\n", name);
@@ -93,50 +76,41 @@ int cmd_domain_del(ctl_t *ctl, char **args, int nargs)
 {
     (void)nargs;
     char name[NAME_BUF];
-    int rc = domain_arg(args[0], name);
+    int rc = name_domain_arg(args[0], name);
     if (rc != CTL_OK)
         return rc;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        return rc;
     const char *p[] = { name };
-    PGresult *res = ctl_query(ctl, "SELECT id FROM domains WHERE name = $1 FOR UPDATE", 1, p);
-    if (!res)
-        return CTL_DB;
-    if (PQntuples(res) != 1) {
-        PQclear(res);
+    char *id;
+    if ((rc = ctl_begin(ctl)) != CTL_OK ||
+        (rc = ctl_query_value(ctl, "SELECT id FROM domains WHERE name = $1 FOR UPDATE", 1, p,
+                              &id)) != CTL_OK)
+        return rc;
+    if (!id) {
         ctl_rollback(ctl);
         return ctl_error("domain %s is not hosted here", name);
     }
-    char id[32];
-    snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-
     const char *q[] = { id };
-    res = ctl_query(ctl, "SELECT count(*) FROM users WHERE domain_id = $1", 1, q);
-    if (!res)
-        return CTL_DB;
-    long users = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
+    long users = 0;
+    rc = ctl_count(ctl, "SELECT count(*) FROM users WHERE domain_id = $1", 1, q, &users);
     /* Settings carry no foreign key: remove the domain's and its users' by hand. */
-    res = ctl_query(ctl,
-                    "DELETE FROM settings WHERE (scope = 'domain' AND scope_id = $1) OR "
-                    "(scope = 'user' AND scope_id IN (SELECT id FROM users WHERE domain_id = $1))",
-                    1, q);
-    if (!res)
-        return CTL_DB;
-    PQclear(res);
-    res = ctl_query(ctl, "DELETE FROM domains WHERE id = $1", 1, q);
-    if (!res)
-        return CTL_DB;
-    PQclear(res);
+    if (rc == CTL_OK)
+        rc = ctl_exec(ctl,
+                      "DELETE FROM settings WHERE (scope = 'domain' AND scope_id = $1) OR "
+                      "(scope = 'user' AND scope_id IN"
+                      " (SELECT id FROM users WHERE domain_id = $1))",
+                      1, q, NULL);
+    if (rc == CTL_OK)
+        rc = ctl_exec(ctl, "DELETE FROM domains WHERE id = $1", 1, q, NULL);
+    free(id);
+    if (rc != CTL_OK)
+        return rc;
 
     char detail[NAME_BUF + 64];
     snprintf(detail, sizeof detail, "%s (%ld user%s)", name, users, users == 1 ? "" : "s");
-    if ((rc = ctl_audit(ctl, "domain del", detail)) != CTL_OK || (rc = ctl_commit(ctl)) != CTL_OK)
+    if ((rc = ctl_audit_commit(ctl, "domain del", detail)) != CTL_OK)
         return rc;
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":\"domain del\",\"domain\":");
-        json_str(stdout, name);
+        out_json_ok("domain del", "domain", name);
         printf(",\"users_deleted\":%ld}\n", users);
     } else {
         printf("deleted domain %s and its %ld user%s\n", name, users, users == 1 ? "" : "s");
@@ -157,17 +131,16 @@ int cmd_domain_list(ctl_t *ctl, char **args, int nargs)
                               0, NULL);
     if (!res)
         return CTL_DB;
+    static const out_col_t cols[] = {
+        { "name", 0, OUT_STR },
+        { "users", 1, OUT_NUM },
+        { "created_at", 2, OUT_STR },
+    };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"domains\":[");
-        for (int i = 0; i < n; i++) {
-            printf("%s{\"name\":", i ? "," : "");
-            json_str(stdout, PQgetvalue(res, i, 0));
-            printf(",\"users\":%s,\"created_at\":", PQgetvalue(res, i, 1));
-            json_str(stdout, PQgetvalue(res, i, 2));
-            printf("}");
-        }
-        printf("]}\n");
+        printf("{\"domains\":");
+        out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
+        printf("}\n");
     } else if (n == 0) {
         printf("no domains (add one with: mailctl domain add NAME)\n");
     } else {

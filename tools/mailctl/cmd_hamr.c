@@ -66,6 +66,16 @@ static int hamr_level(ctl_t *ctl, const char **values, tier_scope_t *scope)
                               values[OPT_USER], scope);
 }
 
+/* The level of show and reset, which take only the level options. */
+static int hamr_level_only(ctl_t *ctl, char **args, int nargs, tier_scope_t *scope)
+{
+    opt_spec_t specs[HAMR_NOPTS];
+    const char *values[HAMR_NOPTS];
+    hamr_specs(specs, true, false);
+    int rc = hamr_options(ctl, args, nargs, OPT_FIELDS, specs, values);
+    return rc == CTL_OK ? hamr_level(ctl, values, scope) : rc;
+}
+
 int cmd_hamr_set(ctl_t *ctl, char **args, int nargs)
 {
     opt_spec_t specs[HAMR_NOPTS];
@@ -137,14 +147,9 @@ static const char *const level_names[LVL_N] = { "user", "domain", "system" };
 
 int cmd_hamr_show(ctl_t *ctl, char **args, int nargs)
 {
-    opt_spec_t specs[HAMR_NOPTS];
-    const char *values[HAMR_NOPTS];
-    hamr_specs(specs, true, false);
-    int rc = hamr_options(ctl, args, nargs, OPT_FIELDS, specs, values);
-    if (rc != CTL_OK)
-        return rc;
     tier_scope_t scope;
-    if ((rc = hamr_level(ctl, values, &scope)) != CTL_OK)
+    int rc = hamr_level_only(ctl, args, nargs, &scope);
+    if (rc != CTL_OK)
         return rc;
     bool is_user = strcmp(scope.scope, "user") == 0;
     bool is_domain = strcmp(scope.scope, "domain") == 0;
@@ -266,16 +271,9 @@ int cmd_hamr_show(ctl_t *ctl, char **args, int nargs)
 
 int cmd_hamr_reset(ctl_t *ctl, char **args, int nargs)
 {
-    opt_spec_t specs[HAMR_NOPTS];
-    const char *values[HAMR_NOPTS];
-    hamr_specs(specs, true, false);
-    int rc = hamr_options(ctl, args, nargs, OPT_FIELDS, specs, values);
-    if (rc != CTL_OK)
-        return rc;
     tier_scope_t scope;
-    if ((rc = hamr_level(ctl, values, &scope)) != CTL_OK)
-        return rc;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
+    int rc = hamr_level_only(ctl, args, nargs, &scope);
+    if (rc != CTL_OK || (rc = ctl_begin(ctl)) != CTL_OK)
         return rc;
     /* Only the user level: a domain's own settings (and the system's) stay. */
     const char *p[] = { scope.scope, scope.id };
@@ -299,24 +297,20 @@ int cmd_hamr_reset(ctl_t *ctl, char **args, int nargs)
         char detail[NAME_BUF + 96];
         snprintf(detail, sizeof detail, "%s: %ld user-level setting%s of %ld user%s", label,
                  settings, settings == 1 ? "" : "s", users, users == 1 ? "" : "s");
-        if ((rc = ctl_audit(ctl, "hamr reset", detail)) != CTL_OK ||
-            (rc = ctl_commit(ctl)) != CTL_OK)
+        if ((rc = ctl_audit_commit(ctl, "hamr reset", detail)) != CTL_OK)
             return rc;
     } else {
         ctl_rollback(ctl);
     }
     /* Disabled accounts stay disabled: a reset changes limits, not verdicts. */
-    const char *q[] = { scope.scope, scope.id };
-    res = ctl_query(ctl,
-                    "SELECT count(*) FROM send_disabled sd JOIN users u ON u.id = sd.user_id"
-                    " WHERE $1 = 'system' OR ($1 = 'user' AND u.id = $2::bigint)"
-                    " OR ($1 = 'domain' AND u.domain_id = $2::bigint)",
-                    2, q);
-    long disabled = res ? atol(PQgetvalue(res, 0, 0)) : 0;
-    PQclear(res);
+    long disabled = 0; /* a failed count (reported) does not undo the reset */
+    ctl_count(ctl,
+              "SELECT count(*) FROM send_disabled sd JOIN users u ON u.id = sd.user_id"
+              " WHERE $1 = 'system' OR ($1 = 'user' AND u.id = $2::bigint)"
+              " OR ($1 = 'domain' AND u.domain_id = $2::bigint)",
+              2, p, &disabled);
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":\"hamr reset\",\"scope\":");
-        json_str(stdout, scope.scope);
+        out_json_ok("hamr reset", "scope", scope.scope);
         printf(",\"target\":");
         json_str(stdout, scope.name[0] ? scope.name : NULL);
         printf(",\"settings_deleted\":%ld,\"users\":%ld,\"changed\":%s,"
@@ -364,29 +358,24 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
         PQclear(dis);
         return CTL_DB;
     }
+    static const out_col_t dis_cols[] = {
+        { "address", 0, OUT_STR },
+        { "since", 1, OUT_STR },
+        { "reason", 2, OUT_STR },
+    };
+    static const out_col_t recent_cols[] = {
+        { "user", 0, OUT_STR },
+        { "alerts", 1, OUT_NUM },
+        { "first", 2, OUT_STR },
+        { "last", 3, OUT_STR },
+    };
     int nd = PQntuples(dis), nr = PQntuples(recent);
     if (ctl->json) {
-        printf("{\"disabled\":[");
-        for (int i = 0; i < nd; i++) {
-            printf("%s{\"address\":", i ? "," : "");
-            json_str(stdout, PQgetvalue(dis, i, 0));
-            printf(",\"since\":");
-            json_str(stdout, PQgetvalue(dis, i, 1));
-            printf(",\"reason\":");
-            json_str(stdout, PQgetvalue(dis, i, 2));
-            printf("}");
-        }
-        printf("],\"alerts_24h\":[");
-        for (int i = 0; i < nr; i++) {
-            printf("%s{\"user\":", i ? "," : "");
-            json_str(stdout, PQgetvalue(recent, i, 0));
-            printf(",\"alerts\":%s,\"first\":", PQgetvalue(recent, i, 1));
-            json_str(stdout, PQgetvalue(recent, i, 2));
-            printf(",\"last\":");
-            json_str(stdout, PQgetvalue(recent, i, 3));
-            printf("}");
-        }
-        printf("]}\n");
+        printf("{\"disabled\":");
+        out_json_rows(dis, dis_cols, sizeof dis_cols / sizeof dis_cols[0]);
+        printf(",\"alerts_24h\":");
+        out_json_rows(recent, recent_cols, sizeof recent_cols / sizeof recent_cols[0]);
+        printf("}\n");
     } else {
         if (nd == 0) {
             printf("no account is disabled by HAMR\n");
@@ -444,8 +433,7 @@ int cmd_hamr_enable(ctl_t *ctl, char **args, int nargs)
         PQclear(res);
         ctl_rollback(ctl);
         if (ctl->json) {
-            printf("{\"ok\":true,\"action\":\"hamr enable\",\"address\":");
-            json_str(stdout, scope.name);
+            out_json_ok("hamr enable", "address", scope.name);
             printf(",\"changed\":false}\n");
         } else {
             printf("%s is not disabled: it may send already (nothing changed)\n", scope.name);
@@ -458,12 +446,10 @@ int cmd_hamr_enable(ctl_t *ctl, char **args, int nargs)
     char since[40];
     snprintf(since, sizeof since, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
-    if ((rc = ctl_audit(ctl, "hamr enable", detail)) != CTL_OK ||
-        (rc = ctl_commit(ctl)) != CTL_OK)
+    if ((rc = ctl_audit_commit(ctl, "hamr enable", detail)) != CTL_OK)
         return rc;
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":\"hamr enable\",\"address\":");
-        json_str(stdout, scope.name);
+        out_json_ok("hamr enable", "address", scope.name);
         printf(",\"changed\":true,\"disabled_since\":");
         json_str(stdout, since);
         printf("}\n");

@@ -286,23 +286,16 @@ int cmd_harvest_blocks(ctl_t *ctl, char **args, int nargs)
                               0, NULL);
     if (!res)
         return CTL_DB;
+    static const out_col_t cols[] = {
+        { "network", 0, OUT_STR }, { "service", 1, OUT_STR }, { "since", 2, OUT_STR },
+        { "until", 3, OUT_STR },   { "offense", 4, OUT_NUM }, { "reason", 5, OUT_STR },
+        { "exempt", 6, OUT_BOOL },
+    };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"blocks\":[");
-        for (int i = 0; i < n; i++) {
-            printf("%s{\"network\":", i ? "," : "");
-            json_str(stdout, PQgetvalue(res, i, 0));
-            printf(",\"service\":");
-            json_str(stdout, PQgetvalue(res, i, 1));
-            printf(",\"since\":");
-            json_str(stdout, PQgetvalue(res, i, 2));
-            printf(",\"until\":");
-            json_str(stdout, PQgetvalue(res, i, 3));
-            printf(",\"offense\":%s,\"reason\":", PQgetvalue(res, i, 4));
-            json_str(stdout, PQgetvalue(res, i, 5));
-            printf(",\"exempt\":%s}", strcmp(PQgetvalue(res, i, 6), "t") == 0 ? "true" : "false");
-        }
-        printf("]}\n");
+        printf("{\"blocks\":");
+        out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
+        printf("}\n");
     } else if (n == 0) {
         printf("no client address is blocked\n");
     } else {
@@ -325,24 +318,14 @@ int cmd_harvest_blocks(ctl_t *ctl, char **args, int nargs)
  * goes to out. */
 static int unblock_arg(ctl_t *ctl, const char *text, char *out, size_t out_len)
 {
-    if (!name_cidr_chars(text))
-        return ctl_error("'%s' is not an IPv4 or IPv6 address or network "
-                         "(examples: 192.0.2.7, 2001:db8::5, 198.51.100.0/24)",
-                         text);
-    const char *p[] = { text };
-    PGresult *res = ctl_query_raw(ctl,
-                                  "SELECT CASE WHEN masklen(i) = CASE family(i) WHEN 4"
-                                  " THEN 32 ELSE 128 END THEN host(i) ELSE i::text END"
-                                  " FROM (SELECT $1::inet AS i) s",
-                                  1, p);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (strncmp(ctl_sqlstate(res), "22", 2) != 0 || PQstatus(ctl->pg) != CONNECTION_OK)
-            return ctl_report(ctl, res);
-        PQclear(res);
-        return ctl_error("'%s' is not an IPv4 or IPv6 address or network "
-                         "(examples: 192.0.2.7, 2001:db8::5, 198.51.100.0/24)",
-                         text);
-    }
+    PGresult *res;
+    int rc = network_query(ctl, text,
+                           "SELECT CASE WHEN masklen(i) = CASE family(i) WHEN 4"
+                           " THEN 32 ELSE 128 END THEN host(i) ELSE i::text END"
+                           " FROM (SELECT $1::inet AS i) s",
+                           "192.0.2.7, 2001:db8::5, 198.51.100.0/24", &res);
+    if (rc != CTL_OK)
+        return rc;
     snprintf(out, out_len, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     return CTL_OK;
@@ -388,19 +371,15 @@ int cmd_harvest_unblock(ctl_t *ctl, char **args, int nargs)
         return rc;
     }
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":\"harvest unblock\",\"address\":");
-        json_str(stdout, addr);
-        printf(",\"lifted\":[");
-        for (int i = 0; i < n; i++) {
-            printf("%s{\"network\":", i ? "," : "");
-            json_str(stdout, PQgetvalue(res, i, 0));
-            printf(",\"service\":");
-            json_str(stdout, PQgetvalue(res, i, 1));
-            printf(",\"until\":");
-            json_str(stdout, PQgetvalue(res, i, 3));
-            printf("}");
-        }
-        printf("]}\n");
+        static const out_col_t cols[] = {
+            { "network", 0, OUT_STR },
+            { "service", 1, OUT_STR },
+            { "until", 3, OUT_STR },
+        };
+        out_json_ok("harvest unblock", "address", addr);
+        printf(",\"lifted\":");
+        out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
+        printf("}\n");
     } else {
         for (int i = 0; i < n; i++)
             printf("lifted the block of %s (%s, was until %s)\n", PQgetvalue(res, i, 0),
@@ -414,56 +393,33 @@ int cmd_harvest_unblock(ctl_t *ctl, char **args, int nargs)
 
 /* ---- exempt ------------------------------------------------------------------------ */
 
-static void exempt_print(ctl_t *ctl, const char *action, const char *net, bool changed,
-                         const char *text)
+static const netlist_t exempt_list = {
+    .table = "harvest_exempt",
+    .name = "the exempt list",
+    .add_action = "harvest exempt add",
+    .del_action = "harvest exempt del",
+    .added = "exempt from harvesting blocks:",
+    .present = "already exempt (nothing changed):",
+    .removed = "no longer exempt:",
+};
+
+/* netlist_added_fn: how many active blocks the new exemption covers, in *(long *)arg. */
+static int exempt_added_cb(ctl_t *ctl, const char *net, void *arg)
 {
-    if (ctl->json) {
-        printf("{\"ok\":true,\"action\":");
-        json_str(stdout, action);
-        printf(",\"network\":");
-        json_str(stdout, net);
-        printf(",\"changed\":%s}\n", changed ? "true" : "false");
-    } else {
-        printf("%s %s\n", text, net);
-    }
-    fflush(stdout);
+    const char *p[] = { net };
+    return ctl_count(ctl,
+                     "SELECT count(*) FROM blocks WHERE network <<= $1::cidr AND until > now()",
+                     1, p, arg);
 }
 
 int cmd_harvest_exempt_add(ctl_t *ctl, char **args, int nargs)
 {
     (void)nargs;
-    char net[128];
-    int rc = network_arg(ctl, args[0], net, sizeof net);
-    if (rc != CTL_OK)
+    long covered = 0;
+    bool added;
+    int rc = netlist_add(ctl, &exempt_list, args[0], exempt_added_cb, &covered, &added);
+    if (rc != CTL_OK || !added)
         return rc;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        return rc;
-    const char *p[] = { net };
-    PGresult *res = ctl_query(ctl,
-                              "INSERT INTO harvest_exempt (network) VALUES ($1::cidr)"
-                              " ON CONFLICT (network) DO NOTHING RETURNING network",
-                              1, p);
-    if (!res)
-        return CTL_DB;
-    bool added = PQntuples(res) == 1;
-    PQclear(res);
-    if (!added) {
-        ctl_rollback(ctl);
-        exempt_print(ctl, "harvest exempt add", net, false,
-                     "already exempt (nothing changed):");
-        return CTL_OK;
-    }
-    res = ctl_query(ctl,
-                    "SELECT count(*) FROM blocks WHERE network <<= $1::cidr AND until > now()",
-                    1, p);
-    if (!res)
-        return CTL_DB;
-    long covered = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    if ((rc = ctl_audit(ctl, "harvest exempt add", net)) != CTL_OK ||
-        (rc = ctl_commit(ctl)) != CTL_OK)
-        return rc;
-    exempt_print(ctl, "harvest exempt add", net, true, "exempt from harvesting blocks:");
     if (covered > 0 && !ctl->json)
         printf("note: %ld active block%s inside it no longer appl%s\n", covered,
                covered == 1 ? "" : "s", covered == 1 ? "ies" : "y");
@@ -474,72 +430,27 @@ int cmd_harvest_exempt_add(ctl_t *ctl, char **args, int nargs)
 int cmd_harvest_exempt_del(ctl_t *ctl, char **args, int nargs)
 {
     (void)nargs;
-    char net[128];
-    int rc = network_arg(ctl, args[0], net, sizeof net);
-    if (rc != CTL_OK)
-        return rc;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        return rc;
-    const char *p[] = { net };
-    PGresult *res = ctl_query(
-        ctl, "DELETE FROM harvest_exempt WHERE network = $1::cidr RETURNING network", 1, p);
-    if (!res)
-        return CTL_DB;
-    bool removed = PQntuples(res) > 0;
-    PQclear(res);
-    if (!removed) {
-        ctl_rollback(ctl);
-        res = ctl_query(ctl,
-                        "SELECT network::text FROM harvest_exempt WHERE network >>= $1::cidr"
-                        " ORDER BY masklen(network) DESC LIMIT 1",
-                        1, p);
-        if (!res)
-            return CTL_DB;
-        if (PQntuples(res) == 1)
-            rc = ctl_error("%s is not in the exempt list itself; it is covered by %s "
-                           "(remove that with: mailctl harvest exempt del %s)",
-                           net, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 0));
-        else
-            rc = ctl_error("%s is not in the exempt list", net);
-        PQclear(res);
-        return rc;
-    }
-    if ((rc = ctl_audit(ctl, "harvest exempt del", net)) != CTL_OK ||
-        (rc = ctl_commit(ctl)) != CTL_OK)
-        return rc;
-    exempt_print(ctl, "harvest exempt del", net, true, "no longer exempt:");
-    ctl_announce(ctl, "exempt");
-    return CTL_OK;
+    int rc = netlist_del(ctl, &exempt_list, args[0]);
+    if (rc == CTL_OK)
+        ctl_announce(ctl, "exempt");
+    return rc;
 }
 
 int cmd_harvest_exempt_list(ctl_t *ctl, char **args, int nargs)
 {
     (void)args;
     (void)nargs;
-    PGresult *res = ctl_query(ctl,
-                              "SELECT network::text, " SQL_UTC("created_at")
-                              " FROM harvest_exempt ORDER BY network",
-                              0, NULL);
+    PGresult *res = netlist_query(ctl, &exempt_list);
     if (!res)
         return CTL_DB;
-    int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"exempt\":[");
-        for (int i = 0; i < n; i++) {
-            printf("%s{\"network\":", i ? "," : "");
-            json_str(stdout, PQgetvalue(res, i, 0));
-            printf(",\"created_at\":");
-            json_str(stdout, PQgetvalue(res, i, 1));
-            printf("}");
-        }
-        printf("]}\n");
-    } else if (n == 0) {
+        printf("{\"exempt\":");
+        netlist_print_json(res);
+        printf("}\n");
+    } else if (PQntuples(res) == 0) {
         printf("no exempt networks (every client address may be blocked)\n");
     } else {
-        int w = out_width(res, 0, 7);
-        printf("%-*s  %s\n", w, "NETWORK", "ADDED");
-        for (int i = 0; i < n; i++)
-            printf("%-*s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+        netlist_print_table(res, "");
     }
     PQclear(res);
     return CTL_OK;

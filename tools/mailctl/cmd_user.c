@@ -7,27 +7,12 @@
 #include "mailctl.h"
 #include "scram.h"
 
-/* Copies and checks an address argument; *domain_r points into address. */
-static int address_arg(const char *arg, char *address, const char **domain_r)
-{
-    char why[200];
-    if (!name_copy(address, arg, "address"))
-        return CTL_USAGE;
-    if (!name_address_check(address, domain_r, why, sizeof why))
-        return ctl_error("invalid address: %s", why);
-    return CTL_OK;
-}
-
 /* 1 when the query with one parameter returns a row, 0 when not, -1 on error (reported). */
 static int exists(ctl_t *ctl, const char *sql, const char *param)
 {
     const char *p[] = { param };
-    PGresult *res = ctl_query(ctl, sql, 1, p);
-    if (!res)
-        return -1;
-    int found = PQntuples(res) > 0;
-    PQclear(res);
-    return found;
+    int rows;
+    return ctl_exec(ctl, sql, 1, p, &rows) == CTL_OK ? rows > 0 : -1;
 }
 
 /* Asks for a new password and turns it into the stored secret text. */
@@ -48,18 +33,51 @@ static int new_secret(ctl_t *ctl, char secret[SCRAM_SECRET_TEXT_MAX])
     return CTL_OK;
 }
 
-static void print_done(ctl_t *ctl, const char *action, const char *address, const char *text)
+/* Asks for the new password and, in one transaction, stores its secret with sql, which
+ * gets (address, secret, domain) and returns the user's id when it wrote a row; then
+ * audits, prints and announces the change. domain: the domain of a new user (user add),
+ * whose INBOX is made too; NULL for a new password (user passwd), sql gets two parameters.
+ * gone: why no row was written, after "user ADDRESS". */
+static int user_secret_write(ctl_t *ctl, const char *action, const char *address,
+                             const char *domain, const char *sql, const char *gone,
+                             const char *text)
 {
+    char secret[SCRAM_SECRET_TEXT_MAX];
+    int rc;
+    if ((rc = new_secret(ctl, secret)) != CTL_OK || (rc = ctl_begin(ctl)) != CTL_OK)
+        goto out;
+    const char *p[] = { address, secret, domain };
+    PGresult *res = ctl_query(ctl, sql, domain ? 3 : 2, p);
+    if (!res) {
+        rc = CTL_DB;
+        goto out;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        ctl_rollback(ctl);
+        rc = ctl_error("user %s %s: nothing changed", address, gone);
+        goto out;
+    }
+    if (domain) {
+        const char *q[] = { PQgetvalue(res, 0, 0) };
+        rc = ctl_exec(ctl, "SELECT postern_inbox($1::bigint)", 1, q, NULL);
+    }
+    PQclear(res);
+    if (rc == CTL_OK)
+        rc = ctl_audit_commit(ctl, action, address);
+    if (rc != CTL_OK)
+        goto out;
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":");
-        json_str(stdout, action);
-        printf(",\"address\":");
-        json_str(stdout, address);
+        out_json_ok(action, "address", address);
         printf("}\n");
     } else {
         printf("%s %s\n", text, address);
     }
     fflush(stdout);
+    ctl_announce(ctl, "users");
+out:
+    OPENSSL_cleanse(secret, sizeof secret);
+    return rc;
 }
 
 int cmd_user_add(ctl_t *ctl, char **args, int nargs)
@@ -67,7 +85,7 @@ int cmd_user_add(ctl_t *ctl, char **args, int nargs)
     (void)nargs;
     char address[NAME_BUF];
     const char *domain;
-    int rc = address_arg(args[0], address, &domain);
+    int rc = name_address_arg(args[0], address, &domain);
     if (rc != CTL_OK)
         return rc;
     int found = exists(ctl, "SELECT 1 FROM domains WHERE name = $1", domain);
@@ -84,44 +102,11 @@ int cmd_user_add(ctl_t *ctl, char **args, int nargs)
         return ctl_error("user %s already exists (change its password with "
                          "`mailctl user passwd %s`)",
                          address, address);
-
-    char secret[SCRAM_SECRET_TEXT_MAX];
-    if ((rc = new_secret(ctl, secret)) != CTL_OK)
-        goto out;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        goto out;
-    const char *p[] = { domain, address, secret };
-    PGresult *res = ctl_query(ctl,
-                              "INSERT INTO users (domain_id, address, secret)"
-                              " SELECT id, $2, $3 FROM domains WHERE name = $1"
-                              " ON CONFLICT (address) DO NOTHING RETURNING id",
-                              3, p);
-    if (!res) {
-        rc = CTL_DB;
-        goto out;
-    }
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        ctl_rollback(ctl);
-        rc = ctl_error("user %s was added, or its domain removed, meanwhile: nothing changed",
-                       address);
-        goto out;
-    }
-    const char *q[] = { PQgetvalue(res, 0, 0) };
-    PGresult *inbox = ctl_query(ctl, "SELECT postern_inbox($1::bigint)", 1, q);
-    PQclear(res);
-    if (!inbox) {
-        rc = CTL_DB;
-        goto out;
-    }
-    PQclear(inbox);
-    if ((rc = ctl_audit(ctl, "user add", address)) != CTL_OK || (rc = ctl_commit(ctl)) != CTL_OK)
-        goto out;
-    print_done(ctl, "user add", address, "added user");
-    ctl_announce(ctl, "users");
-out:
-    OPENSSL_cleanse(secret, sizeof secret);
-    return rc;
+    return user_secret_write(ctl, "user add", address, domain,
+                             "INSERT INTO users (domain_id, address, secret)"
+                             " SELECT id, $1, $2 FROM domains WHERE name = $3"
+                             " ON CONFLICT (address) DO NOTHING RETURNING id",
+                             "was added, or its domain removed, meanwhile", "added user");
 }
 
 int cmd_user_passwd(ctl_t *ctl, char **args, int nargs)
@@ -129,7 +114,7 @@ int cmd_user_passwd(ctl_t *ctl, char **args, int nargs)
     (void)nargs;
     char address[NAME_BUF];
     const char *domain;
-    int rc = address_arg(args[0], address, &domain);
+    int rc = name_address_arg(args[0], address, &domain);
     if (rc != CTL_OK)
         return rc;
     int found = exists(ctl, "SELECT 1 FROM users WHERE address = $1", address);
@@ -137,34 +122,9 @@ int cmd_user_passwd(ctl_t *ctl, char **args, int nargs)
         return CTL_DB;
     if (!found)
         return ctl_error("no user %s", address);
-
-    char secret[SCRAM_SECRET_TEXT_MAX];
-    if ((rc = new_secret(ctl, secret)) != CTL_OK)
-        goto out;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        goto out;
-    const char *p[] = { address, secret };
-    PGresult *res =
-        ctl_query(ctl, "UPDATE users SET secret = $2 WHERE address = $1 RETURNING id", 2, p);
-    if (!res) {
-        rc = CTL_DB;
-        goto out;
-    }
-    int n = PQntuples(res);
-    PQclear(res);
-    if (n != 1) {
-        ctl_rollback(ctl);
-        rc = ctl_error("user %s was deleted meanwhile: nothing changed", address);
-        goto out;
-    }
-    if ((rc = ctl_audit(ctl, "user passwd", address)) != CTL_OK ||
-        (rc = ctl_commit(ctl)) != CTL_OK)
-        goto out;
-    print_done(ctl, "user passwd", address, "changed the password of");
-    ctl_announce(ctl, "users");
-out:
-    OPENSSL_cleanse(secret, sizeof secret);
-    return rc;
+    return user_secret_write(ctl, "user passwd", address, NULL,
+                             "UPDATE users SET secret = $2 WHERE address = $1 RETURNING id",
+                             "was deleted meanwhile", "changed the password of");
 }
 
 int cmd_user_del(ctl_t *ctl, char **args, int nargs)
@@ -172,45 +132,35 @@ int cmd_user_del(ctl_t *ctl, char **args, int nargs)
     (void)nargs;
     char address[NAME_BUF];
     const char *domain;
-    int rc = address_arg(args[0], address, &domain);
+    int rc = name_address_arg(args[0], address, &domain);
     if (rc != CTL_OK)
         return rc;
-    if ((rc = ctl_begin(ctl)) != CTL_OK)
-        return rc;
     const char *p[] = { address };
-    PGresult *res = ctl_query(ctl, "SELECT id FROM users WHERE address = $1 FOR UPDATE", 1, p);
-    if (!res)
-        return CTL_DB;
-    if (PQntuples(res) != 1) {
-        PQclear(res);
+    char *id;
+    if ((rc = ctl_begin(ctl)) != CTL_OK ||
+        (rc = ctl_query_value(ctl, "SELECT id FROM users WHERE address = $1 FOR UPDATE", 1, p,
+                              &id)) != CTL_OK)
+        return rc;
+    if (!id) {
         ctl_rollback(ctl);
         return ctl_error("no user %s", address);
     }
-    char id[32];
-    snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
     const char *q[] = { id };
-    res = ctl_query(ctl,
-                    "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
-                    " WHERE b.user_id = $1",
-                    1, q);
-    if (!res)
-        return CTL_DB;
-    long messages = atol(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    res = ctl_query(ctl, "DELETE FROM settings WHERE scope = 'user' AND scope_id = $1", 1, q);
-    if (!res)
-        return CTL_DB;
-    PQclear(res);
-    res = ctl_query(ctl, "DELETE FROM users WHERE id = $1", 1, q);
-    if (!res)
-        return CTL_DB;
-    PQclear(res);
-    if ((rc = ctl_audit(ctl, "user del", address)) != CTL_OK || (rc = ctl_commit(ctl)) != CTL_OK)
+    long messages = 0;
+    rc = ctl_count(ctl,
+                   "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+                   " WHERE b.user_id = $1",
+                   1, q, &messages);
+    if (rc == CTL_OK)
+        rc = ctl_exec(ctl, "DELETE FROM settings WHERE scope = 'user' AND scope_id = $1", 1, q,
+                      NULL);
+    if (rc == CTL_OK)
+        rc = ctl_exec(ctl, "DELETE FROM users WHERE id = $1", 1, q, NULL);
+    free(id);
+    if (rc != CTL_OK || (rc = ctl_audit_commit(ctl, "user del", address)) != CTL_OK)
         return rc;
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":\"user del\",\"address\":");
-        json_str(stdout, address);
+        out_json_ok("user del", "address", address);
         printf(",\"messages_deleted\":%ld}\n", messages);
     } else {
         printf("deleted user %s and its %ld message%s\n", address, messages,
@@ -228,11 +178,9 @@ int cmd_user_list(ctl_t *ctl, char **args, int nargs)
     char domain[NAME_BUF];
     const char *p[] = { NULL };
     if (ctl->domain) {
-        char why[160];
-        if (!name_copy(domain, ctl->domain, "domain name"))
-            return CTL_USAGE;
-        if (!name_domain_check(domain, why, sizeof why))
-            return ctl_error("invalid domain name: %s", why);
+        int rc = name_domain_arg(ctl->domain, domain);
+        if (rc != CTL_OK)
+            return rc;
         int found = exists(ctl, "SELECT 1 FROM domains WHERE name = $1", domain);
         if (found < 0)
             return CTL_DB;
@@ -248,17 +196,15 @@ int cmd_user_list(ctl_t *ctl, char **args, int nargs)
                               1, p);
     if (!res)
         return CTL_DB;
+    static const out_col_t cols[] = {
+        { "address", 0, OUT_STR },
+        { "created_at", 1, OUT_STR },
+    };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"users\":[");
-        for (int i = 0; i < n; i++) {
-            printf("%s{\"address\":", i ? "," : "");
-            json_str(stdout, PQgetvalue(res, i, 0));
-            printf(",\"created_at\":");
-            json_str(stdout, PQgetvalue(res, i, 1));
-            printf("}");
-        }
-        printf("]}\n");
+        printf("{\"users\":");
+        out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
+        printf("}\n");
     } else if (n == 0) {
         printf("no users\n");
     } else {

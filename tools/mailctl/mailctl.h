@@ -38,6 +38,20 @@ void ctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void json_str(FILE *f, const char *s);
 /* Width of the widest value of column col (at least min), for aligned tables. */
 int out_width(const PGresult *res, int col, int min);
+/* The start of a change's JSON outcome, {"ok":true,"action":ACTION,"KEY":VALUE, on stdout;
+ * the caller adds its own members and the closing "}\n". */
+void out_json_ok(const char *action, const char *key, const char *value);
+
+/* A member of the objects out_json_rows() prints: the value of column col as a JSON
+ * string, as it is (a number), or as true/false (a boolean column's t/f). */
+typedef enum out_kind { OUT_STR, OUT_NUM, OUT_BOOL } out_kind_t;
+typedef struct out_col {
+    const char *name;
+    int col;
+    out_kind_t kind;
+} out_col_t;
+/* The rows of res on stdout as a JSON array of objects, members cols[0..ncols-1]. */
+void out_json_rows(const PGresult *res, const out_col_t *cols, size_t ncols);
 
 /* ---- pg.c: the database ------------------------------------------------------------ */
 /* Finds DATABASE_URL and NATS_URL (environment first, then var/postern.env) and the
@@ -58,12 +72,24 @@ PGresult *ctl_query_raw(ctl_t *ctl, const char *sql, int nparams, const char *co
 int ctl_report(ctl_t *ctl, PGresult *res);
 /* The SQLSTATE of a failed result ("" if none). */
 const char *ctl_sqlstate(const PGresult *res);
+/* Statements whose result is one number or value, or only its row count, like ctl_query():
+ * each returns CTL_OK or CTL_DB (reported).
+ * ctl_exec: the number of rows returned in *rows_r (unless rows_r is NULL).
+ * ctl_query_value: the first column of the one row returned (malloc'd) in *value_r, or
+ * NULL when no row came back.
+ * ctl_count: the first column of the first row (a count) in *count_r. */
+int ctl_exec(ctl_t *ctl, const char *sql, int nparams, const char *const *params, int *rows_r);
+int ctl_query_value(ctl_t *ctl, const char *sql, int nparams, const char *const *params,
+                    char **value_r);
+int ctl_count(ctl_t *ctl, const char *sql, int nparams, const char *const *params, long *count_r);
 /* Transactions. Each returns CTL_OK or CTL_DB (reported). */
 int ctl_begin(ctl_t *ctl);
 int ctl_commit(ctl_t *ctl);
 void ctl_rollback(ctl_t *ctl);
 /* Adds the audit_log row of this change (inside the transaction). */
 int ctl_audit(ctl_t *ctl, const char *action, const char *detail);
+/* ctl_audit(), then ctl_commit(): the end of a change. */
+int ctl_audit_commit(ctl_t *ctl, const char *action, const char *detail);
 
 /* ---- announce.c: NATS -------------------------------------------------------------- */
 /* Publishes ConfigChanged{what} on postern.config.changed; warns (only) when it cannot. */
@@ -88,13 +114,57 @@ bool name_address_check(char *address, const char **domain_r, char *why, size_t 
  * it does not fit. */
 #define NAME_BUF 512
 bool name_copy(char *dst, const char *src, const char *what);
+/* A domain name (name_domain_arg) or an address (name_address_arg; *domain_r points into
+ * address) from the command line, copied into a buffer of NAME_BUF bytes and checked.
+ * Returns CTL_OK, or CTL_USAGE after saying what is wrong. */
+int name_domain_arg(const char *arg, char *name);
+int name_address_arg(const char *arg, char *address, const char **domain_r);
 /* Checks the shape of an IPv4/IPv6 address or network before PostgreSQL parses it. */
 bool name_cidr_chars(const char *text);
 
+/* ---- netlist.c: addresses and networks, and the lists of networks ------------------- */
+/* Checks text as an IPv4/IPv6 address or network and runs sql, a query of one row with
+ * text as $1, in *res_r (the caller clears it). Text that is no address or network (also
+ * by PostgreSQL's word, a data exception) is reported with the examples; returns CTL_OK,
+ * CTL_USAGE or CTL_DB (reported). */
+int network_query(ctl_t *ctl, const char *text, const char *sql, const char *examples,
+                  PGresult **res_r);
 /* Checks text as an IPv4/IPv6 address or network and puts its canonical cidr form in net
  * (e.g. "10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"); host bits to the right of the
- * prefix are refused. Returns CTL_OK, CTL_USAGE (reported) or CTL_DB. (cmd_relay.c) */
+ * prefix are refused. Returns CTL_OK, CTL_USAGE (reported) or CTL_DB. */
 int network_arg(ctl_t *ctl, const char *text, char *net, size_t net_len);
+
+/* A table of cidr values (network PRIMARY KEY, created_at) that commands add to, remove
+ * from and list: relay_networks, harvest_exempt. */
+typedef struct netlist {
+    const char *table;      /* "relay_networks" */
+    const char *name;       /* "the relay list", for messages */
+    const char *add_action; /* "relay allow": audit_log action and JSON "action" */
+    const char *del_action; /* "relay deny"; "mailctl relay deny" removes a network */
+    const char *added;      /* "added to the relay list:", before the network */
+    const char *present;    /* "already in the relay list (nothing changed):" */
+    const char *removed;    /* "removed from the relay list:" */
+} netlist_t;
+#define NETLIST_NET_MAX 128
+
+/* Called inside netlist_add()'s transaction once net is added, for the caller's own
+ * reads; returns CTL_OK or CTL_DB (reported). */
+typedef int (*netlist_added_fn)(ctl_t *ctl, const char *net, void *arg);
+/* Adds the network text to list in one transaction with its audit_log row, calling added
+ * (unless NULL) in it, and prints the outcome. *added_r is false when the network was
+ * listed already: nothing changed. The caller announces the change. */
+int netlist_add(ctl_t *ctl, const netlist_t *list, const char *text, netlist_added_fn added,
+                void *arg, bool *added_r);
+/* Removes the network text from list in one transaction with its audit_log row and prints
+ * the outcome; a network not listed is refused, naming a listed one that covers it. The
+ * caller announces the change. */
+int netlist_del(ctl_t *ctl, const netlist_t *list, const char *text);
+/* The networks of list and when each was added, in order; NULL on error (reported). */
+PGresult *netlist_query(ctl_t *ctl, const netlist_t *list);
+/* The rows of netlist_query() on stdout: as a JSON array; as a table NETWORK ADDED, each
+ * line after indent. */
+void netlist_print_json(const PGresult *res);
+void netlist_print_table(const PGresult *res, const char *indent);
 
 /* ---- opts.c: options of the commands that take their own ----------------------------- */
 typedef struct opt_spec {

@@ -200,6 +200,15 @@ static const command_t *command_find(char **words, int nwords, int *used_r,
     return NULL;
 }
 
+/* The first command of group with the second word verb, or NULL. */
+static const command_t *verb_find(const char *group, const char *verb)
+{
+    for (const command_t *c = commands; c->group; c++)
+        if (strcmp(c->group, group) == 0 && c->verb && strcmp(c->verb, verb) == 0)
+            return c;
+    return NULL;
+}
+
 static void command_line(const command_t *c)
 {
     char line[512];
@@ -216,10 +225,7 @@ static void command_usage(const char *group, const char *verb, const command_t *
         command_line(cmd);
         return;
     }
-    bool verb_known = false;
-    for (const command_t *c = commands; c->group; c++)
-        if (verb && strcmp(c->group, group) == 0 && c->verb && strcmp(c->verb, verb) == 0)
-            verb_known = true;
+    bool verb_known = verb && verb_find(group, verb);
     for (const command_t *c = commands; c->group; c++)
         if (strcmp(c->group, group) == 0 &&
             (!verb_known || (c->verb && strcmp(c->verb, verb) == 0)))
@@ -233,28 +239,45 @@ static void command_unknown(char **words, int nwords, bool group_known)
         ctl_error("unknown command: %s (see mailctl --help)", words[0]);
         return;
     }
-    bool verb_known = false, verb_has_sub = false;
-    for (const command_t *c = commands; c->group; c++)
-        if (nwords > 1 && strcmp(c->group, words[0]) == 0 && c->verb &&
-            strcmp(c->verb, words[1]) == 0) {
-            verb_known = true;
-            verb_has_sub = c->sub != NULL;
-        }
+    const command_t *verb = nwords > 1 ? verb_find(words[0], words[1]) : NULL;
     if (nwords < 2)
         ctl_error("%s needs a subcommand", words[0]);
-    else if (!verb_known)
+    else if (!verb)
         ctl_error("unknown command: %s %s", words[0], words[1]);
-    else if (verb_has_sub && nwords < 3)
+    else if (verb->sub && nwords < 3)
         ctl_error("%s %s needs a subcommand", words[0], words[1]);
     else
         ctl_error("unknown command: %s %s %s", words[0], words[1], words[2]);
     command_usage(words[0], nwords > 1 ? words[1] : NULL, NULL);
 }
 
+static bool help_flag(const char *a)
+{
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
 /* True for the options main() handles for every command. */
 static bool global_flag(const char *a)
 {
-    return strcmp(a, "--json") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+    return strcmp(a, "--json") == 0 || help_flag(a);
+}
+
+/* Connects, runs cmd with args and disconnects; a command line that cmd found wrong gets
+ * its usage. */
+static int command_run(ctl_t *ctl, const command_t *cmd, char **args, int nargs)
+{
+    int rc = ctl_config_load(ctl);
+    if (rc == CTL_OK)
+        rc = ctl_connect(ctl);
+    if (rc == CTL_OK) {
+        rc = cmd->run(ctl, args, nargs);
+        if (rc == CTL_USAGE && ctl->usage)
+            command_usage(cmd->group, NULL, cmd);
+    }
+    if (ctl->in_tx)
+        ctl_rollback(ctl);
+    ctl_disconnect(ctl);
+    return rc;
 }
 
 /* Runs a command that parses its own options: every word after the command words goes to
@@ -264,11 +287,11 @@ static int run_with_options(ctl_t *ctl, const command_t *cmd, char **rest, int n
     char **args = calloc((size_t)nrest + 1, sizeof *args);
     if (!args)
         return CTL_DB;
-    int nargs = 0, rc = CTL_USAGE;
+    int nargs = 0;
     for (int i = 0; i < nrest; i++) {
         if (strcmp(rest[i], "--json") == 0) {
             ctl->json = true;
-        } else if (strcmp(rest[i], "--help") == 0 || strcmp(rest[i], "-h") == 0) {
+        } else if (help_flag(rest[i])) {
             command_usage(cmd->group, NULL, cmd);
             free(args);
             return CTL_OK;
@@ -276,18 +299,7 @@ static int run_with_options(ctl_t *ctl, const command_t *cmd, char **rest, int n
             args[nargs++] = rest[i];
         }
     }
-    rc = ctl_config_load(ctl);
-    if (rc == CTL_OK)
-        rc = ctl_connect(ctl);
-    if (rc == CTL_OK) {
-        rc = cmd->run(ctl, args, nargs);
-        if (rc == CTL_USAGE && ctl->usage) {
-            command_usage(cmd->group, NULL, cmd);
-        }
-    }
-    if (ctl->in_tx)
-        ctl_rollback(ctl);
-    ctl_disconnect(ctl);
+    int rc = command_run(ctl, cmd, args, nargs);
     free(args);
     return rc;
 }
@@ -339,7 +351,7 @@ int main(int argc, char **argv)
             only_pos = true;
         } else if (strcmp(a, "--json") == 0) {
             ctl.json = true;
-        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        } else if (help_flag(a)) {
             help = true;
         } else if (strcmp(a, "--password-stdin") == 0) {
             ctl.password_stdin = true;
@@ -394,14 +406,7 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    rc = ctl_config_load(&ctl);
-    if (rc == CTL_OK)
-        rc = ctl_connect(&ctl);
-    if (rc == CTL_OK)
-        rc = cmd->run(&ctl, pos + used, nargs);
-    if (ctl.in_tx)
-        ctl_rollback(&ctl);
-    ctl_disconnect(&ctl);
+    rc = command_run(&ctl, cmd, pos + used, nargs);
 out:
     ctl_config_free(&ctl);
     free(pos);

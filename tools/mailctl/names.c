@@ -151,3 +151,26 @@ bool name_copy(char *dst, const char *src, const char *what)
     memcpy(dst, src, n + 1);
     return true;
 }
+
+/* Room for the reasons name_domain_check() and name_address_check() give. */
+#define WHY_MAX 200
+
+int name_domain_arg(const char *arg, char *name)
+{
+    char why[WHY_MAX];
+    if (!name_copy(name, arg, "domain name"))
+        return CTL_USAGE;
+    if (!name_domain_check(name, why, sizeof why))
+        return ctl_error("invalid domain name: %s", why);
+    return CTL_OK;
+}
+
+int name_address_arg(const char *arg, char *address, const char **domain_r)
+{
+    char why[WHY_MAX];
+    if (!name_copy(address, arg, "address"))
+        return CTL_USAGE;
+    if (!name_address_check(address, domain_r, why, sizeof why))
+        return ctl_error("invalid address: %s", why);
+    return CTL_OK;
+}

@@ -76,3 +76,31 @@ int out_width(const PGresult *res, int col, int min)
     }
     return w;
 }
+
+void out_json_ok(const char *action, const char *key, const char *value)
+{
+    printf("{\"ok\":true,\"action\":");
+    json_str(stdout, action);
+    printf(",\"%s\":", key);
+    json_str(stdout, value);
+}
+
+void out_json_rows(const PGresult *res, const out_col_t *cols, size_t ncols)
+{
+    printf("[");
+    for (int i = 0; i < PQntuples(res); i++) {
+        printf("%s{", i ? "," : "");
+        for (size_t c = 0; c < ncols; c++) {
+            const char *v = PQgetvalue(res, i, cols[c].col);
+            printf("%s\"%s\":", c ? "," : "", cols[c].name);
+            if (cols[c].kind == OUT_NUM)
+                printf("%s", v);
+            else if (cols[c].kind == OUT_BOOL)
+                printf("%s", strcmp(v, "t") == 0 ? "true" : "false");
+            else
+                json_str(stdout, v);
+        }
+        printf("}");
+    }
+    printf("]");
+}

@@ -201,14 +201,46 @@ PGresult *ctl_query(ctl_t *ctl, const char *sql, int nparams, const char *const 
     return NULL;
 }
 
-int ctl_begin(ctl_t *ctl)
+int ctl_exec(ctl_t *ctl, const char *sql, int nparams, const char *const *params, int *rows_r)
 {
-    PGresult *res = ctl_query(ctl, "BEGIN", 0, NULL);
+    PGresult *res = ctl_query(ctl, sql, nparams, params);
     if (!res)
         return CTL_DB;
+    if (rows_r)
+        *rows_r = PQntuples(res);
     PQclear(res);
-    ctl->in_tx = true;
     return CTL_OK;
+}
+
+int ctl_query_value(ctl_t *ctl, const char *sql, int nparams, const char *const *params,
+                    char **value_r)
+{
+    *value_r = NULL;
+    PGresult *res = ctl_query(ctl, sql, nparams, params);
+    if (!res)
+        return CTL_DB;
+    if (PQntuples(res) == 1)
+        *value_r = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return CTL_OK;
+}
+
+int ctl_count(ctl_t *ctl, const char *sql, int nparams, const char *const *params, long *count_r)
+{
+    PGresult *res = ctl_query(ctl, sql, nparams, params);
+    if (!res)
+        return CTL_DB;
+    *count_r = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return CTL_OK;
+}
+
+int ctl_begin(ctl_t *ctl)
+{
+    int rc = ctl_exec(ctl, "BEGIN", 0, NULL, NULL);
+    if (rc == CTL_OK)
+        ctl->in_tx = true;
+    return rc;
 }
 
 int ctl_commit(ctl_t *ctl)
@@ -231,10 +263,12 @@ void ctl_rollback(ctl_t *ctl)
 int ctl_audit(ctl_t *ctl, const char *action, const char *detail)
 {
     const char *params[] = { ctl->actor, action, detail ? detail : "" };
-    PGresult *res = ctl_query(
-        ctl, "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)", 3, params);
-    if (!res)
-        return CTL_DB;
-    PQclear(res);
-    return CTL_OK;
+    return ctl_exec(ctl, "INSERT INTO audit_log (actor, action, detail) VALUES ($1, $2, $3)", 3,
+                    params, NULL);
+}
+
+int ctl_audit_commit(ctl_t *ctl, const char *action, const char *detail)
+{
+    int rc = ctl_audit(ctl, action, detail);
+    return rc == CTL_OK ? ctl_commit(ctl) : rc;
 }

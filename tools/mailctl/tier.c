@@ -24,13 +24,11 @@ int tier_scope_resolve(ctl_t *ctl, bool system, const char *domain, const char *
         snprintf(scope->id, sizeof scope->id, "0");
         return CTL_OK;
     }
-    char why[200];
     if (domain) {
         scope->scope = "domain";
-        if (!name_copy(scope->name, domain, "domain name"))
-            return CTL_USAGE;
-        if (!name_domain_check(scope->name, why, sizeof why))
-            return ctl_error("invalid domain name: %s", why);
+        int rc = name_domain_arg(domain, scope->name);
+        if (rc != CTL_OK)
+            return rc;
         const char *p[] = { scope->name };
         PGresult *res = ctl_query(ctl, "SELECT id FROM domains WHERE name = $1", 1, p);
         if (!res)
@@ -46,10 +44,9 @@ int tier_scope_resolve(ctl_t *ctl, bool system, const char *domain, const char *
     }
     scope->scope = "user";
     const char *dom;
-    if (!name_copy(scope->name, user, "address"))
-        return CTL_USAGE;
-    if (!name_address_check(scope->name, &dom, why, sizeof why))
-        return ctl_error("invalid address: %s", why);
+    int rc = name_address_arg(user, scope->name, &dom);
+    if (rc != CTL_OK)
+        return rc;
     const char *p[] = { scope->name };
     PGresult *res = ctl_query(ctl,
                               "SELECT u.id, d.id, d.name FROM users u"
@@ -81,19 +78,12 @@ const char *tier_scope_label(const tier_scope_t *scope, char *buf, size_t buf_le
 /* The value stored for key at scope (malloc'd) in *value_r, or NULL. */
 static int tier_get(ctl_t *ctl, const tier_scope_t *scope, const char *key, char **value_r)
 {
-    *value_r = NULL;
     const char *p[] = { scope->scope, scope->id, key };
-    PGresult *res = ctl_query(ctl,
-                              "SELECT value FROM settings"
-                              " WHERE scope = $1 AND scope_id = $2::bigint AND key = $3"
-                              " FOR UPDATE",
-                              3, p);
-    if (!res)
-        return CTL_DB;
-    if (PQntuples(res) == 1)
-        *value_r = strdup(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return CTL_OK;
+    return ctl_query_value(ctl,
+                           "SELECT value FROM settings"
+                           " WHERE scope = $1 AND scope_id = $2::bigint AND key = $3"
+                           " FOR UPDATE",
+                           3, p, value_r);
 }
 
 int tier_put(ctl_t *ctl, const tier_scope_t *scope, const char *key, const char *value,
@@ -103,36 +93,27 @@ int tier_put(ctl_t *ctl, const tier_scope_t *scope, const char *key, const char 
     if (rc != CTL_OK)
         return rc;
     const char *p[] = { scope->scope, scope->id, key, value };
-    PGresult *res = ctl_query(ctl,
-                              "INSERT INTO settings (scope, scope_id, key, value)"
-                              " VALUES ($1, $2::bigint, $3, $4)"
-                              " ON CONFLICT (scope, scope_id, key)"
-                              " DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                              4, p);
-    if (!res) {
+    rc = ctl_exec(ctl,
+                  "INSERT INTO settings (scope, scope_id, key, value)"
+                  " VALUES ($1, $2::bigint, $3, $4)"
+                  " ON CONFLICT (scope, scope_id, key)"
+                  " DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                  4, p, NULL);
+    if (rc != CTL_OK) {
         free(*old_r);
         *old_r = NULL;
-        return CTL_DB;
     }
-    PQclear(res);
-    return CTL_OK;
+    return rc;
 }
 
 int tier_del(ctl_t *ctl, const tier_scope_t *scope, const char *key, char **old_r)
 {
-    *old_r = NULL;
     const char *p[] = { scope->scope, scope->id, key };
-    PGresult *res = ctl_query(ctl,
-                              "DELETE FROM settings"
-                              " WHERE scope = $1 AND scope_id = $2::bigint AND key = $3"
-                              " RETURNING value",
-                              3, p);
-    if (!res)
-        return CTL_DB;
-    if (PQntuples(res) == 1)
-        *old_r = strdup(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return CTL_OK;
+    return ctl_query_value(ctl,
+                           "DELETE FROM settings"
+                           " WHERE scope = $1 AND scope_id = $2::bigint AND key = $3"
+                           " RETURNING value",
+                           3, p, old_r);
 }
 
 bool tier_value_check(const char *option, const char *key, const char *text, char *buf,
@@ -209,10 +190,7 @@ int tier_apply(ctl_t *ctl, const tier_scope_t *scope, const char *action,
     if (rc != CTL_OK)
         goto out;
     if (ctl->json) {
-        printf("{\"ok\":true,\"action\":");
-        json_str(stdout, action);
-        printf(",\"scope\":");
-        json_str(stdout, scope->scope);
+        out_json_ok(action, "scope", scope->scope);
         printf(",\"target\":");
         json_str(stdout, scope->name[0] ? scope->name : NULL);
         printf(",\"changed\":%s,\"changes\":[", nchanged ? "true" : "false");
