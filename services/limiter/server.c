@@ -209,10 +209,24 @@ static void hook_alert(void *arg, const limiter_alert_t *a)
 
 /* ---- requests and events -------------------------------------------------------------- */
 
+/* Until the first load from PostgreSQL has completed the limiter knows neither the blocks
+ * nor the disabled accounts: it does not answer checks then, so front ends fall back to
+ * what they do when it is down (451 for messages, their local copy of blocks for logins)
+ * instead of being told "allowed" or "no blocks". */
+static bool not_loaded(server_t *srv, const char *what)
+{
+    if (store_loaded(srv->store))
+        return false;
+    log_debug("request left unanswered until the first load", "request=%s", what);
+    return true;
+}
+
 static void auth_check_cb(void *arg, const char *subject, const void *data, size_t len,
                           const char *reply)
 {
     server_t *srv = arg;
+    if (not_loaded(srv, "auth"))
+        return;
     Postern__AuthCheck *m = postern__auth_check__unpack(NULL, len, data);
     if (!m) {
         dropped(srv, subject, len);
@@ -234,12 +248,52 @@ typedef struct send_wait {
     char *reply, *user, *client, *queue_id;
 } send_wait_t;
 
+/* A throttle reply waits until hamr_throttled records it (for `mailctl hamr status`). */
+typedef struct throttle_note {
+    server_t *srv;
+    char *reply;
+    limiter_reply_t r;
+} throttle_note_t;
+
+static void throttle_noted_cb(void *arg, PGresult *res)
+{
+    throttle_note_t *t = arg;
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
+        log_warn("throttled user not recorded", "error=\"%s\"",
+                 res ? PQresultErrorMessage(res) : "database unavailable");
+    if (!t->srv->stopping)
+        send_reply(t->srv, t->reply, &t->r);
+    free(t->reply);
+    free(t);
+}
+
+static const char throttle_sql[] =
+    "INSERT INTO hamr_throttled AS t (address, until, reason)"
+    " VALUES ($1, now() + $2 * interval '1 second', $3)"
+    " ON CONFLICT (address) DO UPDATE SET"
+    "  since = CASE WHEN t.until < now() THEN now() ELSE t.since END,"
+    "  refused = CASE WHEN t.until < now() THEN 1 ELSE t.refused + 1 END,"
+    "  until = EXCLUDED.until, reason = EXCLUDED.reason";
+
 static void send_decide(server_t *srv, const char *reply, const char *user, const char *client,
                         uint32_t rcpt, const char *queue_id)
 {
     limiter_reply_t r;
     limiter_send_check(srv->lim, user, client, rcpt, queue_id, server_now(srv), &r);
-    send_reply(srv, reply, &r);
+    throttle_note_t *t = r.verdict == LIMITER_THROTTLE && db_available(srv->db)
+                             ? calloc(1, sizeof *t)
+                             : NULL;
+    if (t && (t->reply = strdup(reply ? reply : ""))) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%u", r.retry_after_s);
+        const char *params[3] = { user, secs, r.reason };
+        t->srv = srv;
+        t->r = r;
+        db_query(srv->db, throttle_sql, 3, params, NULL, NULL, throttle_noted_cb, t);
+    } else {
+        free(t);
+        send_reply(srv, reply, &r);
+    }
     char u[256];
     log_msg(r.verdict == LIMITER_ALLOW ? LOG_DEBUG : LOG_INFO, "send check",
             "user=\"%s\" queue_id=%s verdict=%s retry_after_s=%u", logq(user, u, sizeof u),
@@ -268,6 +322,8 @@ static void send_check_cb(void *arg, const char *subject, const void *data, size
                           const char *reply)
 {
     server_t *srv = arg;
+    if (not_loaded(srv, "send"))
+        return;
     Postern__SendCheck *m = postern__send_check__unpack(NULL, len, data);
     if (!m) {
         dropped(srv, subject, len);
@@ -317,6 +373,8 @@ static void rcpt_cb(void *arg, const char *subject, const void *data, size_t len
                     const char *reply)
 {
     server_t *srv = arg;
+    if (not_loaded(srv, "rcpt"))
+        return;
     Postern__RcptFailure *m = postern__rcpt_failure__unpack(NULL, len, data);
     if (!m) {
         dropped(srv, subject, len);
@@ -335,6 +393,8 @@ static void blocks_cb(void *arg, const char *subject, const void *data, size_t l
                       const char *reply)
 {
     server_t *srv = arg;
+    if (not_loaded(srv, "blocks"))
+        return;
     Postern__BlockListRequest *m = postern__block_list_request__unpack(NULL, len, data);
     if (!m) {
         dropped(srv, subject, len);

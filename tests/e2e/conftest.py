@@ -106,14 +106,18 @@ class Service:
         self.proc = None
         self.started_at = 0
 
-    def start(self):
+    def start(self, wait=True):
+        """Starts the program and (wait) waits until it is ready."""
         self.started_at = self.size()  # where this run's output begins in the log
         with open(self.log, "ab") as log:
             log.write(f"--- harness: starting {self.exe} ---\n".encode())
             log.flush()
             self.proc = subprocess.Popen([str(self.exe)], env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, cwd=str(self.log.parent))
+        if wait:
+            self.wait_ready()
 
+    def wait_ready(self):
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -247,7 +251,7 @@ class Stack:
         self._sentinel = itertools.count(1)
         # smtpd processes by service name; more are added by add_smtpd().
         self.frontends = {"smtpd": Frontend(self, "smtpd", self.mx, self.submission, self.smtps)}
-        self.limiter_dirty = False  # a test changed the limiter's state through mailctl
+        self.limiter_dirty = True  # the limiter's state may differ from the baseline (mailctl)
         self._limiter_sentinel = itertools.count(1)
 
     # --- infrastructure ------------------------------------------------------------------
@@ -415,10 +419,11 @@ class Stack:
         words = [a for a in args if not a.startswith("--")]
         if words[:1] in (["config"], ["relay"]) and words[1:2] not in (["show"], ["list"]):
             self.dirty = True
-        if words[:1] and words[0] in LIMITER_COMMANDS and not set(words[1:3]) & READ_ONLY_SUBCOMMANDS:
+        if words[:1] and words[0] in LIMITER_COMMANDS and \
+                not set(words[1:3]) & READ_ONLY_SUBCOMMANDS:
             self.dirty = self.limiter_dirty = True
-        if words[:1] == ["config"] and words[1:2] in (["set"], ["unset"]) and \
-                words[2:3] and words[2].split(".")[0] in ("hamr", "harvest", "limiter", "notifier"):
+        if words[:1] == ["config"] and words[1:2] in (["set"], ["unset"]) and words[2:3] and \
+                words[2].split(".")[0] in ("hamr", "harvest", "limiter", "notifier"):
             self.limiter_dirty = True
         r = subprocess.run([str(exe), *args], input=input, capture_output=True, text=True,
                            env=self.client_env(), timeout=120,
@@ -611,8 +616,8 @@ class Stack:
     def stop_limiter(self, kill=False):
         self.stop_service("limiter", kill)
 
-    def start_limiter(self):
-        self.start_service("limiter")
+    def start_limiter(self, wait=True):
+        self.start_service("limiter", wait)
 
     def stop_service(self, name, kill=False):
         """Stops one service (SIGTERM, a clean exit expected; or SIGKILL) and checks what it
@@ -629,11 +634,11 @@ class Stack:
             problems.append(f"sanitizer reports in {svc.log}: {', '.join(found)}")
         assert not problems, "\n".join(problems) + "\n" + svc.tail()
 
-    def start_service(self, name):
+    def start_service(self, name, wait=True):
         svc = self.services[name]
         if not svc.alive():
             svc.stop()
-            svc.start()
+            svc.start(wait)
 
     # --- more smtpd processes --------------------------------------------------------------
     def frontend(self, name="smtpd"):
@@ -858,8 +863,13 @@ def limiter_control(postern):
             postern.stop_limiter(kill=True)
 
         @staticmethod
-        def start():
-            postern.start_limiter()
+        def start(wait=True):
+            """wait: until it answers requests (else only until it has logged its start)."""
+            postern.start_limiter(wait)
+            if not wait:
+                svc = postern.services["limiter"]
+                wait_until(lambda: 'msg="started"' in svc.since(svc.started_at), timeout=60,
+                           what="the limiter to start")
 
     try:
         yield LimiterControl

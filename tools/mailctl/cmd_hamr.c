@@ -347,6 +347,15 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
                               0, NULL);
     if (!dis)
         return CTL_DB;
+    PGresult *thr = ctl_query(ctl,
+                              "SELECT address, " SQL_UTC("since") ", refused, " SQL_UTC("until")
+                              ", reason FROM hamr_throttled WHERE until > now()"
+                              " ORDER BY since, address",
+                              0, NULL);
+    if (!thr) {
+        PQclear(dis);
+        return CTL_DB;
+    }
     PGresult *recent = ctl_query(ctl,
                                  "SELECT subject, count(*), " SQL_UTC("min(at)") ", "
                                  SQL_UTC("max(at)")
@@ -355,9 +364,15 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
                                  " GROUP BY subject ORDER BY max(at) DESC, subject",
                                  0, NULL);
     if (!recent) {
+        PQclear(thr);
         PQclear(dis);
         return CTL_DB;
     }
+    static const out_col_t thr_cols[] = {
+        { "address", 0, OUT_STR }, { "since", 1, OUT_STR }, { "refused", 2, OUT_NUM },
+        { "until", 3, OUT_STR },   { "reason", 4, OUT_STR },
+    };
+    int nt = PQntuples(thr);
     static const out_col_t dis_cols[] = {
         { "address", 0, OUT_STR },
         { "since", 1, OUT_STR },
@@ -373,6 +388,8 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
     if (ctl->json) {
         printf("{\"disabled\":");
         out_json_rows(dis, dis_cols, sizeof dis_cols / sizeof dis_cols[0]);
+        printf(",\"throttled\":");
+        out_json_rows(thr, thr_cols, sizeof thr_cols / sizeof thr_cols[0]);
         printf(",\"alerts_24h\":");
         out_json_rows(recent, recent_cols, sizeof recent_cols / sizeof recent_cols[0]);
         printf("}\n");
@@ -388,6 +405,18 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
                        PQgetvalue(dis, i, 2));
             printf("re-enable one with: mailctl hamr enable --user ADDRESS\n");
         }
+        if (nt == 0) {
+            printf("no user is throttled by HAMR now\n");
+        } else {
+            int w = out_width(thr, 0, 7);
+            printf("throttled now (messages refused with 451 until the window frees):\n");
+            printf("  %-*s  %-20s  %-7s  %-20s  %s\n", w, "ADDRESS", "SINCE", "REFUSED", "UNTIL",
+                   "REASON");
+            for (int i = 0; i < nt; i++)
+                printf("  %-*s  %-20s  %-7s  %-20s  %s\n", w, PQgetvalue(thr, i, 0),
+                       PQgetvalue(thr, i, 1), PQgetvalue(thr, i, 2), PQgetvalue(thr, i, 3),
+                       PQgetvalue(thr, i, 4));
+        }
         if (nr == 0) {
             printf("no HAMR alerts in the last 24 hours\n");
         } else {
@@ -399,8 +428,8 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
                        PQgetvalue(recent, i, 1), PQgetvalue(recent, i, 2),
                        PQgetvalue(recent, i, 3));
         }
-        printf("(who is throttled right now is known to the limiter only)\n");
     }
+    PQclear(thr);
     PQclear(recent);
     PQclear(dis);
     return CTL_OK;
