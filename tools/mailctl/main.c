@@ -65,7 +65,7 @@ static const command_t commands[] = {
     { "hamr", "reset", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_reset, "--system | --domain D | --user U",
       "delete the user-level HAMR settings of every user, of a domain's users, or of one" },
     { "hamr", "status", NULL, 0, 0, 0, cmd_hamr_status, "",
-      "accounts whose sending is disabled, and recent HAMR alerts" },
+      "users throttled now, accounts whose sending is disabled, recent HAMR alerts" },
     { "hamr", "enable", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_enable, "--user U",
       "let an account disabled by HAMR send again" },
     { "harvest", "set", NULL, 0, 0, CMD_OPTIONS, cmd_harvest_set,
