@@ -8,7 +8,7 @@ set -eu
 BUILD_PKGS="build-essential pkg-config libuv1-dev libnats-dev libprotobuf-c-dev
 protobuf-c-compiler libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev"
 RUN_PKGS="postgresql nats-server openssl"
-TEST_PKGS="python3 python3-pytest python3-psycopg2 python3-protobuf protobuf-compiler
+TEST_PKGS="python3 python3-pytest python3-psycopg2 python3-protobuf python3-yaml protobuf-compiler
 swaks libnet-ssleay-perl msmtp fetchmail curl"
 # Only for `make bench`: Dovecot's pop3d runs beside pop3d, as a private instance.
 BENCH_PKGS="dovecot-core dovecot-pop3d"

@@ -516,7 +516,13 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
         snprintf(srv->hostname, sizeof srv->hostname, "%s", name);
     else if (gethostname(srv->hostname, sizeof srv->hostname - 1) != 0)
         strcpy(srv->hostname, "localhost");
-    snprintf(srv->instance, sizeof srv->instance, "%.250s:%d", srv->hostname, (int)getpid());
+    /* The instance is the machine (pod) name, not the announced mail host name, which
+     * every replica shares; the pid alone is 1 in every container. */
+    char node[256];
+    if (gethostname(node, sizeof node - 1) != 0)
+        strcpy(node, srv->hostname);
+    node[sizeof node - 1] = '\0';
+    snprintf(srv->instance, sizeof srv->instance, "%.250s:%d", node, (int)getpid());
     RAND_bytes(srv->secret, sizeof srv->secret);
 
     const char *cert = getenv("TLS_CERT"), *key = getenv("TLS_KEY");

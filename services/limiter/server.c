@@ -9,6 +9,7 @@
 
 #include "bus.h"
 #include "db.h"
+#include "health.h"
 #include "log.h"
 #include "policy.h"
 #include "postern.pb-c.h"
@@ -41,7 +42,23 @@ typedef struct server {
     unsigned long long bad; /* undecodable messages dropped */
     queued_t *alerts[ALERT_QUEUE_MAX];
     size_t nalerts;
+    metrics_t *metrics;
+    health_t *health; /* HEALTH_PORT */
 } server_t;
+
+/* Ready once the bus is up and the first load from PostgreSQL has completed (before it,
+ * checks go unanswered). */
+static bool server_ready(void *arg, char *why, size_t why_len)
+{
+    server_t *srv = arg;
+    const char *missing = !bus_connected(srv->bus)        ? "bus"
+                          : !store_loaded(srv->store)     ? "first load from the database"
+                          : !db_available(srv->db)        ? "database"
+                                                          : NULL;
+    if (missing)
+        snprintf(why, why_len, "%s", missing);
+    return !missing;
+}
 
 /* Wall-clock milliseconds, never less than the last reading. */
 static int64_t server_now(void *arg)
@@ -527,6 +544,7 @@ static void server_stop(server_t *srv)
         return;
     srv->stopping = true;
     log_info("stopping", "%s", "");
+    health_stop(&srv->health);
     uv_timer_stop(&srv->tick);
     uv_timer_stop(&srv->reload);
     uv_signal_stop(&srv->sig_term);
@@ -606,11 +624,17 @@ int server_run(const server_opts_t *opts)
         uv_signal_start(&srv->sig_term, signal_cb, SIGTERM);
         uv_signal_start(&srv->sig_int, signal_cb, SIGINT);
         store_reload(srv->store);
+        const char *hp = getenv("HEALTH_PORT");
+        if (hp && atoi(hp) > 0) {
+            srv->metrics = metrics_create();
+            srv->health = health_start(srv->loop, atoi(hp), srv->metrics, server_ready, srv);
+        }
         log_info("started", "instance=%s", opts->instance);
     }
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
     limiter_destroy(&srv->lim);
+    metrics_destroy(&srv->metrics);
     for (size_t i = 0; i < srv->nalerts; i++)
         free(srv->alerts[i]);
     if (srv->nalerts)

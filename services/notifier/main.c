@@ -10,6 +10,7 @@
 
 #include <nats/nats.h>
 
+#include "health.h"
 #include "log.h"
 #include "notifier.h"
 
@@ -20,7 +21,21 @@ typedef struct service {
     config_t *cfg;
     ntf_t *ntf;
     uv_signal_t sig_term, sig_int;
+    metrics_t *metrics;
+    health_t *health; /* HEALTH_PORT */
 } service_t;
+
+static bool service_ready(void *arg, char *why, size_t why_len)
+{
+    service_t *svc = arg;
+    const char *missing = !config_loaded(svc->cfg)   ? "configuration"
+                          : !db_available(svc->db)   ? "database"
+                          : !bus_connected(svc->bus) ? "bus"
+                                                     : NULL;
+    if (missing)
+        snprintf(why, why_len, "%s", missing);
+    return !missing;
+}
 
 static const char *env_or(const char *name, const char *fallback)
 {
@@ -39,6 +54,7 @@ static bool hostname_ok(const char *name)
 static void service_stop(service_t *svc)
 {
     log_info("stopping", "%s", "");
+    health_stop(&svc->health);
     uv_signal_stop(&svc->sig_term);
     uv_signal_stop(&svc->sig_int);
     uv_close((uv_handle_t *)&svc->sig_term, NULL);
@@ -106,8 +122,14 @@ int main(void)
     uv_signal_start(&svc.sig_term, stop_signal_cb, SIGTERM);
     uv_signal_start(&svc.sig_int, stop_signal_cb, SIGINT);
 
+    int health_port = atoi(env_or("HEALTH_PORT", "0"));
+    if (health_port > 0) {
+        svc.metrics = metrics_create();
+        svc.health = health_start(svc.loop, health_port, svc.metrics, service_ready, &svc);
+    }
     log_info("started", "hostname=%s subject=%s", hostname, NTF_SUBJECT);
     uv_run(svc.loop, UV_RUN_DEFAULT);
+    metrics_destroy(&svc.metrics);
     int rc = uv_loop_close(svc.loop);
     if (rc != 0)
         log_warn("handles left open at exit", "error=\"%s\"", uv_strerror(rc));
