@@ -128,3 +128,33 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- containers and Kubernetes: deploy/docker, docker-compose.yml, helm/postern ------------
+# `make images`: the base images offline (deploy/docker/build-base.sh, skipped when they exist
+# or when POSTERN_BASE_IMAGE names a registry image), then postern:latest and postern-certs:latest.
+# `make e2e-docker`: the compose stack end to end (tests/deploy/e2e_docker.sh).
+# `make test-helm`: helm lint and helm template checks (tests/deploy/test_helm.py).
+# `make test-deploy`: the chart and compose-file checks (tests/deploy/*.py), then e2e-docker
+# when a Docker engine answers.
+POSTERN_BASE_IMAGE ?= postern-base:bookworm
+
+.PHONY: images e2e-docker test-helm test-deploy
+
+images:
+	@if [ "$(POSTERN_BASE_IMAGE)" = postern-base:bookworm ]; then sh deploy/docker/build-base.sh; fi
+	docker build --build-arg BASE_IMAGE=$(POSTERN_BASE_IMAGE) -f deploy/docker/Dockerfile -t postern:latest .
+	docker build --build-arg BASE_IMAGE=$(POSTERN_BASE_IMAGE) -f deploy/docker/Dockerfile --target certs -t postern-certs:latest .
+
+e2e-docker:
+	sh tests/deploy/e2e_docker.sh
+
+test-helm:
+	/usr/bin/python3 -m pytest -q -rs tests/deploy/test_helm.py
+
+test-deploy:
+	/usr/bin/python3 -m pytest -q -rs tests/deploy
+	@if docker info >/dev/null 2>&1; then \
+	    $(MAKE) e2e-docker; \
+	else \
+	    echo "test-deploy: no Docker engine answers (docker info): e2e-docker skipped"; \
+	fi

@@ -1,0 +1,241 @@
+#!/bin/sh
+# `make e2e-docker`: Postern in containers, end to end, with real clients on the published
+# ports. Builds the base images (deploy/docker/build-base.sh, offline) and the postern image,
+# starts docker-compose.yml under a project of its own on free host ports, waits until every
+# service is healthy, adds a domain and a user with the mailctl service, sends mail through
+# the published SMTP port (swaks) and finds it in PostgreSQL, submits authenticated mail over
+# STARTTLS and finds it queued, reads the mailbox over POP3S (when pop3d is in the image),
+# then removes the project with its volumes.
+#
+# Environment:
+#   COMPOSE            the compose command (default: `docker compose`, else `docker-compose`)
+#   E2E_PROJECT        compose project name (default postern-e2e)
+#   E2E_TIMEOUT        seconds to wait for the stack to be healthy (default 180)
+#   E2E_KEEP=1         leave the stack running afterwards (remove it with the printed command)
+#   E2E_RUNNING_ONLY   services that need only be running, not healthy (for a service that
+#                      has no health endpoint yet), e.g. "limiter notifier"
+#   POSTERN_BASE_IMAGE, POSTGRES_IMAGE, NATS_IMAGE   registry images instead of the
+#                      offline ones (then build-base.sh is not run)
+set -eu
+
+cd "$(dirname "$0")/../.."
+PROJECT=${E2E_PROJECT:-postern-e2e}
+TIMEOUT=${E2E_TIMEOUT:-180}
+PYTHON=/usr/bin/python3
+T0=$(date +%s)
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/postern-e2e-docker.XXXXXX")
+
+step() {
+    printf '== [%4ss] %s\n' "$(($(date +%s) - T0))" "$*"
+}
+
+fail() {
+    printf '== [%4ss] FAIL: %s\n' "$(($(date +%s) - T0))" "$*" >&2
+    exit 1
+}
+
+if [ -z "${COMPOSE:-}" ]; then
+    if docker compose version >/dev/null 2>&1; then
+        COMPOSE="docker compose"
+    elif command -v docker-compose >/dev/null 2>&1; then
+        COMPOSE=docker-compose
+    else
+        fail "neither 'docker compose' nor 'docker-compose' is installed"
+    fi
+fi
+docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker info)"
+for tool in swaks "$PYTHON"; do
+    command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed (make deps)"
+done
+
+compose() {
+    # shellcheck disable=SC2086
+    $COMPOSE -p "$PROJECT" -f docker-compose.yml "$@"
+}
+
+# Free host ports for the mail listeners, so the test runs beside anything else.
+set -- $("$PYTHON" -c '
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')
+export POSTERN_HOST_IP=127.0.0.1 SMTP_HOST_PORT=$1 SUBMISSION_HOST_PORT=$2 SMTPS_HOST_PORT=$3 \
+    POP3_HOST_PORT=$4 POP3S_HOST_PORT=$5
+export SMTP_HOSTNAME=mail.example.test
+DOMAIN=example.test
+USER=alice@$DOMAIN
+PASSWORD=e2e-$(date +%s)-pw
+TOKEN=postern-e2e-$$-$(date +%s)
+
+finish() {
+    status=$?
+    trap - EXIT INT TERM
+    if [ "$status" -ne 0 ]; then
+        echo "== state of the stack:"
+        compose ps 2>&1 || true
+        echo "== last log lines:"
+        compose logs --no-color --tail 25 2>&1 | tail -n 150 || true
+    fi
+    if [ "${E2E_KEEP:-0}" = 1 ]; then
+        echo "== kept: $COMPOSE -p $PROJECT down -v   removes it (SMTP on 127.0.0.1:$SMTP_HOST_PORT)"
+    else
+        step "removing the stack (down -v)"
+        compose down -v --remove-orphans >"$LOGDIR/down.log" 2>&1 || cat "$LOGDIR/down.log"
+    fi
+    if [ "$status" -eq 0 ]; then
+        rm -rf "$LOGDIR"
+        step "e2e-docker passed"
+        echo "1 passed, 0 failed"
+    else
+        echo "== logs kept in $LOGDIR"
+        echo "0 passed, 1 failed"
+    fi
+    exit "$status"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# Leftovers of an interrupted run under the same project name.
+compose down -v --remove-orphans >/dev/null 2>&1 || true
+
+# ---- images -----------------------------------------------------------------------------
+if [ -z "${POSTERN_BASE_IMAGE:-}${POSTGRES_IMAGE:-}${NATS_IMAGE:-}" ]; then
+    step "base images (deploy/docker/build-base.sh; skipped where they exist)"
+    timeout 1200 sh deploy/docker/build-base.sh all || fail "building the base images"
+fi
+BASE=${POSTERN_BASE_IMAGE:-postern-base:bookworm}
+step "postern image (docker build, FROM $BASE)"
+timeout 1200 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
+    -t "${POSTERN_IMAGE:-postern:latest}" . >"$LOGDIR/build.log" 2>&1 || {
+    tail -n 40 "$LOGDIR/build.log"
+    fail "building the postern image (log: $LOGDIR/build.log)"
+}
+timeout 600 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
+    --target certs -t "${POSTERN_CERTS_IMAGE:-postern-certs:latest}" . \
+    >"$LOGDIR/build-certs.log" 2>&1 || {
+    tail -n 40 "$LOGDIR/build-certs.log"
+    fail "building the certs image (log: $LOGDIR/build-certs.log)"
+}
+docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^postern(-[a-z]+)?:' | sed 's/^/   /' || true
+
+# ---- up ---------------------------------------------------------------------------------
+step "compose up (project $PROJECT, SMTP 127.0.0.1:$SMTP_HOST_PORT, submission :$SUBMISSION_HOST_PORT, POP3S :$POP3S_HOST_PORT)"
+timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml up -d --no-build \
+    >"$LOGDIR/up.log" 2>&1 || {
+    cat "$LOGDIR/up.log"
+    fail "compose up"
+}
+
+# The long-running services in the file; each must report healthy (its /readyz says 200).
+SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|migrate|mailctl' | tr '\n' ' ')
+step "waiting for healthy: postgres nats $SERVICES(at most ${TIMEOUT}s)"
+deadline=$(($(date +%s) + TIMEOUT))
+while :; do
+    waiting=""
+    for svc in postgres nats $SERVICES; do
+        id=$(compose ps -q "$svc" 2>/dev/null || true)
+        state=$( [ -n "$id" ] && docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id" 2>/dev/null || echo missing)
+        case " ${E2E_RUNNING_ONLY:-} " in
+            *" $svc "*) state=${state%%/*}/healthy ;;
+        esac
+        case $state in
+            running/healthy) ;;
+            exited/* | dead/*) fail "$svc has stopped ($state)" ;;
+            # Failed checks after the start period (30 s): its /readyz (or /healthz) said no.
+            */unhealthy) fail "$svc is unhealthy: $(docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$id" | grep . | tail -n 1)" ;;
+            *) waiting="$waiting $svc($state)" ;;
+        esac
+    done
+    [ -z "$waiting" ] && break
+    [ "$(date +%s)" -lt "$deadline" ] || fail "not healthy after ${TIMEOUT}s:$waiting"
+    sleep 2
+done
+step "healthy"
+
+for job in certs migrate; do
+    id=$(compose ps -a -q "$job" 2>/dev/null || compose ps -q "$job")
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$id")
+    [ "$code" = 0 ] || fail "$job exited with $code"
+done
+compose logs --no-color migrate >"$LOGDIR/migrate.log" 2>&1
+grep -q 'docker compose run --rm mailctl domain add' "$LOGDIR/migrate.log" ||
+    fail "migrate printed no first-run message (log: $LOGDIR/migrate.log)"
+step "migrate printed the first-run message"
+
+# ---- administer -------------------------------------------------------------------------
+step "mailctl (compose run): domain add $DOMAIN, user add $USER"
+compose run --rm -T mailctl domain add "$DOMAIN" >"$LOGDIR/mailctl.log" 2>&1 || {
+    cat "$LOGDIR/mailctl.log"
+    fail "mailctl domain add"
+}
+printf '%s\n' "$PASSWORD" | compose run --rm -T mailctl user add "$USER" --password-stdin \
+    >>"$LOGDIR/mailctl.log" 2>&1 || {
+    cat "$LOGDIR/mailctl.log"
+    fail "mailctl user add"
+}
+
+sql() {
+    compose exec -T postgres psql -X -q -At -U postern -d postern -c "$1"
+}
+
+# The domain reaches smtpd over the bus (config.changed); it may take a moment.
+swaks_mx() {
+    swaks --server "127.0.0.1:$SMTP_HOST_PORT" --helo client.example.org \
+        --from someone@example.org --to "$USER" \
+        --header "Subject: docker $TOKEN" --body "through the published port: $TOKEN" \
+        >"$LOGDIR/swaks-mx.log" 2>&1
+}
+
+# ---- mail -------------------------------------------------------------------------------
+step "swaks -> 127.0.0.1:$SMTP_HOST_PORT (MX) to $USER"
+i=0
+until swaks_mx; do
+    i=$((i + 1))
+    [ "$i" -lt 10 ] || {
+        cat "$LOGDIR/swaks-mx.log"
+        fail "smtpd did not accept the message"
+    }
+    sleep 1
+done
+grep -q '<-  250 .*queued as' "$LOGDIR/swaks-mx.log" || {
+    cat "$LOGDIR/swaks-mx.log"
+    fail "no 250 after DATA"
+}
+n=$(sql "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+         JOIN users u ON u.id = b.user_id
+         WHERE u.address = '$USER' AND b.name = 'INBOX'
+           AND position('$TOKEN'::bytea IN m.raw) > 0")
+[ "$n" = 1 ] || fail "the message is not in $USER's INBOX (found $n)"
+step "stored in $USER's INBOX"
+
+step "swaks -> 127.0.0.1:$SUBMISSION_HOST_PORT (submission, STARTTLS, AUTH PLAIN) to someone@example.org"
+swaks --server "127.0.0.1:$SUBMISSION_HOST_PORT" -tls --auth PLAIN --auth-user "$USER" \
+    --auth-password "$PASSWORD" --from "$USER" --to someone@example.org \
+    --header "Subject: relay $TOKEN" --body "submitted: $TOKEN" >"$LOGDIR/swaks-sub.log" 2>&1 || {
+    cat "$LOGDIR/swaks-sub.log"
+    fail "submission was refused"
+}
+n=$(sql "SELECT count(*) FROM outbound_queue WHERE position('submitted: $TOKEN'::bytea IN raw) > 0")
+[ "$n" = 1 ] || fail "the submitted message is not in the outbound queue (found $n)"
+step "queued for relaying"
+
+if echo " $SERVICES " | grep -q ' pop3d '; then
+    step "POP3S 127.0.0.1:$POP3S_HOST_PORT: $USER reads the message"
+    "$PYTHON" - "$POP3S_HOST_PORT" "$USER" "$PASSWORD" "$TOKEN" <<'EOF' || fail "POP3S retrieval"
+import poplib, ssl, sys
+port, user, password, token = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE   # the stack's self-signed certificate
+p = poplib.POP3_SSL("127.0.0.1", port, context=ctx, timeout=30)
+p.user(user)
+p.pass_(password)
+count, _ = p.stat()
+found = any(token.encode() in b"\n".join(p.retr(i)[1]) for i in range(1, count + 1))
+p.quit()
+if not found:
+    sys.exit(f"token not among {count} messages")
+print(f"   {count} message(s), the token is there")
+EOF
+fi

@@ -1,0 +1,117 @@
+"""docker-compose.yml read as YAML (no Docker needed): the published ports reach the ports
+the image's services listen on, every long-running service has a health check and starts
+only after the schema and the bus, images come from variables with the offline images as
+defaults, mailctl runs on demand, and no Postern container has privileges or a writable
+root. tests/deploy/e2e_docker.sh runs the same file for real.
+Run: /usr/bin/python3 -m pytest -q tests/deploy/test_compose.py
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+DOCKERFILE = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+POSTERN = ["migrate", "smtpd", "pop3d", "limiter", "notifier", "mailctl"]
+LONG_RUNNING = ["smtpd", "pop3d", "limiter", "notifier"]
+
+
+def image_env():
+    """The ENV of the Dockerfile's last stage: NAME=value pairs."""
+    last = DOCKERFILE[DOCKERFILE.rindex("\nFROM "):]
+    env = {}
+    for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", last, re.M):
+        for name, value in re.findall(r"([A-Z0-9_]+)=(\S+)", block):
+            env[name] = value
+    return env
+
+
+def published(svc):
+    """{container port: (host-port expression)} of a service."""
+    out = {}
+    for p in SERVICES[svc].get("ports", []):
+        host, _, inside = p.rpartition(":")
+        out[int(inside)] = host
+    return out
+
+
+@pytest.mark.parametrize("svc,ports", [
+    ("smtpd", {"SMTP_PORT": ("SMTP_HOST_PORT", 25), "SUBMISSION_PORT": ("SUBMISSION_HOST_PORT", 587),
+               "SMTPS_PORT": ("SMTPS_HOST_PORT", 465)}),
+    ("pop3d", {"POP3_PORT": ("POP3_HOST_PORT", 110), "POP3S_PORT": ("POP3S_HOST_PORT", 995)}),
+])
+def test_published_ports_reach_the_listeners(svc, ports):
+    env = image_env()
+    pub = published(svc)
+    assert len(pub) == len(ports)
+    for var, (host_var, standard) in ports.items():
+        inside = int(env[var])
+        assert inside > 1024, var          # no capability needed inside
+        assert "${%s:-%d}" % (host_var, standard) in pub[inside], (var, pub)
+        assert pub[inside].startswith("${POSTERN_HOST_IP:-0.0.0.0}:")
+
+
+def test_health_port_is_set_and_checked():
+    assert image_env()["HEALTH_PORT"] == "8080"
+    for svc in LONG_RUNNING:
+        s = SERVICES[svc]
+        assert s["environment"]["HEALTH_PORT"] == "8080", svc
+        assert s["healthcheck"]["test"] == ["CMD", "postern", "health", "readyz"], svc
+        deps = s["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully", svc
+        assert deps["nats"]["condition"] == "service_healthy", svc
+        assert s["restart"] == "unless-stopped"
+    assert "pg_isready" in SERVICES["postgres"]["healthcheck"]["test"]
+    assert "/healthz" in " ".join(SERVICES["nats"]["healthcheck"]["test"])
+
+
+def test_one_shot_jobs_and_order():
+    mig = SERVICES["migrate"]
+    assert mig["command"] == ["migrate"] and mig["restart"] == "no"
+    assert mig["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert mig["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    certs = SERVICES["certs"]
+    assert certs["build"]["target"] == "certs" and certs["restart"] == "no"
+    # The same certificate volume, read-only where it is used.
+    assert certs["volumes"] == ["${POSTERN_TLS:-tls}:/etc/postern/tls"]
+    for svc in ("smtpd", "pop3d"):
+        assert SERVICES[svc]["volumes"] == ["${POSTERN_TLS:-tls}:/etc/postern/tls:ro"]
+    assert SERVICES["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
+    assert set(COMPOSE["volumes"]) == {"pgdata", "tls"}
+
+
+def test_mailctl_runs_on_demand():
+    m = SERVICES["mailctl"]
+    assert m["profiles"] == ["tools"]
+    assert m["entrypoint"] == ["postern", "mailctl"]
+    assert m["environment"]["DATABASE_URL"] == SERVICES["smtpd"]["environment"]["DATABASE_URL"]
+
+
+def test_images_from_variables_with_offline_defaults():
+    assert SERVICES["postgres"]["image"] == "${POSTGRES_IMAGE:-postern-postgres:15}"
+    assert SERVICES["nats"]["image"] == "${NATS_IMAGE:-postern-nats:2.9}"
+    for svc in POSTERN:
+        s = SERVICES[svc]
+        assert s["image"] == "${POSTERN_IMAGE:-postern:latest}", svc
+        assert s["build"]["args"]["BASE_IMAGE"] == "${POSTERN_BASE_IMAGE:-postern-base:bookworm}"
+        assert s["build"]["dockerfile"] == "deploy/docker/Dockerfile"
+    assert "ARG BASE_IMAGE=postern-base:bookworm" in DOCKERFILE
+
+
+def test_postern_containers_are_locked_down():
+    for svc in POSTERN + ["certs"]:
+        s = SERVICES[svc]
+        assert s["read_only"] is True, svc
+        assert s["cap_drop"] == ["ALL"], svc
+        assert "no-new-privileges:true" in s["security_opt"], svc
+    assert "USER 10001:10001" in DOCKERFILE[DOCKERFILE.rindex("\nFROM "):]
+
+
+def test_database_password_is_one_variable():
+    pw = SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert pw == "${POSTGRES_PASSWORD:-postern}"
+    assert pw in SERVICES["smtpd"]["environment"]["DATABASE_URL"]

@@ -1,0 +1,537 @@
+"""The Helm chart (helm/postern), linted and rendered with several sets of values; the
+rendered objects are read back and checked for what a running system depends on: ports on
+Services and containers, probes, replicas, autoscalers, the single limiter, Secrets that
+exist and are mounted, the security context, the migration hook, bundled or external
+PostgreSQL and NATS, the PROXY protocol setting.
+
+helm comes from $HELM, the PATH, build/tools/helm, or else `go install` from the Go module
+proxy into build/tools (a few minutes, once); without Go or the proxy the tests are skipped
+with the reason. Run: /usr/bin/python3 -m pytest -rs tests/deploy/test_helm.py
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "postern"
+TOOLS = ROOT / "build" / "tools"
+HELM_MODULE = "helm.sh/helm/v3/cmd/helm@v3.22.0"
+KUBE_VERSION = "1.30.0"   # a helm built by `go install` assumes 1.20 without this
+RELEASE = "mail"
+NAMESPACE = "mail"
+FULL = "mail-postern"
+
+FRONTENDS = {   # service name -> {port name: (container port, default Service port)}
+    "smtpd": {"smtp": (2525, 25), "submission": (2587, 587), "smtps": (2465, 465)},
+    "pop3d": {"pop3": (2110, 110), "pop3s": (2995, 995)},
+    "imapd": {"imap": (2143, 143), "imaps": (2993, 993)},
+}
+PORT_ENV = {"smtp": "SMTP_PORT", "submission": "SUBMISSION_PORT", "smtps": "SMTPS_PORT",
+            "pop3": "POP3_PORT", "pop3s": "POP3S_PORT", "imap": "IMAP_PORT", "imaps": "IMAPS_PORT"}
+
+EXTERNAL = {"postgresql": {"external": {"url": "postgresql://postern:pw@db.example:5432/postern"}},
+            "nats": {"external": {"url": "nats://bus.example:4222"}}}
+
+
+# ---- helm --------------------------------------------------------------------------------
+def _is_helm3(path):
+    try:
+        out = subprocess.run([path, "version", "--short"], capture_output=True, text=True,
+                             timeout=60)
+    except OSError:
+        return False
+    return out.returncode == 0 and out.stdout.startswith("v3.")
+
+
+def _find_helm():
+    """The path of a helm 3 binary, or (None, reason)."""
+    for candidate in (os.environ.get("HELM"), shutil.which("helm"), str(TOOLS / "helm")):
+        if candidate and os.path.exists(candidate) and _is_helm3(candidate):
+            return candidate, None
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if os.path.exists("/usr/local/go/bin/go") else None)
+    if not go:
+        return None, "helm is not installed and there is no Go toolchain to build it"
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    print(f"\ninstalling {HELM_MODULE} into {TOOLS} (go install; a few minutes the first time)")
+    env = dict(os.environ, GOBIN=str(TOOLS), GOFLAGS="-mod=mod")
+    try:
+        r = subprocess.run([go, "install", HELM_MODULE], env=env, capture_output=True, text=True,
+                           timeout=1500)
+    except subprocess.TimeoutExpired:
+        return None, "go install of helm took longer than 25 minutes"
+    if r.returncode != 0 or not _is_helm3(str(TOOLS / "helm")):
+        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+        return None, "go install of helm failed (module proxy unreachable?): " + " | ".join(tail)
+    return str(TOOLS / "helm"), None
+
+
+@pytest.fixture(scope="session")
+def helm():
+    path, reason = _find_helm()
+    if not path:
+        print(f"\nSKIPPING the Helm chart tests: {reason}")
+        pytest.skip(reason)
+    return path
+
+
+def run_helm(helm, *args, check=True):
+    r = subprocess.run([helm, *args], capture_output=True, text=True, timeout=300)
+    if check and r.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+# ---- rendering ---------------------------------------------------------------------------
+class Rendered:
+    """The objects of one `helm template`, with lookups by kind and name."""
+
+    def __init__(self, docs):
+        self.docs = [d for d in docs if d]
+
+    def all(self, kind):
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def names(self, kind):
+        return sorted(d["metadata"]["name"] for d in self.all(kind))
+
+    def get(self, kind, name):
+        found = [d for d in self.all(kind) if d["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind}/{name}: found {len(found)} ({self.names(kind)})"
+        return found[0]
+
+    def maybe(self, kind, name):
+        found = [d for d in self.all(kind) if d["metadata"]["name"] == name]
+        return found[0] if found else None
+
+    def workloads(self):
+        return self.all("Deployment") + self.all("StatefulSet") + self.all("Job")
+
+    def postern_workloads(self):
+        """Deployments and Jobs running the postern image."""
+        return [w for w in self.all("Deployment") + self.all("Job")
+                if pod_spec(w)["containers"][0]["image"].startswith("postern:")]
+
+
+@pytest.fixture(scope="session")
+def render(helm, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("values")
+    count = [0]
+
+    def _render(values=None, check=True):
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                "--kube-version", KUBE_VERSION]
+        if values:
+            count[0] += 1
+            f = folder / f"values{count[0]}.yaml"
+            f.write_text(yaml.safe_dump(values))
+            args += ["-f", str(f)]
+        r = run_helm(helm, *args, check=check)
+        if not check:
+            return r
+        return Rendered(yaml.safe_load_all(r.stdout))
+
+    return _render
+
+
+def pod_spec(workload):
+    return workload["spec"]["template"]["spec"]
+
+
+def container(workload, name=None):
+    cs = pod_spec(workload)["containers"]
+    if name is None:
+        assert len(cs) == 1
+        return cs[0]
+    return next(c for c in cs if c["name"] == name)
+
+
+def env_of(c):
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def env_value(c, name):
+    return env_of(c)[name].get("value")
+
+
+def all_containers(workload):
+    spec = pod_spec(workload)
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def deep(values, **patch):
+    """values with dotted keys set: deep({}, **{"smtpd.replicas": 3})."""
+    out = yaml.safe_load(yaml.safe_dump(values or {}))
+    for dotted, v in patch.items():
+        d = out
+        *path, last = dotted.split(".")
+        for p in path:
+            d = d.setdefault(p, {})
+        d[last] = v
+    return out
+
+
+# ---- lint --------------------------------------------------------------------------------
+VALUE_SETS = {
+    "defaults": {},
+    "external": EXTERNAL,
+    "replicas3": {"smtpd": {"replicas": 3}, "pop3d": {"replicas": 3}},
+    "autoscaling": {"smtpd": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
+                                              "targetCPUUtilizationPercentage": 60}},
+                    "pop3d": {"autoscaling": {"enabled": True}},
+                    "imapd": {"enabled": True, "autoscaling": {"enabled": True}}},
+    "existing-tls": {"tls": {"existingSecret": "mail-example-org-tls"}},
+    "proxy": {"proxyProtocol": {"trustedNetworks": ["10.0.0.0/8", "2001:db8::/32"]}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_lint(helm, tmp_path, name):
+    args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    if VALUE_SETS[name]:
+        f = tmp_path / "values.yaml"
+        f.write_text(yaml.safe_dump(VALUE_SETS[name]))
+        args += ["-f", str(f)]
+    r = run_helm(helm, *args)
+    assert "0 chart(s) failed" in r.stdout, r.stdout
+
+
+# ---- what every value set must hold ------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_invariants(render, name):
+    r = render(VALUE_SETS[name])
+    # Every Postern container: no root, no privileges, read-only root, all capabilities
+    # dropped, resource requests, the same image.
+    for w in r.postern_workloads():
+        spec = pod_spec(w)
+        where = f"{w['kind']}/{w['metadata']['name']}"
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["runAsUser"] == 10001, where
+        assert spec["automountServiceAccountToken"] is False, where
+        for c in all_containers(w):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"], where
+            assert c["image"] == "postern:latest", where
+            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, where   # the only writable place
+    # The bundled servers are locked down too.
+    for s in r.all("StatefulSet"):
+        assert pod_spec(s)["securityContext"]["runAsNonRoot"] is True
+        for c in all_containers(s):
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+    # Every Secret and ConfigMap a pod refers to is rendered here (or is the user's own).
+    own = {"mail-example-org-tls"}
+    secrets = set(r.names("Secret")) | own
+    configmaps = set(r.names("ConfigMap"))
+    for w in r.workloads():
+        spec = pod_spec(w)
+        for vol in spec.get("volumes", []):
+            if "secret" in vol:
+                assert vol["secret"]["secretName"] in secrets, vol
+        for c in all_containers(w):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] in secrets, (w["metadata"]["name"], e)
+                    key_holder = r.maybe("Secret", ref["name"])
+                    if key_holder:
+                        keys = set(key_holder.get("stringData", {})) | set(key_holder.get("data", {}))
+                        assert ref["key"] in keys, (ref, keys)
+            for src in c.get("envFrom", []):
+                if "configMapRef" in src:
+                    assert src["configMapRef"]["name"] in configmaps
+
+    # The limiter: exactly one, never two at once, never autoscaled.
+    limiter = r.get("Deployment", f"{FULL}-limiter")
+    assert limiter["spec"]["replicas"] == 1
+    assert limiter["spec"]["strategy"]["type"] == "Recreate"
+    assert container(limiter)["args"] == ["limiter"]
+    for hpa in r.all("HorizontalPodAutoscaler"):
+        assert hpa["spec"]["scaleTargetRef"]["name"] != f"{FULL}-limiter"
+    assert not r.maybe("PodDisruptionBudget", f"{FULL}-limiter")
+
+    # Probes: liveness on /healthz, readiness on /readyz, on the container's health port,
+    # which is the HEALTH_PORT the services are told.
+    health_port = int(r.get("ConfigMap", FULL)["data"]["HEALTH_PORT"])
+    for w in r.all("Deployment"):
+        c = container(w)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["health"] == health_port
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        assert c["envFrom"] == [{"configMapRef": {"name": FULL}}]
+        assert "DATABASE_URL" in env_of(c) and "NATS_URL" in env_of(c)
+
+    # Every Service selects the pods of some workload.
+    pod_labels = [w["spec"]["template"]["metadata"]["labels"] for w in r.workloads()]
+    for svc in r.all("Service"):
+        sel = svc["spec"]["selector"]
+        assert any(sel.items() <= labels.items() for labels in pod_labels), svc["metadata"]["name"]
+
+
+# ---- defaults ----------------------------------------------------------------------------
+def frontend_checks(r, name, replicas=None, service_ports=None):
+    """The front end's Deployment, Service and PDB agree on ports and labels."""
+    dep = r.get("Deployment", f"{FULL}-{name}")
+    c = container(dep)
+    assert c["args"] == [name]
+    if replicas is not None:
+        assert dep["spec"]["replicas"] == replicas
+    cports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    env = env_of(c)
+    svc = r.get("Service", f"{FULL}-{name}")
+    sports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert set(sports) == set(FRONTENDS[name])
+    for pname, (inside, outside) in FRONTENDS[name].items():
+        assert cports[pname] == inside, pname
+        assert env[PORT_ENV[pname]]["value"] == str(inside), pname   # it listens where declared
+        assert sports[pname]["targetPort"] == pname
+        assert sports[pname]["protocol"] == "TCP"
+        want = (service_ports or {}).get(pname, outside)
+        assert sports[pname]["port"] == want, pname
+    # The certificate, mounted where TLS_CERT and TLS_KEY point.
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["tls"]["mountPath"] == "/etc/postern/tls" and mounts["tls"]["readOnly"] is True
+    assert env["TLS_CERT"]["value"] == "/etc/postern/tls/tls.crt"
+    assert env["TLS_KEY"]["value"] == "/etc/postern/tls/tls.key"
+    vols = {v["name"]: v for v in pod_spec(dep)["volumes"]}
+    assert {i["path"] for i in vols["tls"]["secret"]["items"]} == {"tls.crt", "tls.key"}
+    # Nobody but the pod's group reads the key.
+    assert vols["tls"]["secret"]["defaultMode"] == 0o440
+    assert pod_spec(dep)["securityContext"]["fsGroup"] == 10001
+    pdb = r.get("PodDisruptionBudget", f"{FULL}-{name}")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    return dep, svc
+
+
+def test_defaults(render):
+    r = render()
+    assert r.names("Deployment") == sorted(f"{FULL}-{n}" for n in ("smtpd", "pop3d", "limiter", "notifier"))
+    for name in ("smtpd", "pop3d"):
+        dep, svc = frontend_checks(r, name, replicas=2)
+        assert svc["spec"]["type"] == "LoadBalancer"
+        assert svc["spec"]["externalTrafficPolicy"] == "Local"   # client addresses kept
+        # Rolling updates never drop below the wanted count.
+        assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert r.all("HorizontalPodAutoscaler") == []
+    assert r.names("PodDisruptionBudget") == [f"{FULL}-pop3d", f"{FULL}-smtpd"]
+    # imapd and relayd do not exist yet: off by default.
+    assert not r.maybe("Deployment", f"{FULL}-imapd") and not r.maybe("Service", f"{FULL}-imapd")
+    assert not r.maybe("Deployment", f"{FULL}-relayd")
+    notifier = r.get("Deployment", f"{FULL}-notifier")
+    assert notifier["spec"]["replicas"] == 1
+    assert "tls" not in {m["name"] for m in container(notifier)["volumeMounts"]}
+
+    # PostgreSQL and NATS bundled.
+    assert r.names("StatefulSet") == [f"{FULL}-nats", f"{FULL}-postgresql"]
+    pg = r.get("StatefulSet", f"{FULL}-postgresql")
+    pg_c = container(pg)
+    assert pg_c["image"] == "postgres:15"
+    assert env_of(pg_c)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{FULL}-postgresql", "key": "password"}
+    assert pg["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    assert r.get("Service", f"{FULL}-postgresql")["spec"]["ports"][0]["port"] == 5432
+    nats = r.get("StatefulSet", f"{FULL}-nats")
+    assert container(nats)["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "monitor"}
+    assert r.get("Service", f"{FULL}-nats")["spec"]["ports"][0]["port"] == 4222
+    assert r.get("Secret", FULL)["stringData"]["NATS_URL"] == f"nats://{FULL}-nats:4222"
+    assert len(r.get("Secret", f"{FULL}-postgresql")["data"]["password"]) > 20
+
+    # Every Postern pod reaches the bundled database with its password from the Secret.
+    smtpd = container(r.get("Deployment", f"{FULL}-smtpd"))
+    env = env_of(smtpd)
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == f"{FULL}-postgresql"
+    assert env["DATABASE_URL"]["value"] == f"postgresql://postern:$(POSTGRES_PASSWORD)@{FULL}-postgresql:5432/postern"
+    names = [e["name"] for e in smtpd["env"]]
+    assert names.index("POSTGRES_PASSWORD") < names.index("DATABASE_URL")   # $(...) expands
+    assert env["NATS_URL"]["valueFrom"]["secretKeyRef"] == {"name": FULL, "key": "NATS_URL"}
+
+    # A self-signed certificate in a kubernetes.io/tls Secret.
+    tls = r.get("Secret", f"{FULL}-tls")
+    assert tls["type"] == "kubernetes.io/tls" and set(tls["data"]) == {"tls.crt", "tls.key"}
+
+    # The schema: the bundled database only exists after install, so each Postern pod
+    # migrates in an init container, and the hook runs before upgrades.
+    job = r.get("Job", f"{FULL}-migrate")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-upgrade"
+    assert container(job)["args"] == ["migrate"]
+    for w in r.all("Deployment"):
+        inits = pod_spec(w)["initContainers"]
+        assert [i["args"] for i in inits] == [["migrate"]]
+        assert "DATABASE_URL" in env_of(inits[0])
+
+    cm = r.get("ConfigMap", FULL)["data"]
+    assert cm["PROXY_TRUSTED_NETWORKS"] == ""      # off
+    assert cm["HEALTH_PORT"] == "8080"
+
+
+# ---- external PostgreSQL and NATS ----------------------------------------------------------
+def test_external_database_and_bus(render):
+    r = render(EXTERNAL)
+    assert r.all("StatefulSet") == []
+    assert not r.maybe("Service", f"{FULL}-postgresql") and not r.maybe("Service", f"{FULL}-nats")
+    assert not r.maybe("Secret", f"{FULL}-postgresql")
+    main = r.get("Secret", FULL)["stringData"]
+    assert main["DATABASE_URL"] == EXTERNAL["postgresql"]["external"]["url"]
+    assert main["NATS_URL"] == "nats://bus.example:4222"
+    for w in r.all("Deployment"):
+        env = env_of(container(w))
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": FULL, "key": "DATABASE_URL"}
+        assert "POSTGRES_PASSWORD" not in env
+        assert "initContainers" not in pod_spec(w)
+    # The hook runs before install and upgrade, with the URL in a hook Secret made just
+    # before it (the release's own Secret does not exist yet at pre-install).
+    job = r.get("Job", f"{FULL}-migrate")
+    ann = job["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "hook-succeeded" in ann["helm.sh/hook-delete-policy"]
+    hook_secret = r.get("Secret", f"{FULL}-migrate")
+    hann = hook_secret["metadata"]["annotations"]
+    assert hann["helm.sh/hook"] == ann["helm.sh/hook"]
+    assert int(hann["helm.sh/hook-weight"]) < int(ann["helm.sh/hook-weight"])
+    assert hook_secret["stringData"]["DATABASE_URL"] == EXTERNAL["postgresql"]["external"]["url"]
+    assert env_of(container(job))["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{FULL}-migrate"
+    assert pod_spec(job).get("serviceAccountName") is None   # the chart's does not exist yet
+
+
+def test_external_database_from_an_existing_secret(render):
+    r = render(deep(EXTERNAL, **{"postgresql.external.url": "",
+                                 "postgresql.external.existingSecret": "pg-credentials",
+                                 "postgresql.external.existingSecretKey": "url"}))
+    assert r.all("StatefulSet") == []
+    assert "DATABASE_URL" not in r.get("Secret", FULL)["stringData"]
+    assert not r.maybe("Secret", f"{FULL}-migrate")
+    for w in r.all("Deployment") + r.all("Job"):
+        ref = env_of(container(w))["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "pg-credentials", "key": "url"}
+
+
+def test_external_url_wins_over_bundled(render):
+    """Setting only the URLs is enough: the bundled servers are not made."""
+    r = render(deep(EXTERNAL, **{"postgresql.bundled.enabled": True, "nats.bundled.enabled": True}))
+    assert r.all("StatefulSet") == []
+
+
+def test_no_database_at_all_fails(render):
+    r = render({"postgresql": {"bundled": {"enabled": False}}}, check=False)
+    assert r.returncode != 0
+    assert "postgresql.external.url" in r.stderr
+
+
+# ---- replicas and autoscaling --------------------------------------------------------------
+def test_replicas(render):
+    r = render(VALUE_SETS["replicas3"])
+    for name in ("smtpd", "pop3d"):
+        frontend_checks(r, name, replicas=3)
+    assert r.all("HorizontalPodAutoscaler") == []
+    assert r.get("Deployment", f"{FULL}-limiter")["spec"]["replicas"] == 1
+
+
+def test_limiter_replicas_cannot_be_changed(render):
+    r = render({"limiter": {"replicas": 3, "autoscaling": {"enabled": True}}})
+    assert r.get("Deployment", f"{FULL}-limiter")["spec"]["replicas"] == 1
+    assert r.all("HorizontalPodAutoscaler") == []
+
+
+def test_autoscaling(render):
+    r = render(VALUE_SETS["autoscaling"])
+    hpas = {h["metadata"]["name"]: h for h in r.all("HorizontalPodAutoscaler")}
+    assert set(hpas) == {f"{FULL}-smtpd", f"{FULL}-pop3d", f"{FULL}-imapd"}
+    smtpd = hpas[f"{FULL}-smtpd"]
+    assert smtpd["apiVersion"] == "autoscaling/v2"
+    assert smtpd["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{FULL}-smtpd"}
+    assert smtpd["spec"]["minReplicas"] == 3 and smtpd["spec"]["maxReplicas"] == 12
+    metric = smtpd["spec"]["metrics"][0]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    assert hpas[f"{FULL}-pop3d"]["spec"]["minReplicas"] == 2
+    for name in ("smtpd", "pop3d", "imapd"):
+        dep, _ = frontend_checks(r, name)
+        # The autoscaler owns the count: the Deployment does not fight it.
+        assert "replicas" not in dep["spec"]
+        # CPU utilisation needs a CPU request.
+        assert container(dep)["resources"]["requests"]["cpu"]
+    imapd_svc = r.get("Service", f"{FULL}-imapd")
+    assert {p["port"] for p in imapd_svc["spec"]["ports"]} == {143, 993}
+
+
+# ---- certificates --------------------------------------------------------------------------
+def test_existing_tls_secret(render):
+    r = render(VALUE_SETS["existing-tls"])
+    assert not r.maybe("Secret", f"{FULL}-tls")
+    for name in ("smtpd", "pop3d"):
+        dep, _ = frontend_checks(r, name)
+        vols = {v["name"]: v for v in pod_spec(dep)["volumes"]}
+        assert vols["tls"]["secret"]["secretName"] == "mail-example-org-tls"
+        assert "checksum/tls" not in dep["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_tls_from_values(render):
+    cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    r = render({"tls": {"cert": cert, "key": key}})
+    import base64
+    data = r.get("Secret", f"{FULL}-tls")["data"]
+    assert base64.b64decode(data["tls.crt"]).decode() == cert
+    assert base64.b64decode(data["tls.key"]).decode() == key
+    bad = render({"tls": {"cert": cert}}, check=False)
+    assert bad.returncode != 0 and "tls.key" in bad.stderr
+
+
+def test_hostname(render):
+    r = render({"hostname": "mail.example.org"})
+    assert env_value(container(r.get("Deployment", f"{FULL}-smtpd")), "SMTP_HOSTNAME") == "mail.example.org"
+    assert env_value(container(r.get("Deployment", f"{FULL}-pop3d")), "POP3_HOSTNAME") == "mail.example.org"
+    # Unset: each pod greets with its own name (no variable).
+    r = render()
+    assert "SMTP_HOSTNAME" not in env_of(container(r.get("Deployment", f"{FULL}-smtpd")))
+
+
+# ---- PROXY protocol and Services ---------------------------------------------------------
+def test_proxy_protocol(render):
+    r = render(VALUE_SETS["proxy"])
+    assert r.get("ConfigMap", FULL)["data"]["PROXY_TRUSTED_NETWORKS"] == "10.0.0.0/8,2001:db8::/32"
+    for name in ("smtpd", "pop3d"):
+        dep = r.get("Deployment", f"{FULL}-{name}")
+        assert container(dep)["envFrom"] == [{"configMapRef": {"name": FULL}}]
+    # A changed setting rolls the pods (the ConfigMap's checksum is in the pod template).
+    before = render().get("Deployment", f"{FULL}-smtpd")["spec"]["template"]["metadata"]["annotations"]
+    after = r.get("Deployment", f"{FULL}-smtpd")["spec"]["template"]["metadata"]["annotations"]
+    assert before["checksum/config"] != after["checksum/config"]
+
+
+def test_service_type_and_ports_are_configurable(render):
+    r = render({"smtpd": {"service": {"type": "ClusterIP", "ports": {"smtp": 2525, "submission": 2587, "smtps": 2465}}},
+                "pop3d": {"service": {"type": "NodePort", "externalTrafficPolicy": "Cluster",
+                                      "annotations": {"example.org/lb": "shared"}}}})
+    _, smtpd = frontend_checks(r, "smtpd", service_ports={"smtp": 2525, "submission": 2587, "smtps": 2465})
+    assert smtpd["spec"]["type"] == "ClusterIP" and "externalTrafficPolicy" not in smtpd["spec"]
+    _, pop3d = frontend_checks(r, "pop3d")
+    assert pop3d["spec"]["type"] == "NodePort" and pop3d["spec"]["externalTrafficPolicy"] == "Cluster"
+    assert pop3d["metadata"]["annotations"] == {"example.org/lb": "shared"}
+
+
+def test_optional_services(render):
+    r = render({"imapd": {"enabled": True}, "relayd": {"enabled": True, "replicas": 2},
+                "notifier": {"enabled": False}})
+    frontend_checks(r, "imapd", replicas=2)
+    relayd = r.get("Deployment", f"{FULL}-relayd")
+    assert container(relayd)["args"] == ["relayd"] and relayd["spec"]["replicas"] == 2
+    assert not r.maybe("Deployment", f"{FULL}-notifier")
+
+
+def test_bundled_images_for_machines_without_a_registry(render):
+    r = render({"image": {"tag": "0.1.0"},
+                "postgresql": {"bundled": {"image": {"repository": "postern-postgres", "tag": "15"}}},
+                "nats": {"bundled": {"image": {"repository": "postern-nats", "tag": "2.9"}}}})
+    assert container(r.get("StatefulSet", f"{FULL}-postgresql"))["image"] == "postern-postgres:15"
+    assert container(r.get("StatefulSet", f"{FULL}-nats"))["image"] == "postern-nats:2.9"
+    assert container(r.get("Deployment", f"{FULL}-smtpd"))["image"] == "postern:0.1.0"
