@@ -1,9 +1,11 @@
 #!/bin/sh
-# Runs Postern's tests: tests/run.sh [unit|e2e|all] (default all).
+# Runs Postern's tests: tests/run.sh [unit|e2e|deploy|all] (default all).
 #
 #   unit  every cmocka binary build/tests/test_*, then build/san/tests/test_* if built
 #   e2e   the end-to-end suite (tests/e2e, pytest) against build/bin, then against
 #         build/san/bin (AddressSanitizer + UBSan build) if it exists
+#   deploy  the Helm chart and compose checks (tests/deploy), then the compose stack end
+#         to end (tests/deploy/e2e_docker.sh) when a Docker engine answers
 #
 # Each binary and each pytest run counts as one suite; the last line says how many passed
 # and failed, and the exit status is non-zero when any failed. Build first (`make`,
@@ -16,9 +18,9 @@ PYTHON=/usr/bin/python3   # Debian's, which has pytest, psycopg2 and protobuf
 
 what=${1:-all}
 case $what in
-    unit | e2e | all) ;;
+    unit | e2e | deploy | all) ;;
     *)
-        echo "usage: tests/run.sh [unit|e2e|all]" >&2
+        echo "usage: tests/run.sh [unit|e2e|deploy|all]" >&2
         exit 2
         ;;
 esac
@@ -118,12 +120,29 @@ run_e2e() {
     fi
 }
 
+# The Helm chart and compose file checks, then the compose stack end to end where a
+# Docker engine answers (images are built offline from Debian packages the first time).
+run_deploy() {
+    echo "== deploy: chart and compose checks"
+    "$PYTHON" -m pytest -q -rs tests/deploy
+    record "deploy checks (tests/deploy)" $?
+    if docker info >/dev/null 2>&1; then
+        echo "== deploy: compose stack end to end (tests/deploy/e2e_docker.sh)"
+        sh tests/deploy/e2e_docker.sh
+        record "e2e-docker" $?
+    else
+        echo "== deploy: no Docker engine answers (docker info): e2e-docker skipped"
+    fi
+}
+
 case $what in
     unit) run_unit ;;
     e2e) run_e2e ;;
+    deploy) run_deploy ;;
     all)
         run_unit
         run_e2e
+        run_deploy
         ;;
 esac
 
