@@ -81,6 +81,8 @@ static void reply_cb(void *arg, const void *data, size_t len)
 static int lim_request(lim_t *lim, const char *subject, const ProtobufCMessage *msg, lim_cb cb,
                        void *arg)
 {
+    if (!lim || !lim->bus)
+        return -1; /* shutting down */
     lim_req_t *r = malloc(sizeof *r);
     if (!r)
         return -1;
@@ -130,6 +132,8 @@ int lim_check_send(lim_t *lim, Postern__Service service, const char *user, const
 
 void lim_release(lim_t *lim, const char *user, const char *queue_id)
 {
+    if (!lim || !lim->bus)
+        return; /* shutting down: the reservation ages out of the window */
     Postern__SendRelease m = POSTERN__SEND_RELEASE__INIT;
     m.user = (char *)user;
     m.queue_id = (char *)queue_id;
