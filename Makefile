@@ -138,7 +138,7 @@ clean:
 # when a Docker engine answers.
 POSTERN_BASE_IMAGE ?= postern-base:bookworm
 
-.PHONY: images e2e-docker test-helm test-deploy
+.PHONY: images e2e-docker e2e-docker-scale test-helm test-deploy
 
 images:
 	@if [ "$(POSTERN_BASE_IMAGE)" = postern-base:bookworm ]; then sh deploy/docker/build-base.sh; fi
@@ -148,13 +148,18 @@ images:
 e2e-docker:
 	sh tests/deploy/e2e_docker.sh
 
+# smtpd scaled to 3 under one HAMR limit, the limiter killed and back, PostgreSQL
+# restarted under load (every message acknowledged with 250 is stored).
+e2e-docker-scale:
+	sh tests/deploy/e2e_docker_scale.sh
+
 test-helm:
 	/usr/bin/python3 -m pytest -q -rs tests/deploy/test_helm.py
 
 test-deploy:
 	/usr/bin/python3 -m pytest -q -rs tests/deploy
 	@if docker info >/dev/null 2>&1; then \
-	    $(MAKE) e2e-docker; \
+	    $(MAKE) e2e-docker && $(MAKE) e2e-docker-scale; \
 	else \
 	    echo "test-deploy: no Docker engine answers (docker info): e2e-docker skipped"; \
 	fi

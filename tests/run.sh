@@ -130,6 +130,9 @@ run_deploy() {
         echo "== deploy: compose stack end to end (tests/deploy/e2e_docker.sh)"
         sh tests/deploy/e2e_docker.sh
         record "e2e-docker" $?
+        echo "== deploy: smtpd x3 under one HAMR limit, limiter killed, PostgreSQL restarted under load"
+        E2E_NO_BUILD=1 sh tests/deploy/e2e_docker_scale.sh
+        record "e2e-docker-scale" $?
     else
         echo "== deploy: no Docker engine answers (docker info): e2e-docker skipped"
     fi

@@ -1,0 +1,614 @@
+#!/bin/sh
+# Postern in containers, scaled out and knocked about (issue 5, "Proven here"): the compose
+# stack of docker-compose.yml, unchanged, under a project of its own, with smtpd scaled to 3
+# replicas. Every mail port is published on 127.0.0.1 with a port the engine picks (host port
+# 0), so the replicas do not clash; each replica's port comes from
+# `docker compose port --index N smtpd PORT`, and the clients (Python's smtplib) run here.
+#
+#   1. HAMR across replicas: `mailctl hamr set --user U --max 3 --interval 300`; U sends one
+#      message through each replica (3 accepted, each replica logs its own), then more through
+#      each replica: every one is `451 4.7.1`. Exactly 3 are stored.
+#   2. The limiter killed (`kill limiter`): an authenticated message gets 451 4.7.1 from every
+#      replica and nothing is stored, mail from other servers still flows, smtpd stays up;
+#      `start limiter`: the client's retry goes through (waited for with a deadline), once.
+#   3. PostgreSQL restarted under load: messages (MX to a mailbox, authenticated submissions
+#      to the relay queue, round robin over the replicas) sent in a loop while
+#      `restart postgres` happens in the middle; every queue id acknowledged with 250 is then
+#      in a mailbox or in the queue, exactly once, every failure was 4xx, smtpd stayed up, and
+#      every replica accepts both kinds of mail again.
+#
+# Ends with `N passed, N failed` (the three items) and a non-zero status when one failed.
+# The project and its volumes are removed at the end whatever happens (down -v).
+#
+# Environment:
+#   COMPOSE            the compose command (default: `docker compose`, else `docker-compose`)
+#   E2E_PROJECT        compose project name (default postern-e2e-scale)
+#   E2E_TIMEOUT        seconds to wait for the stack to be healthy (default 180)
+#   E2E_REPLICAS       smtpd replicas (default 3)
+#   E2E_LOAD           messages in the PostgreSQL-restart loop (default 60)
+#   E2E_LOAD_WORKERS   clients sending them at once (default: one per replica)
+#   E2E_LOAD_PACE      seconds each client waits between two messages (default 0.5)
+#   E2E_NO_BUILD=1     use the images as they are (else built as e2e_docker.sh does; cached)
+#   E2E_KEEP=1         leave the stack running afterwards (remove it with the printed command)
+#   POSTERN_BASE_IMAGE, POSTGRES_IMAGE, NATS_IMAGE   registry images instead of the
+#                      offline ones (then build-base.sh is not run)
+set -eu
+
+cd "$(dirname "$0")/../.."
+PROJECT=${E2E_PROJECT:-postern-e2e-scale}
+TIMEOUT=${E2E_TIMEOUT:-180}
+REPLICAS=${E2E_REPLICAS:-3}
+LOAD=${E2E_LOAD:-60}
+WORKERS=${E2E_LOAD_WORKERS:-$REPLICAS}
+PACE=${E2E_LOAD_PACE:-0.5}
+PYTHON=/usr/bin/python3
+T0=$(date +%s)
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/postern-e2e-scale.XXXXXX")
+PASSED=0
+FAILED=0
+ITEMS="hamr limiter postgres"
+DONE=""
+LOAD_PID=""
+
+step() {
+    printf '== [%4ss] %s\n' "$(($(date +%s) - T0))" "$*"
+}
+
+# A check inside an item that did not hold: said, and the item fails (the caller returns 1).
+bad() {
+    printf '== [%4ss] FAIL: %s\n' "$(($(date +%s) - T0))" "$*" >&2
+}
+
+# The stack itself could not be set up: nothing more can be shown.
+fail() {
+    bad "$*"
+    exit 1
+}
+
+if [ -z "${COMPOSE:-}" ]; then
+    if docker compose version >/dev/null 2>&1; then
+        COMPOSE="docker compose"
+    elif command -v docker-compose >/dev/null 2>&1; then
+        COMPOSE=docker-compose
+    else
+        fail "neither 'docker compose' nor 'docker-compose' is installed"
+    fi
+fi
+docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker info)"
+command -v "$PYTHON" >/dev/null 2>&1 || fail "$PYTHON is not installed"
+
+compose() {
+    # shellcheck disable=SC2086
+    $COMPOSE -p "$PROJECT" -f docker-compose.yml "$@"
+}
+
+# Host port 0: the engine picks a free port for every replica of every service.
+export POSTERN_HOST_IP=127.0.0.1 SMTP_HOST_PORT=0 SUBMISSION_HOST_PORT=0 SMTPS_HOST_PORT=0 \
+    POP3_HOST_PORT=0 POP3S_HOST_PORT=0
+export SMTP_HOSTNAME=mail.example.test
+DOMAIN=example.test
+RUN=$$-$(date +%s)
+HAMR_USER=hamr@$DOMAIN       # item 1: HAMR, HAMR_MAX messages per 300 s
+HAMR_MAX=3
+SENDER=sender@$DOMAIN        # items 2 and 3: authenticated mail (HAMR's defaults)
+INBOX_USER=alice@$DOMAIN     # items 2 and 3: MX mail lands here
+OUTSIDE=someone@example.org  # relayed: the outbound queue
+PASSWORD=e2e-scale-$RUN-pw
+
+finish() {
+    status=$?
+    trap - EXIT INT TERM
+    [ -z "$LOAD_PID" ] || kill "$LOAD_PID" 2>/dev/null || true
+    if [ "$status" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
+        compose logs --no-color >"$LOGDIR/compose.log" 2>&1 || true
+        echo "== state of the stack:"
+        compose ps 2>&1 || true
+        echo "== last log lines:"
+        compose logs --no-color --tail 15 2>&1 | tail -n 150 || true
+    fi
+    if [ "${E2E_KEEP:-0}" = 1 ]; then
+        echo "== kept: $COMPOSE -p $PROJECT down -v   removes it"
+    else
+        step "removing the stack (down -v)"
+        compose down -v --remove-orphans >"$LOGDIR/down.log" 2>&1 || cat "$LOGDIR/down.log"
+    fi
+    # Items the run did not reach count as failed.
+    for item in $ITEMS; do
+        case " $DONE " in
+            *" $item "*) ;;
+            *) [ "$status" -eq 0 ] || { echo "== not run: $item"; FAILED=$((FAILED + 1)); } ;;
+        esac
+    done
+    [ "$FAILED" -eq 0 ] || [ "$status" -ne 0 ] || status=1
+    if [ "$status" -eq 0 ]; then
+        rm -rf "$LOGDIR"
+        step "e2e-docker-scale passed"
+    else
+        echo "== logs kept in $LOGDIR"
+    fi
+    echo "$PASSED passed, $FAILED failed"
+    exit "$status"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# Leftovers of an interrupted run under the same project name.
+compose down -v --remove-orphans >/dev/null 2>&1 || true
+
+# ---- the SMTP client --------------------------------------------------------------------
+# python3 smtpc.py send PORT MODE USER PASSWORD FROM TO TOKEN
+#     one message; prints "CODE QUEUE_ID TEXT" (QUEUE_ID "-" unless accepted; CODE 0: no
+#     reply, the connection failed or dropped). MODE mx: plain SMTP; sub: STARTTLS, AUTH PLAIN.
+# python3 smtpc.py load OUT N WORKERS PACE PORTS MX_TO USER PASSWORD SUB_TO PREFIX
+#     N messages (about 64 KB each) sent by WORKERS clients at once, each pausing PACE seconds
+#     between its messages; message I goes to replica I mod R of the R comma-separated PORTS
+#     ("mx_port/submission_port" each), by rounds alternately MX to MX_TO and authenticated
+#     from USER to SUB_TO. One line per message appended to OUT:
+#     "I MODE PORT TOKEN CODE QUEUE_ID TEXT".
+cat >"$LOGDIR/smtpc.py" <<'EOF'
+import base64, re, smtplib, ssl, sys, threading, time
+
+CTX = ssl.create_default_context()
+CTX.check_hostname = False
+CTX.verify_mode = ssl.CERT_NONE          # the stack's self-signed certificate
+
+
+def message(sender, to, token, lines=0):
+    return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: scale {token}\r\n"
+            f"Message-ID: <{token}@client.example.org>\r\n\r\n"
+            f"e2e-docker-scale: {token}\r\n" + f"{'x' * 76}\r\n" * lines).encode()
+
+
+def text(b):
+    return (b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)).replace("\n", " ")
+
+
+def send(port, mode, user, password, sender, to, token, timeout=60, lines=0):
+    """(code, queue_id, text) of the first reply that is not a success, else of DATA's end."""
+    try:
+        s = smtplib.SMTP("127.0.0.1", int(port), local_hostname="client.example.org",
+                         timeout=timeout)
+    except smtplib.SMTPConnectError as e:
+        return e.smtp_code, "-", text(e.smtp_error)
+    except (OSError, smtplib.SMTPException) as e:
+        return 0, "-", f"no connection: {e!r}"
+    try:
+        code, msg = s.ehlo()
+        if code != 250:
+            return code, "-", text(msg)
+        if mode == "sub":
+            s.starttls(context=CTX)
+            s.ehlo()
+            plain = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            code, msg = s.docmd("AUTH", "PLAIN " + plain)
+            if code != 235:
+                return code, "-", text(msg)
+        for code, msg in (s.mail(sender), s.rcpt(to)):
+            if code >= 300:
+                return code, "-", text(msg)
+        code, msg = s.data(message(sender, to, token, lines))
+        m = re.search(r"queued as (\S+)", text(msg))
+        return code, (m.group(1) if code == 250 and m else "-"), text(msg)
+    except smtplib.SMTPResponseException as e:
+        return e.smtp_code, "-", text(e.smtp_error)
+    except (OSError, smtplib.SMTPException) as e:
+        return 0, "-", f"no reply: {e!r}"
+    finally:
+        try:
+            s.quit()
+        except Exception:
+            s.close()
+
+
+def main():
+    if sys.argv[1] == "send":
+        code, qid, msg = send(*sys.argv[2:9])
+        print(code, qid, msg)
+    elif sys.argv[1] == "load":
+        out, n, workers, pace, ports, mx_to, user, password, sub_to, prefix = sys.argv[2:12]
+        n, workers, pace = int(n), int(workers), float(pace)
+        ports = [p.split("/") for p in ports.split(",")]
+        lock = threading.Lock()
+        f = open(out, "a")
+
+        def worker(w):
+            for i in range(w, n, workers):
+                mx_port, sub_port = ports[i % len(ports)]
+                mode = "mx" if (i // len(ports)) % 2 == 0 else "sub"
+                token = f"{prefix}-{i}"
+                if mode == "mx":
+                    port = mx_port
+                    r = send(port, "mx", "", "", "someone@outside.example", mx_to, token,
+                             lines=840)
+                else:
+                    port = sub_port
+                    r = send(port, "sub", user, password, user, sub_to, token, lines=840)
+                with lock:
+                    print(i, mode, port, token, *r, file=f, flush=True)
+                time.sleep(pace)
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        f.close()
+
+
+main()
+EOF
+
+smtpc() {
+    "$PYTHON" "$LOGDIR/smtpc.py" "$@"
+}
+
+# Containers of a service (one-off `run` containers left out), straight from the engine: the
+# compose labels are the same for docker-compose v1 and docker compose v2, and this is quick.
+ids() {
+    docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT" \
+        --filter "label=com.docker.compose.service=$1" --filter "label=com.docker.compose.oneoff=False"
+}
+
+sql() {
+    docker exec -i "$(ids postgres)" psql -X -q -At -U postern -d postern -c "$1"
+}
+
+# mailctl through its compose service, as an administrator runs it.
+mailctl() {
+    echo "\$ mailctl $*" >>"$LOGDIR/mailctl.log"
+    compose run --rm -T mailctl "$@" >>"$LOGDIR/mailctl.log" 2>&1 || {
+        tail -n 20 "$LOGDIR/mailctl.log"
+        return 1
+    }
+}
+
+# Container ids of a service's replicas, in replica order (index 1, 2, ...).
+replicas() {
+    ids "$1" | while read -r id; do
+        printf '%s %s\n' "$(docker inspect -f '{{index .Config.Labels "com.docker.compose.container-number"}}' "$id")" "$id"
+    done | sort -n | cut -d' ' -f2
+}
+
+# "id started-at restart-count status" of every replica: compared before and after a test.
+fingerprint() {
+    for id in $(replicas "$1"); do
+        docker inspect -f '{{.Id}} {{.State.StartedAt}} {{.RestartCount}} {{.State.Status}}' "$id"
+    done
+}
+
+# The host port replica N of smtpd publishes container port P on.
+host_port() {
+    compose port --index "$1" smtpd "$2" | sed 's/.*://'
+}
+
+# Waits until every container of the given services is running and healthy.
+wait_healthy() {
+    limit=$1
+    shift
+    deadline=$(($(date +%s) + limit))
+    while :; do
+        waiting=""
+        for svc in "$@"; do
+            found=$(ids "$svc")
+            [ -n "$found" ] || waiting="$waiting $svc(missing)"
+            for id in $found; do
+                state=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id" 2>/dev/null || echo missing)
+                case $state in
+                    running/healthy) ;;
+                    exited/* | dead/*) bad "$svc ($id) has stopped ($state)"; return 1 ;;
+                    */unhealthy)
+                        bad "$svc is unhealthy: $(docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$id" | grep . | tail -n 1)"
+                        return 1 ;;
+                    *) waiting="$waiting $svc($state)" ;;
+                esac
+            done
+        done
+        [ -z "$waiting" ] && return 0
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            bad "not healthy after ${limit}s:$waiting"
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+# Copies of the message with token $2 in the INBOX of $1 plus entries in the outbound queue
+# (found by its Message-ID, <TOKEN@client.example.org>: no token is a prefix of another's).
+stored() {
+    sql "SELECT (SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+                 JOIN users u ON u.id = b.user_id
+                 WHERE u.address = '$1' AND position(convert_to('<$2@', 'UTF8') IN m.raw) > 0)
+              + (SELECT count(*) FROM outbound_queue WHERE position(convert_to('<$2@', 'UTF8') IN raw) > 0)"
+}
+
+# smtpc send ARGS... again and again, as a client retrying after a 4xx, until it gets 250 or
+# the time is past $1 (seconds since the epoch); prints the last reply. Fails on anything but
+# 250 and 4xx.
+send_until_accepted() {
+    until_=$1
+    shift
+    while :; do
+        r_=$(smtpc send "$@")
+        echo "$*: $r_" >>"$LOGDIR/retries.log"
+        case $r_ in
+            "250 "*) echo "$r_"; return 0 ;;
+            4*) [ "$(date +%s)" -lt "$until_" ] || { echo "$r_"; return 1; } ;;
+            *) echo "$r_"; return 1 ;;
+        esac
+        sleep 1
+    done
+}
+
+# A reply as smtpc prints it ("CODE QUEUE_ID TEXT"), without the queue id.
+said() {
+    echo "$1" | cut -d' ' -f1,3-
+}
+
+# ---- images -----------------------------------------------------------------------------
+if [ "${E2E_NO_BUILD:-0}" != 1 ]; then
+    if [ -z "${POSTERN_BASE_IMAGE:-}${POSTGRES_IMAGE:-}${NATS_IMAGE:-}" ]; then
+        step "base images (deploy/docker/build-base.sh; skipped where they exist)"
+        timeout 1200 sh deploy/docker/build-base.sh all >"$LOGDIR/build-base.log" 2>&1 || {
+            tail -n 40 "$LOGDIR/build-base.log"
+            fail "building the base images"
+        }
+    fi
+    BASE=${POSTERN_BASE_IMAGE:-postern-base:bookworm}
+    step "postern and certs images (docker build, FROM $BASE)"
+    timeout 1200 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
+        -t "${POSTERN_IMAGE:-postern:latest}" . >"$LOGDIR/build.log" 2>&1 || {
+        tail -n 40 "$LOGDIR/build.log"
+        fail "building the postern image (log: $LOGDIR/build.log)"
+    }
+    timeout 600 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
+        --target certs -t "${POSTERN_CERTS_IMAGE:-postern-certs:latest}" . \
+        >"$LOGDIR/build-certs.log" 2>&1 || {
+        tail -n 40 "$LOGDIR/build-certs.log"
+        fail "building the certs image (log: $LOGDIR/build-certs.log)"
+    }
+fi
+
+# ---- up, smtpd x REPLICAS -----------------------------------------------------------------
+step "compose up --scale smtpd=$REPLICAS (project $PROJECT, mail ports on 127.0.0.1, engine-picked)"
+timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml up -d --no-build \
+    --scale smtpd="$REPLICAS" >"$LOGDIR/up.log" 2>&1 || {
+    cat "$LOGDIR/up.log"
+    fail "compose up"
+}
+SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|migrate|mailctl' | tr '\n' ' ')
+step "waiting for healthy: postgres nats $SERVICES(at most ${TIMEOUT}s)"
+# shellcheck disable=SC2086
+wait_healthy "$TIMEOUT" postgres nats $SERVICES || fail "the stack did not come up"
+n=$(replicas smtpd | wc -l)
+[ "$n" -eq "$REPLICAS" ] || fail "$n smtpd replicas running, not $REPLICAS"
+MX_PORTS="" SUB_PORTS="" LOAD_PORTS=""
+i=1
+while [ "$i" -le "$REPLICAS" ]; do
+    mx=$(host_port "$i" 2525) sub=$(host_port "$i" 2587)
+    [ -n "$mx" ] && [ -n "$sub" ] || fail "no published ports for smtpd replica $i"
+    MX_PORTS="$MX_PORTS $mx" SUB_PORTS="$SUB_PORTS $sub" LOAD_PORTS="$LOAD_PORTS,$mx/$sub"
+    i=$((i + 1))
+done
+LOAD_PORTS=${LOAD_PORTS#,}
+step "healthy; smtpd replicas: MX ports$MX_PORTS, submission ports$SUB_PORTS"
+
+# ---- administer -------------------------------------------------------------------------
+step "mailctl (compose run): domain $DOMAIN, users $HAMR_USER $SENDER $INBOX_USER; hamr set --user $HAMR_USER --max $HAMR_MAX --interval 300"
+mailctl domain add "$DOMAIN" || fail "mailctl domain add"
+for u in "$HAMR_USER" "$SENDER" "$INBOX_USER"; do
+    printf '%s\n' "$PASSWORD" | compose run --rm -T mailctl user add "$u" --password-stdin \
+        >>"$LOGDIR/mailctl.log" 2>&1 || {
+        tail -n 20 "$LOGDIR/mailctl.log"
+        fail "mailctl user add $u"
+    }
+done
+# Before the user's first message: the limiter reads a user's settings when it first sees it.
+mailctl hamr set --user "$HAMR_USER" --max "$HAMR_MAX" --interval 300 --action throttle ||
+    fail "mailctl hamr set"
+
+# The domain reaches every replica over the bus (config.changed); it may take a moment.
+deadline=$(($(date +%s) + 60))
+for port in $MX_PORTS; do
+    until r=$(smtpc send "$port" mx "" "" someone@outside.example "$INBOX_USER" "warmup-$RUN-$port") &&
+        [ "${r%% *}" = 250 ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || fail "smtpd on :$port does not take mail for $DOMAIN: $r"
+        sleep 1
+    done
+done
+step "every replica takes mail for $DOMAIN"
+
+# ---- 1. HAMR across the replicas --------------------------------------------------------
+item_hamr() {
+    # Message k goes through replica k mod R: the first HAMR_MAX are accepted, one through
+    # each replica (R = 3), and then every replica refuses the next ones, two each.
+    accepted=0 qids="" k=0 n=$((HAMR_MAX + 2 * REPLICAS))
+    while [ "$k" -lt "$n" ]; do
+        i=$((k % REPLICAS + 1))
+        port=$(echo $SUB_PORTS | cut -d' ' -f"$i")
+        r=$(smtpc send "$port" sub "$HAMR_USER" "$PASSWORD" "$HAMR_USER" "$OUTSIDE" "hamr-$RUN-$k")
+        echo "message $k replica $i :$port $r" >>"$LOGDIR/hamr.log"
+        if [ "$k" -lt "$HAMR_MAX" ]; then
+            [ "${r%% *}" = 250 ] || { bad "message $((k + 1)) of $HAMR_MAX, through replica $i (:$port), refused: $(said "$r")"; return 1; }
+            accepted=$((accepted + 1))
+            qid=$(echo "$r" | cut -d' ' -f2)
+            qids="$qids $qid"
+            # The replica behind that port is the one that took it.
+            docker logs "$(replicas smtpd | sed -n "${i}p")" 2>&1 | grep -q "message accepted.* id=$qid " || {
+                bad "replica $i (:$port) did not log accepting $qid"
+                return 1
+            }
+            [ "$((k + 1))" = "$HAMR_MAX" ] &&
+                step "   $HAMR_MAX messages, through replicas 1 to $REPLICAS in turn: 250 (queue ids$qids)"
+        else
+            case $r in
+                "451 - 4.7.1 "*) ;;
+                250*) accepted=$((accepted + 1)); bad "message $((k + 1)), past the limit, accepted by replica $i (:$port)"; return 1 ;;
+                *) bad "message $((k + 1)), past the limit, through replica $i (:$port): $(said "$r") (want 451 4.7.1)"; return 1 ;;
+            esac
+        fi
+        k=$((k + 1))
+    done
+    step "   then $((2 * REPLICAS)) more, two through each replica: every one $(said "$(grep -m1 ' 451 ' "$LOGDIR/hamr.log" | cut -d' ' -f6-)")"
+    stored_n=$(sql "SELECT count(*) FROM outbound_queue WHERE sender = '$HAMR_USER'")
+    [ "$accepted" = "$HAMR_MAX" ] && [ "$stored_n" = "$HAMR_MAX" ] || {
+        bad "$accepted accepted, $stored_n queued for $HAMR_USER (want $HAMR_MAX and $HAMR_MAX)"
+        return 1
+    }
+    step "   exactly $HAMR_MAX accepted and stored for $HAMR_USER across $REPLICAS replicas"
+}
+
+# ---- 2. the limiter killed and started again --------------------------------------------
+item_limiter() {
+    before=$(fingerprint smtpd)
+    # One accepted first: the sender's settings are known, the path works.
+    r=$(smtpc send "$(echo $SUB_PORTS | cut -d' ' -f1)" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "pre-$RUN")
+    [ "${r%% *}" = 250 ] || { bad "an authenticated message before the kill was refused: $r"; return 1; }
+    compose kill limiter >>"$LOGDIR/limiter.log" 2>&1 || { bad "compose kill limiter"; return 1; }
+    state=$(docker inspect -f '{{.State.Status}}' "$(ids limiter)")
+    [ "$state" != running ] || { bad "the limiter still runs after compose kill"; return 1; }
+    step "   limiter killed (now $state)"
+    i=1 toks=""
+    for port in $SUB_PORTS; do
+        tok=down-$RUN-$i
+        toks="$toks $tok"
+        r=$(smtpc send "$port" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "$tok")
+        echo "limiter down: replica $i :$port $r" >>"$LOGDIR/limiter.log"
+        case $r in
+            "451 - 4.7.1 "*) ;;
+            *) bad "authenticated message through replica $i without the limiter: $r (want 451 4.7.1)"; return 1 ;;
+        esac
+        [ "$(stored "$INBOX_USER" "$tok")" = 0 ] || { bad "$tok was stored although refused"; return 1; }
+        i=$((i + 1))
+    done
+    step "   authenticated mail through each replica: $(said "$(grep -m1 'limiter down' "$LOGDIR/limiter.log" | cut -d' ' -f6-)"), nothing stored"
+    # Mail from other servers does not ask the limiter.
+    for port in $MX_PORTS; do
+        r=$(smtpc send "$port" mx "" "" someone@outside.example "$INBOX_USER" "mx-down-$RUN-$port")
+        [ "${r%% *}" = 250 ] || { bad "MX mail through :$port without the limiter: $r"; return 1; }
+    done
+    step "   MX mail through each replica still accepted"
+    [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; return 1; }
+    step "   every smtpd replica still up (same containers, no restarts)"
+
+    compose start limiter >>"$LOGDIR/limiter.log" 2>&1 || { bad "compose start limiter"; return 1; }
+    t=$(date +%s)
+    deadline=$((t + 90))
+    i=1
+    for port in $SUB_PORTS; do
+        tok=$(echo $toks | cut -d' ' -f"$i")
+        # The client retries the same message, as an MTA does after a 4xx.
+        r=$(send_until_accepted "$deadline" "$port" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "$tok") || {
+            bad "replica $i, once the limiter was started, said: $(said "$r") (want 4xx until 250, within 90 s)"
+            return 1
+        }
+        [ "$(stored "$INBOX_USER" "$tok")" = 1 ] || { bad "$tok stored $(stored "$INBOX_USER" "$tok") times (want 1)"; return 1; }
+        i=$((i + 1))
+    done
+    step "   limiter started: the retries went through on every replica after $(($(date +%s) - t))s, each stored once"
+    wait_healthy 60 limiter || return 1
+    [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; return 1; }
+}
+
+# ---- 3. PostgreSQL restarted under load -------------------------------------------------
+item_postgres() {
+    before=$(fingerprint smtpd)
+    out=$LOGDIR/load.txt
+    : >"$out"
+    prefix=load-$RUN
+    "$PYTHON" "$LOGDIR/smtpc.py" load "$out" "$LOAD" "$WORKERS" "$PACE" "$LOAD_PORTS" "$INBOX_USER" "$SENDER" "$PASSWORD" \
+        "$OUTSIDE" "$prefix" >"$LOGDIR/load.log" 2>&1 &
+    load_pid=$!
+    LOAD_PID=$load_pid
+    step "   $LOAD messages of 64 KB, MX and submission, from $WORKERS clients at once (each ${PACE}s between two), round robin over $REPLICAS replicas"
+    quarter=$((LOAD / 4))
+    deadline=$(($(date +%s) + 60))
+    while [ "$(wc -l <"$out")" -lt "$quarter" ]; do
+        kill -0 "$load_pid" 2>/dev/null || break
+        [ "$(date +%s)" -lt "$deadline" ] || break
+        sleep 0.2
+    done
+    at=$(wc -l <"$out")
+    t=$(date +%s)
+    compose restart postgres >>"$LOGDIR/postgres.log" 2>&1 || bad "compose restart postgres failed"
+    step "   compose restart postgres after message $at: took $(($(date +%s) - t))s"
+    wait_healthy 90 postgres || { wait "$load_pid" || true; return 1; }
+    wait "$load_pid" || { bad "the load client failed: $(tail -n 5 "$LOGDIR/load.log")"; return 1; }
+    step "   postgres healthy again; the loop ended ($(wc -l <"$out") messages sent)"
+
+    [ "$(wc -l <"$out")" = "$LOAD" ] || { bad "$(wc -l <"$out") of $LOAD messages tried"; return 1; }
+    ok=$(awk '$5 == 250' "$out" | wc -l)
+    temp=$(awk '$5 >= 400 && $5 < 500' "$out" | wc -l)
+    other=$(awk '$5 != 250 && !($5 >= 400 && $5 < 500)' "$out")
+    codes=$(awk '$5 != 250 { $1 = $2 = $3 = $4 = ""; $6 = ""; print }' "$out" | sed 's/^ *//' |
+        sed 's/  */ /g' | sort | uniq -c | sed 's/^ */      /')
+    step "   $ok acknowledged with 250, $temp temporary failures$([ -n "$codes" ] && printf '\n%s' "$codes")"
+    rc=0
+    [ -z "$other" ] || { bad "replies other than 250 and 4xx:"; echo "$other" >&2; rc=1; }
+    # Replies in the order they came: how many of those after the restart began were 250.
+    late=$(awk -v at="$at" 'NR > at' "$out" | wc -l)
+    late_ok=$(awk -v at="$at" 'NR > at && $5 == 250' "$out" | wc -l)
+    [ "$ok" -gt 0 ] || { bad "nothing was accepted"; return 1; }
+
+    # Every acknowledged queue id: in a mailbox (its Received header) or in the queue, once.
+    qids=$(awk '$5 == 250 { printf "%s\x27%s\x27", (n++ ? "," : ""), $6 }' "$out")
+    missing=$(sql "SELECT q.id || ' ' || ((SELECT count(*) FROM messages m
+                            WHERE position(convert_to(' id ' || q.id, 'UTF8') IN m.raw) > 0)
+                        + (SELECT count(*) FROM outbound_queue o WHERE o.queue_id = q.id))
+                   FROM unnest(ARRAY[$qids]) AS q(id)" | awk '$2 != 1')
+    if [ -n "$missing" ]; then
+        bad "acknowledged queue ids not stored exactly once (queue id, copies):"
+        echo "$missing" >&2
+        rc=1
+    else
+        inbox=$(awk '$5 == 250 && $2 == "mx"' "$out" | wc -l)
+        step "   all $ok acknowledged messages stored once: $inbox in $INBOX_USER's INBOX, $((ok - inbox)) in the outbound queue"
+    fi
+    # For the record: a message answered 4xx should not be there (the client sends it again).
+    dup=0
+    for tok in $(awk '$5 != 250 { print $4 }' "$out"); do
+        [ "$(stored "$INBOX_USER" "$tok")" = 0 ] || dup=$((dup + 1))
+    done
+    [ "$dup" = 0 ] || step "   note: $dup message(s) answered 4xx were stored anyway (a retry would duplicate them)"
+
+    [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; rc=1; }
+    # Every replica takes both kinds of mail again (a client retrying), within a deadline.
+    t=$(date +%s)
+    deadline=$((t + 90))
+    i=1
+    for port in $MX_PORTS; do
+        sub=$(echo $SUB_PORTS | cut -d' ' -f"$i")
+        r=$(send_until_accepted "$deadline" "$port" mx "" "" someone@outside.example "$INBOX_USER" "after-$RUN-$i") || {
+            bad "replica $i, MX after the restart: $(said "$r")"
+            return 1
+        }
+        r=$(send_until_accepted "$deadline" "$sub" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "after-sub-$RUN-$i") || {
+            bad "replica $i, submission after the restart: $(said "$r")"
+            return 1
+        }
+        i=$((i + 1))
+    done
+    step "   every replica accepts MX and submitted mail again ($late_ok of the $late replies in the loop after the restart began were 250)"
+    [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; rc=1; }
+    # shellcheck disable=SC2086
+    wait_healthy 60 postgres nats $SERVICES || rc=1
+    step "   every service healthy again"
+    return "$rc"
+}
+
+for item in $ITEMS; do
+    case $item in
+        hamr) title="1. HAMR: $HAMR_USER limited to $HAMR_MAX per 300 s across $REPLICAS smtpd replicas" ;;
+        limiter) title="2. the limiter killed: 451 4.7.1, nothing lost, smtpd up; started again: mail flows" ;;
+        postgres) title="3. PostgreSQL restarted under load: every 250 is stored, failures only 4xx" ;;
+    esac
+    step "$title"
+    if "item_$item"; then
+        PASSED=$((PASSED + 1))
+        step "PASS $title"
+    else
+        FAILED=$((FAILED + 1))
+        bad "$title"
+    fi
+    DONE="$DONE $item"
+done
+[ "$FAILED" -eq 0 ]
