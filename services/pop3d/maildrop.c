@@ -193,18 +193,6 @@ static void open_failed(pop3_session_t *s, const char *code, const char *text)
     pop3_enter_state(s, POP3_STATE_AUTHORIZATION);
 }
 
-/* A command that came right behind the login runs now, in order. */
-static void run_deferred(pop3_session_t *s)
-{
-    if (!s->has_deferred)
-        return;
-    s->has_deferred = false;
-    pop3_dispatch(s, s->deferred.data, s->deferred.len, s->deferred_flags);
-    if (s->deferred.cap)
-        OPENSSL_cleanse(s->deferred.data, s->deferred.len);
-    buf_reset(&s->deferred);
-}
-
 static void open_cb(void *arg, PGresult *res)
 {
     pop3_session_t *s = arg;
@@ -240,11 +228,7 @@ static void open_cb(void *arg, PGresult *res)
                 (unsigned long long)d->live_size);
         renew_schedule(s);
     }
-    run_deferred(s);
-    /* Unless the deferred command waits itself (database, or an authentication exchange
-     * with its own resume), go on with the input. */
-    if (!s->pending && !s->fe.auth && !s->fe.closing)
-        fe_session_resume(&s->fe);
+    pop3_resume(s); /* commands pipelined behind the login run now, in order */
     fe_session_unref(&s->fe);
 }
 

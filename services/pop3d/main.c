@@ -44,17 +44,8 @@ static void pop3_line(fe_session_t *fs, char *line, size_t len, unsigned flags)
 {
     pop3_session_t *s = (pop3_session_t *)fs;
     switch (s->state) {
-    case POP3_STATE_OPENING:
-        /* PIPELINING: a command sent right behind PASS/AUTH waits for the maildrop. */
-        buf_reset(&s->deferred);
-        if (buf_append(&s->deferred, line, len) < 0) {
-            fe_session_close(fs);
-            return;
-        }
-        s->deferred_flags = flags;
-        s->has_deferred = true;
-        fe_session_wait(fs);
-        return;
+    case POP3_STATE_OPENING: /* never: the session waits while the maildrop opens, so a
+                                command pipelined behind PASS/AUTH stays in the input */
     case POP3_STATE_UPDATE:
     case POP3_STATE_DONE:
         return;
@@ -90,7 +81,6 @@ static void pop3_release(fe_session_t *fs)
     pop3_session_t *s = (pop3_session_t *)fs;
     pop3_maildrop_release(s);
     buf_free(&s->out);
-    buf_free(&s->deferred);
 }
 
 /* Refused at connect, instead of the greeting. */

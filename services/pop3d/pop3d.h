@@ -101,9 +101,6 @@ typedef struct pop3_session {
     bool have_user;
     pop3_maildrop_t drop;
     buf_t out;               /* a multi-line response being built */
-    buf_t deferred;          /* a command line that arrived while the maildrop opened */
-    unsigned deferred_flags;
-    bool has_deferred;
 } pop3_session_t;
 
 /* session.c */
