@@ -546,9 +546,14 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
     srv->cfg = config_create(srv->loop, srv->db, srv->bus, atoi(env_or("CONFIG_REFRESH", "30")));
     srv->metrics = metrics_create();
     srv->lim = lim_create(srv->loop, srv->bus, srv->cfg, srv->metrics);
+    /* A health port asked for and not served fails the start like a mail port would:
+     * probes that cannot reach it would restart the service anyway. */
+    int failed = 0;
     int health_port = atoi(env_or("HEALTH_PORT", "0"));
-    if (health_port > 0)
+    if (health_port > 0) {
         srv->health = health_start(srv->loop, health_port, srv->metrics, fe_ready, srv);
+        failed = !srv->health;
+    }
 
     srv->listen = calloc(proto->nlisteners, sizeof *srv->listen);
     srv->listening = calloc(proto->nlisteners, sizeof *srv->listening);
@@ -559,7 +564,6 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
     if (srv->nproxy)
         log_info("PROXY protocol accepted from trusted networks", "networks=%zu", srv->nproxy);
     const char *address = env_or("LISTEN_ADDRESS", "::");
-    int failed = 0;
     for (size_t i = 0; i < proto->nlisteners; i++)
         if (fe_listen_one(srv, i, address) < 0)
             failed = 1;

@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -81,17 +82,34 @@ def postern_bin():
     return Path(os.environ.get("POSTERN_BIN", ROOT / "build" / "bin")).resolve()
 
 
-def free_ports(n):
-    socks = []
+def _ephemeral_low():
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n):
+    """n distinct ports that can be bound now, picked below the kernel's ephemeral range:
+    outgoing connections (to PostgreSQL, NATS, the servers under test) take their local
+    ports from that range, so a port picked there may be taken again before a server binds
+    it."""
+    high = min(_ephemeral_low(), 65536) - 1
+    low = max(1024, high - 20000)
+    rng = random.SystemRandom()
+    ports = []
+    while len(ports) < n:
+        port = rng.randint(low, high)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 def sanitizer_findings(text):
@@ -648,20 +666,34 @@ class Stack:
         return [fe for name, fe in self.frontends.items()
                 if name != "smtpd" and name in self.services and self.services[name].alive()]
 
-    def add_smtpd(self, name):
-        """Starts another smtpd on free ports, sharing PostgreSQL and NATS. It is stopped,
-        and its log checked, with the other services."""
+    def add_smtpd(self, name, env=None, extra_ports=()):
+        """Starts another smtpd on free ports, sharing PostgreSQL and NATS, with env added
+        to its environment and a free port for each name in extra_ports (HEALTH_PORT, ...),
+        found in the returned Frontend's .ports. It is stopped, and its log checked, with
+        the other services."""
         if name in self.frontends:
             return self.frontends[name]
-        mx, submission, smtps = free_ports(3)
-        fe = Frontend(self, name, mx, submission, smtps)
-        env = self.smtpd_env()
-        env.update({"SMTP_PORT": str(mx), "SUBMISSION_PORT": str(submission),
-                    "SMTPS_PORT": str(smtps)})
-        svc = Service(name, self.bin / "smtpd", env, self.dir / f"{name}.log", fe.listening)
+        names = ("SMTP_PORT", "SUBMISSION_PORT", "SMTPS_PORT", *extra_ports)
+        for attempt in range(3):
+            ports = dict(zip(names, free_ports(len(names))))
+            fe = Frontend(self, name, ports["SMTP_PORT"], ports["SUBMISSION_PORT"],
+                          ports["SMTPS_PORT"])
+            fe.ports = ports
+            full = self.smtpd_env()
+            full.update(env or {})
+            full.update({k: str(v) for k, v in ports.items()})
+            svc = Service(name, self.bin / "smtpd", full, self.dir / f"{name}.log", fe.listening)
+            try:
+                svc.start()
+                break
+            except RuntimeError:
+                # Another program took a port between the pick and the bind: pick again.
+                out = svc.since(svc.started_at)
+                if attempt == 2 or not ('msg="cannot listen"' in out
+                                        or 'msg="health endpoint not started"' in out):
+                    raise
         self.services[name] = svc
         self.frontends[name] = fe
-        svc.start()
         return fe
 
 

@@ -1,41 +1,19 @@
 """Health, readiness and metrics over HTTP (HEALTH_PORT), read with curl, on a second
 smtpd process started for this module against the same PostgreSQL and NATS."""
 
-import os
-import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
 from support import wait_until
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def health_smtpd(postern, tmp_path_factory):
-    ports = {k: _free_port() for k in ("SMTP_PORT", "SUBMISSION_PORT", "SMTPS_PORT", "HEALTH_PORT")}
-    env = postern.smtpd_env()
-    env.update({k: str(v) for k, v in ports.items()})
-    log = tmp_path_factory.mktemp("health") / "smtpd.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([os.path.join(os.environ.get("POSTERN_BIN", "build/bin"), "smtpd")],
-                                env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    try:
-        yield ports
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        text = log.read_text(errors="replace")
-        for mark in ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer"):
-            assert mark not in text, text[-4000:]
+def health_smtpd(postern):
+    """Its ports by variable name; stopped (clean exit, sanitizer-clean log checked) with
+    the rest of the stack."""
+    return postern.add_smtpd("smtpd-health", extra_ports=("HEALTH_PORT",)).ports
 
 
 def curl(port, path):
