@@ -5,13 +5,17 @@
 # service is healthy, adds a domain and a user with the mailctl service, sends mail through
 # the published SMTP port (swaks) and finds it in PostgreSQL, submits authenticated mail over
 # STARTTLS and finds it queued, reads the mailbox over POP3S (when pop3d is in the image),
-# then removes the project with its volumes.
+# runs the end-to-end suite (tests/e2e) against the published ports, then removes the
+# project with its volumes. The suite's own clients reach PostgreSQL and NATS on loopback
+# ports that tests/deploy/compose.e2e.yml publishes, and use mailctl from $POSTERN_BIN
+# (default build/bin: build it first, `make`).
 #
 # Environment:
 #   COMPOSE            the compose command (default: `docker compose`, else `docker-compose`)
 #   E2E_PROJECT        compose project name (default postern-e2e)
 #   E2E_TIMEOUT        seconds to wait for the stack to be healthy (default 180)
 #   E2E_KEEP=1         leave the stack running afterwards (remove it with the printed command)
+#   E2E_SUITE=0       leave out the end-to-end suite (the checks above only)
 #   E2E_RUNNING_ONLY   services that need only be running, not healthy (for a service that
 #                      has no health endpoint yet), e.g. "limiter notifier"
 #   POSTERN_BASE_IMAGE, POSTGRES_IMAGE, NATS_IMAGE   registry images instead of the
@@ -48,23 +52,23 @@ for tool in swaks "$PYTHON"; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed (make deps)"
 done
 
+COMPOSE_FILES=docker-compose.yml:tests/deploy/compose.e2e.yml
 compose() {
     # shellcheck disable=SC2086
-    $COMPOSE -p "$PROJECT" -f docker-compose.yml "$@"
+    $COMPOSE -p "$PROJECT" -f docker-compose.yml -f tests/deploy/compose.e2e.yml "$@"
 }
 
-# Free host ports for the mail listeners, so the test runs beside anything else.
-set -- $("$PYTHON" -c '
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')
+# Free host ports for the mail listeners, PostgreSQL and NATS, so the test runs beside
+# anything else (picked as the suite picks its own: below the ephemeral range).
+set -- $(cd tests/e2e && "$PYTHON" -c 'import support; print(*support.free_ports(7))')
+[ "$#" -eq 7 ] || fail "could not pick free ports"
 export POSTERN_HOST_IP=127.0.0.1 SMTP_HOST_PORT=$1 SUBMISSION_HOST_PORT=$2 SMTPS_HOST_PORT=$3 \
-    POP3_HOST_PORT=$4 POP3S_HOST_PORT=$5
-export SMTP_HOSTNAME=mail.example.test
-DOMAIN=example.test
-USER=alice@$DOMAIN
+    POP3_HOST_PORT=$4 POP3S_HOST_PORT=$5 PG_HOST_PORT=$6 NATS_HOST_PORT=$7
+# The greeting name the suite expects (tests/e2e/support.py).
+export SMTP_HOSTNAME=mx.test.example
+# Not the suite's domain: it adds its own.
+DOMAIN=compose.test
+USER=carol@$DOMAIN
 PASSWORD=e2e-$(date +%s)-pw
 TOKEN=postern-e2e-$$-$(date +%s)
 
@@ -121,8 +125,9 @@ docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^postern(
 
 # ---- up ---------------------------------------------------------------------------------
 step "compose up (project $PROJECT, SMTP 127.0.0.1:$SMTP_HOST_PORT, submission :$SUBMISSION_HOST_PORT, POP3S :$POP3S_HOST_PORT)"
-timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml up -d --no-build \
-    >"$LOGDIR/up.log" 2>&1 || {
+# shellcheck disable=SC2086
+timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml -f tests/deploy/compose.e2e.yml \
+    up -d --no-build >"$LOGDIR/up.log" 2>&1 || {
     cat "$LOGDIR/up.log"
     fail "compose up"
 }
@@ -238,4 +243,14 @@ if not found:
     sys.exit(f"token not among {count} messages")
 print(f"   {count} message(s), the token is there")
 EOF
+fi
+
+# ---- the end-to-end suite ------------------------------------------------------------------
+if [ "${E2E_SUITE:-1}" = 1 ]; then
+    BIN=${POSTERN_BIN:-$(pwd)/build/bin}
+    [ -x "$BIN/mailctl" ] || fail "$BIN/mailctl does not exist: build first (make)"
+    step "the end-to-end suite (tests/e2e) against the published ports"
+    POSTERN_E2E_COMPOSE=$PROJECT POSTERN_E2E_COMPOSE_CMD=$COMPOSE \
+        POSTERN_E2E_COMPOSE_FILES=$COMPOSE_FILES POSTERN_BIN=$BIN \
+        "$PYTHON" -m pytest -q -p no:cacheprovider tests/e2e || fail "the end-to-end suite"
 fi

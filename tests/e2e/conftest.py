@@ -26,6 +26,15 @@ test changed the limiter's state through mailctl (hamr, harvest, alert-address),
 also lifts every block, re-enables disabled accounts, deletes the exempt networks, the alert
 addresses, the domain- and user-level HAMR settings and the per-service harvesting settings,
 and waits until the limiter has reloaded (postern.limiter_sync()).
+
+Against a compose stack (tests/deploy/e2e_docker.sh): with POSTERN_E2E_COMPOSE set to the
+compose project, the suite runs against that running stack's published ports instead of
+starting programs of its own (ComposeStack): PostgreSQL and NATS published on loopback for
+the harness's own clients (tests/deploy/compose.e2e.yml), mailctl from $POSTERN_BIN, the
+services stopped, killed and started through compose, their logs read with `docker logs`.
+Tests marked client_addresses (they connect from several 127.0.0.x addresses, while a
+published port shows every client as the bridge network's gateway) and own_smtpd (they
+start smtpd processes with settings of their own) are left out there, and counted.
 """
 
 import importlib
@@ -33,12 +42,12 @@ import itertools
 import json
 import os
 import pwd
-import random
 import re
 import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -49,7 +58,7 @@ import psycopg2
 import pytest
 
 from support import (ALICE, ALICE_PW, BOB, BOB_PW, DOMAIN, SMTP_HOSTNAME, NatsSubscriber,
-                     SMTPClient, client_tls_context, nats_request, wait_until)
+                     SMTPClient, client_tls_context, free_ports, nats_request, wait_until)
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCALSTACK = ROOT / "deploy" / "localstack.sh"
@@ -80,36 +89,6 @@ LIMITER_SETTINGS_RE = re.compile(r'msg="settings" (.*)$')
 
 def postern_bin():
     return Path(os.environ.get("POSTERN_BIN", ROOT / "build" / "bin")).resolve()
-
-
-def _ephemeral_low():
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_ports(n):
-    """n distinct ports that can be bound now, picked below the kernel's ephemeral range:
-    outgoing connections (to PostgreSQL, NATS, the servers under test) take their local
-    ports from that range, so a port picked there may be taken again before a server binds
-    it."""
-    high = min(_ephemeral_low(), 65536) - 1
-    low = max(1024, high - 20000)
-    rng = random.SystemRandom()
-    ports = []
-    while len(ports) < n:
-        port = rng.randint(low, high)
-        if port in ports:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
 
 
 def sanitizer_findings(text):
@@ -257,6 +236,7 @@ class Stack:
         self.bin = binpath
         self.pg_port, self.nats_port, self.mx, self.submission, self.smtps = free_ports(5)
         self.pop3, self.pop3s = free_ports(2)  # used when pop3d is built
+        self.client_address = "127.0.0.1"  # how the services see the harness's clients
         self.env = {}
         self.cert = tmp / "cert.pem"
         self.key = tmp / "key.pem"
@@ -288,6 +268,14 @@ class Stack:
                 k, v = line.split("=", 1)
                 self.env[k] = v
         assert "DATABASE_URL" in self.env and "NATS_URL" in self.env, self.env
+
+    def close(self):
+        """Stops PostgreSQL and NATS; the problems found."""
+        try:
+            self.localstack("stop", str(self.dir))
+        except RuntimeError as e:
+            return [str(e)]
+        return []
 
     def pg_stop(self):
         self.localstack("pg-stop", str(self.dir))
@@ -395,11 +383,6 @@ class Stack:
         for svc in reversed(list(self.services.values())):
             problems += svc.stop()
         return problems
-
-    @property
-    def proc(self):
-        """smtpd's process."""
-        return self.services["smtpd"].proc
 
     @property
     def log(self):
@@ -697,6 +680,226 @@ class Stack:
         return fe
 
 
+# --- the suite against a compose stack ----------------------------------------------------
+
+COMPOSE_PROJECT = os.environ.get("POSTERN_E2E_COMPOSE", "")
+# What a compose stack cannot give a test, and why: the markers left out there.
+COMPOSE_LEFT_OUT = {
+    "client_addresses": "connects from several 127.0.0.x addresses; through a published port "
+                        "every client is the bridge network's gateway",
+    "own_smtpd": "starts smtpd processes with settings of its own",
+}
+# Fixtures that start smtpd processes of their own: their tests are own_smtpd.
+OWN_SMTPD_FIXTURES = {"smtpd2", "health_smtpd", "proxied", "draining_smtpd"}
+
+
+def compose_cmd(*args, check=True, timeout=180):
+    cmd = os.environ.get("POSTERN_E2E_COMPOSE_CMD", "docker-compose").split()
+    files = []
+    for f in os.environ.get("POSTERN_E2E_COMPOSE_FILES", "docker-compose.yml").split(":"):
+        files += ["-f", str(ROOT / f)]
+    r = subprocess.run([*cmd, "-p", COMPOSE_PROJECT, *files, *args], capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, timeout=timeout, cwd=str(ROOT))
+    if check and r.returncode != 0:
+        raise RuntimeError(f"compose {' '.join(args)} failed ({r.returncode}):\n"
+                           f"{r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def docker(*args, check=True, timeout=60):
+    r = subprocess.run(["docker", *args], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+    return r
+
+
+def greets(port, prefix, implicit_tls=False):
+    """True when a server answers on port with a greeting line that starts with prefix (a
+    published port accepts connections even while nothing listens behind it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        sock = raw
+        if implicit_tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(raw)
+        sock.settimeout(5)
+        line = sock.makefile("rb").readline()
+        return line.startswith(prefix)
+
+
+class ComposeService:
+    """One service of the compose stack through the Docker engine: its log is the
+    container's output (offsets are times, for `docker logs --since`), stop, kill and start
+    go through compose, and a restart the engine did on its own (restart policy) counts as
+    the crash it was."""
+
+    def __init__(self, name, ready):
+        self.name, self.ready = name, ready
+        self.proc = None  # no process of ours
+        self.id = compose_cmd("ps", "-q", name).strip()
+        if not self.id:
+            raise RuntimeError(f"compose service {name} has no container")
+        self.log = f"docker logs {self.id[:12]} ({name})"
+        self.started_at = 0
+        self.restarts = self.state()["RestartCount"]
+
+    def state(self):
+        out = docker("inspect", "-f", "{{json .State}} {{.RestartCount}}", self.id).stdout
+        state, count = out.rsplit(" ", 1)
+        state = json.loads(state)
+        state["RestartCount"] = int(count)
+        return state
+
+    def alive(self):
+        st = self.state()
+        return st["Running"] and st["RestartCount"] == self.restarts
+
+    def start(self, wait=True):
+        self.started_at = self.size()
+        compose_cmd("start", self.name)
+        self.restarts = self.state()["RestartCount"]
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self):
+        deadline = time.monotonic() + 60
+        while True:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} stopped at start:\n{self.tail()}")
+            try:
+                if self.ready():
+                    return
+            except Exception:  # noqa: BLE001 - not ready yet
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready after 60s:\n{self.tail()}")
+            time.sleep(0.2)
+
+    def stop(self):
+        """SIGTERM through compose (its stop grace period); the problems found."""
+        st = self.state()
+        if not st["Running"]:
+            return []
+        compose_cmd("stop", "-t", "60", self.name, timeout=120)
+        code = self.state()["ExitCode"]
+        return [] if code == 0 else [f"{self.name} exited with status {code} after SIGTERM"]
+
+    def kill(self):
+        compose_cmd("kill", "-s", "SIGKILL", self.name)
+
+    def size(self):
+        return time.time()
+
+    def since(self, offset):
+        r = subprocess.run(["docker", "logs", "--since", f"{offset:.6f}", self.id],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, timeout=60)
+        return r.stdout.decode("utf-8", "replace")
+
+    def text(self):
+        return self.since(0)
+
+    def tail(self, n=60):
+        return "\n".join(self.text().splitlines()[-n:])
+
+
+class ComposeStack(Stack):
+    """The stack of a compose project started by tests/deploy/e2e_docker.sh, reached on the
+    host ports it published."""
+
+    def __init__(self, tmp, binpath):
+        super().__init__(tmp, binpath)
+        port = lambda name: int(os.environ[name])  # noqa: E731
+        self.mx, self.submission, self.smtps = (port("SMTP_HOST_PORT"),
+                                                port("SUBMISSION_HOST_PORT"),
+                                                port("SMTPS_HOST_PORT"))
+        self.pop3, self.pop3s = port("POP3_HOST_PORT"), port("POP3S_HOST_PORT")
+        self.pg_port, self.nats_port = port("PG_HOST_PORT"), port("NATS_HOST_PORT")
+        self.frontends = {"smtpd": Frontend(self, "smtpd", self.mx, self.submission, self.smtps)}
+        network = docker("inspect", "-f", "{{json .NetworkSettings.Networks}}",
+                         compose_cmd("ps", "-q", "smtpd").strip()).stdout
+        gateways = [n.get("Gateway") for n in json.loads(network).values() if n.get("Gateway")]
+        # How smtpd sees the harness's clients: the gateway of the bridge network.
+        self.client_address = gateways[0] if gateways else "127.0.0.1"
+
+    def start_servers(self):
+        password = os.environ.get("POSTGRES_PASSWORD", "postern")
+        self.env = {
+            "DATABASE_URL": f"postgresql://postern:{password}@127.0.0.1:{self.pg_port}/postern",
+            "NATS_URL": f"nats://127.0.0.1:{self.nats_port}",
+        }
+
+    def pg_stop(self):
+        compose_cmd("stop", "postgres")
+
+    def pg_start(self):
+        compose_cmd("start", "postgres")
+        wait_until(lambda: self.sql("SELECT 1") == [(1,)], timeout=60,
+                   what="PostgreSQL to answer again")
+
+    def make_cert(self):
+        docker("cp", f"{self.services['smtpd'].id}:/etc/postern/tls/cert.pem", str(self.cert))
+
+    def configure_services(self):
+        if not (self.bin / "mailctl").exists():
+            raise RuntimeError(f"{self.bin / 'mailctl'} does not exist: build it first (make)")
+        running = set(compose_cmd("ps", "--services", "--filter", "status=running").split())
+        ready = {
+            "limiter": self.limiter_answering,
+            "smtpd": lambda: all(greets(p, b"220", p == self.smtps)
+                                 for p in (self.mx, self.submission, self.smtps)),
+            "pop3d": lambda: all(greets(p, b"+OK", p == self.pop3s)
+                                 for p in (self.pop3, self.pop3s)),
+        }
+        for name in ("limiter", "notifier", "smtpd", "pop3d"):
+            if name in running:
+                self.services[name] = ComposeService(name, ready.get(name, lambda: True))
+        if "smtpd" not in self.services:
+            raise RuntimeError(f"no running smtpd in compose project {COMPOSE_PROJECT}")
+
+    def add_smtpd(self, name, env=None, extra_ports=()):
+        raise RuntimeError("a compose stack runs no smtpd of the suite's own (own_smtpd)")
+
+    def close(self):
+        return []
+
+
+def pytest_configure(config):
+    for marker, why in COMPOSE_LEFT_OUT.items():
+        config.addinivalue_line("markers", f"{marker}: {why}")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not COMPOSE_PROJECT:
+        return
+    for item in items:
+        if OWN_SMTPD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("own_smtpd")
+    kept, left = [], {m: 0 for m in COMPOSE_LEFT_OUT}
+    for item in items:
+        marks = [m for m in COMPOSE_LEFT_OUT if item.get_closest_marker(m)]
+        if marks:
+            left[marks[0]] += 1
+        else:
+            kept.append(item)
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+    config._postern_left_out = left
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left = getattr(config, "_postern_left_out", None)
+    if left:
+        for marker, n in left.items():
+            if n:
+                terminalreporter.write_line(
+                    f"against compose project {COMPOSE_PROJECT}: {n} tests left out ({marker}: "
+                    f"{COMPOSE_LEFT_OUT[marker]})")
+
+
 _STACK = None
 
 
@@ -724,7 +927,7 @@ def postern(pb):
     if os.getuid() == 0:
         pw = pwd.getpwnam("postgres")
         os.chown(tmp, pw.pw_uid, pw.pw_gid)
-    stack = Stack(tmp, binpath)
+    stack = (ComposeStack if COMPOSE_PROJECT else Stack)(tmp, binpath)
     stack.pb = pb
     problems = []
     try:
@@ -746,10 +949,7 @@ def postern(pb):
             if found:
                 problems.append(f"sanitizer reports in {svc.log}: {', '.join(found)}")
         problems += stack.crashes
-        try:
-            stack.localstack("stop", str(tmp))
-        except RuntimeError as e:
-            problems.append(str(e))
+        problems += stack.close()
         if problems or os.environ.get("POSTERN_E2E_KEEP"):
             sys.stderr.write(f"\npostern e2e: kept {tmp} (service logs, pg.log, nats.log)\n")
         else:

@@ -8,6 +8,7 @@ through real clients: smtplib, swaks, msmtp, openssl s_client.
 
 import base64
 import json
+import random
 import re
 import smtplib
 import socket
@@ -61,6 +62,36 @@ def b64(data):
 def plain_response(user, password, authzid=""):
     """The SASL PLAIN initial response (RFC 4616), base64-encoded."""
     return b64(f"{authzid}\0{user}\0{password}")
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n):
+    """n distinct ports that can be bound now, picked below the kernel's ephemeral range:
+    outgoing connections (to PostgreSQL, NATS, the servers under test) take their local
+    ports from that range, so a port picked there may be taken again before a server binds
+    it."""
+    high = min(_ephemeral_low(), 65536) - 1
+    low = max(1024, high - 20000)
+    rng = random.SystemRandom()
+    ports = []
+    while len(ports) < n:
+        port = rng.randint(low, high)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 def client_tls_context(cafile):

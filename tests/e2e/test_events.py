@@ -11,9 +11,9 @@ MESSAGE_SUBJECT = "postern.event.message"
 UNKNOWN = "nobody-here@example.test"
 
 
-def check_common(ev, pb):
+def check_common(ev, pb, postern):
     assert ev.service == pb.SERVICE_SMTP
-    assert ev.client_addr == "127.0.0.1"
+    assert ev.client_addr == postern.client_address
     assert ev.time_ms > 0
     assert ev.instance
 
@@ -24,7 +24,7 @@ def test_successful_plain_auth(postern, pb, nats, smtp):
     c.ehlo()
     c.expect("AUTH PLAIN " + plain_response(ALICE, ALICE_PW), 235)
     ev = sub.wait_for(lambda e: e.user == ALICE and e.result == pb.AUTH_OK)
-    check_common(ev, pb)
+    check_common(ev, pb, postern)
     assert ev.mechanism == "PLAIN"
     assert ev.tls is True
 
@@ -39,7 +39,7 @@ def test_successful_login_auth_after_starttls(postern, pb, nats, smtp):
     c.expect(b64(ALICE), 334)
     c.expect(b64(ALICE_PW), 235)
     ev = sub.wait_for(lambda e: e.user == ALICE and e.mechanism == "LOGIN")
-    check_common(ev, pb)
+    check_common(ev, pb, postern)
     assert ev.result == pb.AUTH_OK
     assert ev.tls is True
 
@@ -52,7 +52,7 @@ def test_failed_auth(postern, pb, nats, smtp, user, password):
     c.ehlo()
     c.expect("AUTH PLAIN " + plain_response(user, password), 535, "5.7.8")
     ev = sub.wait_for(lambda e: e.user == user and e.result == pb.AUTH_BAD_CREDENTIALS)
-    check_common(ev, pb)
+    check_common(ev, pb, postern)
     assert ev.mechanism == "PLAIN"
     assert ev.tls is True
     # The event says who failed, never with what.
@@ -90,7 +90,7 @@ def test_unauthenticated_message(postern, pb, nats, smtp):
     c.ehlo()
     queue_id = c.send_mail("sender@outside.example", [ALICE, BOB], make_message(tok))
     ev = sub.wait_for(lambda e: e.queue_id == queue_id)
-    check_common(ev, pb)
+    check_common(ev, pb, postern)
     assert ev.sender == "sender@outside.example"
     assert ev.rcpt_count == 2
     assert ev.relay_rcpt_count == 0
@@ -111,7 +111,7 @@ def test_authenticated_message(postern, pb, nats, smtp):
     c.expect(f"RCPT TO:<{OUTSIDE}>", 250)
     queue_id = queue_id_of(c.data(dot_stuff(make_message(tok, sender=ALICE))))
     ev = sub.wait_for(lambda e: e.queue_id == queue_id)
-    check_common(ev, pb)
+    check_common(ev, pb, postern)
     assert ev.user == ALICE
     assert ev.authenticated is True
     assert ev.sender == ALICE

@@ -17,6 +17,8 @@ import pytest
 
 from support import ALICE, DOMAIN, greeting, login_attempt, plain_response, token, wait_until
 
+pytestmark = pytest.mark.client_addresses
+
 PW = "Harvest-pw-7!"
 UNTIL_RE = re.compile(r"blocked until (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 

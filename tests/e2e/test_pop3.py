@@ -9,7 +9,6 @@ import os
 import poplib
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -702,11 +701,8 @@ def test_lock_lease_renewed_and_expires_after_a_crash(postern, pop3, mailbox, ra
     a.ok("NOOP")
     a.ok("DELE 1")
     # The replica dies with the session open: its lock outlives it, for one lease.
-    svc = postern.services["pop3d"]
-    svc.proc.send_signal(signal.SIGKILL)
-    svc.proc.wait()
-    svc.stop()
-    svc.start()
+    postern.stop_service("pop3d", kill=True)
+    postern.start_service("pop3d")
     a.close()
     b.close()
     p = wait_until(lambda: login_or_none(postern, mailbox), timeout=30,

@@ -8,6 +8,8 @@ import pytest
 from support import ALICE, ALICE_PW, plain_response, wait_until
 from test_pop3 import Pop3
 
+pytestmark = pytest.mark.client_addresses
+
 BLOCK_CODE = "-ERR [LOGIN-DELAY]"
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from support import ALICE, SMTPClient, dot_stuff, make_message, token, wait_until
 
+pytestmark = pytest.mark.client_addresses
+
 PROXY = "127.0.0.9"     # the trusted proxy's address
 CLIENT = "192.0.2.55"   # the client address it reports
 

@@ -143,6 +143,7 @@ def table_locked(postern, table):
         conn.close()
 
 
+@pytest.mark.client_addresses
 def test_disabled_account_refused_while_limiter_loads(postern, limiter_control, guarded):
     """A restarted limiter that has not read the disabled accounts yet must not let one send
     (it may say "later": 451). PostgreSQL is slow to give it send_disabled; meanwhile the
@@ -165,6 +166,7 @@ def test_disabled_account_refused_while_limiter_loads(postern, limiter_control, 
     assert postern.find(disabled, tok) == []
 
 
+@pytest.mark.client_addresses
 def test_blocks_kept_while_limiter_loads(postern, pb, limiter_control, guarded):
     """A restarted limiter that has not read the blocks yet must not answer from an empty
     memory: front ends replace their copy of the blocks with the list it gives (at start and

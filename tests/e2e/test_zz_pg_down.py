@@ -44,7 +44,7 @@ def test_database_down_gives_4xx_and_recovers(postern, pg_down):
     assert codes[-1] != 250, f"accepted while PostgreSQL was down: {codes}"
     assert 400 <= codes[-1] < 500, f"expected a temporary failure, got {codes}"
     assert all(code < 500 for code in codes), codes
-    assert postern.proc.poll() is None, "smtpd exited"
+    assert postern.services["smtpd"].alive(), "smtpd exited"
 
     # smtpd still talks to clients while the database is away.
     with postern.connect("mx") as c:
@@ -57,7 +57,7 @@ def test_database_down_gives_4xx_and_recovers(postern, pg_down):
     wait_until(lambda: attempt(postern, tok)[-1] == 250, timeout=90,
                what="the transaction to succeed after PostgreSQL is back")
     assert len(postern.find(ALICE, tok)) == 1
-    assert postern.proc.poll() is None
+    assert postern.services["smtpd"].alive()
 
 
 def test_database_lost_inside_a_transaction(postern, pg_restored):
@@ -74,7 +74,7 @@ def test_database_lost_inside_a_transaction(postern, pg_restored):
         assert 400 <= r.code < 500, f"expected a temporary failure, got {r!r}"
         # Nothing half-done: the session is still there for the client's next try.
         c.expect("RSET", 250)
-    assert postern.proc.poll() is None, "smtpd exited"
+    assert postern.services["smtpd"].alive(), "smtpd exited"
 
     postern.pg_start()
     wait_until(lambda: attempt(postern, tok)[-1] == 250, timeout=90,
