@@ -1,14 +1,23 @@
 /* A pool of non-blocking libpq connections on a libuv loop.
  *
- * Each connection is in one of four states: DOWN (waiting for its retry timer),
- * CONNECTING (PQconnectPoll driven by uv_poll), IDLE, BUSY (one query in flight).
+ * Each connection is in one of five states: DOWN (waiting for its retry timer), RESOLVING
+ * (looking up the host names off the loop), CONNECTING (PQconnectPoll driven by uv_poll),
+ * IDLE, BUSY (one query in flight). One timer bounds RESOLVING and CONNECTING together.
  * Queries wait in a FIFO until a connection is IDLE. A query that cannot be answered
  * (the connection broke, nothing can be reached) goes to the fail list, which an idle
  * handle empties on the next loop iteration: callbacks never run inside db_query().
  *
  * libuv rules kept here: a uv_poll handle is stopped before libpq may close or replace
  * its socket (PQconnectPoll, PQfinish), it is freed only in its close callback, and a
- * fresh one is created whenever the socket changes. */
+ * fresh one is created whenever the socket changes.
+ *
+ * libpq would resolve a host name with a blocking getaddrinfo inside PQconnectStartParams,
+ * so before every attempt the names in the conninfo's host list are resolved with
+ * uv_getaddrinfo, one after the other, and libpq gets each address as hostaddr beside its
+ * name as host (TLS verification and .pgpass still see the name). A name with several
+ * addresses becomes several entries, tried in the resolver's order like libpq would; a name
+ * that does not resolve is left out; when nothing is left the attempt fails like an
+ * unreachable server. A host taken from PGHOST or a service file is still left to libpq. */
 #include "db.h"
 
 #include <stdint.h>
@@ -22,6 +31,7 @@
 #define DB_BACKOFF_MAX_MS 5000
 #define DB_CONNECT_TIMEOUT_MS 10000 /* libpq does not enforce connect_timeout when async */
 #define DB_WAIT_MAX_MS 5000         /* longest a query waits for a first connection */
+#define DB_ADDRS_PER_HOST 8         /* addresses of one host name handed to libpq */
 
 typedef struct db_req {
     struct db_req *next;
@@ -40,7 +50,26 @@ typedef struct db_req_list {
     db_req_t *head, *tail;
 } db_req_list_t;
 
-typedef enum dbc_state { DBC_DOWN, DBC_CONNECTING, DBC_IDLE, DBC_BUSY } dbc_state_t;
+typedef enum dbc_state {
+    DBC_DOWN,
+    DBC_RESOLVING,
+    DBC_CONNECTING,
+    DBC_IDLE,
+    DBC_BUSY
+} dbc_state_t;
+
+/* One entry of the conninfo's host list. */
+typedef struct db_host {
+    char *name;  /* as written: a DNS name, an IP address, a socket directory, or "" */
+    char *port;  /* its port when the conninfo has a port list, else NULL */
+    bool lookup; /* a DNS name: resolved off the loop before each attempt */
+} db_host_t;
+
+/* The host, hostaddr and port lists for one attempt, built while the names resolve. */
+typedef struct db_addrs {
+    char *host, *hostaddr, *port;
+    int n;
+} db_addrs_t;
 
 typedef struct db_conn {
     db_t *db;
@@ -55,12 +84,18 @@ typedef struct db_conn {
     unsigned failures; /* consecutive failed attempts, to keep the log quiet */
     db_req_t *req;     /* in flight while BUSY */
     PGresult *result;  /* the query's result so far */
+    uv_getaddrinfo_t *lookup; /* in flight while RESOLVING; freed in its callback */
+    int next_host;            /* the db->hosts entry RESOLVING works on */
+    db_addrs_t addrs;         /* what RESOLVING found so far */
+    char lookup_error[192];   /* the last name that did not resolve, for the log */
 } db_conn_t;
 
 struct db {
     uv_loop_t *loop;
     char *conninfo;
     char target[256]; /* "host=... port=... db=..." for logs; never a password */
+    db_host_t *hosts; /* the conninfo's host list, when one entry is a DNS name */
+    int nhosts;
     int nconns;
     db_conn_t *conns;
     db_req_list_t queue;
@@ -74,6 +109,7 @@ struct db {
 static void conn_start(db_conn_t *c);
 static void conn_timer_cb(uv_timer_t *t);
 static void conn_poll_cb(uv_poll_t *h, int status, int events);
+static void conn_lookup_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
 static void db_dispatch(db_t *db);
 
 static void *db_xmalloc(size_t n)
@@ -221,6 +257,136 @@ static void conn_notice_cb(void *arg, const char *message)
     log_debug("database notice", "%s conn=%d text=\"%s\"", c->db->target, c->index, text);
 }
 
+/* ---- host names ------------------------------------------------------------------- */
+
+/* The number of items in a comma-separated list ("" is one empty item). */
+static int csv_count(const char *s)
+{
+    int n = 1;
+    for (; *s; s++)
+        n += *s == ',';
+    return n;
+}
+
+/* A copy of item i (< csv_count(s)) of a comma-separated list. */
+static char *csv_item(const char *s, int i)
+{
+    for (; i > 0; i--)
+        s = strchr(s, ',') + 1;
+    size_t len = strcspn(s, ",");
+    char *item = db_xmalloc(len + 1);
+    memcpy(item, s, len);
+    return item;
+}
+
+/* Appends item as the (n+1)th entry of the comma-separated list *list (NULL when n is 0). */
+static void csv_add(char **list, int n, const char *item)
+{
+    size_t old = n > 0 ? strlen(*list) : 0;
+    size_t len = strlen(item);
+    char *s = realloc(n > 0 ? *list : NULL, old + len + 2);
+    if (!s) {
+        log_error("out of memory", "bytes=%zu", old + len + 2);
+        abort();
+    }
+    if (n > 0)
+        s[old++] = ',';
+    memcpy(s + old, item, len + 1);
+    *list = s;
+}
+
+static const char *conninfo_value(const PQconninfoOption *opts, const char *key)
+{
+    for (; opts->keyword; opts++)
+        if (strcmp(opts->keyword, key) == 0)
+            return opts->val && *opts->val ? opts->val : NULL;
+    return NULL;
+}
+
+/* True for a host entry libpq would look up in the DNS: not empty, not a socket directory
+ * ('/', or '@' for an abstract socket), not an IPv4 or IPv6 address. */
+static bool host_is_name(const char *host)
+{
+    struct in_addr a;
+    if (!*host || *host == '/' || *host == '@' || strchr(host, ':'))
+        return false;
+    return uv_inet_pton(AF_INET, host, &a) != 0;
+}
+
+static void db_hosts_free(db_t *db)
+{
+    for (int i = 0; i < db->nhosts; i++) {
+        free(db->hosts[i].name);
+        free(db->hosts[i].port);
+    }
+    free(db->hosts);
+    db->hosts = NULL;
+    db->nhosts = 0;
+}
+
+/* Keeps the conninfo's host list in db->hosts when an entry is a DNS name. Nothing is kept
+ * (libpq looks nothing up, or reports the mistake itself) when hostaddr is given, when no
+ * host is given, or when the port list does not match the host list. */
+static void db_hosts_parse(db_t *db, const PQconninfoOption *opts)
+{
+    const char *host = conninfo_value(opts, "host");
+    const char *port = conninfo_value(opts, "port");
+    if (!host || conninfo_value(opts, "hostaddr"))
+        return;
+    int n = csv_count(host);
+    int nports = port ? csv_count(port) : 0;
+    if (nports > 1 && nports != n)
+        return;
+    bool any_name = false;
+    db->hosts = db_xmalloc(sizeof *db->hosts * (size_t)n);
+    db->nhosts = n;
+    for (int i = 0; i < n; i++) {
+        db_host_t *h = &db->hosts[i];
+        h->name = csv_item(host, i);
+        h->port = nports > 0 ? csv_item(port, nports > 1 ? i : 0) : NULL;
+        h->lookup = host_is_name(h->name);
+        any_name = any_name || h->lookup;
+    }
+    if (!any_name)
+        db_hosts_free(db);
+}
+
+static void addrs_reset(db_addrs_t *a)
+{
+    free(a->host);
+    free(a->hostaddr);
+    free(a->port);
+    memset(a, 0, sizeof *a);
+}
+
+/* Adds one entry for host h: hostaddr is its address, or "" to let libpq use the name. */
+static void addrs_add(db_addrs_t *a, const db_host_t *h, const char *hostaddr)
+{
+    csv_add(&a->host, a->n, h->name);
+    csv_add(&a->hostaddr, a->n, hostaddr);
+    csv_add(&a->port, a->n, h->port ? h->port : "");
+    a->n++;
+}
+
+/* Adds an entry per IPv4 or IPv6 address of res (up to DB_ADDRS_PER_HOST). Returns how many. */
+static int addrs_add_resolved(db_addrs_t *a, const db_host_t *h, const struct addrinfo *res)
+{
+    int n = 0;
+    for (; res && n < DB_ADDRS_PER_HOST; res = res->ai_next) {
+        char ip[INET6_ADDRSTRLEN];
+        int rc = UV_EAI_FAMILY;
+        if (res->ai_family == AF_INET)
+            rc = uv_ip4_name((const struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+        else if (res->ai_family == AF_INET6)
+            rc = uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
+        if (rc == 0) {
+            addrs_add(a, h, ip);
+            n++;
+        }
+    }
+    return n;
+}
+
 /* ---- connection handles ------------------------------------------------------------ */
 
 static void poll_free_cb(uv_handle_t *h)
@@ -264,6 +430,17 @@ static int conn_watch(db_conn_t *c, int fd, int events)
     return rc;
 }
 
+/* Stops waiting for c's host name lookup. One already running on the threadpool cannot
+ * be cancelled: its callback still comes, finds no connection and only frees. */
+static void conn_lookup_orphan(db_conn_t *c)
+{
+    if (!c->lookup)
+        return;
+    c->lookup->data = NULL;
+    uv_cancel((uv_req_t *)c->lookup);
+    c->lookup = NULL;
+}
+
 /* The connection broke or could not be made: fail its query, close it, retry later.
  * Does not dispatch: the caller does, once it is done with the connection. */
 static void conn_fail(db_conn_t *c, const char *why)
@@ -284,6 +461,8 @@ static void conn_fail(db_conn_t *c, const char *why)
         c->backoff_ms = DB_BACKOFF_MIN_MS;
     c->failures++;
 
+    conn_lookup_orphan(c);
+    addrs_reset(&c->addrs);
     conn_poll_close(c);
     if (c->req) {
         db_fail_later(db, c->req);
@@ -348,11 +527,25 @@ static void conn_connect_step(db_conn_t *c, PostgresPollingStatusType st)
     }
 }
 
-static void conn_start(db_conn_t *c)
+/* Starts libpq's non-blocking connect. With addrs, their lists override the conninfo's
+ * host, hostaddr and port, so that libpq has no name to look up. */
+static void conn_connect(db_conn_t *c, const db_addrs_t *addrs)
 {
     db_t *db = c->db;
-    static const char *const keys[] = { "dbname", NULL };
-    const char *vals[] = { db->conninfo, NULL };
+    const char *keys[5] = { "dbname" };
+    const char *vals[5] = { db->conninfo };
+    int n = 1;
+    if (addrs) {
+        keys[n] = "host";
+        vals[n++] = addrs->host;
+        keys[n] = "hostaddr";
+        vals[n++] = addrs->hostaddr;
+        if (db->hosts[0].port) {
+            keys[n] = "port";
+            vals[n++] = addrs->port;
+        }
+    }
+    keys[n] = vals[n] = NULL;
     c->state = DBC_CONNECTING;
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg) {
@@ -364,9 +557,98 @@ static void conn_start(db_conn_t *c)
         return;
     }
     PQsetNoticeProcessor(c->pg, conn_notice_cb, c);
-    uv_timer_start(&c->timer, conn_timer_cb, DB_CONNECT_TIMEOUT_MS, 0);
     /* libpq: behave as if PQconnectPoll had just returned PGRES_POLLING_WRITING. */
     conn_connect_step(c, PGRES_POLLING_WRITING);
+}
+
+static void conn_lookup_failed(db_conn_t *c, const db_host_t *h, int status)
+{
+    snprintf(c->lookup_error, sizeof c->lookup_error,
+             "could not translate host name '%s' to address: %s", h->name, uv_strerror(status));
+}
+
+/* Every host has been looked at: connect to what was found, or fail like an unreachable
+ * server when no name resolved. */
+static void conn_resolved(db_conn_t *c)
+{
+    if (c->addrs.n == 0) {
+        conn_fail(c, c->lookup_error);
+        return;
+    }
+    conn_connect(c, &c->addrs);
+    addrs_reset(&c->addrs);
+}
+
+/* Starts the lookup of h's name. Returns 0, or a libuv error (recorded for the log). */
+static int conn_lookup_start(db_conn_t *c, const db_host_t *h)
+{
+    static const struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    uv_getaddrinfo_t *req = db_xmalloc(sizeof *req);
+    req->data = c;
+    int rc = uv_getaddrinfo(c->db->loop, req, conn_lookup_cb, h->name, NULL, &hints);
+    if (rc < 0) {
+        free(req);
+        conn_lookup_failed(c, h, rc);
+        return rc;
+    }
+    c->lookup = req;
+    return 0;
+}
+
+/* Adds the hosts from c->next_host on until one needs a lookup, which it starts. */
+static void conn_resolve_next(db_conn_t *c)
+{
+    db_t *db = c->db;
+    for (; c->next_host < db->nhosts; c->next_host++) {
+        const db_host_t *h = &db->hosts[c->next_host];
+        if (!h->lookup)
+            addrs_add(&c->addrs, h, "");
+        else if (conn_lookup_start(c, h) == 0)
+            return; /* conn_lookup_cb goes on */
+    }
+    conn_resolved(c);
+}
+
+static void conn_lookup_done(db_conn_t *c, int status, const struct addrinfo *res)
+{
+    const db_host_t *h = &c->db->hosts[c->next_host];
+    if (status < 0) {
+        conn_lookup_failed(c, h, status);
+    } else {
+        int n = addrs_add_resolved(&c->addrs, h, res);
+        if (n == 0)
+            conn_lookup_failed(c, h, UV_EAI_ADDRFAMILY);
+        log_debug("database host resolved", "%s conn=%d name=%s addresses=%d", c->db->target,
+                  c->index, h->name, n);
+    }
+    c->next_host++;
+    conn_resolve_next(c);
+}
+
+static void conn_lookup_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    db_conn_t *c = req->data; /* NULL once orphaned: the pool may be gone */
+    free(req);
+    if (c) {
+        c->lookup = NULL;
+        conn_lookup_done(c, status, res);
+        db_dispatch(c->db);
+    }
+    uv_freeaddrinfo(res);
+}
+
+/* One connection attempt: the timer bounds the lookups and the connect together. */
+static void conn_start(db_conn_t *c)
+{
+    uv_timer_start(&c->timer, conn_timer_cb, DB_CONNECT_TIMEOUT_MS, 0);
+    if (c->db->nhosts == 0) {
+        conn_connect(c, NULL);
+        return;
+    }
+    c->state = DBC_RESOLVING;
+    c->next_host = 0;
+    c->lookup_error[0] = '\0';
+    conn_resolve_next(c);
 }
 
 /* ---- queries ----------------------------------------------------------------------- */
@@ -440,14 +722,12 @@ static void conn_poll_cb(uv_poll_t *h, int status, int events)
     db_t *db = c->db;
 
     if (c->state == DBC_CONNECTING) {
-        if (status < 0) {
-            conn_fail(c, uv_strerror(status));
-        } else {
-            /* PQconnectPoll may close the socket and open another one. */
-            uv_poll_stop(c->poll);
-            c->poll_events = 0;
-            conn_connect_step(c, PQconnectPoll(c->pg));
-        }
+        /* An error on the socket (libuv reports POLLERR as UV_EBADF) is PQconnectPoll's to
+         * read: it moves on to the next address or host, or fails. It may close the socket
+         * and open another one. */
+        uv_poll_stop(c->poll);
+        c->poll_events = 0;
+        conn_connect_step(c, PQconnectPoll(c->pg));
         db_dispatch(db);
         return;
     }
@@ -509,6 +789,8 @@ static void conn_timer_cb(uv_timer_t *t)
         return;
     if (c->state == DBC_DOWN)
         conn_start(c);
+    else if (c->state == DBC_RESOLVING)
+        conn_fail(c, "timed out while resolving the host name");
     else if (c->state == DBC_CONNECTING)
         conn_fail(c, "timed out while connecting");
     db_dispatch(c->db);
@@ -529,7 +811,7 @@ bool db_available(const db_t *db)
 static bool db_connecting(const db_t *db)
 {
     for (int i = 0; i < db->nconns; i++)
-        if (db->conns[i].state == DBC_CONNECTING)
+        if (db->conns[i].state == DBC_RESOLVING || db->conns[i].state == DBC_CONNECTING)
             return true;
     return false;
 }
@@ -641,7 +923,6 @@ db_t *db_create(uv_loop_t *loop, const char *conninfo, int pool_size)
         PQfreemem(err);
         return NULL;
     }
-    PQconninfoFree(opts);
 
     if (pool_size < 1)
         pool_size = 1;
@@ -649,9 +930,12 @@ db_t *db_create(uv_loop_t *loop, const char *conninfo, int pool_size)
     db->loop = loop;
     db->conninfo = strdup(conninfo);
     if (!db->conninfo) {
+        PQconninfoFree(opts);
         free(db);
         return NULL;
     }
+    db_hosts_parse(db, opts);
+    PQconninfoFree(opts);
     db_describe(conninfo, db->target, sizeof db->target);
     db->nconns = pool_size;
     db->conns = db_xmalloc(sizeof *db->conns * (size_t)pool_size);
@@ -688,6 +972,7 @@ static void db_handle_closed(db_t *db)
         r->cb(r->arg, NULL);
         req_free(r);
     }
+    db_hosts_free(db);
     free(db->conns);
     free(db->conninfo);
     free(db);
@@ -718,6 +1003,8 @@ void db_destroy(db_t **dbp)
     db_req_list_t failing = { NULL, NULL };
     for (int i = 0; i < db->nconns; i++) {
         db_conn_t *c = &db->conns[i];
+        conn_lookup_orphan(c);
+        addrs_reset(&c->addrs);
         conn_poll_close(c);
         uv_timer_stop(&c->timer);
         if (c->req) {

@@ -17,7 +17,9 @@ typedef struct db db_t;
 typedef void (*db_cb)(void *arg, PGresult *res);
 
 /* conninfo is a libpq connection string or URI. pool_size connections (at least 1) are
- * opened at once and kept open; a lost one is reopened with backoff. */
+ * opened at once and kept open; a lost one is reopened with backoff. Host names in it are
+ * resolved off the loop (uv_getaddrinfo) before every attempt; a name that does not resolve
+ * fails the attempt like an unreachable server. */
 db_t *db_create(uv_loop_t *loop, const char *conninfo, int pool_size);
 /* Fails the queries still queued (cb with NULL), closes the connections; *db becomes NULL.
  * The handles close asynchronously: run the loop until it has no more handles. */
