@@ -17,6 +17,7 @@ struct fe_auth {
     uv_work_t work;
     char label[32];
     fe_auth_result_t result;
+    lim_verdict_t block; /* why and until when, for FE_AUTH_BLOCKED */
 };
 
 static void auth_status(fe_auth_t *a, sasl_status_t st, const unsigned char *out, size_t out_len);
@@ -118,6 +119,7 @@ static void auth_complete(fe_session_t *s)
     fe_auth_t *a = s->auth;
     fe_auth_result_t r = a->result;
     const fe_auth_ops_t *ops = a->ops;
+    lim_verdict_t block = a->block;
     if (r == FE_AUTH_OK) {
         free(s->user);
         s->user = strdup(sasl_username(a->sasl));
@@ -127,7 +129,7 @@ static void auth_complete(fe_session_t *s)
     fe_auth_destroy(s);
     /* done() may start a wait of its own (pop3d opens the maildrop): resume only if not. */
     s->waiting = false;
-    ops->done(s, r);
+    ops->done(s, r, r == FE_AUTH_BLOCKED ? &block : NULL);
     if (!s->waiting)
         fe_session_resume(s);
 }
@@ -215,7 +217,10 @@ static void auth_check_cb(void *arg, const lim_verdict_t *v)
             fe_session_unref(s);
             return;
         }
-        blocked = lim_blocked(s->srv->lim, s->peer, NULL, 0, NULL);
+        blocked = lim_blocked(s->srv->lim, s->peer, a->block.reason, sizeof a->block.reason,
+                              &a->block.until_ms);
+    } else if (blocked) {
+        a->block = *v;
     }
     if (blocked)
         auth_finish(a, FE_AUTH_BLOCKED);
@@ -325,7 +330,7 @@ void fe_auth_password(fe_session_t *s, const char *label, const char *user, cons
 {
     fe_auth_t *a = auth_create(s, "PLAIN", label, ops);
     if (!a) {
-        ops->done(s, FE_AUTH_TEMP);
+        ops->done(s, FE_AUTH_TEMP, NULL);
         return;
     }
     buf_t b;

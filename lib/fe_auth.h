@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "fe.h"
+#include "lim.h"
 
 typedef enum fe_auth_result {
     FE_AUTH_OK,        /* s->user is set */
@@ -22,8 +23,9 @@ typedef enum fe_auth_result {
 typedef struct fe_auth_ops {
     /* Send one challenge; b64 is the base64 text ("" for an empty challenge). */
     void (*challenge)(fe_session_t *s, const char *b64);
-    /* The exchange is over; write the reply. */
-    void (*done)(fe_session_t *s, fe_auth_result_t result);
+    /* The exchange is over; write the reply. For FE_AUTH_BLOCKED, block says why and until
+     * when (until_ms 0 when neither the limiter nor the local copy knew); else NULL. */
+    void (*done)(fe_session_t *s, fe_auth_result_t result, const lim_verdict_t *block);
 } fe_auth_ops_t;
 
 /* Before a password is verified the limiter is asked whether this client address and

@@ -120,7 +120,7 @@ static void auth_challenge(fe_session_t *fs, const char *b64)
     fe_session_printf(fs, "+ %s\r\n", b64);
 }
 
-static void auth_done(fe_session_t *fs, fe_auth_result_t r)
+static void auth_done(fe_session_t *fs, fe_auth_result_t r, const lim_verdict_t *block)
 {
     pop3_session_t *s = (pop3_session_t *)fs;
     switch (r) {
@@ -140,7 +140,7 @@ static void auth_done(fe_session_t *fs, fe_auth_result_t r)
         pop3_err(s, NULL, "Cannot decode the authentication response");
         break;
     case FE_AUTH_BLOCKED:
-        pop3_blocked_now(s);
+        pop3_blocked_now(s, block);
         break;
     }
 }

@@ -120,7 +120,7 @@ void pop3_wait(pop3_session_t *s);
 void pop3_resume(pop3_session_t *s);
 /* The client address is blocked (at connect, or by the limiter during a login). */
 void pop3_blocked_reply(pop3_session_t *s, const char *reason, const char *until);
-void pop3_blocked_now(pop3_session_t *s);
+void pop3_blocked_now(pop3_session_t *s, const lim_verdict_t *v);
 bool pop3_auth_allowed(pop3_session_t *s);
 long pop3_setting(pop3_session_t *s, const char *key, long fallback);
 

@@ -96,13 +96,18 @@ void pop3_blocked_reply(pop3_session_t *s, const char *reason, const char *until
                       s->fe.srv->hostname, s->fe.peer, until, reason);
 }
 
-/* The limiter blocked the client during a login: say so and hang up. */
-void pop3_blocked_now(pop3_session_t *s)
+/* The limiter blocked the client during a login: say so and hang up. v says why and until
+ * when; without it (or its time) the local copy of the blocks is asked. */
+void pop3_blocked_now(pop3_session_t *s, const lim_verdict_t *v)
 {
     char reason[200] = "too many failed logins", until[32] = "later";
     int64_t until_ms;
-    if (lim_blocked(s->fe.srv->lim, s->fe.peer, reason, sizeof reason, &until_ms))
+    if (v && v->until_ms) {
+        snprintf(reason, sizeof reason, "%.199s", v->reason);
+        fe_format_time(v->until_ms, until, sizeof until);
+    } else if (lim_blocked(s->fe.srv->lim, s->fe.peer, reason, sizeof reason, &until_ms)) {
         fe_format_time(until_ms, until, sizeof until);
+    }
     log_warn("client blocked", "session=%lu client=%s", s->fe.id, s->fe.peer);
     pop3_blocked_reply(s, reason, until);
     pop3_enter_state(s, POP3_STATE_DONE);

@@ -371,7 +371,7 @@ static void auth_challenge(fe_session_t *fs, const char *b64)
     fe_session_printf(fs, "334 %s\r\n", b64);
 }
 
-static void auth_done(fe_session_t *fs, fe_auth_result_t r)
+static void auth_done(fe_session_t *fs, fe_auth_result_t r, const lim_verdict_t *block)
 {
     smtp_session_t *s = (smtp_session_t *)fs;
     switch (r) {
@@ -391,7 +391,7 @@ static void auth_done(fe_session_t *fs, fe_auth_result_t r)
         smtp_reply(s, 501, "5.5.2 Cannot decode response");
         break;
     case FE_AUTH_BLOCKED:
-        smtp_blocked_now(s, NULL);
+        smtp_blocked_now(s, block);
         break;
     }
 }
