@@ -117,8 +117,8 @@ class Service:
     def wait_ready(self):
         deadline = time.monotonic() + 60
         while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with status {self.proc.returncode} at start;"
+            if not self.alive():
+                raise RuntimeError(f"{self.name} stopped at start ({self.exit_text()});"
                                    f" log {self.log}:\n{self.tail()}")
             try:
                 if self.ready():
@@ -128,6 +128,9 @@ class Service:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} not ready after 60s; log {self.log}:\n{self.tail()}")
             time.sleep(0.1)
+
+    def exit_text(self):
+        return f"exit status {self.proc.returncode if self.proc else '?'}"
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -729,7 +732,7 @@ def greets(port, prefix, implicit_tls=False):
         return line.startswith(prefix)
 
 
-class ComposeService:
+class ComposeService(Service):
     """One service of the compose stack through the Docker engine: its log is the
     container's output (offsets are times, for `docker logs --since`), stop, kill and start
     go through compose, and a restart the engine did on its own (restart policy) counts as
@@ -763,19 +766,9 @@ class ComposeService:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self):
-        deadline = time.monotonic() + 60
-        while True:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} stopped at start:\n{self.tail()}")
-            try:
-                if self.ready():
-                    return
-            except Exception:  # noqa: BLE001 - not ready yet
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready after 60s:\n{self.tail()}")
-            time.sleep(0.2)
+    def exit_text(self):
+        st = self.state()
+        return f"{st['Status']}, exit status {st['ExitCode']}, {st['RestartCount']} restarts"
 
     def stop(self):
         """SIGTERM through compose (its stop grace period); the problems found."""
@@ -800,9 +793,6 @@ class ComposeService:
 
     def text(self):
         return self.since(0)
-
-    def tail(self, n=60):
-        return "\n".join(self.text().splitlines()[-n:])
 
 
 class ComposeStack(Stack):
@@ -985,8 +975,8 @@ def baseline(request, postern, accounts):
     yield
     dead = [svc for svc in postern.services.values() if not svc.alive()]
     if dead:
-        msgs = [f"{svc.name} exited with status {svc.proc.returncode if svc.proc else '?'}"
-                f" during {request.node.nodeid}" for svc in dead]
+        msgs = [f"{svc.name} stopped ({svc.exit_text()}) during {request.node.nodeid}"
+                for svc in dead]
         postern.crashes.extend(msgs)
         logs = postern.logs_since(request.node.postern_log_offsets)
         pytest.fail("\n".join(msgs) + "\n" + "\n".join(logs[svc.name] for svc in dead),
