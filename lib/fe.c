@@ -10,22 +10,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "fe_auth.h"
 #include "log.h"
 #include "proxy.h"
 
 #define FE_INPUT_MAX (256 * 1024)
-#define FE_DRAIN_MS 10000
+#define FE_DRAIN_DEFAULT_S 10
+#define FE_DRAIN_MAX_S 86400
 
 static void fe_server_shutdown(fe_server_t *srv);
 static void fe_session_begin(fe_session_t *s, bool after_proxy);
 static void fe_session_proxy_input(fe_session_t *s);
-
-static const char *env_or(const char *name, const char *fallback)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : fallback;
-}
 
 /* ---- sessions ---------------------------------------------------------------------- */
 
@@ -409,6 +405,9 @@ static void walk_close_cb(uv_handle_t *h, void *arg)
 
 static void fe_server_shutdown(fe_server_t *srv)
 {
+    if (srv->draining)
+        log_info("drain finished", "sessions=%zu finished=%zu forced=%zu", srv->drain_sessions,
+                 srv->drain_sessions - srv->drain_forced, srv->drain_forced);
     log_info("stopping", "%s", "");
     uv_timer_stop(&srv->drain_timer);
     health_stop(&srv->health);
@@ -420,12 +419,21 @@ static void fe_server_shutdown(fe_server_t *srv)
     uv_walk(srv->loop, walk_close_cb, NULL);
 }
 
+/* Closes every session still open; those already closing finish on their own. Closing
+ * completes later (CONN_CLOSED), so the list stays intact while it is walked. */
 static void drain_timeout_cb(uv_timer_t *t)
 {
     fe_server_t *srv = t->data;
-    log_warn("drain deadline reached, closing sessions", "sessions=%zu", srv->nsessions);
-    for (fe_session_t *s = srv->sessions; s; s = s->next)
+    size_t forced = 0;
+    for (fe_session_t *s = srv->sessions; s; s = s->next) {
+        if (s->closing || !s->conn)
+            continue;
+        forced++;
         fe_session_close(s);
+    }
+    srv->drain_forced += forced;
+    log_warn("drain deadline reached, closing sessions", "deadline_s=%ld sessions=%zu "
+             "forced=%zu", srv->drain_timeout_s, srv->nsessions, forced);
 }
 
 static void stop_signal_cb(uv_signal_t *h, int signum)
@@ -434,17 +442,21 @@ static void stop_signal_cb(uv_signal_t *h, int signum)
     if (srv->draining)
         return;
     srv->draining = true;
-    log_info("draining", "signal=%d sessions=%zu", signum, srv->nsessions);
+    srv->drain_sessions = srv->nsessions;
     for (size_t i = 0; i < srv->proto->nlisteners; i++)
         if (srv->listening[i])
             uv_close((uv_handle_t *)&srv->listen[i], NULL);
+    /* Logged once the listening sockets are closed: new connections are refused now. */
+    log_info("draining", "signal=%d sessions=%zu deadline_s=%ld", signum, srv->nsessions,
+             srv->drain_timeout_s);
     uv_signal_stop(&srv->sig_term);
     uv_signal_stop(&srv->sig_int);
     if (srv->nsessions == 0) {
         fe_server_shutdown(srv);
         return;
     }
-    uv_timer_start(&srv->drain_timer, drain_timeout_cb, FE_DRAIN_MS, 0);
+    /* DRAIN_TIMEOUT=0: the deadline is the next loop iteration. */
+    uv_timer_start(&srv->drain_timer, drain_timeout_cb, (uint64_t)srv->drain_timeout_s * 1000, 0);
 }
 
 static void hup_signal_cb(uv_signal_t *h, int signum)
@@ -509,6 +521,12 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
     const char *dburl = getenv("DATABASE_URL");
     if (!dburl || !*dburl) {
         log_error("DATABASE_URL is not set", "%s", "");
+        return 2;
+    }
+    srv->drain_timeout_s = env_seconds("DRAIN_TIMEOUT", FE_DRAIN_DEFAULT_S, 0, FE_DRAIN_MAX_S);
+    if (srv->drain_timeout_s < 0) {
+        log_error("bad DRAIN_TIMEOUT", "value=\"%.64s\" expected=\"whole seconds from 0 to %d\"",
+                  getenv("DRAIN_TIMEOUT"), FE_DRAIN_MAX_S);
         return 2;
     }
     const char *name = env_or(hostname_env, NULL);
@@ -581,7 +599,8 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
         fe_server_shutdown(srv);
         uv_run(srv->loop, UV_RUN_DEFAULT);
     } else {
-        log_info("started", "instance=%s", srv->instance);
+        log_info("started", "instance=%s drain_timeout_s=%ld", srv->instance,
+                 srv->drain_timeout_s);
         uv_run(srv->loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(srv->loop);

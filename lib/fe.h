@@ -79,6 +79,9 @@ struct fe_server {
     size_t nsessions;
     unsigned long next_session_id;
     bool draining;
+    long drain_timeout_s;   /* DRAIN_TIMEOUT: sessions left after it are closed */
+    size_t drain_sessions;  /* open when the drain began */
+    size_t drain_forced;    /* closed by the drain deadline */
     uv_tcp_t *listen;       /* one per listener conf */
     bool *listening;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -109,8 +112,10 @@ struct fe_session {
 };
 
 /* Runs a front end: reads the environment (DATABASE_URL, NATS_URL, TLS_CERT, TLS_KEY,
- * LISTEN_ADDRESS, the listeners' port variables, HOSTNAME_ENV...), listens, serves until
- * SIGTERM. Returns the process exit status. */
+ * LISTEN_ADDRESS, the listeners' port variables, HOSTNAME_ENV, DRAIN_TIMEOUT...), listens,
+ * serves until SIGTERM or SIGINT, then drains: stops listening, lets open sessions go on
+ * for up to DRAIN_TIMEOUT seconds (default 10; 0 closes them at once), closes those still
+ * open and exits. Returns the process exit status (2 for a bad setting). */
 int fe_main(const fe_protocol_t *proto, const char *hostname_env);
 
 void fe_session_ref(fe_session_t *s);

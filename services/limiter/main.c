@@ -5,14 +5,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "log.h"
 #include "server.h"
-
-static const char *env_or(const char *name, const char *fallback)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : fallback;
-}
 
 int main(void)
 {

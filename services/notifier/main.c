@@ -1,7 +1,9 @@
 /* notifier: the service around notifier.c. Environment: DATABASE_URL (required),
  * NATS_URL (default nats://127.0.0.1:4222), SMTP_HOSTNAME (this host's name in Received:
  * and Message-ID:; default the system's host name), DB_POOL (default 2), CONFIG_REFRESH
- * (seconds, default 30). SIGTERM or SIGINT stop it cleanly. */
+ * (seconds, default 30), HEALTH_PORT (HTTP /healthz, /readyz, /metrics; off when unset),
+ * QUEUE_REFRESH (seconds between outbound queue gauge updates on /metrics, 1 to 3600,
+ * default 15). SIGTERM or SIGINT stop it cleanly. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +13,12 @@
 #include <nats/nats.h>
 
 #include "health.h"
+#include "env.h"
 #include "log.h"
 #include "notifier.h"
+
+#define QUEUE_REFRESH_DEFAULT_S 15
+#define QUEUE_REFRESH_MAX_S 3600
 
 typedef struct service {
     uv_loop_t *loop;
@@ -20,6 +26,7 @@ typedef struct service {
     bus_t *bus;
     config_t *cfg;
     ntf_t *ntf;
+    ntf_depth_t *depth; /* outbound queue gauges, with HEALTH_PORT */
     uv_signal_t sig_term, sig_int;
     metrics_t *metrics;
     health_t *health; /* HEALTH_PORT */
@@ -35,12 +42,6 @@ static bool service_ready(void *arg, char *why, size_t why_len)
     if (missing)
         snprintf(why, why_len, "%s", missing);
     return !missing;
-}
-
-static const char *env_or(const char *name, const char *fallback)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : fallback;
 }
 
 /* A host name fit for Received: and Message-ID: letters, digits, '-' and dots. */
@@ -64,6 +65,7 @@ static void service_stop(service_t *svc)
      * callbacks of queries in flight, the configuration's among them. */
     bus_destroy(&svc->bus);
     ntf_destroy(&svc->ntf);
+    ntf_depth_destroy(&svc->depth);
     db_destroy(&svc->db);
     config_destroy(&svc->cfg);
 }
@@ -97,6 +99,13 @@ int main(void)
     else if (gethostname(hostname, sizeof hostname - 1) != 0 || !hostname_ok(hostname))
         snprintf(hostname, sizeof hostname, "localhost");
     hostname[sizeof hostname - 1] = '\0';
+    long queue_refresh_s = env_seconds("QUEUE_REFRESH", QUEUE_REFRESH_DEFAULT_S, 1,
+                                       QUEUE_REFRESH_MAX_S);
+    if (queue_refresh_s < 0) {
+        log_error("bad QUEUE_REFRESH", "value=\"%.64s\" expected=\"whole seconds from 1 to %d\"",
+                  getenv("QUEUE_REFRESH"), QUEUE_REFRESH_MAX_S);
+        return 2;
+    }
 
     svc.db = db_create(svc.loop, dburl, atoi(env_or("DB_POOL", "2")));
     svc.bus = bus_create(svc.loop, env_or("NATS_URL", "nats://127.0.0.1:4222"), "notifier");
@@ -126,6 +135,12 @@ int main(void)
     if (health_port > 0) {
         svc.metrics = metrics_create();
         svc.health = health_start(svc.loop, health_port, svc.metrics, service_ready, &svc);
+        /* Only where /metrics is served: nobody else would see the answers. */
+        if (svc.health)
+            svc.depth = ntf_depth_create(svc.loop, svc.db, svc.metrics,
+                                         (uint64_t)queue_refresh_s * 1000);
+        if (svc.health && !svc.depth)
+            log_error("out of memory: no outbound queue gauges", "%s", "");
     }
     log_info("started", "hostname=%s subject=%s", hostname, NTF_SUBJECT);
     uv_run(svc.loop, UV_RUN_DEFAULT);

@@ -6,6 +6,7 @@
  *   gate.c      the in-memory side of "once per interval" (an injected clock; PostgreSQL,
  *               table alerts, is the authority and survives restarts)
  *   notifier.c  the queue: bounded, retried with backoff while PostgreSQL is down
+ *   depth.c     the outbound queue's depth and age as Prometheus gauges
  *   main.c      environment, loop, signals
  *
  * System mail never counts for HAMR: the notifier never asks the limiter and never
@@ -23,6 +24,7 @@
 #include "bus.h"
 #include "config.h"
 #include "db.h"
+#include "metrics.h"
 #include "postern.pb-c.h"
 
 #define NTF_SUBJECT "postern.alert"
@@ -137,5 +139,23 @@ void ntf_destroy(ntf_t **ntf);
 void ntf_receive(ntf_t *ntf, const void *data, size_t len);
 size_t ntf_queued(const ntf_t *ntf);
 ntf_stats_t ntf_stats(const ntf_t *ntf);
+
+/* ---- depth.c ----------------------------------------------------------------------- */
+
+/* Until relayd exists, relayed mail and alerts for outside addresses wait in the table
+ * outbound_queue. The notifier, a single background service with the database at hand,
+ * reports how much waits there:
+ *   postern_outbound_queue_messages        rows in outbound_queue
+ *   postern_outbound_queue_oldest_seconds  age of the oldest row (0 when empty)
+ * One query at start, then one every interval_ms (none while the last is in flight). The
+ * gauges appear after the first answer; while the database cannot answer they keep their
+ * last value, and the failure is logged once until an answer comes again. */
+typedef struct ntf_depth ntf_depth_t;
+
+ntf_depth_t *ntf_depth_create(uv_loop_t *loop, db_t *db, metrics_t *metrics,
+                              uint64_t interval_ms);
+/* Stops the timer; frees itself once the timer has closed and no query is in flight (call
+ * before db_destroy, which answers a query in flight). *depth becomes NULL. */
+void ntf_depth_destroy(ntf_depth_t **depth);
 
 #endif

@@ -2,7 +2,8 @@
 rendered objects are read back and checked for what a running system depends on: ports on
 Services and containers, probes, replicas, autoscalers, the single limiter, Secrets that
 exist and are mounted, the security context, the migration hook, bundled or external
-PostgreSQL and NATS, the PROXY protocol setting.
+PostgreSQL and NATS, the PROXY protocol setting, the front ends' drain deadline and grace
+period.
 
 helm comes from $HELM, the PATH, build/tools/helm, or else `go install` from the Go module
 proxy into build/tools (a few minutes, once); without Go or the proxy the tests are skipped
@@ -186,7 +187,10 @@ VALUE_SETS = {
                     "imapd": {"enabled": True, "autoscaling": {"enabled": True}}},
     "existing-tls": {"tls": {"existingSecret": "mail-example-org-tls"}},
     "proxy": {"proxyProtocol": {"trustedNetworks": ["10.0.0.0/8", "2001:db8::/32"]}},
+    "drain": {"smtpd": {"drainTimeout": 40}, "pop3d": {"drainTimeout": 0},
+              "imapd": {"enabled": True, "drainTimeout": 20, "terminationGracePeriodSeconds": 90}},
 }
+DRAIN_MARGIN = 5   # seconds of grace beyond a front end's drainTimeout
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -270,6 +274,14 @@ def test_invariants(render, name):
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
         assert c["envFrom"] == [{"configMapRef": {"name": FULL}}]
         assert "DATABASE_URL" in env_of(c) and "NATS_URL" in env_of(c)
+
+    # Every front end drains (DRAIN_TIMEOUT) within its pod's grace period, with a margin:
+    # Kubernetes kills the pod when the grace period ends.
+    for name in FRONTENDS:
+        dep = r.maybe("Deployment", f"{FULL}-{name}")
+        if dep:
+            drain = int(env_value(container(dep), "DRAIN_TIMEOUT"))
+            assert pod_spec(dep)["terminationGracePeriodSeconds"] >= drain + DRAIN_MARGIN, name
 
     # Every Service selects the pods of some workload.
     pod_labels = [w["spec"]["template"]["metadata"]["labels"] for w in r.workloads()]
@@ -493,6 +505,37 @@ def test_hostname(render):
     # Unset: each pod greets with its own name (no variable).
     r = render()
     assert "SMTP_HOSTNAME" not in env_of(container(r.get("Deployment", f"{FULL}-smtpd")))
+
+
+# ---- draining --------------------------------------------------------------------------------
+def drain_of(r, name):
+    """(DRAIN_TIMEOUT as the container gets it, the pod's terminationGracePeriodSeconds)."""
+    dep = r.get("Deployment", f"{FULL}-{name}")
+    return env_value(container(dep), "DRAIN_TIMEOUT"), pod_spec(dep)["terminationGracePeriodSeconds"]
+
+
+def test_drain_timeout(render):
+    r = render()
+    for name in ("smtpd", "pop3d"):
+        assert drain_of(r, name) == ("10", 10 + DRAIN_MARGIN), name
+    # Only front ends drain sessions.
+    for name in ("limiter", "notifier"):
+        assert "DRAIN_TIMEOUT" not in env_of(container(r.get("Deployment", f"{FULL}-{name}"))), name
+
+    r = render(VALUE_SETS["drain"])
+    assert drain_of(r, "smtpd") == ("40", 40 + DRAIN_MARGIN)
+    assert drain_of(r, "pop3d") == ("0", DRAIN_MARGIN)       # 0: sessions closed at once
+    assert drain_of(r, "imapd") == ("20", 90)                 # a longer grace period is kept
+    # A shorter one is not: the drain would be cut off by SIGKILL.
+    r = render({"smtpd": {"drainTimeout": 30, "terminationGracePeriodSeconds": 10}})
+    assert drain_of(r, "smtpd") == ("30", 30 + DRAIN_MARGIN)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "ten", 86401, None])
+def test_bad_drain_timeout_fails(render, bad):
+    r = render({"pop3d": {"drainTimeout": bad}}, check=False)
+    assert r.returncode != 0
+    assert "pop3d.drainTimeout must be whole seconds from 0 to 86400" in r.stderr, r.stderr
 
 
 # ---- PROXY protocol and Services ---------------------------------------------------------

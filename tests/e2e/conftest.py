@@ -91,6 +91,12 @@ def postern_bin():
     return Path(os.environ.get("POSTERN_BIN", ROOT / "build" / "bin")).resolve()
 
 
+def config_loaded(svc):
+    """True once a front end has logged its first configuration load."""
+    out = svc.since(svc.started_at)
+    return 'msg="configuration loaded"' in out or 'msg="OPEN RELAY' in out
+
+
 def sanitizer_findings(text):
     return [m for m in SANITIZER_MARKS if m in text]
 
@@ -668,7 +674,9 @@ class Stack:
             full = self.smtpd_env()
             full.update(env or {})
             full.update({k: str(v) for k, v in ports.items()})
-            svc = Service(name, self.bin / "smtpd", full, self.dir / f"{name}.log", fe.listening)
+            # Ready once it listens and has its configuration (else a first MAIL gets 4xx).
+            svc = Service(name, self.bin / "smtpd", full, self.dir / f"{name}.log", None)
+            svc.ready = lambda svc=svc, fe=fe: fe.listening() and config_loaded(svc)
             try:
                 svc.start()
                 break

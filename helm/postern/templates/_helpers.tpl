@@ -97,8 +97,11 @@ NAME is the Secret holding DATABASE_URL when postgresql.external.url is used.
 {{/*
 A Postern pod template: postern.pod (dict "root" $ "component" NAME "command" SERVICE
 "values" COMPONENT-VALUES "ports" LIST-OF-(dict name env port) "tls" BOOL
-"hostnameEnv" VARIABLE): tls mounts the certificate; hostnameEnv is the variable that
-carries .Values.hostname to a front end (SMTP_HOSTNAME, POP3_HOSTNAME, ...).
+"hostnameEnv" VARIABLE "drainTimeout" SECONDS): tls mounts the certificate; hostnameEnv is
+the variable that carries .Values.hostname to a front end (SMTP_HOSTNAME, POP3_HOSTNAME,
+...); drainTimeout (front ends, already checked) becomes DRAIN_TIMEOUT, and the grace period
+is drainTimeout + 5 seconds, or the component's terminationGracePeriodSeconds when that is
+longer: Kubernetes sends SIGKILL when the grace period ends, drained or not.
 */}}
 {{- define "postern.pod" -}}
 {{- $root := .root -}}
@@ -129,7 +132,11 @@ spec:
   {{- end }}
   securityContext:
     {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
+  {{- if hasKey . "drainTimeout" }}
+  terminationGracePeriodSeconds: {{ max (add .drainTimeout 5) (int ($v.terminationGracePeriodSeconds | default 0)) }}
+  {{- else }}
   terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds | default 30 }}
+  {{- end }}
   {{- if include "postern.bundledDatabase" $root }}
   # The bundled PostgreSQL is created with the release, after the pre-install hooks: the
   # schema is applied here (idempotent, locked; it waits for the server).
@@ -176,6 +183,10 @@ spec:
         {{- if and .hostnameEnv $root.Values.hostname }}
         - name: {{ .hostnameEnv }}
           value: {{ $root.Values.hostname | quote }}
+        {{- end }}
+        {{- if hasKey . "drainTimeout" }}
+        - name: DRAIN_TIMEOUT
+          value: {{ .drainTimeout | quote }}
         {{- end }}
       ports:
         {{- range .ports }}
