@@ -33,8 +33,8 @@ starting programs of its own (ComposeStack): PostgreSQL and NATS published on lo
 the harness's own clients (tests/deploy/compose.e2e.yml), mailctl from $POSTERN_BIN, the
 services stopped, killed and started through compose, their logs read with `docker logs`.
 Tests marked client_addresses (they connect from several 127.0.0.x addresses, while a
-published port shows every client as the bridge network's gateway) and own_smtpd (they
-start smtpd processes with settings of their own) are left out there, and counted.
+published port shows every client as the bridge network's gateway) and own_processes (they
+start smtpd or notifier processes with settings of their own) are left out there, and counted.
 """
 
 import importlib
@@ -698,10 +698,10 @@ COMPOSE_PROJECT = os.environ.get("POSTERN_E2E_COMPOSE", "")
 COMPOSE_LEFT_OUT = {
     "client_addresses": "connects from several 127.0.0.x addresses; through a published port "
                         "every client is the bridge network's gateway",
-    "own_smtpd": "starts smtpd processes with settings of its own",
+    "own_processes": "starts smtpd or notifier processes with settings of its own",
 }
-# Fixtures that start smtpd processes of their own: their tests are own_smtpd.
-OWN_SMTPD_FIXTURES = {"smtpd2", "health_smtpd", "proxied", "draining_smtpd"}
+# Fixtures that start processes of their own: their tests are own_processes.
+OWN_PROCESS_FIXTURES = {"smtpd2", "health_smtpd", "proxied", "draining_smtpd", "queue_metrics"}
 
 
 def compose_cmd(*args, check=True, timeout=180):
@@ -858,7 +858,7 @@ class ComposeStack(Stack):
             raise RuntimeError(f"no running smtpd in compose project {COMPOSE_PROJECT}")
 
     def add_smtpd(self, name, env=None, extra_ports=()):
-        raise RuntimeError("a compose stack runs no smtpd of the suite's own (own_smtpd)")
+        raise RuntimeError("a compose stack runs no smtpd of the suite's own (own_processes)")
 
     def close(self):
         return []
@@ -873,8 +873,8 @@ def pytest_collection_modifyitems(config, items):
     if not COMPOSE_PROJECT:
         return
     for item in items:
-        if OWN_SMTPD_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker("own_smtpd")
+        if OWN_PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("own_processes")
     kept, left = [], {m: 0 for m in COMPOSE_LEFT_OUT}
     for item in items:
         marks = [m for m in COMPOSE_LEFT_OUT if item.get_closest_marker(m)]
