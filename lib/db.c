@@ -808,6 +808,18 @@ bool db_available(const db_t *db)
     return false;
 }
 
+bool db_busy(const db_t *db)
+{
+    if (!db)
+        return false;
+    if (db->queue.head || db->fail.head)
+        return true;
+    for (int i = 0; i < db->nconns; i++)
+        if (db->conns[i].req)
+            return true;
+    return false;
+}
+
 static bool db_connecting(const db_t *db)
 {
     for (int i = 0; i < db->nconns; i++)

@@ -36,5 +36,8 @@ int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *v
 
 /* True while at least one connection is up. */
 bool db_available(const db_t *db);
+/* True while a query waits, runs, or has its callback still to come: what a service
+ * shutting down lets finish (a lock released, a last write) before db_destroy. */
+bool db_busy(const db_t *db);
 
 #endif

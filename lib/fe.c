@@ -18,6 +18,8 @@
 #define FE_INPUT_MAX (256 * 1024)
 #define FE_DRAIN_DEFAULT_S 10
 #define FE_DRAIN_MAX_S 86400
+#define FE_FLUSH_STEP_MS 50    /* at shutdown, how often to look whether queries are done */
+#define FE_FLUSH_MAX_MS 3000   /* and how long to let them finish at most */
 
 static void fe_server_shutdown(fe_server_t *srv);
 static void fe_session_begin(fe_session_t *s, bool after_proxy);
@@ -39,6 +41,7 @@ void fe_session_unref(fe_session_t *s)
         s->srv->proto->release(s);
     buf_free(&s->line);
     free(s->user);
+    s->srv->nallocated--;
     free(s);
 }
 
@@ -180,6 +183,7 @@ static void accept_cb(uv_stream_t *server, int status)
         return;
     }
     s->srv = srv;
+    srv->nallocated++;
     s->listener = lc;
     s->id = ++srv->next_session_id;
     buf_init(&s->line);
@@ -403,11 +407,28 @@ static void walk_close_cb(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+static void flush_timer_cb(uv_timer_t *t)
+{
+    fe_server_shutdown(t->data);
+}
+
+/* Once the sessions are closed: lets them be released and the database work they leave
+ * finish (pop3d deletes its maildrop lock as a session ends), for FE_FLUSH_MAX_MS at most,
+ * then stops everything. */
 static void fe_server_shutdown(fe_server_t *srv)
 {
-    if (srv->draining)
-        log_info("drain finished", "sessions=%zu finished=%zu forced=%zu", srv->drain_sessions,
-                 srv->drain_sessions - srv->drain_forced, srv->drain_forced);
+    if (!srv->stopping) {
+        srv->stopping = true;
+        if (srv->draining)
+            log_info("drain finished", "sessions=%zu finished=%zu forced=%zu",
+                     srv->drain_sessions, srv->drain_sessions - srv->drain_forced,
+                     srv->drain_forced);
+    }
+    if ((srv->nallocated > 0 || db_busy(srv->db)) && srv->flush_waited_ms < FE_FLUSH_MAX_MS) {
+        srv->flush_waited_ms += FE_FLUSH_STEP_MS;
+        uv_timer_start(&srv->drain_timer, flush_timer_cb, FE_FLUSH_STEP_MS, 0);
+        return;
+    }
     log_info("stopping", "%s", "");
     uv_timer_stop(&srv->drain_timer);
     health_stop(&srv->health);

@@ -77,11 +77,14 @@ struct fe_server {
     char instance[300];     /* hostname:pid */
     unsigned char secret[32]; /* seeds fake SCRAM salts and attempt digests */
     size_t nsessions;
+    size_t nallocated;      /* sessions not yet released (closed ones wait for callbacks) */
     unsigned long next_session_id;
     bool draining;
     long drain_timeout_s;   /* DRAIN_TIMEOUT: sessions left after it are closed */
     size_t drain_sessions;  /* open when the drain began */
     size_t drain_forced;    /* closed by the drain deadline */
+    bool stopping;          /* the sessions are gone; database work left is finishing */
+    unsigned flush_waited_ms;
     uv_tcp_t *listen;       /* one per listener conf */
     bool *listening;
     uv_signal_t sig_term, sig_int, sig_hup;

@@ -652,6 +652,24 @@ def test_stale_lock_is_taken_over_and_live_one_is_not(postern, pop3, mailbox, sq
         sql("DELETE FROM pop3_locks WHERE user_id = %s", (user_id,))
 
 
+def test_sigterm_releases_the_lock_of_an_open_session(postern, pop3, mailbox, sql):
+    """A rolling restart must not leave users locked out for a lease: the session still
+    open at SIGTERM is closed at the drain deadline and its lock deleted before the exit."""
+    (user_id,) = sql("SELECT id FROM users WHERE address = %s", (mailbox.address,))[0]
+    p = pop3()
+    p.login(mailbox.address, mailbox.password)
+    assert sql("SELECT count(*) FROM pop3_locks WHERE user_id = %s", (user_id,))[0][0] == 1
+    try:
+        postern.stop_service("pop3d")  # SIGTERM; a clean exit is checked
+        assert sql("SELECT count(*) FROM pop3_locks WHERE user_id = %s", (user_id,))[0][0] == 0
+    finally:
+        p.close()
+        postern.start_service("pop3d")
+    q = pop3()
+    q.login(mailbox.address, mailbox.password)
+    q.ok("QUIT")
+
+
 @pytest.fixture
 def raw_setting(postern, sql):
     """raw_setting(key, value): a system setting written straight into the table (for keys
