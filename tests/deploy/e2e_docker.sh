@@ -29,25 +29,8 @@ PYTHON=/usr/bin/python3
 T0=$(date +%s)
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/postern-e2e-docker.XXXXXX")
 
-step() {
-    printf '== [%4ss] %s\n' "$(($(date +%s) - T0))" "$*"
-}
-
-fail() {
-    printf '== [%4ss] FAIL: %s\n' "$(($(date +%s) - T0))" "$*" >&2
-    exit 1
-}
-
-if [ -z "${COMPOSE:-}" ]; then
-    if docker compose version >/dev/null 2>&1; then
-        COMPOSE="docker compose"
-    elif command -v docker-compose >/dev/null 2>&1; then
-        COMPOSE=docker-compose
-    else
-        fail "neither 'docker compose' nor 'docker-compose' is installed"
-    fi
-fi
-docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker info)"
+. tests/deploy/common.sh
+pick_compose
 for tool in swaks "$PYTHON"; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed (make deps)"
 done
@@ -104,23 +87,7 @@ trap 'exit 130' INT TERM
 compose down -v --remove-orphans >/dev/null 2>&1 || true
 
 # ---- images -----------------------------------------------------------------------------
-if [ -z "${POSTERN_BASE_IMAGE:-}${POSTGRES_IMAGE:-}${NATS_IMAGE:-}" ]; then
-    step "base images (deploy/docker/build-base.sh; skipped where they exist)"
-    timeout 1200 sh deploy/docker/build-base.sh all || fail "building the base images"
-fi
-BASE=${POSTERN_BASE_IMAGE:-postern-base:bookworm}
-step "postern image (docker build, FROM $BASE)"
-timeout 1200 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
-    -t "${POSTERN_IMAGE:-postern:latest}" . >"$LOGDIR/build.log" 2>&1 || {
-    tail -n 40 "$LOGDIR/build.log"
-    fail "building the postern image (log: $LOGDIR/build.log)"
-}
-timeout 600 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
-    --target certs -t "${POSTERN_CERTS_IMAGE:-postern-certs:latest}" . \
-    >"$LOGDIR/build-certs.log" 2>&1 || {
-    tail -n 40 "$LOGDIR/build-certs.log"
-    fail "building the certs image (log: $LOGDIR/build-certs.log)"
-}
+build_images
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^postern(-[a-z]+)?:' | sed 's/^/   /' || true
 
 # ---- up ---------------------------------------------------------------------------------

@@ -50,31 +50,10 @@ ITEMS="hamr limiter postgres"
 DONE=""
 LOAD_PID=""
 
-step() {
-    printf '== [%4ss] %s\n' "$(($(date +%s) - T0))" "$*"
-}
-
-# A check inside an item that did not hold: said, and the item fails (the caller returns 1).
-bad() {
-    printf '== [%4ss] FAIL: %s\n' "$(($(date +%s) - T0))" "$*" >&2
-}
-
-# The stack itself could not be set up: nothing more can be shown.
-fail() {
-    bad "$*"
-    exit 1
-}
-
-if [ -z "${COMPOSE:-}" ]; then
-    if docker compose version >/dev/null 2>&1; then
-        COMPOSE="docker compose"
-    elif command -v docker-compose >/dev/null 2>&1; then
-        COMPOSE=docker-compose
-    else
-        fail "neither 'docker compose' nor 'docker-compose' is installed"
-    fi
-fi
-docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker info)"
+# step, bad (a check inside an item that did not hold: the item fails), fail (the stack
+# itself could not be set up), pick_compose, build_images.
+. tests/deploy/common.sh
+pick_compose
 command -v "$PYTHON" >/dev/null 2>&1 || fail "$PYTHON is not installed"
 
 compose() {
@@ -346,26 +325,7 @@ said() {
 
 # ---- images -----------------------------------------------------------------------------
 if [ "${E2E_NO_BUILD:-0}" != 1 ]; then
-    if [ -z "${POSTERN_BASE_IMAGE:-}${POSTGRES_IMAGE:-}${NATS_IMAGE:-}" ]; then
-        step "base images (deploy/docker/build-base.sh; skipped where they exist)"
-        timeout 1200 sh deploy/docker/build-base.sh all >"$LOGDIR/build-base.log" 2>&1 || {
-            tail -n 40 "$LOGDIR/build-base.log"
-            fail "building the base images"
-        }
-    fi
-    BASE=${POSTERN_BASE_IMAGE:-postern-base:bookworm}
-    step "postern and certs images (docker build, FROM $BASE)"
-    timeout 1200 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
-        -t "${POSTERN_IMAGE:-postern:latest}" . >"$LOGDIR/build.log" 2>&1 || {
-        tail -n 40 "$LOGDIR/build.log"
-        fail "building the postern image (log: $LOGDIR/build.log)"
-    }
-    timeout 600 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
-        --target certs -t "${POSTERN_CERTS_IMAGE:-postern-certs:latest}" . \
-        >"$LOGDIR/build-certs.log" 2>&1 || {
-        tail -n 40 "$LOGDIR/build-certs.log"
-        fail "building the certs image (log: $LOGDIR/build-certs.log)"
-    }
+    build_images
 fi
 
 # ---- up, smtpd x REPLICAS -----------------------------------------------------------------
