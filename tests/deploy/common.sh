@@ -1,5 +1,6 @@
 # What the compose tests (e2e_docker.sh, e2e_docker_scale.sh) share; sourced, from the
-# repository's top folder, after T0 and LOGDIR are set.
+# repository's top folder, after T0 and LOGDIR are set. The functions below that touch the
+# stack use the script's own compose() and PROJECT.
 
 step() {
     printf '== [%4ss] %s\n' "$(($(date +%s) - T0))" "$*"
@@ -52,4 +53,60 @@ build_images() {
         tail -n 40 "$LOGDIR/build-certs.log"
         fail "building the certs image (log: $LOGDIR/build-certs.log)"
     }
+}
+
+# Containers of a service (one-off `run` containers left out), straight from the engine: the
+# compose labels are the same for docker-compose v1 and docker compose v2, and this is quick.
+ids() {
+    docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT" \
+        --filter "label=com.docker.compose.service=$1" --filter "label=com.docker.compose.oneoff=False"
+}
+
+# Waits until every container of the given services is running and healthy.
+wait_healthy() {
+    limit=$1
+    shift
+    deadline=$(($(date +%s) + limit))
+    while :; do
+        waiting=""
+        for svc in "$@"; do
+            found=$(ids "$svc")
+            [ -n "$found" ] || waiting="$waiting $svc(missing)"
+            for id in $found; do
+                state=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id" 2>/dev/null || echo missing)
+                case $state in
+                    running/healthy) ;;
+                    exited/* | dead/*) bad "$svc ($id) has stopped ($state)"; return 1 ;;
+                    */unhealthy)
+                        bad "$svc is unhealthy: $(docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$id" | grep . | tail -n 1)"
+                        return 1 ;;
+                    *) waiting="$waiting $svc($state)" ;;
+                esac
+            done
+        done
+        [ -z "$waiting" ] && return 0
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            bad "not healthy after ${limit}s:$waiting"
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+# On failure: the containers' states and the last TAIL lines of every service's log.
+show_stack() {
+    echo "== state of the stack:"
+    compose ps 2>&1 || true
+    echo "== last log lines:"
+    compose logs --no-color --tail "$1" 2>&1 | tail -n 150 || true
+}
+
+# down -v, unless E2E_KEEP=1 (then how to remove it later).
+remove_stack() {
+    if [ "${E2E_KEEP:-0}" = 1 ]; then
+        echo "== kept: $COMPOSE -p $PROJECT down -v   removes it"
+    else
+        step "removing the stack (down -v)"
+        compose down -v --remove-orphans >"$LOGDIR/down.log" 2>&1 || cat "$LOGDIR/down.log"
+    fi
 }

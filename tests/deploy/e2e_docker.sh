@@ -16,8 +16,6 @@
 #   E2E_TIMEOUT        seconds to wait for the stack to be healthy (default 180)
 #   E2E_KEEP=1         leave the stack running afterwards (remove it with the printed command)
 #   E2E_SUITE=0       leave out the end-to-end suite (the checks above only)
-#   E2E_RUNNING_ONLY   services that need only be running, not healthy (for a service that
-#                      has no health endpoint yet), e.g. "limiter notifier"
 #   POSTERN_BASE_IMAGE, POSTGRES_IMAGE, NATS_IMAGE   registry images instead of the
 #                      offline ones (then build-base.sh is not run)
 set -eu
@@ -58,18 +56,8 @@ TOKEN=postern-e2e-$$-$(date +%s)
 finish() {
     status=$?
     trap - EXIT INT TERM
-    if [ "$status" -ne 0 ]; then
-        echo "== state of the stack:"
-        compose ps 2>&1 || true
-        echo "== last log lines:"
-        compose logs --no-color --tail 25 2>&1 | tail -n 150 || true
-    fi
-    if [ "${E2E_KEEP:-0}" = 1 ]; then
-        echo "== kept: $COMPOSE -p $PROJECT down -v   removes it (SMTP on 127.0.0.1:$SMTP_HOST_PORT)"
-    else
-        step "removing the stack (down -v)"
-        compose down -v --remove-orphans >"$LOGDIR/down.log" 2>&1 || cat "$LOGDIR/down.log"
-    fi
+    [ "$status" -eq 0 ] || show_stack 25
+    remove_stack
     if [ "$status" -eq 0 ]; then
         rm -rf "$LOGDIR"
         step "e2e-docker passed"
@@ -102,27 +90,8 @@ timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml -f tests/deploy/compose
 # The long-running services in the file; each must report healthy (its /readyz says 200).
 SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|migrate|mailctl' | tr '\n' ' ')
 step "waiting for healthy: postgres nats $SERVICES(at most ${TIMEOUT}s)"
-deadline=$(($(date +%s) + TIMEOUT))
-while :; do
-    waiting=""
-    for svc in postgres nats $SERVICES; do
-        id=$(compose ps -q "$svc" 2>/dev/null || true)
-        state=$( [ -n "$id" ] && docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id" 2>/dev/null || echo missing)
-        case " ${E2E_RUNNING_ONLY:-} " in
-            *" $svc "*) state=${state%%/*}/healthy ;;
-        esac
-        case $state in
-            running/healthy) ;;
-            exited/* | dead/*) fail "$svc has stopped ($state)" ;;
-            # Failed checks after the start period (30 s): its /readyz (or /healthz) said no.
-            */unhealthy) fail "$svc is unhealthy: $(docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$id" | grep . | tail -n 1)" ;;
-            *) waiting="$waiting $svc($state)" ;;
-        esac
-    done
-    [ -z "$waiting" ] && break
-    [ "$(date +%s)" -lt "$deadline" ] || fail "not healthy after ${TIMEOUT}s:$waiting"
-    sleep 2
-done
+# shellcheck disable=SC2086
+wait_healthy "$TIMEOUT" postgres nats $SERVICES || exit 1
 step "healthy"
 
 for job in certs migrate; do

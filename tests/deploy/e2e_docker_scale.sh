@@ -51,7 +51,8 @@ DONE=""
 LOAD_PID=""
 
 # step, bad (a check inside an item that did not hold: the item fails), fail (the stack
-# itself could not be set up), pick_compose, build_images.
+# itself could not be set up), pick_compose, build_images, ids, wait_healthy, show_stack,
+# remove_stack.
 . tests/deploy/common.sh
 pick_compose
 command -v "$PYTHON" >/dev/null 2>&1 || fail "$PYTHON is not installed"
@@ -80,17 +81,9 @@ finish() {
     [ -z "$LOAD_PID" ] || kill "$LOAD_PID" 2>/dev/null || true
     if [ "$status" -ne 0 ] || [ "$FAILED" -ne 0 ]; then
         compose logs --no-color >"$LOGDIR/compose.log" 2>&1 || true
-        echo "== state of the stack:"
-        compose ps 2>&1 || true
-        echo "== last log lines:"
-        compose logs --no-color --tail 15 2>&1 | tail -n 150 || true
+        show_stack 15
     fi
-    if [ "${E2E_KEEP:-0}" = 1 ]; then
-        echo "== kept: $COMPOSE -p $PROJECT down -v   removes it"
-    else
-        step "removing the stack (down -v)"
-        compose down -v --remove-orphans >"$LOGDIR/down.log" 2>&1 || cat "$LOGDIR/down.log"
-    fi
+    remove_stack
     # Items the run did not reach count as failed.
     for item in $ITEMS; do
         case " $DONE " in
@@ -221,13 +214,6 @@ smtpc() {
     "$PYTHON" "$LOGDIR/smtpc.py" "$@"
 }
 
-# Containers of a service (one-off `run` containers left out), straight from the engine: the
-# compose labels are the same for docker-compose v1 and docker compose v2, and this is quick.
-ids() {
-    docker ps -a -q --filter "label=com.docker.compose.project=$PROJECT" \
-        --filter "label=com.docker.compose.service=$1" --filter "label=com.docker.compose.oneoff=False"
-}
-
 sql() {
     docker exec -i "$(ids postgres)" psql -X -q -At -U postern -d postern -c "$1"
 }
@@ -258,37 +244,6 @@ fingerprint() {
 # The host port replica N of smtpd publishes container port P on.
 host_port() {
     compose port --index "$1" smtpd "$2" | sed 's/.*://'
-}
-
-# Waits until every container of the given services is running and healthy.
-wait_healthy() {
-    limit=$1
-    shift
-    deadline=$(($(date +%s) + limit))
-    while :; do
-        waiting=""
-        for svc in "$@"; do
-            found=$(ids "$svc")
-            [ -n "$found" ] || waiting="$waiting $svc(missing)"
-            for id in $found; do
-                state=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id" 2>/dev/null || echo missing)
-                case $state in
-                    running/healthy) ;;
-                    exited/* | dead/*) bad "$svc ($id) has stopped ($state)"; return 1 ;;
-                    */unhealthy)
-                        bad "$svc is unhealthy: $(docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$id" | grep . | tail -n 1)"
-                        return 1 ;;
-                    *) waiting="$waiting $svc($state)" ;;
-                esac
-            done
-        done
-        [ -z "$waiting" ] && return 0
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            bad "not healthy after ${limit}s:$waiting"
-            return 1
-        fi
-        sleep 1
-    done
 }
 
 # Copies of the message with token $2 in the INBOX of $1 plus entries in the outbound queue
