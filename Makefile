@@ -30,9 +30,9 @@ BIN      = $(BUILD)/bin
 PROTO_SRC  = $(wildcard proto/*.proto)
 PROTO_C    = $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO_SRC))
 PROTO_H    = $(PROTO_C:.c=.h)
-MIGRATIONS = $(sort $(wildcard lib/migrations/*.sql))
+MIGRATIONS = $(sort $(wildcard lib/store/migrations/*.sql))
 
-LIB_SRC  = $(wildcard lib/*.c)
+LIB_SRC  = $(wildcard lib/*/*.c)
 LIB_OBJ  = $(patsubst lib/%.c,$(OBJ)/lib/%.o,$(LIB_SRC)) \
            $(patsubst $(GEN)/%.c,$(OBJ)/gen/%.o,$(PROTO_C)) $(OBJ)/gen/migrations.o
 LIBA     = $(BUILD)/libpostern.a

@@ -1,9 +1,9 @@
 #!/bin/sh
-# Turns the schema migrations (lib/migrations/NNNN_name.sql) into a C table, so that
+# Turns the schema migrations (lib/store/migrations/NNNN_name.sql) into a C table, so that
 # every binary carries the schema it was built against. Usage: embed-sql.sh FILE...
 set -eu
-echo '/* Generated from lib/migrations by deploy/embed-sql.sh; do not edit. */'
-echo '#include "migrate.h"'
+echo '/* Generated from lib/store/migrations by deploy/embed-sql.sh; do not edit. */'
+echo '#include "store/migrate.h"'
 echo 'const migration_t migrations[] = {'
 for f in "$@"; do
     base=$(basename "$f" .sql)

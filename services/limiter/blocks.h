@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "net.h"
+#include "base/net.h"
 
 #define BLOCK_NETWORK_MAX 48
 #define BLOCK_REASON_MAX 200

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "settings.h"
+#include "base/settings.h"
 
 static const char *const hamr_keys[HAMR_NFIELDS] = {
     [HAMR_ENABLED] = "hamr.enabled",
@@ -16,7 +16,7 @@ static const char *const hamr_keys[HAMR_NFIELDS] = {
     [HAMR_ALERT_OWNER] = "hamr.alert_owner",
 };
 
-/* Defaults when lib/settings.c does not know a key (they agree with it). */
+/* Defaults when lib/base/settings.c does not know a key (they agree with it). */
 static const char *const hamr_fallback[HAMR_NFIELDS] = {
     [HAMR_ENABLED] = "on",     [HAMR_MAX_MESSAGES] = "100", [HAMR_INTERVAL] = "3600",
     [HAMR_ACTION] = "throttle", [HAMR_ALERT] = "on",         [HAMR_MAX_RECIPIENTS] = "0",
@@ -56,8 +56,8 @@ const char *conf_level_name(conf_level_t level, int service)
     return "?";
 }
 
-/* Checks value by the rules of lib/settings.c: 1 (with *num set for an integer), or -1 when
- * invalid. A key lib/settings.c does not define (an older table) is taken as it is. */
+/* Checks value by the rules of lib/base/settings.c: 1 (with *num set for an integer), or -1 when
+ * invalid. A key lib/base/settings.c does not define (an older table) is taken as it is. */
 static int conf_parse(const char *key, const char *value, uint32_t *num)
 {
     const setting_def_t *def = settings_find(key);
@@ -202,7 +202,7 @@ int harvest_conf_apply(harvest_conf_t *c, const char *key, const char *value)
         if (c->service == CONF_SVC_NONE || (size_t)(dot - rest) != strlen(svc) ||
             strncmp(rest, svc, strlen(svc)) != 0)
             return 0;
-        /* Only the fields lib/settings.c lets a service override. */
+        /* Only the fields lib/base/settings.c lets a service override. */
         if (!settings_find(key))
             return 0;
         rest = dot + 1;

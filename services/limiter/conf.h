@@ -3,7 +3,7 @@
  * HAMR (hamr.*) has three levels, user over domain over system; each field is inherited on
  * its own. Harvesting (harvest.*) is a system setting that a service may override field by
  * field as harvest.<smtp|pop3|imap>.<field>. Rows may come in any order: a value applies
- * unless a higher level has already set the field. Invalid values (by lib/settings.h rules)
+ * unless a higher level has already set the field. Invalid values (by lib/base/settings.h rules)
  * are ignored, so the field is inherited as if it were unset. Defaults come from the same
  * table mailctl uses. */
 #ifndef LIMITER_CONF_H

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "env.h"
-#include "log.h"
+#include "base/env.h"
+#include "base/log.h"
 #include "server.h"
 
 int main(void)

@@ -7,10 +7,10 @@
 #include <sys/time.h>
 #include <uv.h>
 
-#include "bus.h"
-#include "db.h"
-#include "health.h"
-#include "log.h"
+#include "bus/bus.h"
+#include "store/db.h"
+#include "net/health.h"
+#include "base/log.h"
 #include "policy.h"
 #include "postern.pb-c.h"
 #include "store.h"

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
+#include "base/log.h"
 
 #define STORE_RETRY_MS 2000
 #define STORE_COMPLAIN_MS (600 * 1000) /* repeat a warning about bad settings this often */

@@ -1,4 +1,4 @@
-/* The limiter's PostgreSQL side, never blocking the loop (lib/db.h).
+/* The limiter's PostgreSQL side, never blocking the loop (lib/store/db.h).
  *
  * Reads, as one reload cycle: the system HAMR and harvesting settings, the exempt networks,
  * the offense history (first cycle only), the active blocks and the disabled accounts. The
@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "db.h"
+#include "store/db.h"
 #include "policy.h"
 
 typedef struct store store_t;

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
+#include "base/log.h"
 
 #define DEPTH_MESSAGES "postern_outbound_queue_messages"
 #define DEPTH_MESSAGES_HELP "Messages waiting in the outbound queue"

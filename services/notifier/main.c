@@ -12,9 +12,9 @@
 
 #include <nats/nats.h>
 
-#include "health.h"
-#include "env.h"
-#include "log.h"
+#include "net/health.h"
+#include "base/env.h"
+#include "base/log.h"
 #include "notifier.h"
 
 #define QUEUE_REFRESH_DEFAULT_S 15

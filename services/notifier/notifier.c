@@ -21,8 +21,8 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include "log.h"
-#include "settings.h"
+#include "base/log.h"
+#include "base/settings.h"
 
 #define NTF_BACKOFF_MIN_MS 500
 #define NTF_BACKOFF_MAX_MS 30000

@@ -20,11 +20,11 @@
 #include <time.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "bus.h"
-#include "config.h"
-#include "db.h"
-#include "metrics.h"
+#include "base/buf.h"
+#include "bus/bus.h"
+#include "bus/config.h"
+#include "store/db.h"
+#include "base/metrics.h"
 #include "postern.pb-c.h"
 
 #define NTF_SUBJECT "postern.alert"

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fe_auth.h"
-#include "log.h"
-#include "sasl.h"
+#include "svc/fe_auth.h"
+#include "base/log.h"
+#include "auth/sasl.h"
 
 enum {
     CMD_AUTHORIZATION = 1 << 0, /* valid before login */

@@ -7,7 +7,7 @@
 #include <ctype.h>
 #include <string.h>
 
-#include "line.h"
+#include "base/line.h"
 
 int pop3_parse(char *line, size_t len, unsigned flags, pop3_request_t *req, const char **err_r)
 {

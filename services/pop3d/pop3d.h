@@ -8,14 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "fe.h"
+#include "base/buf.h"
+#include "svc/fe.h"
 
 #define POP3_LINE_MAX 255          /* RFC 2449 section 4: a command, CRLF included */
 #define POP3_AUTH_LINE_MAX 12288   /* RFC 5034 section 4: SASL responses may be longer */
 #define POP3_ARGS_MAX 4            /* no command takes more than two; extra ones are errors */
 
-/* Settings (lib/settings.c) and the values used while a key is unknown there. */
+/* Settings (lib/base/settings.c) and the values used while a key is unknown there. */
 #define POP3_IDLE_TIMEOUT_KEY "pop3.idle_timeout" /* RFC 1939 section 3: at least 600 s */
 #define POP3_MAX_ERRORS_KEY "pop3.max_errors"
 #define POP3_MAX_ERRORS_DEFAULT 20

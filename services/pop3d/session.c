@@ -5,14 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "log.h"
+#include "base/log.h"
 
 static const char *const state_names[] = { "authorization", "opening", "transaction", "update",
                                            "done" };
 
 long pop3_setting(pop3_session_t *s, const char *key, long fallback)
 {
-    /* A key lib/settings.c does not know yet has no default: use ours. */
+    /* A key lib/base/settings.c does not know yet has no default: use ours. */
     const char *v = config_get(s->fe.srv->cfg, key);
     long n = v ? strtol(v, NULL, 10) : 0;
     return n > 0 ? n : fallback;

@@ -9,9 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "fe_auth.h"
-#include "log.h"
-#include "sasl.h"
+#include "svc/fe_auth.h"
+#include "base/log.h"
+#include "auth/sasl.h"
 
 enum {
     CMD_NEEDS_HELO = 1 << 0, /* 503 before EHLO/HELO */

@@ -10,7 +10,7 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "log.h"
+#include "base/log.h"
 
 static void make_queue_id(char *out, size_t len)
 {

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "log.h"
+#include "base/log.h"
 
 static const char *const state_names[] = { "init", "ready", "mail", "rcpt", "data", "quit" };
 

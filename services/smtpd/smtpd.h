@@ -5,8 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "fe.h"
-#include "net.h"
+#include "svc/fe.h"
+#include "base/net.h"
 
 #define SMTP_LINE_MAX 512      /* RFC 5321 section 4.5.3.1.4, CRLF included */
 #define SMTP_AUTH_LINE_MAX 12288 /* RFC 4954 section 4: AUTH lines and SASL responses */

@@ -673,7 +673,7 @@ def test_sigterm_releases_the_lock_of_an_open_session(postern, pop3, mailbox, sq
 @pytest.fixture
 def raw_setting(postern, sql):
     """raw_setting(key, value): a system setting written straight into the table (for keys
-    lib/settings.c may not know yet, which mailctl refuses), announced, removed afterwards."""
+    lib/base/settings.c may not know yet, which mailctl refuses), announced, removed afterwards."""
     keys = []
 
     def announce():

@@ -1,4 +1,4 @@
-/* lib/db.c against a real PostgreSQL: POSTERN_TEST_DATABASE_URL names it (any database
+/* lib/store/db.c against a real PostgreSQL: POSTERN_TEST_DATABASE_URL names it (any database
  * will do: the queries touch no table). Without it, every test is skipped. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "db.h"
-#include "log.h"
+#include "store/db.h"
+#include "base/log.h"
 
 /* Set while the test is inside db_query(): a callback must never see it set. */
 static bool in_db_query;

@@ -6,7 +6,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "line.h"
+#include "base/line.h"
 
 typedef struct line_case {
     const char *name;

@@ -6,7 +6,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "proxy.h"
+#include "net/proxy.h"
 
 typedef struct proxy_case {
     const char *name;

@@ -1,4 +1,4 @@
-/* lib/settings.c, the keys the notifier, the limiter and mailctl read: a table of keys and
+/* lib/base/settings.c, the keys the notifier, the limiter and mailctl read: a table of keys and
  * values, each valid or not, and the per-service harvesting keys that fall back to the
  * system key. */
 #include <setjmp.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "settings.h"
+#include "base/settings.h"
 
 typedef struct value_case {
     const char *key, *value;

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "line.h"
+#include "base/line.h"
 #include "pop3d.h"
 
 #define IN(s) s, sizeof(s) - 1

@@ -1,4 +1,4 @@
-/* Unit tests for lib/scram.c and lib/sasl.c: the RFC 7677 test vector, every mechanism's
+/* Unit tests for lib/auth/scram.c and lib/auth/sasl.c: the RFC 7677 test vector, every mechanism's
  * good and bad paths, unknown users, attempt digests, and truncated or garbage input. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,8 +13,8 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
-#include "sasl.h"
-#include "scram.h"
+#include "auth/sasl.h"
+#include "auth/scram.h"
 
 #define MSG(lit) (const unsigned char *)(lit), sizeof(lit) - 1
 

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "line.h"
+#include "base/line.h"
 #include "smtpd.h"
 
 typedef struct path_case {

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "mailctl.h"
-#include "settings.h"
+#include "base/settings.h"
 
 #define SETTING_VALUE_MAX 256
 

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "mailctl.h"
-#include "migrate.h"
+#include "store/migrate.h"
 
 int cmd_migrate(ctl_t *ctl, char **args, int nargs)
 {

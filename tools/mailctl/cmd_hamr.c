@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "mailctl.h"
-#include "settings.h"
+#include "base/settings.h"
 
 #define HAMR_PREFIX "hamr."
 #define HAMR_VALUE_MAX 64

@@ -8,7 +8,7 @@
 #include <strings.h>
 
 #include "mailctl.h"
-#include "settings.h"
+#include "base/settings.h"
 
 #define HARVEST_VALUE_MAX 64
 #define HARVEST_KEY_MAX 64

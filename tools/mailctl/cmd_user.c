@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "mailctl.h"
-#include "scram.h"
+#include "auth/scram.h"
 
 /* 1 when the query with one parameter returns a row, 0 when not, -1 on error (reported). */
 static int exists(ctl_t *ctl, const char *sql, const char *param)

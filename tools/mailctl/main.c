@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "mailctl.h"
-#include "settings.h"
+#include "base/settings.h"
 
 /* Flags: which options a command accepts, and whether it needs the database. */
 enum {

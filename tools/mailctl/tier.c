@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "mailctl.h"
-#include "settings.h"
+#include "base/settings.h"
 
 #define TIER_VALUE_MAX 256
 

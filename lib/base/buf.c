@@ -1,0 +1,91 @@
+#include "base/buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char empty[1];
+
+void buf_init(buf_t *b)
+{
+    b->data = (char *)empty;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void buf_free(buf_t *b)
+{
+    if (b->cap)
+        free(b->data);
+    buf_init(b);
+}
+
+void buf_reset(buf_t *b)
+{
+    b->len = 0;
+    if (b->cap)
+        b->data[0] = '\0';
+}
+
+static int buf_reserve(buf_t *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra + 1) {
+        if (cap > ((size_t)-1) / 2)
+            return -1;
+        cap *= 2;
+    }
+    char *p = b->cap ? realloc(b->data, cap) : malloc(cap);
+    if (!p)
+        return -1;
+    if (!b->cap)
+        p[0] = '\0';
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int buf_append(buf_t *b, const void *data, size_t len)
+{
+    if (buf_reserve(b, len) < 0)
+        return -1;
+    if (len)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int buf_puts(buf_t *b, const char *s)
+{
+    return buf_append(b, s, strlen(s));
+}
+
+int buf_printf(buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || buf_reserve(b, (size_t)n) < 0)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+void buf_consume(buf_t *b, size_t n)
+{
+    if (n >= b->len) {
+        buf_reset(b);
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = '\0';
+}

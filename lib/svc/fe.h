@@ -1,0 +1,145 @@
+/* The front-end skeleton shared by smtpd, pop3d and imapd: settings from the environment,
+ * listeners (plain, STARTTLS-capable, implicit TLS), sessions with an idle timer, the
+ * line loop, STARTTLS, the database, the bus and the configuration cache, signals
+ * (SIGHUP reloads the certificate, SIGTERM/SIGINT drain and exit).
+ *
+ * A protocol supplies a fe_protocol_t: its listeners and a few callbacks. Its session
+ * struct starts with a fe_session_t. Handlers run on the loop thread; one that waits for
+ * the database, the bus or a worker calls fe_session_wait() and returns, and the
+ * completion calls fe_session_resume(), which goes on with the input already buffered. */
+#ifndef POSTERN_FE_H
+#define POSTERN_FE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "bus/bus.h"
+#include "bus/config.h"
+#include "net/conn.h"
+#include "store/db.h"
+#include "bus/lim.h"
+#include "net/health.h"
+#include "base/line.h"
+#include "base/net.h"
+#include "base/metrics.h"
+#include "net/tls.h"
+#include "postern.pb-c.h"
+
+typedef struct fe_server fe_server_t;
+typedef struct fe_session fe_session_t;
+typedef struct fe_auth fe_auth_t;
+
+typedef enum fe_tls_mode {
+    FE_TLS_NONE,     /* STARTTLS offered when a certificate is configured */
+    FE_TLS_IMPLICIT, /* TLS from the first byte (RFC 8314) */
+} fe_tls_mode_t;
+
+typedef struct fe_listener_conf {
+    const char *name;     /* "smtp", "submission", "smtps" */
+    const char *port_env; /* environment variable holding the port; "0" disables */
+    int default_port;
+    fe_tls_mode_t tls;
+    int kind;             /* protocol-defined, e.g. submission */
+} fe_listener_conf_t;
+
+typedef struct fe_protocol {
+    const char *name;                  /* service name for logs and the bus */
+    Postern__Service service;
+    size_t session_size;               /* of the protocol's session struct */
+    size_t line_max;                   /* command line cap, terminator included */
+    const fe_listener_conf_t *listeners;
+    size_t nlisteners;
+    const char *idle_timeout_key;      /* setting holding the idle timeout in seconds */
+    void (*open)(fe_session_t *s);     /* send the greeting */
+    void (*line)(fe_session_t *s, char *line, size_t len, unsigned flags);
+    void (*line_too_long)(fe_session_t *s);
+    void (*tls_ready)(fe_session_t *s);/* after STARTTLS: forget what the client said */
+    void (*timeout)(fe_session_t *s);  /* idle too long: say so; the session then closes */
+    void (*release)(fe_session_t *s);  /* free protocol state */
+    /* The client address is blocked: say so, and until when; the session then closes. */
+    void (*blocked)(fe_session_t *s, const char *reason, const char *until);
+} fe_protocol_t;
+
+struct fe_server {
+    uv_loop_t *loop;
+    const fe_protocol_t *proto;
+    db_t *db;
+    bus_t *bus;
+    config_t *cfg;
+    lim_t *lim;             /* the limiter's client and the local copy of blocks */
+    metrics_t *metrics;
+    health_t *health;       /* HTTP /healthz /readyz /metrics when HEALTH_PORT is set */
+    net_cidr_t *proxy_nets; /* PROXY_TRUSTED_NETWORKS: load balancers that send PROXY */
+    size_t nproxy;
+    tls_t *tls;             /* NULL when no certificate is configured */
+    char hostname[256];
+    char instance[300];     /* hostname:pid */
+    unsigned char secret[32]; /* seeds fake SCRAM salts and attempt digests */
+    size_t nsessions;
+    size_t nallocated;      /* sessions not yet released (closed ones wait for callbacks) */
+    unsigned long next_session_id;
+    bool draining;
+    long drain_timeout_s;   /* DRAIN_TIMEOUT: sessions left after it are closed */
+    size_t drain_sessions;  /* open when the drain began */
+    size_t drain_forced;    /* closed by the drain deadline */
+    bool stopping;          /* the sessions are gone; database work left is finishing */
+    unsigned flush_waited_ms;
+    uv_tcp_t *listen;       /* one per listener conf */
+    bool *listening;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t drain_timer;
+    struct fe_session *sessions;
+};
+
+struct fe_session {
+    fe_server_t *srv;
+    const fe_listener_conf_t *listener;
+    conn_t *conn;
+    unsigned long id;
+    char peer[64];
+    uv_timer_t idle_timer;
+    uv_timer_t delay_timer;  /* for deliberate delays (failed auth, tarpits) */
+    void (*delay_cb)(fe_session_t *s); /* pending delay, holding a reference */
+    line_reader_t reader;
+    buf_t line;              /* the current line, copied out of the input */
+    int refs;
+    bool closing;
+    bool waiting;
+    bool processing;
+    bool want_tls;           /* switch to TLS once the pending reply is written */
+    bool awaiting_proxy;     /* from a trusted proxy: its PROXY header comes first */
+    fe_auth_t *auth;         /* an authentication exchange in progress */
+    char *user;              /* the authenticated user, or NULL */
+    struct fe_session *prev, *next;
+};
+
+/* Runs a front end: reads the environment (DATABASE_URL, NATS_URL, TLS_CERT, TLS_KEY,
+ * LISTEN_ADDRESS, the listeners' port variables, HOSTNAME_ENV, DRAIN_TIMEOUT...), listens,
+ * serves until SIGTERM or SIGINT, then drains: stops listening, lets open sessions go on
+ * for up to DRAIN_TIMEOUT seconds (default 10; 0 closes them at once), closes those still
+ * open and exits. Returns the process exit status (2 for a bad setting). */
+int fe_main(const fe_protocol_t *proto, const char *hostname_env);
+
+void fe_session_ref(fe_session_t *s);
+void fe_session_unref(fe_session_t *s);
+/* Sends what is pending, then closes. */
+void fe_session_close(fe_session_t *s);
+int fe_session_printf(fe_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void fe_session_wait(fe_session_t *s);
+void fe_session_resume(fe_session_t *s);
+/* After the protocol has written its "go ahead" reply: starts the TLS handshake.
+ * Returns -1 when no certificate is configured. */
+int fe_session_starttls(fe_session_t *s);
+bool fe_session_tls(const fe_session_t *s);
+/* TLS is offered on this session (configured and not active yet). */
+bool fe_session_tls_available(const fe_session_t *s);
+/* Refuses the session when its client is blocked (local copy of the limiter's blocks):
+ * writes the protocol's refusal, closes, and returns true. */
+bool fe_session_refuse_if_blocked(fe_session_t *s);
+/* Formats a Unix time in ms as RFC 3339 UTC ("2026-11-27T23:09:29Z"). */
+void fe_format_time(int64_t ms, char *out, size_t out_len);
+/* Runs cb after ms milliseconds unless the session closes first; one delay at a time. */
+void fe_session_delay(fe_session_t *s, unsigned ms, void (*cb)(fe_session_t *s));
+
+#endif
