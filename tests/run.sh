@@ -89,6 +89,9 @@ unit_db_stop() {
 }
 
 run_unit() {
+    echo "== unit tests/unit/check_layers.sh"
+    sh tests/unit/check_layers.sh
+    record "lib layers (tests/unit/check_layers.sh)" $?
     unit_db_start
     if [ -d build/tests ]; then
         run_unit_dir build/tests plain

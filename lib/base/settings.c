@@ -28,6 +28,10 @@ const setting_def_t settings_table[] = {
       "seconds a POP3 client may stay silent (RFC 1939: at least 600)" },
     { "pop3.max_errors", "20", SETTING_INT, 1, 1000, NULL,
       "errors in one POP3 session before it is closed" },
+    { "imap.idle_timeout", "1800", SETTING_INT, 1800, 86400, NULL,
+      "seconds an IMAP client may stay silent, IDLE included (RFC 3501 section 5.4: at least 1800)" },
+    { "imap.max_errors", "20", SETTING_INT, 1, 1000, NULL,
+      "errors in one IMAP session before it is closed" },
     { "pop3.lock_lease", "120", SETTING_INT, 10, 3600, NULL,
       "seconds a POP3 maildrop lock outlives a replica that died" },
     /* HAMR, the Hacked Account Mail Regulator: also at domain and user level. */

@@ -21,6 +21,9 @@ struct conn {
     buf_t in;
     size_t input_max;
     size_t pending_out;
+    size_t low_water;     /* CONN_WRITABLE wanted at this level */
+    bool want_writable;
+    uv_idle_t writable_idle; /* reports CONN_WRITABLE asked for while already writable */
     bool reading;
     bool closing;
     int open_handles;
@@ -41,6 +44,7 @@ typedef struct write_req {
 } write_req_t;
 
 static void conn_update_reading(conn_t *c);
+static void conn_check_writable(conn_t *c);
 
 static void close_cb(uv_handle_t *h)
 {
@@ -60,6 +64,8 @@ static void conn_close_now(conn_t *c)
         uv_close((uv_handle_t *)&c->tcp, close_cb);
     if (!uv_is_closing((uv_handle_t *)&c->close_timer))
         uv_close((uv_handle_t *)&c->close_timer, close_cb);
+    if (!uv_is_closing((uv_handle_t *)&c->writable_idle))
+        uv_close((uv_handle_t *)&c->writable_idle, close_cb);
 }
 
 static void write_cb(uv_write_t *req, int status)
@@ -76,6 +82,33 @@ static void write_cb(uv_write_t *req, int status)
         return;
     }
     conn_update_reading(c);
+    conn_check_writable(c);
+}
+
+static void conn_check_writable(conn_t *c)
+{
+    if (!c->want_writable || c->closing || c->pending_out > c->low_water)
+        return;
+    c->want_writable = false;
+    uv_idle_stop(&c->writable_idle);
+    c->cb(c, CONN_WRITABLE, c->arg);
+}
+
+static void writable_idle_cb(uv_idle_t *h)
+{
+    conn_t *c = h->data;
+    uv_idle_stop(h);
+    conn_check_writable(c);
+}
+
+void conn_notify_writable(conn_t *c, size_t low_water)
+{
+    if (c->closing)
+        return;
+    c->want_writable = true;
+    c->low_water = low_water;
+    if (c->pending_out <= low_water)
+        uv_idle_start(&c->writable_idle, writable_idle_cb);
 }
 
 static int conn_send_raw(conn_t *c, const void *data, size_t len)
@@ -234,9 +267,11 @@ conn_t *conn_accept(uv_stream_t *server, size_t input_max, conn_event_cb cb, voi
     buf_init(&c->in);
     uv_tcp_init(server->loop, &c->tcp);
     uv_timer_init(server->loop, &c->close_timer);
+    uv_idle_init(server->loop, &c->writable_idle);
     c->tcp.data = c;
     c->close_timer.data = c;
-    c->open_handles = 2;
+    c->writable_idle.data = c;
+    c->open_handles = 3;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         /* Nobody knows this conn yet: close quietly; close_cb frees it. */
         c->cb = NULL;

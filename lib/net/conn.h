@@ -15,6 +15,8 @@
 typedef enum conn_event {
     CONN_DATA,      /* new plaintext in conn_input() */
     CONN_TLS_READY, /* the TLS handshake finished */
+    CONN_WRITABLE,  /* asked for with conn_notify_writable(): the unsent output is down to
+                       the low-water mark */
     CONN_CLOSED,    /* the peer went away, the handshake or I/O failed, or conn_close()
                        finished; the conn is freed right after this event */
 } conn_event_t;
@@ -46,6 +48,9 @@ int conn_write(conn_t *c, const void *data, size_t len);
 int conn_printf(conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Bytes written but not yet handed to the kernel. */
 size_t conn_pending_output(const conn_t *c);
+/* One CONN_WRITABLE event once the unsent output is at most low_water bytes: from the
+ * loop, never from inside this call (also when it is already that low). */
+void conn_notify_writable(conn_t *c, size_t low_water);
 
 /* Sends what is pending, then closes; CONN_CLOSED follows. Safe to call twice. */
 void conn_close(conn_t *c);

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "base/env.h"
-#include "svc/fe_auth.h"
 #include "base/log.h"
 #include "net/proxy.h"
 
@@ -36,7 +35,8 @@ void fe_session_unref(fe_session_t *s)
 {
     if (--s->refs > 0)
         return;
-    fe_auth_destroy(s);
+    if (s->hook && s->hook->release)
+        s->hook->release(s);
     if (s->srv->proto->release)
         s->srv->proto->release(s);
     buf_free(&s->line);
@@ -89,6 +89,15 @@ static void fe_session_process(fe_session_t *s)
     const fe_protocol_t *p = s->srv->proto;
     while (!s->closing && !s->waiting && s->conn) {
         buf_t *in = conn_input(s->conn);
+        if (s->bytes_left > 0) {
+            if (in->len == 0)
+                break;
+            size_t n = in->len < s->bytes_left ? in->len : (size_t)s->bytes_left;
+            s->bytes_left -= n;
+            p->bytes(s, in->data, n, s->bytes_left == 0);
+            buf_consume(in, n);
+            continue;
+        }
         line_t l;
         int r = line_read(&s->reader, in, &l);
         if (r == 0)
@@ -104,8 +113,8 @@ static void fe_session_process(fe_session_t *s)
         }
         unsigned flags = l.flags;
         buf_consume(in, l.consumed);
-        if (s->auth)
-            fe_auth_line(s, s->line.data, s->line.len, flags);
+        if (s->hook)
+            s->hook->line(s, s->line.data, s->line.len, flags);
         else
             p->line(s, s->line.data, s->line.len, flags);
     }
@@ -140,6 +149,13 @@ static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
         else
             fe_session_process(s);
         break;
+    case CONN_WRITABLE: {
+        void (*cb)(fe_session_t *) = s->writable_cb;
+        s->writable_cb = NULL;
+        if (cb && !s->closing)
+            cb(s);
+        break;
+    }
     case CONN_TLS_READY:
         log_info("tls established", "session=%lu client=%s version=%s cipher=%s", s->id, s->peer,
                  conn_tls_version(s->conn), conn_tls_cipher(s->conn));
@@ -307,9 +323,47 @@ int fe_session_printf(fe_session_t *s, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return -1;
-    if ((size_t)n >= sizeof tmp)
-        n = sizeof tmp - 1;
-    return conn_write(s->conn, tmp, (size_t)n);
+    if ((size_t)n < sizeof tmp)
+        return conn_write(s->conn, tmp, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = conn_write(s->conn, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+int fe_session_write(fe_session_t *s, const void *data, size_t len)
+{
+    if (!s->conn || s->closing)
+        return -1;
+    return conn_write(s->conn, data, len);
+}
+
+void fe_session_when_writable(fe_session_t *s, void (*cb)(fe_session_t *s))
+{
+    if (!s->conn || s->closing)
+        return;
+    s->writable_cb = cb;
+    conn_notify_writable(s->conn, FE_WRITE_LOW_WATER);
+}
+
+void fe_session_read_bytes(fe_session_t *s, uint64_t n)
+{
+    s->bytes_left = n;
+}
+
+void fe_session_take_input(fe_session_t *s, const fe_input_hook_t *hook)
+{
+    s->hook = hook;
+}
+
+void fe_session_release_input(fe_session_t *s)
+{
+    s->hook = NULL;
 }
 
 void fe_session_wait(fe_session_t *s)
@@ -472,6 +526,10 @@ static void stop_signal_cb(uv_signal_t *h, int signum)
              srv->drain_timeout_s);
     uv_signal_stop(&srv->sig_term);
     uv_signal_stop(&srv->sig_int);
+    if (srv->proto->drain)
+        for (fe_session_t *s = srv->sessions; s; s = s->next)
+            if (!s->closing && s->conn)
+                srv->proto->drain(s);
     if (srv->nsessions == 0) {
         fe_server_shutdown(srv);
         return;

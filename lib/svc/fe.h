@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "bus/bus.h"
@@ -35,6 +36,13 @@ typedef enum fe_tls_mode {
     FE_TLS_IMPLICIT, /* TLS from the first byte (RFC 8314) */
 } fe_tls_mode_t;
 
+/* Something that takes the session's input lines for a while instead of the protocol: a
+ * SASL exchange (lib/svc/fe_auth.h). */
+typedef struct fe_input_hook {
+    void (*line)(fe_session_t *s, char *line, size_t len, unsigned flags);
+    void (*release)(fe_session_t *s); /* the session goes away while the hook is set */
+} fe_input_hook_t;
+
 typedef struct fe_listener_conf {
     const char *name;     /* "smtp", "submission", "smtps" */
     const char *port_env; /* environment variable holding the port; "0" disables */
@@ -53,12 +61,18 @@ typedef struct fe_protocol {
     const char *idle_timeout_key;      /* setting holding the idle timeout in seconds */
     void (*open)(fe_session_t *s);     /* send the greeting */
     void (*line)(fe_session_t *s, char *line, size_t len, unsigned flags);
+    /* Input asked for with fe_session_read_bytes(), in pieces as it arrives; last is set on
+     * the piece that completes it. data is valid during the call only. */
+    void (*bytes)(fe_session_t *s, const char *data, size_t len, bool last);
     void (*line_too_long)(fe_session_t *s);
     void (*tls_ready)(fe_session_t *s);/* after STARTTLS: forget what the client said */
     void (*timeout)(fe_session_t *s);  /* idle too long: say so; the session then closes */
     void (*release)(fe_session_t *s);  /* free protocol state */
     /* The client address is blocked: say so, and until when; the session then closes. */
     void (*blocked)(fe_session_t *s, const char *reason, const char *until);
+    /* Optional: the server begins to drain; a session that only waits (IMAP IDLE) may say
+     * goodbye and close now instead of at the deadline. */
+    void (*drain)(fe_session_t *s);
 } fe_protocol_t;
 
 struct fe_server {
@@ -110,7 +124,12 @@ struct fe_session {
     bool want_tls;           /* switch to TLS once the pending reply is written */
     bool awaiting_proxy;     /* from a trusted proxy: its PROXY header comes first */
     fe_auth_t *auth;         /* an authentication exchange in progress */
+    const fe_input_hook_t *hook; /* takes the input lines while set */
+    uint64_t bytes_left;     /* input to hand to proto->bytes before the next line */
+    void (*writable_cb)(fe_session_t *s); /* fe_session_when_writable() */
     char *user;              /* the authenticated user, or NULL */
+    unsigned errors;         /* client mistakes so far (lib/svc/dispatch.h) */
+    unsigned long commands;  /* commands dispatched so far */
     struct fe_session *prev, *next;
 };
 
@@ -125,7 +144,21 @@ void fe_session_ref(fe_session_t *s);
 void fe_session_unref(fe_session_t *s);
 /* Sends what is pending, then closes. */
 void fe_session_close(fe_session_t *s);
+/* Writes a reply of any length. Returns 0, or -1 when the session is closing. */
 int fe_session_printf(fe_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int fe_session_write(fe_session_t *s, const void *data, size_t len);
+/* Back-pressure for long output (a 25 MB FETCH): cb runs, from the loop, once the output
+ * not yet taken by the kernel is down to FE_WRITE_LOW_WATER bytes. A writer writes a piece
+ * of at most about FE_WRITE_CHUNK bytes, then waits for this. One callback at a time; none
+ * runs after the session closed. */
+#define FE_WRITE_LOW_WATER (64 * 1024)
+#define FE_WRITE_CHUNK (256 * 1024)
+void fe_session_when_writable(fe_session_t *s, void (*cb)(fe_session_t *s));
+/* Input mode: the next n bytes go to proto->bytes (an IMAP literal), then lines again. */
+void fe_session_read_bytes(fe_session_t *s, uint64_t n);
+/* hook takes the input lines until fe_session_release_input(). */
+void fe_session_take_input(fe_session_t *s, const fe_input_hook_t *hook);
+void fe_session_release_input(fe_session_t *s);
 void fe_session_wait(fe_session_t *s);
 void fe_session_resume(fe_session_t *s);
 /* After the protocol has written its "go ahead" reply: starts the TLS handshake.

@@ -23,6 +23,11 @@ struct fe_auth {
 static void auth_status(fe_auth_t *a, sasl_status_t st, const unsigned char *out, size_t out_len);
 static void auth_check_cb(void *arg, const lim_verdict_t *v);
 static void secret_cb(void *arg, PGresult *res);
+static void auth_line(fe_session_t *s, char *line, size_t len, unsigned flags);
+static void auth_release(fe_session_t *s);
+
+/* The exchange takes the session's input lines until it finishes. */
+static const fe_input_hook_t fe_auth_hook = { auth_line, auth_release };
 
 int fe_base64_decode(const char *text, size_t len, buf_t *out)
 {
@@ -126,7 +131,7 @@ static void auth_complete(fe_session_t *s)
         if (!s->user)
             r = FE_AUTH_TEMP;
     }
-    fe_auth_destroy(s);
+    auth_release(s);
     /* done() may start a wait of its own (pop3d opens the maildrop): resume only if not. */
     s->waiting = false;
     ops->done(s, r, r == FE_AUTH_BLOCKED ? &block : NULL);
@@ -296,6 +301,7 @@ static fe_auth_t *auth_create(fe_session_t *s, const char *mech, const char *lab
     a->sasl = sasl;
     snprintf(a->label, sizeof a->label, "%s", label ? label : sasl_mech_name(sasl));
     s->auth = a;
+    fe_session_take_input(s, &fe_auth_hook);
     return a;
 }
 
@@ -347,7 +353,7 @@ void fe_auth_password(fe_session_t *s, const char *label, const char *user, cons
     auth_status(a, st, out, out_len);
 }
 
-void fe_auth_line(fe_session_t *s, const char *line, size_t len, unsigned flags)
+static void auth_line(fe_session_t *s, char *line, size_t len, unsigned flags)
 {
     fe_auth_t *a = s->auth;
     (void)flags;
@@ -371,12 +377,14 @@ void fe_auth_line(fe_session_t *s, const char *line, size_t len, unsigned flags)
     auth_status(a, st, out, out_len);
 }
 
-void fe_auth_destroy(fe_session_t *s)
+static void auth_release(fe_session_t *s)
 {
     fe_auth_t *a = s->auth;
     if (!a)
         return;
     s->auth = NULL;
+    if (s->hook == &fe_auth_hook)
+        fe_session_release_input(s);
     sasl_destroy(&a->sasl);
     free(a);
 }

@@ -41,9 +41,6 @@ int fe_auth_start(fe_session_t *s, const char *mech, const char *initial,
  * LOGIN): verified as PLAIN, reported under the label. */
 void fe_auth_password(fe_session_t *s, const char *label, const char *user, const char *password,
                       const fe_auth_ops_t *ops);
-/* A client line while an exchange is in progress (called by the skeleton). */
-void fe_auth_line(fe_session_t *s, const char *line, size_t len, unsigned flags);
-void fe_auth_destroy(fe_session_t *s);
 
 /* Strict base64 (RFC 4648, padded, no whitespace). Returns 0, or -1. */
 int fe_base64_decode(const char *text, size_t len, buf_t *out);
