@@ -14,7 +14,7 @@ SANFLAGS =
 OPT      = -O2
 endif
 
-PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto libmicrohttpd
+PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto libmicrohttpd gmime-3.0
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -47,10 +47,18 @@ BENCH_BIN = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
+# Test helper programs (tests/tools/*.c), e.g. mime_dump for the Dovecot differential test.
+TESTTOOL_SRC = $(wildcard tests/tools/*.c)
+TESTTOOL_BIN = $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TESTTOOL_SRC))
+
 .PHONY: all deps run test test-unit test-e2e test-san bench clean
 .SECONDARY:
 
-all: $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN)
+all: $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN) $(TESTTOOL_BIN)
+
+$(BUILD)/tests/tools/%: tests/tools/%.c $(LIBA) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBA) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIBA) | $(PROTO_H)
 	@mkdir -p $(dir $@)

@@ -73,3 +73,5 @@ mkdir -p bench/results
 cleanup
 trap - EXIT INT TERM
 sh bench/pop3_bench.sh
+# IMAP against Dovecot (dovecot-imapd, likewise); about three minutes.
+sh bench/imap_bench.sh

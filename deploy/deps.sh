@@ -6,12 +6,14 @@
 set -eu
 
 BUILD_PKGS="build-essential pkg-config libuv1-dev libnats-dev libprotobuf-c-dev
-protobuf-c-compiler libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev"
+protobuf-c-compiler libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev libgmime-3.0-dev"
 RUN_PKGS="postgresql nats-server openssl"
+# dovecot-imapd: tests/e2e/test_mime_diff.py compares lib/mail with a private Dovecot IMAP.
 TEST_PKGS="python3 python3-pytest python3-psycopg2 python3-protobuf python3-yaml protobuf-compiler
-swaks libnet-ssleay-perl msmtp fetchmail curl"
-# Only for `make bench`: Dovecot's pop3d runs beside pop3d, as a private instance.
-BENCH_PKGS="dovecot-core dovecot-pop3d"
+swaks libnet-ssleay-perl msmtp fetchmail curl dovecot-core dovecot-imapd"
+# Only for `make bench`: Dovecot's pop3d and imap run beside pop3d and imapd, as a private
+# instance.
+BENCH_PKGS="dovecot-core dovecot-pop3d dovecot-imapd"
 
 want="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
 [ "${1:-}" = "bench" ] && want="$want $BENCH_PKGS"

@@ -3,6 +3,7 @@
 # certificate, a first domain and login, then every Postern service in the foreground.
 # Ctrl-C stops everything. Ports and settings come from the environment:
 #   SMTP_PORT=2525 SUBMISSION_PORT=2587 SMTPS_PORT=2465 POP3_PORT=2110 POP3S_PORT=2995
+#   IMAP_PORT=2143 IMAPS_PORT=2993
 #   PG_PORT=25432 NATS_PORT=24222
 #   POSTERN_DOMAIN=example.test LISTEN_ADDRESS=127.0.0.1 POSTERN_BIN=build/bin
 set -eu
@@ -16,6 +17,8 @@ export SUBMISSION_PORT=${SUBMISSION_PORT:-2587}
 export SMTPS_PORT=${SMTPS_PORT:-2465}
 export POP3_PORT=${POP3_PORT:-2110}
 export POP3S_PORT=${POP3S_PORT:-2995}
+export IMAP_PORT=${IMAP_PORT:-2143}
+export IMAPS_PORT=${IMAPS_PORT:-2993}
 export LISTEN_ADDRESS=${LISTEN_ADDRESS:-127.0.0.1}
 PG_PORT=${PG_PORT:-25432}
 NATS_PORT=${NATS_PORT:-24222}
@@ -84,6 +87,8 @@ Postern is running (logs below; Ctrl-C stops everything).
   SMTPS            $LISTEN_ADDRESS:$SMTPS_PORT   implicit TLS, AUTH required
   POP3             $LISTEN_ADDRESS:$POP3_PORT   STLS (USER/PASS and AUTH inside TLS)
   POP3S            $LISTEN_ADDRESS:$POP3S_PORT   implicit TLS
+  IMAP             $LISTEN_ADDRESS:$IMAP_PORT   STARTTLS (LOGIN and AUTHENTICATE inside TLS)
+  IMAPS            $LISTEN_ADDRESS:$IMAPS_PORT   implicit TLS
   PostgreSQL       $DATABASE_URL
   NATS             $NATS_URL
 
@@ -91,6 +96,13 @@ Postern is running (logs below; Ctrl-C stops everything).
   Administer:      build/bin/mailctl --help      (from this folder, no flags needed)
   Try it:          swaks --server localhost:$SMTP_PORT --to $login
   Read it:         curl -k -u $login pop3s://localhost:$POP3S_PORT/1
+
+  First IMAP session (the certificate is self-signed, hence -k):
+    curl "imaps://127.0.0.1:$IMAPS_PORT/INBOX" -k -u $login:$password
+    openssl s_client -connect 127.0.0.1:$IMAPS_PORT -quiet
+      a LOGIN $login $password
+      b SELECT INBOX
+      c LOGOUT
 
 MSG
 wait

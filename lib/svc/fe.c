@@ -174,6 +174,11 @@ static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
         log_info("session closed", "session=%lu client=%s", s->id, s->peer);
         s->conn = NULL;
         s->closing = true;
+        if (s->writable_cb) { /* the writer lets go of what it holds */
+            void (*cb)(fe_session_t *) = s->writable_cb;
+            s->writable_cb = NULL;
+            cb(s);
+        }
         fe_session_unlink(s);
         metrics_set(srv->metrics, "postern_sessions_active", "Client connections open", NULL,
                     (double)srv->nsessions);
@@ -345,10 +350,9 @@ int fe_session_write(fe_session_t *s, const void *data, size_t len)
 
 void fe_session_when_writable(fe_session_t *s, void (*cb)(fe_session_t *s))
 {
-    if (!s->conn || s->closing)
-        return;
     s->writable_cb = cb;
-    conn_notify_writable(s->conn, FE_WRITE_LOW_WATER);
+    if (s->conn)
+        conn_notify_writable(s->conn, FE_WRITE_LOW_WATER);
 }
 
 void fe_session_read_bytes(fe_session_t *s, uint64_t n)
@@ -486,6 +490,8 @@ static void fe_server_shutdown(fe_server_t *srv)
     log_info("stopping", "%s", "");
     uv_timer_stop(&srv->drain_timer);
     health_stop(&srv->health);
+    if (srv->proto->stop && srv->proto_data)
+        srv->proto->stop(srv);
     lim_destroy(&srv->lim);
     config_destroy(&srv->cfg);
     bus_destroy(&srv->bus);
@@ -643,6 +649,10 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
     srv->cfg = config_create(srv->loop, srv->db, srv->bus, atoi(env_or("CONFIG_REFRESH", "30")));
     srv->metrics = metrics_create();
     srv->lim = lim_create(srv->loop, srv->bus, srv->cfg, srv->metrics);
+    if (proto->start && proto->start(srv) < 0) {
+        log_error("cannot start the protocol's state", "%s", "");
+        return 2;
+    }
     /* A health port asked for and not served fails the start like a mail port would:
      * probes that cannot reach it would restart the service anyway. */
     int failed = 0;

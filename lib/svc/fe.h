@@ -73,6 +73,10 @@ typedef struct fe_protocol {
     /* Optional: the server begins to drain; a session that only waits (IMAP IDLE) may say
      * goodbye and close now instead of at the deadline. */
     void (*drain)(fe_session_t *s);
+    /* Optional: the protocol's own server-wide state, made once the database and the bus
+     * clients exist (start returns 0, or -1 to fail the start) and undone before they go. */
+    int (*start)(fe_server_t *srv);
+    void (*stop)(fe_server_t *srv);
 } fe_protocol_t;
 
 struct fe_server {
@@ -84,6 +88,7 @@ struct fe_server {
     lim_t *lim;             /* the limiter's client and the local copy of blocks */
     metrics_t *metrics;
     health_t *health;       /* HTTP /healthz /readyz /metrics when HEALTH_PORT is set */
+    void *proto_data;       /* the protocol's server-wide state (fe_protocol_t.start) */
     net_cidr_t *proxy_nets; /* PROXY_TRUSTED_NETWORKS: load balancers that send PROXY */
     size_t nproxy;
     tls_t *tls;             /* NULL when no certificate is configured */
@@ -149,8 +154,9 @@ int fe_session_printf(fe_session_t *s, const char *fmt, ...) __attribute__((form
 int fe_session_write(fe_session_t *s, const void *data, size_t len);
 /* Back-pressure for long output (a 25 MB FETCH): cb runs, from the loop, once the output
  * not yet taken by the kernel is down to FE_WRITE_LOW_WATER bytes. A writer writes a piece
- * of at most about FE_WRITE_CHUNK bytes, then waits for this. One callback at a time; none
- * runs after the session closed. */
+ * of at most about FE_WRITE_CHUNK bytes, then waits for this. One callback at a time. When
+ * the session closes first, cb still runs once, with s->closing set, so that the writer can
+ * let go of what it holds. */
 #define FE_WRITE_LOW_WATER (64 * 1024)
 #define FE_WRITE_CHUNK (256 * 1024)
 void fe_session_when_writable(fe_session_t *s, void (*cb)(fe_session_t *s));

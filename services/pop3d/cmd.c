@@ -1,6 +1,7 @@
 /* The POP3 command table and its handlers (RFC 1939, RFC 2449, RFC 2595, RFC 5034). The
- * dispatcher handles what every command shares: parsing, line length, unknown commands
- * and the state a command is valid in; handlers check their arguments and act. */
+ * shared dispatcher (lib/svc/dispatch.h) handles what every command shares: parsing, line
+ * length, unknown commands, the state a command is valid in, logins before TLS and the
+ * error cap; this file words its refusals, and handlers check their arguments and act. */
 #include "pop3d.h"
 
 #include <openssl/crypto.h>
@@ -12,17 +13,11 @@
 #include "base/log.h"
 #include "auth/sasl.h"
 
+/* The states of fe_cmd_t.states; the others take no commands. */
 enum {
-    CMD_AUTHORIZATION = 1 << 0, /* valid before login */
-    CMD_TRANSACTION = 1 << 1,   /* valid once the maildrop is open */
-    CMD_LONG_LINE = 1 << 2,     /* may exceed 255 octets (AUTH initial responses) */
+    POP3_IN_AUTHORIZATION = 1u << 0, /* before login */
+    POP3_IN_TRANSACTION = 1u << 1,   /* once the maildrop is open */
 };
-
-typedef struct pop3_cmd {
-    const char *name;
-    void (*fn)(pop3_session_t *s, pop3_request_t *req);
-    unsigned flags;
-} pop3_cmd_t;
 
 static bool no_args(pop3_session_t *s, pop3_request_t *req)
 {
@@ -53,8 +48,10 @@ static pop3_msg_t *msg_arg(pop3_session_t *s, pop3_request_t *req, int i, unsign
 /* ---- AUTHORIZATION ----------------------------------------------------------------- */
 
 /* RFC 2449 section 5; what is listed depends on the state and on TLS. */
-static void cmd_capa(pop3_session_t *s, pop3_request_t *req)
+static void cmd_capa(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     if (!no_args(s, req))
         return;
     bool auth = s->state == POP3_STATE_AUTHORIZATION;
@@ -66,7 +63,7 @@ static void cmd_capa(pop3_session_t *s, pop3_request_t *req)
                 "RESP-CODES\r\n"
                 "AUTH-RESP-CODE\r\n"
                 "PIPELINING\r\n");
-    if (auth && pop3_auth_allowed(s))
+    if (auth && fe_session_auth_allowed(fs))
         buf_printf(b, "USER\r\nSASL %s\r\n", sasl_mechanisms());
     if (auth && fe_session_tls_available(&s->fe))
         buf_puts(b, "STLS\r\n");
@@ -75,8 +72,10 @@ static void cmd_capa(pop3_session_t *s, pop3_request_t *req)
 }
 
 /* RFC 2595 section 4. */
-static void cmd_stls(pop3_session_t *s, pop3_request_t *req)
+static void cmd_stls(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     if (!no_args(s, req))
         return;
     if (fe_session_tls(&s->fe)) {
@@ -92,27 +91,15 @@ static void cmd_stls(pop3_session_t *s, pop3_request_t *req)
         fe_session_close(&s->fe);
 }
 
-/* Authentication needs TLS (or auth.allow_plaintext) and the configuration. */
+/* Authentication needs the configuration. (TLS or auth.allow_plaintext: the dispatcher
+ * checks that, FE_CMD_NEEDS_TLS_OR_PLAINTEXT.) */
 static bool auth_may_start(pop3_session_t *s)
 {
-    if (!pop3_auth_allowed(s)) {
-        pop3_err(s, "AUTH", "Plaintext authentication is disallowed on non-secure connections;"
-                            " use STLS first");
-        return false;
-    }
     if (!config_loaded(s->fe.srv->cfg)) {
         pop3_err_nocount(s, "SYS/TEMP", "Authentication is not available now, try again later");
         return false;
     }
     return true;
-}
-
-/* Overwrites the arguments (in the line and in the split copy) once they have been used. */
-static void wipe_args(pop3_request_t *req)
-{
-    size_t n = strlen(req->rest); /* the split copy has the same length, NULs inside */
-    OPENSSL_cleanse(req->args, n);
-    OPENSSL_cleanse(req->rest, n);
 }
 
 static void auth_challenge(fe_session_t *fs, const char *b64)
@@ -140,15 +127,17 @@ static void auth_done(fe_session_t *fs, fe_auth_result_t r, const lim_verdict_t 
         pop3_err(s, NULL, "Cannot decode the authentication response");
         break;
     case FE_AUTH_BLOCKED:
-        pop3_blocked_now(s, block);
+        fe_session_blocked_now(fs, &pop3_cmd_table, block);
         break;
     }
 }
 
 static const fe_auth_ops_t pop3_auth_ops = { auth_challenge, auth_done };
 
-static void cmd_user(pop3_session_t *s, pop3_request_t *req)
+static void cmd_user(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     s->have_user = false;
     if (req->argc != 1) {
         pop3_err(s, NULL, "Syntax: USER name");
@@ -162,8 +151,10 @@ static void cmd_user(pop3_session_t *s, pop3_request_t *req)
     pop3_ok(s, "Send PASS");
 }
 
-static void cmd_pass(pop3_session_t *s, pop3_request_t *req)
+static void cmd_pass(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     bool have_user = s->have_user;
     s->have_user = false;
     if (!have_user) {
@@ -174,15 +165,16 @@ static void cmd_pass(pop3_session_t *s, pop3_request_t *req)
         /* The whole rest of the line: a password may hold spaces. */
         fe_auth_password(&s->fe, "USER", s->user_arg, req->rest, &pop3_auth_ops);
     }
-    /* No copy of the password outlives the command. */
+    /* No copy of the password outlives the command (pop3_dispatch() wipes the line). */
     OPENSSL_cleanse(s->user_arg, sizeof s->user_arg);
-    wipe_args(req);
 }
 
 /* RFC 5034 section 4. A bare AUTH lists the mechanisms (the older RFC 1734 habit some
  * clients still use). */
-static void cmd_auth(pop3_session_t *s, pop3_request_t *req)
+static void cmd_auth(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     s->have_user = false;
     if (req->argc > 2) {
         pop3_err(s, NULL, "Syntax: AUTH mechanism [initial-response]");
@@ -204,13 +196,12 @@ static void cmd_auth(pop3_session_t *s, pop3_request_t *req)
     const char *initial = req->argc == 2 ? req->argv[1] : NULL;
     if (fe_auth_start(&s->fe, req->argv[0], initial, &pop3_auth_ops) < 0)
         pop3_err(s, NULL, "Unrecognized authentication mechanism");
-    /* The initial response (PLAIN: the password) has been decoded and used. */
-    wipe_args(req);
 }
 
-static void cmd_quit(pop3_session_t *s, pop3_request_t *req)
+static void cmd_quit(fe_session_t *fs, void *r)
 {
-    (void)req;
+    pop3_session_t *s = (pop3_session_t *)fs;
+    (void)r;
     if (s->state == POP3_STATE_TRANSACTION) {
         pop3_maildrop_update(s);
         return;
@@ -222,8 +213,10 @@ static void cmd_quit(pop3_session_t *s, pop3_request_t *req)
 
 /* ---- TRANSACTION ------------------------------------------------------------------- */
 
-static void cmd_stat(pop3_session_t *s, pop3_request_t *req)
+static void cmd_stat(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     if (no_args(s, req))
         pop3_ok(s, "%zu %llu", s->drop.live, (unsigned long long)s->drop.live_size);
 }
@@ -270,19 +263,25 @@ static void list_common(pop3_session_t *s, pop3_request_t *req, bool uidl)
     pop3_write(s, b->data, b->len);
 }
 
-static void cmd_list(pop3_session_t *s, pop3_request_t *req)
+static void cmd_list(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     list_common(s, req, false);
 }
 
 /* RFC 1939 section 7: "<uidvalidity>.<uid>" of the INBOX never changes for a message. */
-static void cmd_uidl(pop3_session_t *s, pop3_request_t *req)
+static void cmd_uidl(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     list_common(s, req, true);
 }
 
-static void cmd_retr(pop3_session_t *s, pop3_request_t *req)
+static void cmd_retr(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     unsigned long n;
     if (req->argc != 1) {
         pop3_err(s, NULL, "Syntax: RETR message");
@@ -292,8 +291,10 @@ static void cmd_retr(pop3_session_t *s, pop3_request_t *req)
         pop3_maildrop_send(s, n, -1);
 }
 
-static void cmd_top(pop3_session_t *s, pop3_request_t *req)
+static void cmd_top(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     unsigned long n, lines;
     if (req->argc != 2) {
         pop3_err(s, NULL, "Syntax: TOP message lines");
@@ -308,8 +309,10 @@ static void cmd_top(pop3_session_t *s, pop3_request_t *req)
     pop3_maildrop_send(s, n, (long)lines);
 }
 
-static void cmd_dele(pop3_session_t *s, pop3_request_t *req)
+static void cmd_dele(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     unsigned long n;
     if (req->argc != 1) {
         pop3_err(s, NULL, "Syntax: DELE message");
@@ -322,14 +325,18 @@ static void cmd_dele(pop3_session_t *s, pop3_request_t *req)
     pop3_ok(s, "Message %lu deleted", n);
 }
 
-static void cmd_noop(pop3_session_t *s, pop3_request_t *req)
+static void cmd_noop(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     if (no_args(s, req))
         pop3_ok(s, "%s", "");
 }
 
-static void cmd_rset(pop3_session_t *s, pop3_request_t *req)
+static void cmd_rset(fe_session_t *fs, void *r)
 {
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_request_t *req = r;
     if (!no_args(s, req))
         return;
     pop3_maildrop_unmark_all(s);
@@ -337,49 +344,127 @@ static void cmd_rset(pop3_session_t *s, pop3_request_t *req)
             (unsigned long long)s->drop.live_size);
 }
 
-static const pop3_cmd_t pop3_commands[] = {
-    { "CAPA", cmd_capa, CMD_AUTHORIZATION | CMD_TRANSACTION },
-    { "QUIT", cmd_quit, CMD_AUTHORIZATION | CMD_TRANSACTION },
-    { "STLS", cmd_stls, CMD_AUTHORIZATION },
-    { "USER", cmd_user, CMD_AUTHORIZATION },
-    { "PASS", cmd_pass, CMD_AUTHORIZATION },
-    { "AUTH", cmd_auth, CMD_AUTHORIZATION | CMD_LONG_LINE },
-    { "STAT", cmd_stat, CMD_TRANSACTION },
-    { "LIST", cmd_list, CMD_TRANSACTION },
-    { "UIDL", cmd_uidl, CMD_TRANSACTION },
-    { "RETR", cmd_retr, CMD_TRANSACTION },
-    { "TOP", cmd_top, CMD_TRANSACTION },
-    { "DELE", cmd_dele, CMD_TRANSACTION },
-    { "NOOP", cmd_noop, CMD_TRANSACTION },
-    { "RSET", cmd_rset, CMD_TRANSACTION },
-    { NULL, NULL, 0 },
+static const fe_cmd_t pop3_commands[] = {
+    { "CAPA", POP3_IN_AUTHORIZATION | POP3_IN_TRANSACTION, 0, cmd_capa },
+    { "QUIT", POP3_IN_AUTHORIZATION | POP3_IN_TRANSACTION, 0, cmd_quit },
+    { "STLS", POP3_IN_AUTHORIZATION, 0, cmd_stls },
+    { "USER", POP3_IN_AUTHORIZATION, FE_CMD_NEEDS_TLS_OR_PLAINTEXT, cmd_user },
+    { "PASS", POP3_IN_AUTHORIZATION, FE_CMD_NEEDS_TLS_OR_PLAINTEXT, cmd_pass },
+    { "AUTH", POP3_IN_AUTHORIZATION, FE_CMD_NEEDS_TLS_OR_PLAINTEXT | FE_CMD_LONG_LINE, cmd_auth },
+    { "STAT", POP3_IN_TRANSACTION, 0, cmd_stat },
+    { "LIST", POP3_IN_TRANSACTION, 0, cmd_list },
+    { "UIDL", POP3_IN_TRANSACTION, 0, cmd_uidl },
+    { "RETR", POP3_IN_TRANSACTION, 0, cmd_retr },
+    { "TOP", POP3_IN_TRANSACTION, 0, cmd_top },
+    { "DELE", POP3_IN_TRANSACTION, 0, cmd_dele },
+    { "NOOP", POP3_IN_TRANSACTION, 0, cmd_noop },
+    { "RSET", POP3_IN_TRANSACTION, 0, cmd_rset },
+};
+
+static int pop3_tokenize(fe_session_t *fs, char *line, size_t len, unsigned line_flags,
+                         void *req, const char **name_r, const char **error_r)
+{
+    (void)fs;
+    pop3_request_t *r = req;
+    if (pop3_parse(line, len, line_flags, r, error_r) < 0)
+        return FE_TOKENIZE_SYNTAX;
+    *name_r = r->keyword;
+    return FE_TOKENIZE_OK;
+}
+
+/* OPENING waits for the maildrop, so a command pipelined behind PASS/AUTH stays in the
+ * input; UPDATE and DONE are saying goodbye. */
+static unsigned pop3_state_bit(fe_session_t *fs)
+{
+    switch (((pop3_session_t *)fs)->state) {
+    case POP3_STATE_AUTHORIZATION:
+        return POP3_IN_AUTHORIZATION;
+    case POP3_STATE_TRANSACTION:
+        return POP3_IN_TRANSACTION;
+    default:
+        return 0;
+    }
+}
+
+/* A maildrop whose lock was taken over by another session is not served any more. */
+static bool pop3_admit(fe_session_t *fs, const fe_cmd_t *cmd, void *req)
+{
+    (void)cmd;
+    (void)req;
+    pop3_session_t *s = (pop3_session_t *)fs;
+    if (s->state != POP3_STATE_TRANSACTION || !s->drop.lost)
+        return true;
+    pop3_err_nocount(s, "SYS/TEMP", "The maildrop lock was lost; please log in again");
+    pop3_enter_state(s, POP3_STATE_DONE);
+    fe_session_close(fs);
+    return false;
+}
+
+/* The dispatcher's refusals; it counts them as errors (pop3_err() would count twice). */
+static void pop3_refuse(fe_session_t *fs, void *req, fe_refusal_t why, const char *text)
+{
+    (void)req;
+    pop3_session_t *s = (pop3_session_t *)fs;
+    switch (why) {
+    case FE_REFUSE_UNKNOWN:
+        pop3_err_nocount(s, NULL, "Unknown command");
+        break;
+    case FE_REFUSE_STATE:
+        pop3_err_nocount(s, NULL, "%s is not valid in the %s state", text,
+                         s->state == POP3_STATE_TRANSACTION ? "TRANSACTION" : "AUTHORIZATION");
+        break;
+    /* RFC 2595 section 2.1; RFC 3206 section 4: the AUTH response code. */
+    case FE_REFUSE_NEEDS_TLS:
+        pop3_err_nocount(s, "AUTH", "Plaintext authentication is disallowed on non-secure "
+                                    "connections; use STLS first");
+        break;
+    case FE_REFUSE_SYNTAX:
+        pop3_err_nocount(s, NULL, "%s", text);
+        break;
+    case FE_REFUSE_TOO_LONG:
+        pop3_err_nocount(s, NULL, "Line too long");
+        break;
+    case FE_REFUSE_TOO_MANY_ERRORS:
+        pop3_err_nocount(s, NULL, "Too many errors, closing the connection");
+        pop3_enter_state(s, POP3_STATE_DONE);
+        break;
+    case FE_REFUSE_TOO_MANY_COMMANDS:
+        pop3_err_nocount(s, NULL, "Too many commands, closing the connection");
+        pop3_enter_state(s, POP3_STATE_DONE);
+        break;
+    }
+}
+
+/* Blocked by the limiter during a login: the connect-time wording, then goodbye. */
+static void pop3_blocked_now_reply(fe_session_t *fs, const char *reason, const char *until)
+{
+    pop3_session_t *s = (pop3_session_t *)fs;
+    pop3_blocked_reply(s, reason, until);
+    pop3_enter_state(s, POP3_STATE_DONE);
+}
+
+const fe_cmd_table_t pop3_cmd_table = {
+    .cmds = pop3_commands,
+    .ncmds = sizeof pop3_commands / sizeof pop3_commands[0],
+    .line_max = POP3_LINE_MAX,
+    .tokenize = pop3_tokenize,
+    .state = pop3_state_bit,
+    .admit = pop3_admit,
+    .refuse = pop3_refuse,
+    .blocked = pop3_blocked_now_reply,
+    .blocked_reason = "too many failed logins",
+    .max_errors_key = POP3_MAX_ERRORS_KEY,
+    .max_errors_default = POP3_MAX_ERRORS_DEFAULT,
 };
 
 void pop3_dispatch(pop3_session_t *s, char *line, size_t len, unsigned flags)
 {
     pop3_request_t req;
-    const char *err = NULL;
-    int rc = pop3_parse(line, len, flags, &req, &err);
-    const pop3_cmd_t *cmd = NULL;
-    if (rc == 0)
-        for (cmd = pop3_commands; cmd->name && strcmp(cmd->name, req.keyword) != 0; cmd++)
-            ;
-    bool long_ok = cmd && cmd->name && (cmd->flags & CMD_LONG_LINE);
-    if (len + 2 > POP3_LINE_MAX && !long_ok) {
-        pop3_err(s, NULL, "Line too long");
-    } else if (rc < 0) {
-        pop3_err(s, NULL, "%s", err);
-    } else if (!cmd->name) {
-        pop3_err(s, NULL, "Unknown command");
-    } else if (s->state == POP3_STATE_TRANSACTION && s->drop.lost) {
-        pop3_err_nocount(s, "SYS/TEMP", "The maildrop lock was lost; please log in again");
-        pop3_enter_state(s, POP3_STATE_DONE);
-        fe_session_close(&s->fe);
-    } else if (!(cmd->flags & (s->state == POP3_STATE_TRANSACTION ? CMD_TRANSACTION
-                                                                   : CMD_AUTHORIZATION))) {
-        pop3_err(s, NULL, "%s is not valid in the %s state", cmd->name,
-                 s->state == POP3_STATE_TRANSACTION ? "TRANSACTION" : "AUTHORIZATION");
-    } else {
-        cmd->fn(s, &req);
-    }
+    req.rest = line + len; /* "" until the tokenizer has run */
+    fe_dispatch(&s->fe, &pop3_cmd_table, line, len, flags, &req);
+    /* No copy of a password (PASS, an AUTH initial response) outlives its command, whether
+     * it ran or was refused: the line and the split copy of its arguments are wiped. */
+    size_t n = strlen(req.rest); /* the split copy has the same length, NULs inside */
+    OPENSSL_cleanse(req.args, n < sizeof req.args ? n : sizeof req.args);
+    OPENSSL_cleanse(req.rest, n);
 }

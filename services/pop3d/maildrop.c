@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "bus/mailwatch.h"
 
 #define POP3_SEND_CHUNK 65536
 
@@ -27,15 +28,18 @@ static const char renew_sql[] =
 
 static const char unlock_sql[] = "DELETE FROM pop3_locks WHERE user_id = $1 AND owner = $2";
 
-static const char fetch_sql[] = "SELECT raw FROM messages WHERE mailbox_id = $1 AND uid = $2";
-
 /* Deletes the marked messages and gives the lock back, in one statement; deletes only
- * while the lock row is still ours. Returns (locks removed, messages removed). */
+ * while the lock row is still ours. postern_expunge() locks the mailbox row before the
+ * message rows (the store's lock order) and records the removals for IMAP sessions.
+ * Returns (locks removed, messages removed, the mailbox's modseq afterwards). */
 static const char update_sql[] =
-    "WITH l AS (DELETE FROM pop3_locks WHERE user_id = $1 AND owner = $2 RETURNING 1), "
-    "d AS (DELETE FROM messages WHERE mailbox_id = $3 AND uid = ANY ($4::bigint[]) "
-    "AND EXISTS (SELECT 1 FROM l) RETURNING 1) "
-    "SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM d)";
+    "WITH l AS (DELETE FROM pop3_locks WHERE user_id = $1 AND owner = $2 RETURNING 1 AS one), "
+    "d AS (SELECT e.uid, e.modseq FROM l CROSS JOIN LATERAL "
+    "      postern_expunge($3::bigint + 0 * l.one, $4::bigint[], $4::bigint[], false) e) "
+    "SELECT (SELECT count(*) FROM l), (SELECT count(uid) FROM d), "
+    "(SELECT max(modseq) FROM d)";
+
+#define POP3_FETCH_CHUNK (1024 * 1024) /* bytes read from the store per query */
 
 static long lease_seconds(pop3_session_t *s)
 {
@@ -240,6 +244,8 @@ void pop3_maildrop_open(pop3_session_t *s)
     snprintf(d->owner, sizeof d->owner, "%.80s/%lu/%02x%02x%02x%02x%02x%02x%02x%02x",
              s->fe.srv->instance, s->fe.id, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
     d->lost = false;
+    if (!d->store)
+        d->store = mailstore_create(s->fe.srv->db);
     char lease[16];
     snprintf(lease, sizeof lease, "%ld", lease_seconds(s));
     const char *params[3] = { s->fe.user, d->owner, lease };
@@ -251,26 +257,26 @@ void pop3_maildrop_open(pop3_session_t *s)
 
 /* ---- RETR and TOP ------------------------------------------------------------------ */
 
-static void send_message(pop3_session_t *s, const unsigned char *raw, size_t len)
+/* The message is read from the store POP3_FETCH_CHUNK bytes at a time and dot-stuffed
+ * as it comes; the first chunk decides between +OK and -ERR. */
+static bool send_chunk(pop3_session_t *s, const unsigned char *raw, size_t len)
 {
-    pop3_stuffer_t st;
-    pop3_stuffer_init(&st, s->send_lines);
-    if (s->send_lines < 0)
-        pop3_ok(s, "%zu octets", len);
-    else
-        pop3_ok(s, "Top of message %lu follows", s->send_n);
     buf_t *b = &s->out;
-    for (size_t off = 0; off < len && !st.done; off += POP3_SEND_CHUNK) {
+    for (size_t off = 0; off < len && !s->send_st.done; off += POP3_SEND_CHUNK) {
         size_t n = len - off < POP3_SEND_CHUNK ? len - off : POP3_SEND_CHUNK;
         buf_reset(b);
-        if (pop3_stuffer_feed(&st, (const char *)raw + off, n, b) < 0) {
-            fe_session_close(&s->fe); /* out of memory in mid-response: nothing else to do */
-            return;
-        }
+        if (pop3_stuffer_feed(&s->send_st, (const char *)raw + off, n, b) < 0)
+            return false;
         pop3_write(s, b->data, b->len);
     }
+    return true;
+}
+
+static void send_end(pop3_session_t *s)
+{
+    buf_t *b = &s->out;
     buf_reset(b);
-    if (pop3_stuffer_end(&st, b) < 0) {
+    if (pop3_stuffer_end(&s->send_st, b) < 0) {
         fe_session_close(&s->fe);
         return;
     }
@@ -280,24 +286,69 @@ static void send_message(pop3_session_t *s, const unsigned char *raw, size_t len
         buf_free(b);
 }
 
-static void fetch_cb(void *arg, PGresult *res)
+static void fetch_cb(void *arg, int status, const unsigned char *data, size_t len,
+                     uint64_t total);
+
+static void fetch_next(pop3_session_t *s)
+{
+    pop3_msg_t *m = &s->drop.msgs[s->send_n - 1];
+    if (mailstore_fetch_raw(s->drop.store, s->drop.mailbox_id, (uint32_t)m->uid, s->send_off,
+                            POP3_FETCH_CHUNK, fetch_cb, s) < 0) {
+        if (s->send_off == 0) {
+            pop3_err_nocount(s, "SYS/TEMP", "Cannot read message %lu now, try again later",
+                             s->send_n);
+            pop3_resume(s);
+        } else {
+            fe_session_close(&s->fe);
+        }
+        fe_session_unref(&s->fe);
+    }
+}
+
+static void fetch_cb(void *arg, int status, const unsigned char *data, size_t len,
+                     uint64_t total)
 {
     pop3_session_t *s = arg;
     if (s->fe.closing) {
         fe_session_unref(&s->fe);
         return;
     }
-    if (!result_ok(res, PGRES_TUPLES_OK)) {
-        log_warn("message not read", "session=%lu error=\"%s\"", s->fe.id, result_error(res));
-        pop3_err_nocount(s, "SYS/TEMP", "Cannot read message %lu now, try again later",
-                         s->send_n);
-    } else if (PQntuples(res) == 0) {
-        pop3_err_nocount(s, NULL, "Message %lu is no longer there", s->send_n);
-    } else {
-        /* A binary result: the bytes as stored, no hex to decode. */
-        send_message(s, (const unsigned char *)PQgetvalue(res, 0, 0),
-                     (size_t)PQgetlength(res, 0, 0));
+    bool first = s->send_off == 0;
+    if (status != MAILSTORE_OK) {
+        log_warn("message not read", "session=%lu error=\"%s\"", s->fe.id,
+                 mailstore_strerror(status));
+        if (!first) {
+            /* In mid-response there is no way to say it: the client sees the connection
+             * end without the final ".". */
+            fe_session_close(&s->fe);
+        } else if (status == MAILSTORE_NOTFOUND) {
+            pop3_err_nocount(s, NULL, "Message %lu is no longer there", s->send_n);
+            pop3_resume(s);
+        } else {
+            pop3_err_nocount(s, "SYS/TEMP", "Cannot read message %lu now, try again later",
+                             s->send_n);
+            pop3_resume(s);
+        }
+        fe_session_unref(&s->fe);
+        return;
     }
+    if (first) {
+        if (s->send_lines < 0)
+            pop3_ok(s, "%llu octets", (unsigned long long)total);
+        else
+            pop3_ok(s, "Top of message %lu follows", s->send_n);
+    }
+    if (!send_chunk(s, data, len)) {
+        fe_session_close(&s->fe); /* out of memory in mid-response: nothing else to do */
+        fe_session_unref(&s->fe);
+        return;
+    }
+    s->send_off += len;
+    if (len > 0 && s->send_off < total && !s->send_st.done) {
+        fetch_next(s); /* keeps the reference */
+        return;
+    }
+    send_end(s);
     pop3_resume(s);
     fe_session_unref(&s->fe);
 }
@@ -307,15 +358,13 @@ void pop3_maildrop_send(pop3_session_t *s, unsigned long n, long body_lines)
     pop3_msg_t *m = pop3_maildrop_msg(s, n);
     if (!m)
         return;
-    char mailbox[24], uid[24];
-    snprintf(mailbox, sizeof mailbox, "%lld", (long long)s->drop.mailbox_id);
-    snprintf(uid, sizeof uid, "%lld", (long long)m->uid);
-    const char *params[2] = { mailbox, uid };
     s->send_n = n;
     s->send_lines = body_lines;
+    s->send_off = 0;
+    pop3_stuffer_init(&s->send_st, body_lines);
     pop3_wait(s);
     fe_session_ref(&s->fe);
-    db_query_binary(s->fe.srv->db, fetch_sql, 2, params, NULL, NULL, fetch_cb, s);
+    fetch_next(s);
 }
 
 /* ---- UPDATE ------------------------------------------------------------------------ */
@@ -329,6 +378,9 @@ static void update_cb(void *arg, PGresult *res)
     long deleted = ok ? strtol(PQgetvalue(res, 0, 1), NULL, 10) : 0;
     if (ok)
         d->locked = false; /* the row is gone, or it was not ours any more */
+    if (deleted > 0 && s->fe.user)
+        mailwatch_publish_changed(s->fe.srv->bus, s->fe.user, d->mailbox_id,
+                                  strtoll(PQgetvalue(res, 0, 2), NULL, 10), MAILWATCH_EXPUNGE);
     s->pending = false;
     if (s->fe.closing) {
         fe_session_unref(&s->fe);
@@ -385,4 +437,5 @@ void pop3_maildrop_release(pop3_session_t *s)
     free(s->drop.msgs);
     s->drop.msgs = NULL;
     s->drop.count = 0;
+    mailstore_destroy(&s->drop.store);
 }

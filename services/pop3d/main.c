@@ -42,21 +42,12 @@ static void pop3_open(fe_session_t *fs)
 
 static void pop3_line(fe_session_t *fs, char *line, size_t len, unsigned flags)
 {
-    pop3_session_t *s = (pop3_session_t *)fs;
-    switch (s->state) {
-    case POP3_STATE_OPENING: /* never: the session waits while the maildrop opens, so a
-                                command pipelined behind PASS/AUTH stays in the input */
-    case POP3_STATE_UPDATE:
-    case POP3_STATE_DONE:
-        return;
-    default:
-        pop3_dispatch(s, line, len, flags);
-    }
+    pop3_dispatch((pop3_session_t *)fs, line, len, flags);
 }
 
 static void pop3_line_too_long(fe_session_t *fs)
 {
-    pop3_err((pop3_session_t *)fs, NULL, "Line too long");
+    fe_dispatch_refuse(fs, &pop3_cmd_table, NULL, FE_REFUSE_TOO_LONG, NULL);
 }
 
 /* RFC 2595 section 4: after STLS the client starts over; forget what it said before. */

@@ -9,6 +9,8 @@
 #include <stdint.h>
 
 #include "base/buf.h"
+#include "svc/dispatch.h"
+#include "store/mailstore.h"
 #include "svc/fe.h"
 
 #define POP3_LINE_MAX 255          /* RFC 2449 section 4: a command, CRLF included */
@@ -85,6 +87,7 @@ typedef struct pop3_maildrop {
     size_t count;
     size_t live;        /* not marked deleted */
     uint64_t live_size;
+    mailstore_t *store; /* the mail store over the server's database (RETR, TOP) */
     char owner[128];    /* this session's lock owner id */
     bool locked;        /* the lock row is (believed to be) ours */
     bool lost;          /* a renewal found the lock taken over */
@@ -93,10 +96,11 @@ typedef struct pop3_maildrop {
 typedef struct pop3_session {
     fe_session_t fe; /* first: the skeleton's part */
     pop3_state_t state;
-    unsigned errors;
     bool pending;            /* a command waits for the database */
     unsigned long send_n;    /* RETR/TOP in progress: the message number */
     long send_lines;         /* and the body lines (-1: all) */
+    uint64_t send_off;       /* bytes of the message read so far */
+    pop3_stuffer_t send_st;
     char user_arg[256];      /* USER's argument, waiting for PASS */
     bool have_user;
     pop3_maildrop_t drop;
@@ -120,11 +124,10 @@ void pop3_wait(pop3_session_t *s);
 void pop3_resume(pop3_session_t *s);
 /* The client address is blocked (at connect, or by the limiter during a login). */
 void pop3_blocked_reply(pop3_session_t *s, const char *reason, const char *until);
-void pop3_blocked_now(pop3_session_t *s, const lim_verdict_t *v);
-bool pop3_auth_allowed(pop3_session_t *s);
 long pop3_setting(pop3_session_t *s, const char *key, long fallback);
 
 /* cmd.c */
+extern const fe_cmd_table_t pop3_cmd_table;
 void pop3_dispatch(pop3_session_t *s, char *line, size_t len, unsigned flags);
 
 /* maildrop.c: the lock, the listing, RETR/TOP and the UPDATE state */

@@ -1,4 +1,4 @@
-/* Replies, the session's state, error counting and waiting for the database. */
+/* Replies, the session's state and waiting for the database. */
 #include "pop3d.h"
 
 #include <stdarg.h>
@@ -56,15 +56,8 @@ void pop3_err(pop3_session_t *s, const char *code, const char *fmt, ...)
     va_start(ap, fmt);
     reply(s, "-ERR", code, fmt, ap);
     va_end(ap);
-    /* Clients that keep failing are cut off (smtpd does the same with smtp.max_errors). */
-    long max = pop3_setting(s, POP3_MAX_ERRORS_KEY, POP3_MAX_ERRORS_DEFAULT);
-    if (++s->errors < (unsigned long)max)
-        return;
-    log_warn("too many errors, disconnecting", "session=%lu client=%s errors=%u", s->fe.id,
-             s->fe.peer, s->errors);
-    fe_session_printf(&s->fe, "-ERR Too many errors, closing the connection\r\n");
-    pop3_enter_state(s, POP3_STATE_DONE);
-    fe_session_close(&s->fe);
+    /* Clients that keep failing are cut off (lib/svc/dispatch.h). */
+    fe_session_error(&s->fe, &pop3_cmd_table);
 }
 
 void pop3_enter_state(pop3_session_t *s, pop3_state_t state)
@@ -94,29 +87,4 @@ void pop3_blocked_reply(pop3_session_t *s, const char *reason, const char *until
 {
     fe_session_printf(&s->fe, "-ERR [LOGIN-DELAY] %s Your address %s is blocked until %s: %s\r\n",
                       s->fe.srv->hostname, s->fe.peer, until, reason);
-}
-
-/* The limiter blocked the client during a login: say so and hang up. v says why and until
- * when; without it (or its time) the local copy of the blocks is asked. */
-void pop3_blocked_now(pop3_session_t *s, const lim_verdict_t *v)
-{
-    char reason[200] = "too many failed logins", until[32] = "later";
-    int64_t until_ms;
-    if (v && v->until_ms) {
-        snprintf(reason, sizeof reason, "%.199s", v->reason);
-        fe_format_time(v->until_ms, until, sizeof until);
-    } else if (lim_blocked(s->fe.srv->lim, s->fe.peer, reason, sizeof reason, &until_ms)) {
-        fe_format_time(until_ms, until, sizeof until);
-    }
-    log_warn("client blocked", "session=%lu client=%s", s->fe.id, s->fe.peer);
-    pop3_blocked_reply(s, reason, until);
-    pop3_enter_state(s, POP3_STATE_DONE);
-    fe_session_close(&s->fe);
-}
-
-/* RFC 2595 section 2.1 and DESIGN.md: passwords only inside TLS unless the administrator
- * allows plaintext. */
-bool pop3_auth_allowed(pop3_session_t *s)
-{
-    return fe_session_tls(&s->fe) || config_get_bool(s->fe.srv->cfg, "auth.allow_plaintext");
 }

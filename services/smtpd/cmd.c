@@ -1,6 +1,7 @@
-/* The SMTP command table and its handlers (RFC 5321 section 4.1.1). The dispatcher
- * handles what every command shares: framing errors, unknown commands, the EHLO-first
- * rule and line length; handlers parse their arguments and act. */
+/* The SMTP command table and its handlers (RFC 5321 section 4.1.1). The shared dispatcher
+ * (lib/svc/dispatch.h) handles what every command shares: framing errors, the command and
+ * error caps, line length, unknown commands, the EHLO-first rule and AUTH before TLS; this
+ * file words its refusals, and handlers parse their arguments and act. */
 #include "smtpd.h"
 
 #include <ctype.h>
@@ -13,21 +14,15 @@
 #include "base/log.h"
 #include "auth/sasl.h"
 
+/* The states of fe_cmd_t.states; DATA and QUIT take no commands. */
 enum {
-    CMD_NEEDS_HELO = 1 << 0, /* 503 before EHLO/HELO */
-    CMD_LONG_LINE = 1 << 1,  /* may exceed 512 bytes (AUTH initial responses) */
+    SMTP_IN_INIT = 1u << SMTP_STATE_INIT,
+    SMTP_IN_READY = 1u << SMTP_STATE_READY,
+    SMTP_IN_MAIL = 1u << SMTP_STATE_MAIL,
+    SMTP_IN_RCPT = 1u << SMTP_STATE_RCPT,
+    SMTP_ANY = SMTP_IN_INIT | SMTP_IN_READY | SMTP_IN_MAIL | SMTP_IN_RCPT,
+    SMTP_AFTER_HELO = SMTP_IN_READY | SMTP_IN_MAIL | SMTP_IN_RCPT, /* 503 before EHLO/HELO */
 };
-
-typedef struct smtp_cmd {
-    const char *name;
-    void (*fn)(smtp_session_t *s, char *args);
-    unsigned flags;
-} smtp_cmd_t;
-
-static bool auth_offered(smtp_session_t *s)
-{
-    return fe_session_tls(&s->fe) || config_get_bool(s->fe.srv->cfg, "auth.allow_plaintext");
-}
 
 static void cmd_helo_common(smtp_session_t *s, char *args, bool esmtp)
 {
@@ -44,12 +39,13 @@ static void cmd_helo_common(smtp_session_t *s, char *args, bool esmtp)
     smtp_enter_state(s, SMTP_STATE_READY);
 }
 
-static void cmd_ehlo(smtp_session_t *s, char *args)
+static void cmd_ehlo(fe_session_t *fs, void *req)
 {
+    smtp_session_t *s = (smtp_session_t *)fs;
+    char *args = ((smtp_request_t *)req)->args;
     cmd_helo_common(s, args, true);
     if (s->state != SMTP_STATE_READY)
         return;
-    fe_session_t *fs = &s->fe;
     fe_session_printf(fs, "250-%s\r\n", fs->srv->hostname);
     fe_session_printf(fs, "250-PIPELINING\r\n");
     fe_session_printf(fs, "250-SIZE %ld\r\n", config_get_long(fs->srv->cfg, "smtp.max_message_size"));
@@ -57,13 +53,15 @@ static void cmd_ehlo(smtp_session_t *s, char *args)
     fe_session_printf(fs, "250-ENHANCEDSTATUSCODES\r\n");
     if (fe_session_tls_available(fs))
         fe_session_printf(fs, "250-STARTTLS\r\n");
-    if (auth_offered(s))
+    if (fe_session_auth_allowed(fs))
         fe_session_printf(fs, "250-AUTH %s\r\n", sasl_mechanisms());
     fe_session_printf(fs, "250 HELP\r\n");
 }
 
-static void cmd_helo(smtp_session_t *s, char *args)
+static void cmd_helo(fe_session_t *fs, void *req)
 {
+    smtp_session_t *s = (smtp_session_t *)fs;
+    char *args = ((smtp_request_t *)req)->args;
     cmd_helo_common(s, args, false);
     if (s->state == SMTP_STATE_READY)
         smtp_reply(s, 250, "%s", s->fe.srv->hostname);
@@ -100,8 +98,10 @@ static int mail_params(smtp_session_t *s, const char *params)
     return 0;
 }
 
-static void cmd_mail(smtp_session_t *s, char *args)
+static void cmd_mail(fe_session_t *fs, void *req)
 {
+    smtp_session_t *s = (smtp_session_t *)fs;
+    char *args = ((smtp_request_t *)req)->args;
     if (s->state != SMTP_STATE_READY) {
         smtp_reply(s, 503, "5.5.1 Error: nested MAIL command");
         return;
@@ -216,8 +216,10 @@ static void rcpt_lookup_cb(void *arg, PGresult *res)
     fe_session_unref(&s->fe);
 }
 
-static void cmd_rcpt(smtp_session_t *s, char *args)
+static void cmd_rcpt(fe_session_t *fs, void *req)
 {
+    smtp_session_t *s = (smtp_session_t *)fs;
+    char *args = ((smtp_request_t *)req)->args;
     if (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT) {
         smtp_reply(s, 503, "5.5.1 Error: need MAIL command");
         return;
@@ -287,8 +289,10 @@ static void cmd_rcpt(smtp_session_t *s, char *args)
     smtp_reply(s, 250, "2.1.5 Ok");
 }
 
-static void cmd_data(smtp_session_t *s, char *args)
+static void cmd_data(fe_session_t *fs, void *req)
 {
+    smtp_session_t *s = (smtp_session_t *)fs;
+    char *args = ((smtp_request_t *)req)->args;
     if (*args) {
         smtp_reply(s, 501, "5.5.4 Syntax: DATA");
         return;
@@ -304,30 +308,35 @@ static void cmd_data(smtp_session_t *s, char *args)
     smtp_data_start(s);
 }
 
-static void cmd_rset(smtp_session_t *s, char *args)
+static void cmd_rset(fe_session_t *fs, void *req)
 {
-    (void)args;
+    smtp_session_t *s = (smtp_session_t *)fs;
+    (void)req;
     smtp_reset_transaction(s);
     smtp_reply(s, 250, "2.0.0 Ok");
 }
 
-static void cmd_noop(smtp_session_t *s, char *args)
+static void cmd_noop(fe_session_t *fs, void *req)
 {
-    (void)args;
+    smtp_session_t *s = (smtp_session_t *)fs;
+    (void)req;
     smtp_reply(s, 250, "2.0.0 Ok");
 }
 
-static void cmd_quit(smtp_session_t *s, char *args)
+static void cmd_quit(fe_session_t *fs, void *req)
 {
-    (void)args;
+    smtp_session_t *s = (smtp_session_t *)fs;
+    (void)req;
     smtp_reply(s, 221, "2.0.0 Bye");
     smtp_enter_state(s, SMTP_STATE_QUIT);
     fe_session_close(&s->fe);
 }
 
 /* RFC 5321 section 3.5.3: 252 reveals nothing about which users exist. */
-static void cmd_vrfy(smtp_session_t *s, char *args)
+static void cmd_vrfy(fe_session_t *fs, void *req)
 {
+    smtp_session_t *s = (smtp_session_t *)fs;
+    char *args = ((smtp_request_t *)req)->args;
     if (!*args) {
         smtp_reply(s, 501, "5.5.4 Syntax: VRFY address");
         return;
@@ -335,20 +344,24 @@ static void cmd_vrfy(smtp_session_t *s, char *args)
     smtp_reply(s, 252, "2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
-static void cmd_expn(smtp_session_t *s, char *args)
+static void cmd_expn(fe_session_t *fs, void *req)
 {
-    (void)args;
+    smtp_session_t *s = (smtp_session_t *)fs;
+    (void)req;
     smtp_reply(s, 502, "5.5.1 EXPN not available");
 }
 
-static void cmd_help(smtp_session_t *s, char *args)
+static void cmd_help(fe_session_t *fs, void *req)
 {
-    (void)args;
+    smtp_session_t *s = (smtp_session_t *)fs;
+    (void)req;
     smtp_reply(s, 214, "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS AUTH HELP");
 }
 
-static void cmd_starttls(smtp_session_t *s, char *args)
+static void cmd_starttls(fe_session_t *fs, void *req)
 {
+    smtp_session_t *s = (smtp_session_t *)fs;
+    char *args = ((smtp_request_t *)req)->args;
     if (*args) {
         smtp_reply(s, 501, "5.5.4 Syntax: STARTTLS");
         return;
@@ -399,18 +412,16 @@ static void auth_done(fe_session_t *fs, fe_auth_result_t r, const lim_verdict_t 
 static const fe_auth_ops_t smtp_auth_ops = { auth_challenge, auth_done };
 
 /* RFC 4954 section 4. */
-static void cmd_auth(smtp_session_t *s, char *args)
+static void cmd_auth(fe_session_t *fs, void *req)
 {
+    smtp_session_t *s = (smtp_session_t *)fs;
+    char *args = ((smtp_request_t *)req)->args;
     if (s->fe.user) {
         smtp_reply(s, 503, "5.5.1 Already authenticated");
         return;
     }
     if (s->state != SMTP_STATE_READY) {
         smtp_reply(s, 503, "5.5.1 AUTH not allowed during a mail transaction");
-        return;
-    }
-    if (!auth_offered(s)) {
-        smtp_reply(s, 538, "5.7.11 Encryption required for requested authentication mechanism");
         return;
     }
     if (!config_loaded(s->fe.srv->cfg)) {
@@ -433,64 +444,112 @@ static void cmd_auth(smtp_session_t *s, char *args)
         smtp_reply(s, 504, "5.5.4 Unrecognized authentication type");
 }
 
-static const smtp_cmd_t smtp_commands[] = {
-    { "EHLO", cmd_ehlo, 0 },
-    { "HELO", cmd_helo, 0 },
-    { "MAIL", cmd_mail, CMD_NEEDS_HELO },
-    { "RCPT", cmd_rcpt, CMD_NEEDS_HELO },
-    { "DATA", cmd_data, CMD_NEEDS_HELO },
-    { "RSET", cmd_rset, 0 },
-    { "NOOP", cmd_noop, 0 },
-    { "QUIT", cmd_quit, 0 },
-    { "VRFY", cmd_vrfy, 0 },
-    { "EXPN", cmd_expn, 0 },
-    { "HELP", cmd_help, 0 },
-    { "STARTTLS", cmd_starttls, CMD_NEEDS_HELO },
-    { "AUTH", cmd_auth, CMD_NEEDS_HELO | CMD_LONG_LINE },
-    { NULL, NULL, 0 },
+static const fe_cmd_t smtp_commands[] = {
+    { "EHLO", SMTP_ANY, 0, cmd_ehlo },
+    { "HELO", SMTP_ANY, 0, cmd_helo },
+    { "MAIL", SMTP_AFTER_HELO, 0, cmd_mail },
+    { "RCPT", SMTP_AFTER_HELO, 0, cmd_rcpt },
+    { "DATA", SMTP_AFTER_HELO, 0, cmd_data },
+    { "RSET", SMTP_ANY, 0, cmd_rset },
+    { "NOOP", SMTP_ANY, 0, cmd_noop },
+    { "QUIT", SMTP_ANY, 0, cmd_quit },
+    { "VRFY", SMTP_ANY, 0, cmd_vrfy },
+    { "EXPN", SMTP_ANY, 0, cmd_expn },
+    { "HELP", SMTP_ANY, 0, cmd_help },
+    { "STARTTLS", SMTP_AFTER_HELO, 0, cmd_starttls },
+    { "AUTH", SMTP_AFTER_HELO, FE_CMD_NEEDS_TLS_OR_PLAINTEXT | FE_CMD_LONG_LINE, cmd_auth },
+};
+
+/* A command line is a verb, then its arguments after spaces (RFC 5321 section 4.1.1);
+ * lines end with CRLF and hold no NUL (section 2.3.8). */
+static int smtp_tokenize(fe_session_t *fs, char *line, size_t len, unsigned line_flags,
+                         void *req, const char **name_r, const char **error_r)
+{
+    (void)fs;
+    (void)len;
+    if (line_flags & LINE_BARE_LF) {
+        *error_r = "5.5.2 Bare LF received; commands end with CRLF";
+        return FE_TOKENIZE_FRAMING;
+    }
+    if (line_flags & LINE_NUL) {
+        *error_r = "5.5.2 NUL byte in command";
+        return FE_TOKENIZE_FRAMING;
+    }
+    char *args = line + strcspn(line, " ");
+    if (*args)
+        *args++ = '\0';
+    while (*args == ' ')
+        args++;
+    ((smtp_request_t *)req)->args = args;
+    *name_r = line;
+    return FE_TOKENIZE_OK;
+}
+
+static unsigned smtp_state_bit(fe_session_t *fs)
+{
+    smtp_state_t st = ((smtp_session_t *)fs)->state;
+    return st <= SMTP_STATE_RCPT ? 1u << st : 0;
+}
+
+/* The dispatcher's refusals; it counts them as errors (smtp_reply() would count twice). */
+static void smtp_refuse(fe_session_t *fs, void *req, fe_refusal_t why, const char *text)
+{
+    (void)req;
+    smtp_session_t *s = (smtp_session_t *)fs;
+    switch (why) {
+    case FE_REFUSE_UNKNOWN:
+        fe_session_printf(fs, "500 5.5.1 Command unrecognized\r\n");
+        break;
+    case FE_REFUSE_STATE:
+        fe_session_printf(fs, "503 5.5.1 Error: send HELO/EHLO first\r\n");
+        break;
+    case FE_REFUSE_NEEDS_TLS:
+        fe_session_printf(fs, "538 5.7.11 Encryption required for requested authentication "
+                              "mechanism\r\n");
+        break;
+    case FE_REFUSE_SYNTAX:
+        fe_session_printf(fs, "500 %s\r\n", text);
+        break;
+    case FE_REFUSE_TOO_LONG:
+        fe_session_printf(fs, "500 5.5.2 Line too long\r\n");
+        break;
+    /* Postfix: smtpd_hard_error_limit; RFC 5321 section 3.8: 421 before closing. */
+    case FE_REFUSE_TOO_MANY_ERRORS:
+        fe_session_printf(fs, "421 4.7.0 %s Error: too many errors\r\n", fs->srv->hostname);
+        smtp_enter_state(s, SMTP_STATE_QUIT);
+        break;
+    case FE_REFUSE_TOO_MANY_COMMANDS:
+        fe_session_printf(fs, "421 4.7.0 %s Error: too many commands\r\n", fs->srv->hostname);
+        smtp_enter_state(s, SMTP_STATE_QUIT);
+        break;
+    }
+}
+
+/* Blocked in mid-session (a login, a recipient, a message): 421 and hang up. */
+static void smtp_blocked_reply(fe_session_t *fs, const char *reason, const char *until)
+{
+    fe_session_printf(fs, "421 4.7.1 %s Your address %s is blocked until %s: %s\r\n",
+                      fs->srv->hostname, fs->peer, until, reason);
+    smtp_enter_state((smtp_session_t *)fs, SMTP_STATE_QUIT);
+}
+
+const fe_cmd_table_t smtp_cmd_table = {
+    .cmds = smtp_commands,
+    .ncmds = sizeof smtp_commands / sizeof smtp_commands[0],
+    .line_max = SMTP_LINE_MAX,
+    .tokenize = smtp_tokenize,
+    .state = smtp_state_bit,
+    .refuse = smtp_refuse,
+    .blocked = smtp_blocked_reply,
+    .blocked_reason = "too many failures",
+    .max_errors_key = "smtp.max_errors",
+    .max_errors_default = 20,
+    .max_commands_key = "smtp.max_commands",
+    .max_commands_default = 10000,
 };
 
 void smtp_dispatch(smtp_session_t *s, char *line, size_t len, unsigned flags)
 {
-    if (s->state == SMTP_STATE_QUIT)
-        return;
-    if (flags & LINE_BARE_LF) {
-        smtp_reply(s, 500, "5.5.2 Bare LF received; commands end with CRLF");
-        return;
-    }
-    if (flags & LINE_NUL) {
-        smtp_reply(s, 500, "5.5.2 NUL byte in command");
-        return;
-    }
-    long max_commands = config_get_long(s->fe.srv->cfg, "smtp.max_commands");
-    if (++s->commands > (unsigned long)(max_commands > 0 ? max_commands : 10000)) {
-        log_warn("too many commands, disconnecting", "session=%lu client=%s", s->fe.id,
-                 s->fe.peer);
-        fe_session_printf(&s->fe, "421 4.7.0 %s Error: too many commands\r\n",
-                          s->fe.srv->hostname);
-        smtp_enter_state(s, SMTP_STATE_QUIT);
-        fe_session_close(&s->fe);
-        return;
-    }
-    size_t n = strcspn(line, " ");
-    const smtp_cmd_t *cmd = smtp_commands;
-    for (; cmd->name; cmd++)
-        if (strlen(cmd->name) == n && strncasecmp(cmd->name, line, n) == 0)
-            break;
-    if (len > SMTP_LINE_MAX - 2 && !(cmd->name && (cmd->flags & CMD_LONG_LINE))) {
-        smtp_reply(s, 500, "5.5.2 Line too long");
-        return;
-    }
-    if (!cmd->name) {
-        smtp_reply(s, 500, "5.5.1 Command unrecognized");
-        return;
-    }
-    if ((cmd->flags & CMD_NEEDS_HELO) && s->state == SMTP_STATE_INIT) {
-        smtp_reply(s, 503, "5.5.1 Error: send HELO/EHLO first");
-        return;
-    }
-    char *args = line + n;
-    while (*args == ' ')
-        args++;
-    cmd->fn(s, args);
+    smtp_request_t req = { .args = NULL };
+    fe_dispatch(&s->fe, &smtp_cmd_table, line, len, flags, &req);
 }

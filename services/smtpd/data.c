@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "bus/mailwatch.h"
 
 static void make_queue_id(char *out, size_t len)
 {
@@ -137,6 +138,11 @@ static void stored_cb(void *arg, PGresult *res)
                  "rcpts=%u relay_rcpts=%u size=%zu", s->fe.id, s->queue_id, s->fe.peer,
                  s->fe.user ? s->fe.user : "", s->sender, r->nrcpts, r->nrelay, r->size);
         publish_message(s, r);
+        /* Committed: the INBOX of every local recipient has a new message. */
+        for (size_t i = 0; i < s->nrcpts; i++)
+            if (s->rcpts[i].local)
+                mailwatch_publish_changed(s->fe.srv->bus, s->rcpts[i].address, 0, 0,
+                                          MAILWATCH_NEW);
         smtp_count_message(s, "accepted");
         if (!s->fe.closing)
             smtp_reply(s, 250, "2.0.0 Ok: queued as %s", s->queue_id);

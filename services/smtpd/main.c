@@ -56,7 +56,7 @@ static void smtp_line_too_long(fe_session_t *fs)
     if (s->state == SMTP_STATE_DATA)
         s->data_long_line = true;
     else
-        smtp_reply(s, 500, "5.5.2 Line too long");
+        fe_dispatch_refuse(fs, &smtp_cmd_table, NULL, FE_REFUSE_TOO_LONG, NULL);
 }
 
 /* RFC 3207 section 4.2: after the handshake the client starts over with EHLO. */

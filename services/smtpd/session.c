@@ -17,17 +17,8 @@ void smtp_reply(smtp_session_t *s, int code, const char *fmt, ...)
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     fe_session_printf(&s->fe, "%d %s\r\n", code, text);
-    if (code < 500)
-        return;
-    /* Clients that keep failing are cut off (Postfix: smtpd_hard_error_limit). */
-    long max = config_get_long(s->fe.srv->cfg, "smtp.max_errors");
-    if (++s->errors >= (unsigned long)(max > 0 ? max : 20)) {
-        log_warn("too many errors, disconnecting", "session=%lu client=%s errors=%u", s->fe.id,
-                 s->fe.peer, s->errors);
-        fe_session_printf(&s->fe, "421 4.7.0 %s Error: too many errors\r\n", s->fe.srv->hostname);
-        smtp_enter_state(s, SMTP_STATE_QUIT);
-        fe_session_close(&s->fe);
-    }
+    if (code >= 500)
+        fe_session_error(&s->fe, &smtp_cmd_table);
 }
 
 void smtp_enter_state(smtp_session_t *s, smtp_state_t state)
@@ -73,22 +64,9 @@ bool smtp_temp_unavailable(smtp_session_t *s)
     return true;
 }
 
-/* The limiter blocked the client in mid-session: say so and hang up. */
 void smtp_blocked_now(smtp_session_t *s, const lim_verdict_t *v)
 {
-    char reason[200] = "too many failures", until[32] = "later";
-    int64_t until_ms;
-    if (v && v->until_ms) {
-        snprintf(reason, sizeof reason, "%.199s", v->reason);
-        fe_format_time(v->until_ms, until, sizeof until);
-    } else if (lim_blocked(s->fe.srv->lim, s->fe.peer, reason, sizeof reason, &until_ms)) {
-        fe_format_time(until_ms, until, sizeof until);
-    }
-    log_warn("client blocked", "session=%lu client=%s", s->fe.id, s->fe.peer);
-    fe_session_printf(&s->fe, "421 4.7.1 %s Your address %s is blocked until %s: %s\r\n",
-                      s->fe.srv->hostname, s->fe.peer, until, reason);
-    smtp_enter_state(s, SMTP_STATE_QUIT);
-    fe_session_close(&s->fe);
+    fe_session_blocked_now(&s->fe, &smtp_cmd_table, v);
 }
 
 void smtp_count_message(smtp_session_t *s, const char *result)

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "svc/dispatch.h"
 #include "svc/fe.h"
 #include "base/net.h"
 
@@ -33,8 +34,6 @@ typedef struct smtp_session {
     smtp_state_t state;
     char helo[256];
     bool esmtp;
-    unsigned errors;
-    unsigned long commands;
     /* the transaction, reset by RSET, HELO/EHLO, STARTTLS and after DATA */
     char sender[SMTP_PATH_MAX + 1];
     smtp_rcpt_t *rcpts;
@@ -45,17 +44,26 @@ typedef struct smtp_session {
     bool data_too_big, data_bare_lf, data_nul, data_long_line;
 } smtp_session_t;
 
+/* A command's arguments, after the verb and its spaces (cmd.c's tokenizer). */
+typedef struct smtp_request {
+    char *args;
+} smtp_request_t;
+
 /* session.c */
+/* Writes a reply; one of 500 and over is a client mistake counted against smtp.max_errors
+ * (past it: 421 and the session closes). */
 void smtp_reply(smtp_session_t *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void smtp_enter_state(smtp_session_t *s, smtp_state_t state);
 void smtp_reset_transaction(smtp_session_t *s);
 bool smtp_temp_unavailable(smtp_session_t *s);
+/* The limiter blocked the client in mid-session: 421 and the session closes. */
 void smtp_blocked_now(smtp_session_t *s, const lim_verdict_t *v);
 /* Counts a finished DATA: "accepted", "deferred" (4xx) or "rejected" (5xx). */
 void smtp_count_message(smtp_session_t *s, const char *result);
 
 /* cmd.c */
+extern const fe_cmd_table_t smtp_cmd_table;
 void smtp_dispatch(smtp_session_t *s, char *line, size_t len, unsigned flags);
 
 /* check.c: addresses and relay policy, free of I/O */

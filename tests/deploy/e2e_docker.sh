@@ -4,11 +4,11 @@
 # starts docker-compose.yml under a project of its own on free host ports, waits until every
 # service is healthy, adds a domain and a user with the mailctl service, sends mail through
 # the published SMTP port (swaks) and finds it in PostgreSQL, submits authenticated mail over
-# STARTTLS and finds it queued, reads the mailbox over POP3S (when pop3d is in the image),
-# runs the end-to-end suite (tests/e2e) against the published ports, then removes the
-# project with its volumes. The suite's own clients reach PostgreSQL and NATS on loopback
-# ports that tests/deploy/compose.e2e.yml publishes, and use mailctl from $POSTERN_BIN
-# (default build/bin: build it first, `make`).
+# STARTTLS and finds it queued, reads the mailbox over POP3S (when pop3d is in the image)
+# and over IMAPS (when imapd is), runs the end-to-end suite (tests/e2e) against the
+# published ports, then removes the project with its volumes. The suite's own clients reach
+# PostgreSQL and NATS on loopback ports that tests/deploy/compose.e2e.yml publishes, and use
+# mailctl from $POSTERN_BIN (default build/bin: build it first, `make`).
 #
 # Environment:
 #   COMPOSE            the compose command (default: `docker compose`, else `docker-compose`)
@@ -41,10 +41,11 @@ compose() {
 
 # Free host ports for the mail listeners, PostgreSQL and NATS, so the test runs beside
 # anything else (picked as the suite picks its own: below the ephemeral range).
-set -- $(cd tests/e2e && "$PYTHON" -c 'import support; print(*support.free_ports(7))')
-[ "$#" -eq 7 ] || fail "could not pick free ports"
+set -- $(cd tests/e2e && "$PYTHON" -c 'import support; print(*support.free_ports(9))')
+[ "$#" -eq 9 ] || fail "could not pick free ports"
 export POSTERN_HOST_IP=127.0.0.1 SMTP_HOST_PORT=$1 SUBMISSION_HOST_PORT=$2 SMTPS_HOST_PORT=$3 \
-    POP3_HOST_PORT=$4 POP3S_HOST_PORT=$5 PG_HOST_PORT=$6 NATS_HOST_PORT=$7
+    POP3_HOST_PORT=$4 POP3S_HOST_PORT=$5 PG_HOST_PORT=$6 NATS_HOST_PORT=$7 \
+    IMAP_HOST_PORT=$8 IMAPS_HOST_PORT=$9
 # The greeting name the suite expects (tests/e2e/support.py).
 export SMTP_HOSTNAME=mx.test.example
 # Not the suite's domain: it adds its own.
@@ -79,7 +80,7 @@ build_images
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^postern(-[a-z]+)?:' | sed 's/^/   /' || true
 
 # ---- up ---------------------------------------------------------------------------------
-step "compose up (project $PROJECT, SMTP 127.0.0.1:$SMTP_HOST_PORT, submission :$SUBMISSION_HOST_PORT, POP3S :$POP3S_HOST_PORT)"
+step "compose up (project $PROJECT, SMTP 127.0.0.1:$SMTP_HOST_PORT, submission :$SUBMISSION_HOST_PORT, POP3S :$POP3S_HOST_PORT, IMAPS :$IMAPS_HOST_PORT)"
 # shellcheck disable=SC2086
 timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml -f tests/deploy/compose.e2e.yml \
     up -d --no-build >"$LOGDIR/up.log" 2>&1 || {
@@ -175,6 +176,35 @@ p.pass_(password)
 count, _ = p.stat()
 found = any(token.encode() in b"\n".join(p.retr(i)[1]) for i in range(1, count + 1))
 p.quit()
+if not found:
+    sys.exit(f"token not among {count} messages")
+print(f"   {count} message(s), the token is there")
+EOF
+fi
+
+if echo " $SERVICES " | grep -q ' imapd '; then
+    step "IMAPS 127.0.0.1:$IMAPS_HOST_PORT: $USER reads the message"
+    "$PYTHON" - "$IMAPS_HOST_PORT" "$USER" "$PASSWORD" "$TOKEN" <<'EOF' || fail "IMAPS retrieval"
+import imaplib, ssl, sys
+port, user, password, token = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE   # the stack's self-signed certificate
+m = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx, timeout=30)
+if b"Postern IMAP4rev1 server ready" not in m.welcome:
+    sys.exit(f"unexpected greeting {m.welcome!r}")
+m.login(user, password)
+typ, data = m.select("INBOX", readonly=True)
+if typ != "OK":
+    sys.exit(f"SELECT INBOX: {typ} {data}")
+count = int(data[0])
+found = False
+if count:
+    typ, data = m.fetch(f"1:{count}", "(BODY.PEEK[])")
+    if typ != "OK":
+        sys.exit(f"FETCH: {typ} {data}")
+    found = any(isinstance(part, tuple) and token.encode() in part[1] for part in data)
+m.logout()
 if not found:
     sys.exit(f"token not among {count} messages")
 print(f"   {count} message(s), the token is there")

@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 DOCKERFILE = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
-POSTERN = ["migrate", "smtpd", "pop3d", "limiter", "notifier", "mailctl"]
-LONG_RUNNING = ["smtpd", "pop3d", "limiter", "notifier"]
+POSTERN = ["migrate", "smtpd", "pop3d", "imapd", "limiter", "notifier", "mailctl"]
+LONG_RUNNING = ["smtpd", "pop3d", "imapd", "limiter", "notifier"]
+# The front ends: the variable that names their greeting (from SMTP_HOSTNAME).
+HOSTNAME_ENV = {"smtpd": "SMTP_HOSTNAME", "pop3d": "POP3_HOSTNAME", "imapd": "IMAP_HOSTNAME"}
 
 
 def image_env():
@@ -43,6 +45,7 @@ def published(svc):
     ("smtpd", {"SMTP_PORT": ("SMTP_HOST_PORT", 25), "SUBMISSION_PORT": ("SUBMISSION_HOST_PORT", 587),
                "SMTPS_PORT": ("SMTPS_HOST_PORT", 465)}),
     ("pop3d", {"POP3_PORT": ("POP3_HOST_PORT", 110), "POP3S_PORT": ("POP3S_HOST_PORT", 995)}),
+    ("imapd", {"IMAP_PORT": ("IMAP_HOST_PORT", 143), "IMAPS_PORT": ("IMAPS_HOST_PORT", 993)}),
 ])
 def test_published_ports_reach_the_listeners(svc, ports):
     env = image_env()
@@ -78,10 +81,41 @@ def test_one_shot_jobs_and_order():
     assert certs["build"]["target"] == "certs" and certs["restart"] == "no"
     # The same certificate volume, read-only where it is used.
     assert certs["volumes"] == ["${POSTERN_TLS:-tls}:/etc/postern/tls"]
-    for svc in ("smtpd", "pop3d"):
+    for svc in HOSTNAME_ENV:
         assert SERVICES[svc]["volumes"] == ["${POSTERN_TLS:-tls}:/etc/postern/tls:ro"]
     assert SERVICES["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     assert set(COMPOSE["volumes"]) == {"pgdata", "tls"}
+
+
+@pytest.mark.parametrize("svc", sorted(HOSTNAME_ENV))
+def test_front_ends_greet_and_trust_proxies_alike(svc):
+    s = SERVICES[svc]
+    assert s["command"] == [svc]
+    env = s["environment"]
+    # One greeting name for every front end, the certificate's (certs' CERT_NAMES).
+    assert env[HOSTNAME_ENV[svc]] == "${SMTP_HOSTNAME:-localhost}"
+    assert SERVICES["certs"]["environment"]["CERT_NAMES"] == "${SMTP_HOSTNAME:-localhost}"
+    assert env["PROXY_TRUSTED_NETWORKS"] == "${PROXY_TRUSTED_NETWORKS:-}"
+    assert env["DATABASE_URL"] == SERVICES["smtpd"]["environment"]["DATABASE_URL"]
+    assert s["stop_grace_period"] == SERVICES["smtpd"]["stop_grace_period"]
+
+
+def test_every_published_host_port_differs():
+    """No two front ends claim the same host port by default."""
+    defaults = [re.search(r":-(\d+)\}$", host).group(1)
+                for svc in HOSTNAME_ENV for host in published(svc).values()]
+    assert len(defaults) == len(set(defaults)) == 7, defaults
+
+
+def test_the_image_runs_every_front_end():
+    """The image copies every program of build/bin, and its entrypoint starts each service."""
+    assert "COPY --from=build /src/build/bin/ /usr/lib/postern/" in DOCKERFILE
+    assert "for d in services/* tools/*" in DOCKERFILE   # every program is built
+    entry = (ROOT / "deploy" / "docker" / "postern.sh").read_text()
+    case = re.search(r"^\s*(smtpd \|.*)\)$", entry, re.M).group(1)
+    names = {w.strip() for w in case.split("|")}
+    for svc in LONG_RUNNING:
+        assert svc in names, svc
 
 
 def test_mailctl_runs_on_demand():

@@ -180,15 +180,15 @@ def deep(values, **patch):
 VALUE_SETS = {
     "defaults": {},
     "external": EXTERNAL,
-    "replicas3": {"smtpd": {"replicas": 3}, "pop3d": {"replicas": 3}},
+    "replicas3": {"smtpd": {"replicas": 3}, "pop3d": {"replicas": 3}, "imapd": {"replicas": 3}},
     "autoscaling": {"smtpd": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                                               "targetCPUUtilizationPercentage": 60}},
                     "pop3d": {"autoscaling": {"enabled": True}},
-                    "imapd": {"enabled": True, "autoscaling": {"enabled": True}}},
+                    "imapd": {"autoscaling": {"enabled": True}}},
     "existing-tls": {"tls": {"existingSecret": "mail-example-org-tls"}},
     "proxy": {"proxyProtocol": {"trustedNetworks": ["10.0.0.0/8", "2001:db8::/32"]}},
     "drain": {"smtpd": {"drainTimeout": 40}, "pop3d": {"drainTimeout": 0},
-              "imapd": {"enabled": True, "drainTimeout": 20, "terminationGracePeriodSeconds": 90}},
+              "imapd": {"drainTimeout": 20, "terminationGracePeriodSeconds": 90}},
 }
 DRAIN_MARGIN = 5   # seconds of grace beyond a front end's drainTimeout
 
@@ -327,17 +327,17 @@ def frontend_checks(r, name, replicas=None, service_ports=None):
 
 def test_defaults(render):
     r = render()
-    assert r.names("Deployment") == sorted(f"{FULL}-{n}" for n in ("smtpd", "pop3d", "limiter", "notifier"))
-    for name in ("smtpd", "pop3d"):
+    assert r.names("Deployment") == sorted(f"{FULL}-{n}" for n in ("smtpd", "pop3d", "imapd", "limiter",
+                                                                   "notifier"))
+    for name in ("smtpd", "pop3d", "imapd"):
         dep, svc = frontend_checks(r, name, replicas=2)
         assert svc["spec"]["type"] == "LoadBalancer"
         assert svc["spec"]["externalTrafficPolicy"] == "Local"   # client addresses kept
         # Rolling updates never drop below the wanted count.
         assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert r.all("HorizontalPodAutoscaler") == []
-    assert r.names("PodDisruptionBudget") == [f"{FULL}-pop3d", f"{FULL}-smtpd"]
-    # imapd and relayd do not exist yet: off by default.
-    assert not r.maybe("Deployment", f"{FULL}-imapd") and not r.maybe("Service", f"{FULL}-imapd")
+    assert r.names("PodDisruptionBudget") == [f"{FULL}-imapd", f"{FULL}-pop3d", f"{FULL}-smtpd"]
+    # relayd does not exist yet: off by default.
     assert not r.maybe("Deployment", f"{FULL}-relayd")
     notifier = r.get("Deployment", f"{FULL}-notifier")
     assert notifier["spec"]["replicas"] == 1
@@ -441,7 +441,7 @@ def test_no_database_at_all_fails(render):
 # ---- replicas and autoscaling --------------------------------------------------------------
 def test_replicas(render):
     r = render(VALUE_SETS["replicas3"])
-    for name in ("smtpd", "pop3d"):
+    for name in ("smtpd", "pop3d", "imapd"):
         frontend_checks(r, name, replicas=3)
     assert r.all("HorizontalPodAutoscaler") == []
     assert r.get("Deployment", f"{FULL}-limiter")["spec"]["replicas"] == 1
@@ -465,6 +465,7 @@ def test_autoscaling(render):
     assert metric["resource"]["name"] == "cpu"
     assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
     assert hpas[f"{FULL}-pop3d"]["spec"]["minReplicas"] == 2
+    assert hpas[f"{FULL}-imapd"]["spec"]["minReplicas"] == 2
     for name in ("smtpd", "pop3d", "imapd"):
         dep, _ = frontend_checks(r, name)
         # The autoscaler owns the count: the Deployment does not fight it.
@@ -479,7 +480,7 @@ def test_autoscaling(render):
 def test_existing_tls_secret(render):
     r = render(VALUE_SETS["existing-tls"])
     assert not r.maybe("Secret", f"{FULL}-tls")
-    for name in ("smtpd", "pop3d"):
+    for name in ("smtpd", "pop3d", "imapd"):
         dep, _ = frontend_checks(r, name)
         vols = {v["name"]: v for v in pod_spec(dep)["volumes"]}
         assert vols["tls"]["secret"]["secretName"] == "mail-example-org-tls"
@@ -502,9 +503,11 @@ def test_hostname(render):
     r = render({"hostname": "mail.example.org"})
     assert env_value(container(r.get("Deployment", f"{FULL}-smtpd")), "SMTP_HOSTNAME") == "mail.example.org"
     assert env_value(container(r.get("Deployment", f"{FULL}-pop3d")), "POP3_HOSTNAME") == "mail.example.org"
+    assert env_value(container(r.get("Deployment", f"{FULL}-imapd")), "IMAP_HOSTNAME") == "mail.example.org"
     # Unset: each pod greets with its own name (no variable).
     r = render()
     assert "SMTP_HOSTNAME" not in env_of(container(r.get("Deployment", f"{FULL}-smtpd")))
+    assert "IMAP_HOSTNAME" not in env_of(container(r.get("Deployment", f"{FULL}-imapd")))
 
 
 # ---- draining --------------------------------------------------------------------------------
@@ -516,7 +519,7 @@ def drain_of(r, name):
 
 def test_drain_timeout(render):
     r = render()
-    for name in ("smtpd", "pop3d"):
+    for name in ("smtpd", "pop3d", "imapd"):
         assert drain_of(r, name) == ("10", 10 + DRAIN_MARGIN), name
     # Only front ends drain sessions.
     for name in ("limiter", "notifier"):
@@ -532,17 +535,18 @@ def test_drain_timeout(render):
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "ten", 86401, None])
-def test_bad_drain_timeout_fails(render, bad):
-    r = render({"pop3d": {"drainTimeout": bad}}, check=False)
+@pytest.mark.parametrize("name", ["pop3d", "imapd"])
+def test_bad_drain_timeout_fails(render, name, bad):
+    r = render({name: {"drainTimeout": bad}}, check=False)
     assert r.returncode != 0
-    assert "pop3d.drainTimeout must be whole seconds from 0 to 86400" in r.stderr, r.stderr
+    assert f"{name}.drainTimeout must be whole seconds from 0 to 86400" in r.stderr, r.stderr
 
 
 # ---- PROXY protocol and Services ---------------------------------------------------------
 def test_proxy_protocol(render):
     r = render(VALUE_SETS["proxy"])
     assert r.get("ConfigMap", FULL)["data"]["PROXY_TRUSTED_NETWORKS"] == "10.0.0.0/8,2001:db8::/32"
-    for name in ("smtpd", "pop3d"):
+    for name in ("smtpd", "pop3d", "imapd"):
         dep = r.get("Deployment", f"{FULL}-{name}")
         assert container(dep)["envFrom"] == [{"configMapRef": {"name": FULL}}]
     # A changed setting rolls the pods (the ConfigMap's checksum is in the pod template).
@@ -554,21 +558,27 @@ def test_proxy_protocol(render):
 def test_service_type_and_ports_are_configurable(render):
     r = render({"smtpd": {"service": {"type": "ClusterIP", "ports": {"smtp": 2525, "submission": 2587, "smtps": 2465}}},
                 "pop3d": {"service": {"type": "NodePort", "externalTrafficPolicy": "Cluster",
-                                      "annotations": {"example.org/lb": "shared"}}}})
+                                      "annotations": {"example.org/lb": "shared"}}},
+                "imapd": {"service": {"type": "ClusterIP", "ports": {"imap": 1143, "imaps": 1993}}}})
     _, smtpd = frontend_checks(r, "smtpd", service_ports={"smtp": 2525, "submission": 2587, "smtps": 2465})
     assert smtpd["spec"]["type"] == "ClusterIP" and "externalTrafficPolicy" not in smtpd["spec"]
     _, pop3d = frontend_checks(r, "pop3d")
     assert pop3d["spec"]["type"] == "NodePort" and pop3d["spec"]["externalTrafficPolicy"] == "Cluster"
     assert pop3d["metadata"]["annotations"] == {"example.org/lb": "shared"}
+    _, imapd = frontend_checks(r, "imapd", service_ports={"imap": 1143, "imaps": 1993})
+    assert imapd["spec"]["type"] == "ClusterIP" and "externalTrafficPolicy" not in imapd["spec"]
 
 
 def test_optional_services(render):
-    r = render({"imapd": {"enabled": True}, "relayd": {"enabled": True, "replicas": 2},
+    r = render({"imapd": {"enabled": False}, "relayd": {"enabled": True, "replicas": 2},
                 "notifier": {"enabled": False}})
-    frontend_checks(r, "imapd", replicas=2)
     relayd = r.get("Deployment", f"{FULL}-relayd")
     assert container(relayd)["args"] == ["relayd"] and relayd["spec"]["replicas"] == 2
     assert not r.maybe("Deployment", f"{FULL}-notifier")
+    # A front end turned off leaves nothing behind: no Deployment, Service, PDB or HPA.
+    for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        assert not r.maybe(kind, f"{FULL}-imapd"), kind
+    frontend_checks(r, "pop3d", replicas=2)
 
 
 def test_bundled_images_for_machines_without_a_registry(render):

@@ -1,7 +1,9 @@
 """The end-to-end harness: one private PostgreSQL + nats-server (deploy/localstack.sh), the
 schema applied by `mailctl migrate`, a self-signed certificate, smtpd on three free ports
 (and the limiter and notifier, when they are built; pop3d on two free ports, postern.pop3
-and postern.pop3s, when it is built), for the whole session. Binaries come
+and postern.pop3s, when it is built; imapd on two more, postern.imap and postern.imaps, also
+postern.port("imap") and postern.port("imaps"), when it is built), for the whole session.
+Binaries come
 from $POSTERN_BIN (default build/bin). Set POSTERN_E2E_KEEP=1 to keep the session's
 directory (logs, data) afterwards; it is always kept when something went wrong.
 
@@ -76,6 +78,7 @@ KNOWN_SETTINGS = ("relay.mode", "auth.sender_must_match", "auth.allow_plaintext"
                   "auth.failure_delay_ms", "smtp.max_message_size", "smtp.max_recipients",
                   "smtp.idle_timeout", "smtp.max_errors")
 POP3_HOSTNAME = "pop3.test.example"
+IMAP_HOSTNAME = "imap.test.example"
 # Services started beside smtpd when $POSTERN_BIN has them, in this order.
 HELPER_SERVICES = ("limiter", "notifier")
 # mailctl commands that change what the limiter holds, and their read-only subcommands.
@@ -244,7 +247,8 @@ class Stack:
         self.dir = tmp
         self.bin = binpath
         self.pg_port, self.nats_port, self.mx, self.submission, self.smtps = free_ports(5)
-        self.pop3, self.pop3s = free_ports(2)  # used when pop3d is built
+        # used when pop3d and imapd are built; picked together, so they differ
+        self.pop3, self.pop3s, self.imap, self.imaps = free_ports(4)
         self.client_address = "127.0.0.1"  # how the services see the harness's clients
         self.env = {}
         self.cert = tmp / "cert.pem"
@@ -348,6 +352,28 @@ class Stack:
     def has_pop3d(self):
         return "pop3d" in self.services
 
+    def imapd_env(self):
+        env = self.client_env()
+        env.update({
+            "TLS_CERT": str(self.cert),
+            "TLS_KEY": str(self.key),
+            "IMAP_PORT": str(self.imap),
+            "IMAPS_PORT": str(self.imaps),
+            "LISTEN_ADDRESS": "127.0.0.1",
+            "IMAP_HOSTNAME": IMAP_HOSTNAME,
+        })
+        return env
+
+    def imapd_listening(self):
+        for port in (self.imap, self.imaps):
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+        return True
+
+    @property
+    def has_imapd(self):
+        return "imapd" in self.services
+
     def limiter_answering(self):
         # A read-only request every limiter answers: the list of active blocks.
         return nats_request(self.env["NATS_URL"], "postern.limiter.blocks", b"", timeout=2) is not None
@@ -366,6 +392,9 @@ class Stack:
         if (self.bin / "pop3d").exists():
             self.services["pop3d"] = Service("pop3d", self.bin / "pop3d", self.pop3d_env(),
                                              self.dir / "pop3d.log", self.pop3d_listening)
+        if (self.bin / "imapd").exists():
+            self.services["imapd"] = Service("imapd", self.bin / "imapd", self.imapd_env(),
+                                             self.dir / "imapd.log", self.imapd_listening)
         if "limiter" not in self.services:
             self.baseline_settings.update(BASELINE_WITHOUT_LIMITER)
 
@@ -408,7 +437,11 @@ class Stack:
 
     # --- clients ---------------------------------------------------------------------------
     def port(self, name):
-        return {"mx": self.mx, "submission": self.submission, "smtps": self.smtps}[name]
+        """The port of a listener: mx, submission, smtps (smtpd), pop3, pop3s (pop3d), imap,
+        imaps (imapd)."""
+        return {"mx": self.mx, "submission": self.submission, "smtps": self.smtps,
+                "pop3": self.pop3, "pop3s": self.pop3s, "imap": self.imap,
+                "imaps": self.imaps}[name]
 
     def connect(self, name="mx", source=None, timeout=30):
         return SMTPClient.connect(self.port(name), implicit_tls=(name == "smtps"), source=source,
@@ -814,6 +847,11 @@ class ComposeStack(Stack):
                                                 port("SUBMISSION_HOST_PORT"),
                                                 port("SMTPS_HOST_PORT"))
         self.pop3, self.pop3s = port("POP3_HOST_PORT"), port("POP3S_HOST_PORT")
+        # imapd's host ports (tests/deploy/e2e_docker.sh publishes them); without them the
+        # suite leaves a running imapd alone (has_imapd is false).
+        self.imap_published = "IMAP_HOST_PORT" in os.environ
+        if self.imap_published:
+            self.imap, self.imaps = port("IMAP_HOST_PORT"), port("IMAPS_HOST_PORT")
         self.pg_port, self.nats_port = port("PG_HOST_PORT"), port("NATS_HOST_PORT")
         self.frontends = {"smtpd": Frontend(self, "smtpd", self.mx, self.submission, self.smtps)}
         network = docker("inspect", "-f", "{{json .NetworkSettings.Networks}}",
@@ -850,8 +888,12 @@ class ComposeStack(Stack):
                                  for p in (self.mx, self.submission, self.smtps)),
             "pop3d": lambda: all(greets(p, b"+OK", p == self.pop3s)
                                  for p in (self.pop3, self.pop3s)),
+            "imapd": lambda: all(greets(p, b"* OK", p == self.imaps)
+                                 for p in (self.imap, self.imaps)),
         }
-        for name in ("limiter", "notifier", "smtpd", "pop3d"):
+        for name in ("limiter", "notifier", "smtpd", "pop3d", "imapd"):
+            if name == "imapd" and not self.imap_published:
+                continue
             if name in running:
                 self.services[name] = ComposeService(name, ready.get(name, lambda: True))
         if "smtpd" not in self.services:

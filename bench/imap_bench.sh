@@ -1,0 +1,406 @@
+#!/bin/sh
+# IMAP: Postern's imapd beside Dovecot's imap (Debian's dovecot-imapd, a private instance on
+# loopback), in the same run, with byte-identical mailboxes and the same client load
+# (build/bench/imap_load, source bench/imap_load.c), reported as ratios Postern/Dovecot.
+# Standalone; about three minutes with the defaults.
+#
+#   sh bench/imap_bench.sh                 (build first: make)
+#   RUNS=3 RUN_SECONDS=3 DATA_CLIENTS=4 POSTERN_BIN=build/bin sh bench/imap_bench.sh
+#
+# Points, each measured RUNS times, the two servers one after the other within a run:
+#   login      connect, LOGIN, LOGOUT; 8 concurrent connections (users login0..login7)
+#   select     SELECT INBOX of 10,000 messages of 1 KiB, again and again
+#   flags      FETCH 1:* (FLAGS) on that mailbox (messages/s = the FETCH responses)
+#   body1k     FETCH n BODY.PEEK[] of the 1 KiB messages, n cycling over the mailbox
+#   body64k    FETCH n BODY.PEEK[] of LARGE messages of 64 KiB (another user)
+#   envbs_cold FETCH a:b (ENVELOPE BODYSTRUCTURE), 100 messages never fetched before: one
+#              command on one connection, its latency (a different range in each run)
+#   envbs      FETCH 1:100 (ENVELOPE BODYSTRUCTURE) again and again (structures cached)
+#   search_body    SEARCH BODY zebrafish (100 of the 10,000 messages match)
+#   search_flagged SEARCH FLAGGED (1,000 match)
+# The data points run DATA_CLIENTS connections at once, all logged in as the same user.
+#
+# Both servers: plaintext LOGIN on loopback (no TLS, so the servers and not the TLS library
+# are measured), passwords as PBKDF2-SHA-256 SCRAM secrets with 4096 iterations. Postern
+# runs its limiter (every login is checked), NATS and PostgreSQL; Dovecot runs with its
+# defaults otherwise (maildir, a login process per connection; DOVECOT_LOGIN=performance
+# gives long-lived login processes). Mail is loaded by bench/imap_seed.py: for Postern one
+# INSERT into the user's INBOX, for Dovecot the maildir files; before any measurement both
+# servers must give the same answers to the benchmark's commands (imap_seed.py check).
+# POINTS="select flags" measures only those points; IMAP_BENCH_PERF=DIR records
+# `perf record -a -g` of the whole machine into DIR/<point>.<run>.data while Postern serves
+# each point (for finding where its time goes).
+# Results are printed and written to bench/results/imap.txt and to the IMAP section of
+# bench/results.md.
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN=${POSTERN_BIN:-$ROOT/build/bin}
+LOAD=${IMAP_LOAD:-$ROOT/build/bench/imap_load}
+RUNS=${RUNS:-3}
+RUN_SECONDS=${RUN_SECONDS:-3}
+LOGIN_CLIENTS=8
+DATA_CLIENTS=${DATA_CLIENTS:-4}
+SMALL=10000      # messages of 1 KiB in small@bench.test's INBOX
+LARGE=${LARGE:-200} # messages of 64 KiB in large@bench.test's INBOX
+DOVECOT_LOGIN=${DOVECOT_LOGIN:-security}
+PASSWORD=Bench-imap-pw-1
+PYTHON=/usr/bin/python3
+
+sh deploy/deps.sh bench # dovecot-core and dovecot-imapd, when missing
+for f in "$BIN/imapd" "$BIN/limiter" "$BIN/mailctl" "$LOAD"; do
+    [ -x "$f" ] || { echo "imap_bench: $f is missing: build first (make)" >&2; exit 1; }
+done
+DOVECOT=$(command -v dovecot || echo /usr/sbin/dovecot)
+DOVEADM=$(command -v doveadm || echo /usr/bin/doveadm)
+
+DIR=$(mktemp -d /tmp/postern-imap-bench.XXXXXX)
+chmod 755 "$DIR"
+pids=""
+cleanup() {
+    for p in $pids; do
+        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+    [ -f "$DIR/dovecot/dovecot.conf" ] && "$DOVECOT" -c "$DIR/dovecot/dovecot.conf" stop 2>/dev/null
+    sh deploy/localstack.sh stop "$DIR" >/dev/null 2>&1 || true
+    if [ -n "${IMAP_BENCH_KEEP:-}" ]; then echo "imap_bench: kept $DIR"; else rm -rf "$DIR"; fi
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+PG_PORT=$(free_port)
+NATS_PORT=$(free_port)
+POSTERN_PORT=$(free_port)
+DOVECOT_PORT=$(free_port)
+
+wait_port() { # wait_port PORT NAME LOG
+    i=0
+    until "$PYTHON" -c "import socket, sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -lt 100 ] || { echo "imap_bench: $2 did not start:" >&2; tail -20 "$3" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
+USERS="small@bench.test large@bench.test"
+i=0
+while [ $i -lt $LOGIN_CLIENTS ]; do
+    USERS="$USERS login$i@bench.test"
+    i=$((i + 1))
+done
+
+# --- Postern: PostgreSQL, NATS, the limiter, imapd -----------------------------------------
+sh deploy/localstack.sh start "$DIR" "$PG_PORT" "$NATS_PORT" >/dev/null
+set -a
+. "$DIR/postern.env"
+set +a
+"$BIN/mailctl" migrate >/dev/null
+"$BIN/mailctl" domain add bench.test >/dev/null
+for u in $USERS; do
+    printf '%s\n' "$PASSWORD" | "$BIN/mailctl" user add "$u" --password-stdin >/dev/null
+done
+"$BIN/mailctl" config set auth.allow_plaintext on >/dev/null
+"$BIN/mailctl" config set auth.failure_delay_ms 0 >/dev/null
+"$BIN/limiter" 2>"$DIR/limiter.log" &
+pids="$pids $!"
+
+# --- Dovecot: a private instance under $DIR/dovecot -------------------------------------------
+# As root, Dovecot's own users run the login and internal processes (as its documentation
+# has it) and the mail processes run as nobody; otherwise everything runs as the caller.
+if [ "$(id -u)" -eq 0 ]; then
+    MAIL_UID=$(id -u nobody)
+    MAIL_GID=$(id -g nobody)
+    LOGIN_USER=dovenull
+    INTERNAL_USER=dovecot
+    CHROOT=login
+else
+    MAIL_UID=$(id -u)
+    MAIL_GID=$(id -g)
+    LOGIN_USER=$(id -un)
+    INTERNAL_USER=$(id -un)
+    CHROOT=
+fi
+D=$DIR/dovecot
+mkdir -p "$D" "$DIR/mail"
+chmod 755 "$DIR/mail"
+cat >"$D/dovecot.conf" <<EOF
+base_dir = $D/run
+state_dir = $D/state
+instance_name = postern-imap-bench
+log_path = $D/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = $LOGIN_USER
+default_internal_user = $INTERNAL_USER
+first_valid_uid = $MAIL_UID
+mail_location = maildir:~/Maildir
+mail_max_userip_connections = 100
+passdb {
+  driver = passwd-file
+  args = $D/passwd
+}
+userdb {
+  driver = passwd-file
+  args = $D/passwd
+}
+service imap-login {
+  chroot = $CHROOT
+$(if [ "$DOVECOT_LOGIN" = performance ]; then
+    printf '  service_count = 0\n  process_min_avail = %s\n' "$(nproc)"
+fi)
+  inet_listener imap {
+    port = $DOVECOT_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service stats {
+  unix_listener stats-writer {
+    mode = 0666
+  }
+}
+EOF
+: >"$D/passwd"
+for u in $USERS; do
+    hash=$("$DOVEADM" -c "$D/dovecot.conf" pw -s SCRAM-SHA-256 -p "$PASSWORD")
+    printf '%s:%s:%s:%s::%s::\n' "$u" "$hash" "$MAIL_UID" "$MAIL_GID" "$DIR/mail/$u" >>"$D/passwd"
+    mkdir -p "$DIR/mail/$u"
+    chown "$MAIL_UID:$MAIL_GID" "$DIR/mail/$u"
+done
+chmod 640 "$D/passwd"
+chgrp "$(id -gn "$INTERNAL_USER")" "$D/passwd" # the auth process reads it
+
+# --- the same mail for both ----------------------------------------------------------------
+"$PYTHON" bench/imap_seed.py "$DATABASE_URL" "$DIR/mail" small@bench.test "$SMALL" 1024 "$MAIL_UID" "$MAIL_GID"
+"$PYTHON" bench/imap_seed.py "$DATABASE_URL" "$DIR/mail" large@bench.test "$LARGE" 65536 "$MAIL_UID" "$MAIL_GID"
+psql -q "$DATABASE_URL" -c "VACUUM ANALYZE messages" >/dev/null
+
+IMAP_PORT=$POSTERN_PORT IMAPS_PORT=0 LISTEN_ADDRESS=127.0.0.1 IMAP_HOSTNAME=bench.test \
+    "$BIN/imapd" 2>"$DIR/imapd.log" &
+imapd_pid=$!
+pids="$pids $imapd_pid"
+"$DOVECOT" -c "$D/dovecot.conf"
+wait_port "$DOVECOT_PORT" dovecot "$D/dovecot.log"
+wait_port "$POSTERN_PORT" imapd "$DIR/imapd.log"
+
+# Both answer the benchmark's commands alike (counts of matches, flags, bodies byte for byte).
+"$PYTHON" bench/imap_seed.py check "$POSTERN_PORT" "$DOVECOT_PORT" small@bench.test "$PASSWORD" "$SMALL" 1024
+"$PYTHON" bench/imap_seed.py check "$POSTERN_PORT" "$DOVECOT_PORT" large@bench.test "$PASSWORD" "$LARGE" 65536
+
+# --- the points ------------------------------------------------------------------------------
+# load PORT ARGS...: one imap_load run; the plaintext password is the same for everyone.
+# WRAP, when set, is a command that runs the load (perf record).
+WRAP=
+load() {
+    port=$1
+    shift
+    $WRAP "$LOAD" --port "$port" --password "$PASSWORD" "$@"
+}
+point_command() {
+    case $1 in
+    select) echo "SELECT INBOX" ;;
+    flags) echo "FETCH 1:* (FLAGS)" ;;
+    body1k | body64k) echo "FETCH %n BODY.PEEK[]" ;;
+    envbs) echo "FETCH 1:100 (ENVELOPE BODYSTRUCTURE)" ;;
+    search_body) echo "SEARCH BODY zebrafish" ;;
+    search_flagged) echo "SEARCH FLAGGED" ;;
+    esac
+}
+point_user() {
+    case $1 in
+    body64k) echo large@bench.test ;;
+    *) echo small@bench.test ;;
+    esac
+}
+point_last() {
+    case $1 in
+    body64k) echo "$LARGE" ;;
+    *) echo "$SMALL" ;;
+    esac
+}
+run_point() { # run_point NAME PORT SECONDS
+    name=$1
+    port=$2
+    secs=$3
+    if [ "$name" = login ]; then
+        load "$port" --mode login --clients "$LOGIN_CLIENTS" --user-format 'login%d@bench.test' \
+            --seconds "$secs"
+    elif [ "$name" = select ]; then
+        load "$port" --mode command --clients "$DATA_CLIENTS" --user-format small@bench.test \
+            --command "SELECT INBOX" --seconds "$secs"
+    else
+        load "$port" --mode command --clients "$DATA_CLIENTS" --user-format "$(point_user "$name")" \
+            --select INBOX --command "$(point_command "$name")" --first 1 --last "$(point_last "$name")" \
+            --seconds "$secs"
+    fi
+}
+cold_range() { # the 100 messages of run $1 (1-based) for envbs_cold, at the mailbox's end
+    lo=$((SMALL - 100 * RUNS + 100 * ($1 - 1) + 1))
+    echo "$lo:$((lo + 99))"
+}
+cold_point() { # cold_point PORT RUN
+    load "$1" --mode command --clients 1 --user-format small@bench.test --select INBOX \
+        --command "FETCH $(cold_range "$2") (ENVELOPE BODYSTRUCTURE)" --ops 1 --seconds 60
+}
+
+RAW=$DIR/raw.txt
+: >"$RAW"
+measure() { # measure POINT SERVER RUN LINE...
+    echo "$1 $2 $3 $4" >>"$RAW"
+    case $4 in *"failures=0 "*) ;; *)
+        echo "imap_bench: failures in $1 on $2: $4" >&2
+        tail -5 "$DIR/imapd.log" "$D/dovecot.log" >&2 ;;
+    esac
+}
+
+# Warm up both: the first SELECT (Dovecot builds its index files), the flags, the cached
+# structures of 1:100 and a little of everything else. envbs_cold's ranges stay untouched
+# (the body fetches below start at the mailbox's start and do not reach them).
+for port in "$POSTERN_PORT" "$DOVECOT_PORT"; do
+    for user in small@bench.test large@bench.test; do
+        load "$port" --mode command --clients 1 --user-format "$user" --select INBOX \
+            --command "FETCH 1:* (FLAGS)" --ops 2 --seconds 60 >/dev/null
+    done
+    load "$port" --mode command --clients 1 --user-format small@bench.test --select INBOX \
+        --command "FETCH 1:100 (ENVELOPE BODYSTRUCTURE)" --ops 2 --seconds 60 >/dev/null
+done
+# envbs_cold, once per run (a fresh range each time), before any body fetch.
+r=1
+while [ "$r" -le "$RUNS" ]; do
+    measure envbs_cold postern "$r" "$(cold_point "$POSTERN_PORT" "$r")"
+    measure envbs_cold dovecot "$r" "$(cold_point "$DOVECOT_PORT" "$r")"
+    r=$((r + 1))
+done
+for port in "$POSTERN_PORT" "$DOVECOT_PORT"; do
+    for p in login body1k body64k search_body; do
+        run_point "$p" "$port" 0.5 >/dev/null
+    done
+done
+
+ALL_POINTS="login select flags body1k body64k envbs search_body search_flagged"
+POINTS=${POINTS:-$ALL_POINTS}
+r=1
+while [ "$r" -le "$RUNS" ]; do
+    for p in $POINTS; do
+        if [ -n "${IMAP_BENCH_PERF:-}" ]; then
+            # The whole machine (imapd, PostgreSQL, the load) while Postern serves the point.
+            mkdir -p "$IMAP_BENCH_PERF"
+            WRAP="perf record -q -a -g -o $IMAP_BENCH_PERF/$p.$r.data --"
+        fi
+        measure "$p" postern "$r" "$(run_point "$p" "$POSTERN_PORT" "$RUN_SECONDS")"
+        WRAP=
+        measure "$p" dovecot "$r" "$(run_point "$p" "$DOVECOT_PORT" "$RUN_SECONDS")"
+    done
+    r=$((r + 1))
+done
+[ -n "${IMAP_BENCH_RAW:-}" ] && cp "$RAW" "$IMAP_BENCH_RAW"
+if [ "$POINTS" != "$ALL_POINTS" ] || [ -n "${IMAP_BENCH_PERF:-}" ]; then
+    # A partial or profiled run: the raw lines only, the results files stay as they are.
+    cat "$RAW"
+    exit 0
+fi
+
+# --- the report ------------------------------------------------------------------------------
+# summary POINT FIELD: "postern_median postern_min postern_max dovecot_median dovecot_min
+# dovecot_max ratio" over the runs.
+summary() {
+    awk -v point="$1" -v field="$2" '
+        function med(a, n,   i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        $1 == point {
+            for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == field) v = kv[2] }
+            if ($2 == "postern") p[++np] = v; else d[++nd] = v
+        }
+        END {
+            pm = med(p, np); dm = med(d, nd)
+            pmin = p[1]; pmax = p[np]; dmin = d[1]; dmax = d[nd]
+            printf "%s %s %s %s %s %s %s\n", pm, pmin, pmax, dm, dmin, dmax,
+                   (dm > 0 ? (pm / dm < 0.1 ? sprintf("%.3f", pm / dm) : sprintf("%.2f", pm / dm)) : "n/a")
+        }' "$RAW"
+}
+fmt() { awk -v x="$1" 'BEGIN { if (x >= 100) printf "%.0f", x; else printf "%.2f", x }'; }
+# row POINT FIELD LABEL: a Markdown table row.
+row() {
+    set -- "$1" "$2" "$3" $(summary "$1" "$2")
+    echo "| $1 | $3 | $(fmt "$4") ($(fmt "$5")–$(fmt "$6")) | $(fmt "$7") ($(fmt "$8")–$(fmt "$9")) | ${10} |"
+}
+
+DOVECOT_VERSION=$("$DOVECOT" --version | cut -d' ' -f1)
+PG_VERSION=$(psql -tA "$DATABASE_URL" -c "SHOW server_version" | cut -d' ' -f1)
+NATS_VERSION=$(nats-server --version 2>/dev/null | sed 's/^nats-server: //')
+POSTERN_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git status --porcelain -- services lib 2>/dev/null)" ] && POSTERN_REV="$POSTERN_REV+uncommitted"
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+WHEN=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+mkdir -p bench/results
+{
+    echo "## IMAP: Postern imapd vs Dovecot $DOVECOT_VERSION imap"
+    echo
+    echo "Same run, same load, byte-identical mailboxes. $WHEN."
+    echo
+    echo "- Machine: $(nproc) cores ($CPU), $MEM, Linux $(uname -r)."
+    echo "- Versions: Postern $POSTERN_REV (imapd from $BIN), Dovecot $DOVECOT_VERSION (maildir," \
+         "login processes in $DOVECOT_LOGIN mode), PostgreSQL $PG_VERSION, nats-server $NATS_VERSION."
+    echo "- Command: \`sh bench/imap_bench.sh\` (also run by \`make bench\`); load generator" \
+         "build/bench/imap_load (bench/imap_load.c), mail from bench/imap_seed.py."
+    echo "- Load: $RUNS runs of ${RUN_SECONDS}s per point and server; logins with" \
+         "$LOGIN_CLIENTS concurrent connections, the other points with $DATA_CLIENTS" \
+         "connections of one user; plaintext LOGIN on loopback, no TLS. Mailboxes:" \
+         "$SMALL messages of 1 KiB (every 10th \\\\Flagged, every 100th with the body word)," \
+         "$LARGE of 64 KiB."
+    echo "- Figures: median over the runs (min–max in brackets). Ratio = Postern / Dovecot:" \
+         "above 1 is better for Postern in rates, worse in latencies."
+    echo
+    echo "| point | figure | Postern | Dovecot | ratio |"
+    echo "| --- | --- | --- | --- | --- |"
+    row login ops_per_s "logins/s (connect, LOGIN, LOGOUT)"
+    row login p50_us "p50 latency µs (whole cycle)"
+    row login p99_us "p99 latency µs"
+    row select ops_per_s "SELECTs/s (10,000 messages)"
+    row select p50_us "p50 latency µs"
+    row flags items_per_s "FETCH 1:* (FLAGS): messages/s"
+    row flags p50_us "p50 latency µs (one FETCH of 10,000)"
+    row body1k ops_per_s "FETCH n BODY.PEEK[] 1 KiB: messages/s"
+    row body1k mb_per_s "MB/s"
+    row body1k p99_us "p99 latency µs"
+    row body64k ops_per_s "FETCH n BODY.PEEK[] 64 KiB: messages/s"
+    row body64k mb_per_s "MB/s"
+    row body64k p99_us "p99 latency µs"
+    row envbs_cold p50_us "FETCH 1:100 (ENVELOPE BODYSTRUCTURE), first time: latency µs"
+    row envbs ops_per_s "FETCH 1:100 (ENVELOPE BODYSTRUCTURE), cached: commands/s"
+    row envbs p50_us "p50 latency µs"
+    row search_body ops_per_s "SEARCH BODY word: searches/s"
+    row search_body p50_us "p50 latency µs"
+    row search_flagged ops_per_s "SEARCH FLAGGED: searches/s"
+    row search_flagged p50_us "p50 latency µs"
+    echo
+    echo "Raw lines (point server run imap_load output):"
+    echo
+    echo '```'
+    cat "$RAW"
+    echo '```'
+} >"$DIR/section.md"
+
+cat "$DIR/section.md" | tee bench/results/imap.txt
+
+# bench/results.md: this section replaces the previous IMAP section, the rest stays.
+MD=bench/results.md
+[ -f "$MD" ] || printf '# Postern benchmarks\n\nWritten by `make bench` (bench/run.sh); one section per benchmark.\n' >"$MD"
+awk '/^<!-- imap-bench begin -->$/ { skip = 1 } !skip { print } /^<!-- imap-bench end -->$/ { skip = 0 }' \
+    "$MD" >"$DIR/results.md"
+{
+    echo "<!-- imap-bench begin -->"
+    cat "$DIR/section.md"
+    echo "<!-- imap-bench end -->"
+} >>"$DIR/results.md"
+cp "$DIR/results.md" "$MD"

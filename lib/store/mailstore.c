@@ -1,0 +1,963 @@
+/* The mail store over db_query(): one statement per call (the SQL functions of migration
+ * 0007 do what needs several), results turned into plain C data here and the PGresult
+ * freed by the pool when the callback returns. */
+#include "store/mailstore.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+
+struct mailstore {
+    db_t *db;
+};
+
+typedef struct req {
+    union {
+        mailstore_user_cb user;
+        mailstore_list_cb list;
+        mailstore_mailbox_cb mailbox;
+        mailstore_select_cb select;
+        mailstore_changes_cb changes;
+        mailstore_meta_cb meta;
+        mailstore_raw_cb raw;
+        mailstore_done_cb done;
+        mailstore_append_cb append;
+        mailstore_copy_cb copy;
+        mailstore_expunge_cb expunge;
+        mailstore_store_cb store;
+        mailstore_listing_cb listing;
+    } cb;
+    void *arg;
+    bool counts;
+} req_t;
+
+const char *mailstore_strerror(int status)
+{
+    switch (status) {
+    case MAILSTORE_OK: return "ok";
+    case MAILSTORE_TEMP: return "temporary failure";
+    case MAILSTORE_NOTFOUND: return "no such mailbox or message";
+    case MAILSTORE_EXISTS: return "mailbox exists";
+    case MAILSTORE_DENIED: return "not permitted";
+    default: return "unknown";
+    }
+}
+
+mailstore_t *mailstore_create(db_t *db)
+{
+    if (!db)
+        return NULL;
+    mailstore_t *ms = calloc(1, sizeof *ms);
+    if (ms)
+        ms->db = db;
+    return ms;
+}
+
+void mailstore_destroy(mailstore_t **ms)
+{
+    if (!ms || !*ms)
+        return;
+    free(*ms);
+    *ms = NULL;
+}
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+/* The status of a result: the SQLSTATEs raised by the functions of migration 0007 are the
+ * client's errors, anything else is temporary. */
+static int result_status(PGresult *res, ExecStatusType want)
+{
+    if (!res)
+        return MAILSTORE_TEMP;
+    if (PQresultStatus(res) == want)
+        return MAILSTORE_OK;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (!state)
+        return MAILSTORE_TEMP;
+    if (strcmp(state, "P0002") == 0)
+        return MAILSTORE_NOTFOUND;
+    if (strcmp(state, "23505") == 0)
+        return MAILSTORE_EXISTS;
+    if (strcmp(state, "42501") == 0)
+        return MAILSTORE_DENIED;
+    return MAILSTORE_TEMP;
+}
+
+static int64_t val_i64(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static uint64_t val_u64(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : strtoull(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static const char *val_str(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+static req_t *req_new(void *arg)
+{
+    req_t *r = calloc(1, sizeof *r);
+    if (r)
+        r->arg = arg;
+    return r;
+}
+
+static int query(mailstore_t *ms, const char *sql, int n, const char *const *values,
+                 const int *lengths, const int *binary, db_cb done, req_t *r)
+{
+    if (db_query(ms->db, sql, n, values, lengths, binary, done, r) < 0) {
+        free(r);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+    const mailstore_range_t *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* A UID set as two PostgreSQL bigint[] literals of range starts and ends, sorted and
+ * merged. Returns 0, or -1 when memory runs out or a range is reversed. */
+static int uidset_literals(const mailstore_uidset_t *set, buf_t *lo, buf_t *hi)
+{
+    buf_puts(lo, "{");
+    buf_puts(hi, "{");
+    mailstore_range_t *r = NULL;
+    size_t n = set ? set->n : 0;
+    if (n) {
+        r = malloc(n * sizeof *r);
+        if (!r)
+            return -1;
+        memcpy(r, set->ranges, n * sizeof *r);
+        qsort(r, n, sizeof *r, cmp_range);
+    }
+    size_t out = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].lo > r[i].hi) {
+            free(r);
+            return -1;
+        }
+        if (out && (uint64_t)r[i].lo <= (uint64_t)r[out - 1].hi + 1) {
+            if (r[i].hi > r[out - 1].hi)
+                r[out - 1].hi = r[i].hi;
+        } else {
+            r[out++] = r[i];
+        }
+    }
+    for (size_t i = 0; i < out; i++) {
+        buf_printf(lo, "%s%u", i ? "," : "", r[i].lo);
+        buf_printf(hi, "%s%u", i ? "," : "", r[i].hi);
+    }
+    free(r);
+    buf_puts(lo, "}");
+    return buf_puts(hi, "}") < 0 || !lo->data ? -1 : 0;
+}
+
+/* A text[] literal: every element quoted, '"' and '\' escaped. */
+static int text_array(const char *const *items, size_t n, buf_t *out)
+{
+    buf_puts(out, "{");
+    for (size_t i = 0; i < n; i++) {
+        buf_puts(out, i ? ",\"" : "\"");
+        for (const char *c = items[i]; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                buf_append(out, "\\", 1);
+            buf_append(out, c, 1);
+        }
+        buf_puts(out, "\"");
+    }
+    return buf_puts(out, "}");
+}
+
+/* Rows sorted by uid, one per (message, flag), the flag in column flag_col (NULL for a
+ * message without flags): grouped into msgs[] with flag pointers into res, from row
+ * first on, taking rows while keep(row). Returns the number of messages, or -1. */
+typedef struct flag_rows {
+    mailstore_flags_t *msgs;
+    const char **pool;
+    size_t n;
+} flag_rows_t;
+
+static int group_flags(PGresult *res, int first, int last, int uid_col, int modseq_col,
+                       int flag_col, flag_rows_t *fr, int *msg_row_r)
+{
+    size_t rows = last > first ? (size_t)(last - first) : 0;
+    fr->msgs = calloc(rows ? rows : 1, sizeof *fr->msgs);
+    fr->pool = calloc(rows ? rows : 1, sizeof *fr->pool);
+    fr->n = 0;
+    if (!fr->msgs || !fr->pool)
+        return -1;
+    size_t np = 0;
+    for (int i = first; i < last; i++) {
+        uint32_t uid = (uint32_t)val_u64(res, i, uid_col);
+        if (fr->n == 0 || fr->msgs[fr->n - 1].uid != uid) {
+            mailstore_flags_t *m = &fr->msgs[fr->n];
+            if (msg_row_r)
+                msg_row_r[fr->n] = i;
+            fr->n++;
+            m->uid = uid;
+            m->modseq = val_u64(res, i, modseq_col);
+            m->flags = &fr->pool[np];
+        }
+        const char *f = val_str(res, i, flag_col);
+        if (f) {
+            fr->pool[np++] = f;
+            fr->msgs[fr->n - 1].nflags++;
+        }
+    }
+    return (int)fr->n;
+}
+
+static void flag_rows_free(flag_rows_t *fr)
+{
+    free(fr->msgs);
+    free(fr->pool);
+}
+
+/* ---- users and mailboxes ----------------------------------------------------------- */
+
+static void user_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    int64_t id = 0;
+    if (st == MAILSTORE_OK && PQntuples(res) == 0)
+        st = MAILSTORE_NOTFOUND;
+    if (st == MAILSTORE_OK)
+        id = val_i64(res, 0, 0);
+    r->cb.user(r->arg, st, id);
+    free(r);
+}
+
+int mailstore_user_id(mailstore_t *ms, const char *address, mailstore_user_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !address || !cb || !(r = req_new(arg)))
+        return -1;
+    r->cb.user = cb;
+    const char *v[1] = { address };
+    return query(ms, "SELECT id FROM users WHERE address = lower($1)", 1, v, NULL, NULL,
+                 user_done, r);
+}
+
+static const char list_sql[] =
+    "SELECT b.id, b.name, b.special_use, b.subscribed, b.uidvalidity, b.uidnext, "
+    "       b.highestmodseq, c.n, c.unseen "
+    "FROM mailboxes b LEFT JOIN LATERAL ("
+    "    SELECT count(*) AS n, count(*) FILTER (WHERE NOT '\\Seen' = ANY (m.flags)) AS unseen "
+    "    FROM messages m WHERE m.mailbox_id = b.id AND $3) c ON true "
+    "WHERE b.user_id = $1 AND ($2::text IS NULL OR b.name = postern_mbname($2)) "
+    "ORDER BY b.name";
+
+static void list_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    mailstore_mailbox_t *boxes = NULL;
+    size_t n = 0;
+    if (st == MAILSTORE_OK) {
+        n = (size_t)PQntuples(res);
+        boxes = calloc(n ? n : 1, sizeof *boxes);
+        if (!boxes)
+            st = MAILSTORE_TEMP;
+    }
+    if (st == MAILSTORE_OK) {
+        for (size_t i = 0; i < n; i++) {
+            mailstore_mailbox_t *b = &boxes[i];
+            int row = (int)i;
+            b->id = val_i64(res, row, 0);
+            b->name = PQgetvalue(res, row, 1);
+            b->special_use = val_str(res, row, 2);
+            b->subscribed = PQgetvalue(res, row, 3)[0] == 't';
+            b->uidvalidity = (uint32_t)val_u64(res, row, 4);
+            b->uidnext = (uint32_t)val_u64(res, row, 5);
+            b->highestmodseq = val_u64(res, row, 6);
+            b->messages = r->counts ? val_i64(res, row, 7) : -1;
+            b->unseen = r->counts ? val_i64(res, row, 8) : -1;
+        }
+    }
+    r->cb.list(r->arg, st, st == MAILSTORE_OK ? boxes : NULL, st == MAILSTORE_OK ? n : 0);
+    free(boxes);
+    free(r);
+}
+
+int mailstore_list(mailstore_t *ms, int64_t user_id, const char *name, bool counts,
+                   mailstore_list_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !cb || !(r = req_new(arg)))
+        return -1;
+    r->cb.list = cb;
+    r->counts = counts;
+    char user[24];
+    snprintf(user, sizeof user, "%lld", (long long)user_id);
+    const char *v[3] = { user, name, counts ? "true" : "false" };
+    return query(ms, list_sql, 3, v, NULL, NULL, list_done, r);
+}
+
+static void mailbox_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    int64_t id = 0;
+    uint32_t validity = 0;
+    if (st == MAILSTORE_OK && PQntuples(res) > 0) {
+        id = val_i64(res, 0, 0);
+        if (PQnfields(res) > 1)
+            validity = (uint32_t)val_u64(res, 0, 1);
+    }
+    r->cb.mailbox(r->arg, st, id, validity);
+    free(r);
+}
+
+static int mailbox_op(mailstore_t *ms, const char *sql, int64_t user_id, const char *a,
+                      const char *b, mailstore_mailbox_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !a || !cb || !(r = req_new(arg)))
+        return -1;
+    r->cb.mailbox = cb;
+    char user[24];
+    snprintf(user, sizeof user, "%lld", (long long)user_id);
+    const char *v[3] = { user, a, b };
+    return query(ms, sql, 3, v, NULL, NULL, mailbox_done, r);
+}
+
+int mailstore_create_mailbox(mailstore_t *ms, int64_t user_id, const char *name,
+                             const char *special_use, mailstore_mailbox_cb cb, void *arg)
+{
+    return mailbox_op(ms, "SELECT id, uidvalidity FROM postern_mailbox_create($1, $2, $3)",
+                      user_id, name, special_use, cb, arg);
+}
+
+int mailstore_delete_mailbox(mailstore_t *ms, int64_t user_id, const char *name,
+                             mailstore_mailbox_cb cb, void *arg)
+{
+    return mailbox_op(ms, "SELECT postern_mailbox_delete($1, $2), $3::text", user_id, name,
+                      NULL, cb, arg);
+}
+
+int mailstore_rename_mailbox(mailstore_t *ms, int64_t user_id, const char *old_name,
+                             const char *new_name, mailstore_mailbox_cb cb, void *arg)
+{
+    if (!new_name)
+        return -1;
+    return mailbox_op(ms, "SELECT id, uidvalidity FROM postern_mailbox_rename($1, $2, $3)",
+                      user_id, old_name, new_name, cb, arg);
+}
+
+int mailstore_subscribe(mailstore_t *ms, int64_t user_id, const char *name, bool on,
+                        mailstore_mailbox_cb cb, void *arg)
+{
+    return mailbox_op(ms, "SELECT postern_mailbox_subscribe($1, $2, $3::boolean)", user_id,
+                      name, on ? "true" : "false", cb, arg);
+}
+
+/* ---- SELECT ------------------------------------------------------------------------ */
+
+/* One statement, one snapshot: row 'a' is the mailbox, rows 'k' its keywords in order (the
+ * first MAILSTORE_KEYWORDS_MAX get mask bits), rows 'm' the messages in UID order with
+ * their flags as a mask computed by the server. */
+static const char select_sql[] =
+    "WITH b AS (SELECT id, uidvalidity, uidnext, highestmodseq, expunged_floor "
+    "           FROM mailboxes WHERE user_id = $1 AND name = postern_mbname($2)), "
+    "kw AS (SELECT coalesce(array_agg(k ORDER BY k), '{}') AS kws FROM "
+    "       (SELECT DISTINCT unnest(m.flags) AS k FROM messages m, b "
+    "        WHERE m.mailbox_id = b.id) x WHERE left(k, 1) <> '\\') "
+    "SELECT 'a', b.id, b.uidvalidity, b.uidnext, b.highestmodseq, b.expunged_floor, NULL "
+    "FROM b "
+    "UNION ALL SELECT 'k', i, NULL, NULL, NULL, NULL, kw.kws[i] "
+    "FROM kw, generate_subscripts(kw.kws, 1) i "
+    "UNION ALL SELECT 'm', m.uid, m.modseq, "
+    "  (SELECT coalesce(bit_or(CASE f WHEN '\\Seen' THEN 1 WHEN '\\Answered' THEN 2 "
+    "     WHEN '\\Flagged' THEN 4 WHEN '\\Deleted' THEN 8 WHEN '\\Draft' THEN 16 "
+    "     ELSE CASE WHEN array_position(kw.kws, f) <= " "59" " "
+    "          THEN 1::bigint << (4 + array_position(kw.kws, f)) ELSE 0 END END), 0) "
+    "   FROM unnest(m.flags) f), NULL, NULL, NULL "
+    "FROM b JOIN messages m ON m.mailbox_id = b.id, kw "
+    "ORDER BY 1, 2";
+
+_Static_assert(MAILSTORE_KEYWORDS_MAX == 59, "select_sql's keyword limit");
+
+void mailstore_selected_free(mailstore_selected_t **sel)
+{
+    if (!sel || !*sel)
+        return;
+    mailstore_selected_t *s = *sel;
+    free(s->uids);
+    free(s->modseqs);
+    free(s->flags);
+    for (size_t i = 0; i < s->nkeywords; i++)
+        free(s->keywords[i]);
+    free(s->keywords);
+    free(s);
+    *sel = NULL;
+}
+
+static int selected_load(mailstore_selected_t *s, PGresult *res)
+{
+    int rows = PQntuples(res);
+    size_t nk = 0, nm = 0;
+    for (int i = 1; i < rows; i++) {
+        char kind = PQgetvalue(res, i, 0)[0];
+        nk += kind == 'k';
+        nm += kind == 'm';
+    }
+    s->id = val_i64(res, 0, 1);
+    s->uidvalidity = (uint32_t)val_u64(res, 0, 2);
+    s->uidnext = (uint32_t)val_u64(res, 0, 3);
+    s->highestmodseq = val_u64(res, 0, 4);
+    s->expunged_floor = val_u64(res, 0, 5);
+    size_t cap = nm ? nm : 1;
+    s->uids = malloc(cap * sizeof *s->uids);
+    s->modseqs = malloc(cap * sizeof *s->modseqs);
+    s->flags = malloc(cap * sizeof *s->flags);
+    s->keywords = calloc(nk < MAILSTORE_KEYWORDS_MAX ? nk + 1 : MAILSTORE_KEYWORDS_MAX,
+                         sizeof *s->keywords);
+    if (!s->uids || !s->modseqs || !s->flags || !s->keywords)
+        return -1;
+    for (int i = 1; i < rows; i++) {
+        const char *kind = PQgetvalue(res, i, 0);
+        if (kind[0] == 'k') {
+            if (s->nkeywords == MAILSTORE_KEYWORDS_MAX) {
+                s->keywords_truncated = true;
+                continue;
+            }
+            if (!(s->keywords[s->nkeywords] = strdup(PQgetvalue(res, i, 6))))
+                return -1;
+            s->nkeywords++;
+        } else if (kind[0] == 'm') {
+            size_t k = s->count++;
+            s->uids[k] = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
+            s->modseqs[k] = strtoull(PQgetvalue(res, i, 2), NULL, 10);
+            s->flags[k] = (uint64_t)strtoll(PQgetvalue(res, i, 3), NULL, 10);
+            s->unseen += !(s->flags[k] & MAILSTORE_F_SEEN);
+        }
+    }
+    return 0;
+}
+
+static void select_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    mailstore_selected_t *s = NULL;
+    if (st == MAILSTORE_OK && (PQntuples(res) == 0 || PQgetvalue(res, 0, 0)[0] != 'a'))
+        st = MAILSTORE_NOTFOUND;
+    if (st == MAILSTORE_OK) {
+        s = calloc(1, sizeof *s);
+        if (!s || selected_load(s, res) < 0) {
+            mailstore_selected_free(&s);
+            st = MAILSTORE_TEMP;
+        }
+    }
+    r->cb.select(r->arg, st, s);
+    free(r);
+}
+
+int mailstore_select(mailstore_t *ms, int64_t user_id, const char *name,
+                     mailstore_select_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !name || !cb || !(r = req_new(arg)))
+        return -1;
+    r->cb.select = cb;
+    char user[24];
+    snprintf(user, sizeof user, "%lld", (long long)user_id);
+    const char *v[2] = { user, name };
+    return query(ms, select_sql, 2, v, NULL, NULL, select_done, r);
+}
+
+/* ---- changes since a modseq -------------------------------------------------------- */
+
+static const char changes_sql[] =
+    "SELECT 'a', b.highestmodseq, b.uidnext, b.uidvalidity, "
+    "       CASE WHEN b.expunged_floor <= $2 THEN 1 ELSE 0 END, NULL "
+    "FROM mailboxes b WHERE b.id = $1 "
+    "UNION ALL SELECT 'm', m.uid, m.modseq, NULL, NULL, f "
+    "FROM messages m LEFT JOIN LATERAL unnest(m.flags) f ON true "
+    "WHERE m.mailbox_id = $1 AND m.uid IN "
+    "  (SELECT uid FROM messages WHERE mailbox_id = $1 AND uid > $3 "
+    "   UNION SELECT uid FROM messages WHERE mailbox_id = $1 AND modseq > $2) "
+    "UNION ALL SELECT 'x', e.uid, e.modseq, NULL, NULL, NULL "
+    "FROM expunged e WHERE e.mailbox_id = $1 AND e.modseq > $2 "
+    "ORDER BY 1, 2";
+
+static void changes_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    if (st == MAILSTORE_OK && (PQntuples(res) == 0 || PQgetvalue(res, 0, 0)[0] != 'a'))
+        st = MAILSTORE_NOTFOUND;
+    mailstore_changes_t ch = { 0 };
+    flag_rows_t fr = { 0 };
+    uint32_t *expunged = NULL;
+    if (st == MAILSTORE_OK) {
+        int rows = PQntuples(res), first_x = 1;
+        while (first_x < rows && PQgetvalue(res, first_x, 0)[0] == 'm')
+            first_x++;
+        ch.highestmodseq = val_u64(res, 0, 1);
+        ch.uidnext = (uint32_t)val_u64(res, 0, 2);
+        ch.uidvalidity = (uint32_t)val_u64(res, 0, 3);
+        ch.expunged_complete = val_i64(res, 0, 4) == 1;
+        expunged = malloc((size_t)(rows - first_x + 1) * sizeof *expunged);
+        if (!expunged || group_flags(res, 1, first_x, 1, 2, 5, &fr, NULL) < 0) {
+            st = MAILSTORE_TEMP;
+        } else {
+            ch.msgs = fr.msgs;
+            ch.nmsgs = fr.n;
+            for (int i = first_x; i < rows; i++)
+                expunged[ch.nexpunged++] = (uint32_t)val_u64(res, i, 1);
+            ch.expunged = expunged;
+        }
+    }
+    r->cb.changes(r->arg, st, st == MAILSTORE_OK ? &ch : NULL);
+    flag_rows_free(&fr);
+    free(expunged);
+    free(r);
+}
+
+int mailstore_changes(mailstore_t *ms, int64_t mailbox_id, uint64_t since_modseq,
+                      uint32_t since_uid, mailstore_changes_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !cb || !(r = req_new(arg)))
+        return -1;
+    r->cb.changes = cb;
+    char mb[24], seq[24], uid[16];
+    snprintf(mb, sizeof mb, "%lld", (long long)mailbox_id);
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)since_modseq);
+    snprintf(uid, sizeof uid, "%u", since_uid);
+    const char *v[3] = { mb, seq, uid };
+    return query(ms, changes_sql, 3, v, NULL, NULL, changes_done, r);
+}
+
+/* ---- FETCH ------------------------------------------------------------------------- */
+
+/* Per message one row 'a' (the metadata) followed by one row 'f' per flag. */
+static const char meta_sql[] =
+    "WITH s AS (SELECT m.* FROM messages m "
+    "           WHERE m.mailbox_id = $1 AND m.uid IN (SELECT postern_uids($1, $2, $3))) "
+    "SELECT s.uid, 'a', s.size, extract(epoch FROM s.internal_date)::bigint, s.modseq, "
+    "       s.envelope, s.bodystructure, s.body, "
+    "       extract(epoch FROM s.hdr_date)::bigint, NULL FROM s "
+    "UNION ALL SELECT s.uid, 'f', NULL, NULL, NULL, NULL, NULL, NULL, NULL, f "
+    "FROM s, unnest(s.flags) f "
+    "ORDER BY 1, 2";
+
+static void meta_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    mailstore_meta_t *msgs = NULL;
+    const char **pool = NULL;
+    size_t n = 0;
+    if (st == MAILSTORE_OK) {
+        int rows = PQntuples(res);
+        msgs = calloc((size_t)rows + 1, sizeof *msgs);
+        pool = calloc((size_t)rows + 1, sizeof *pool);
+        if (!msgs || !pool)
+            st = MAILSTORE_TEMP;
+        size_t np = 0;
+        for (int i = 0; st == MAILSTORE_OK && i < rows; i++) {
+            if (PQgetvalue(res, i, 1)[0] == 'a') {
+                mailstore_meta_t *m = &msgs[n++];
+                m->uid = (uint32_t)val_u64(res, i, 0);
+                m->size = val_u64(res, i, 2);
+                m->internal_date = val_i64(res, i, 3);
+                m->modseq = val_u64(res, i, 4);
+                m->envelope = val_str(res, i, 5);
+                m->bodystructure = val_str(res, i, 6);
+                m->body = val_str(res, i, 7);
+                m->has_hdr_date = !PQgetisnull(res, i, 8);
+                m->hdr_date = val_i64(res, i, 8);
+                m->flags = &pool[np];
+            } else if (n > 0) {
+                pool[np++] = PQgetvalue(res, i, 9);
+                msgs[n - 1].nflags++;
+            }
+        }
+    }
+    r->cb.meta(r->arg, st, st == MAILSTORE_OK ? msgs : NULL, st == MAILSTORE_OK ? n : 0);
+    free(msgs);
+    free(pool);
+    free(r);
+}
+
+int mailstore_fetch_meta(mailstore_t *ms, int64_t mailbox_id, const mailstore_uidset_t *set,
+                         mailstore_meta_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !set || !cb)
+        return -1;
+    buf_t lo, hi;
+    buf_init(&lo);
+    buf_init(&hi);
+    int rc = -1;
+    if (uidset_literals(set, &lo, &hi) == 0 && (r = req_new(arg))) {
+        r->cb.meta = cb;
+        char mb[24];
+        snprintf(mb, sizeof mb, "%lld", (long long)mailbox_id);
+        const char *v[3] = { mb, lo.data, hi.data };
+        rc = query(ms, meta_sql, 3, v, NULL, NULL, meta_done, r);
+    }
+    buf_free(&lo);
+    buf_free(&hi);
+    return rc;
+}
+
+static uint64_t be64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | (unsigned char)p[i];
+    return v;
+}
+
+static void raw_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    if (st == MAILSTORE_OK && PQntuples(res) == 0)
+        st = MAILSTORE_NOTFOUND;
+    if (st == MAILSTORE_OK && PQgetlength(res, 0, 1) != 8)
+        st = MAILSTORE_TEMP;
+    if (st == MAILSTORE_OK)
+        r->cb.raw(r->arg, st, (const unsigned char *)PQgetvalue(res, 0, 0),
+                  (size_t)PQgetlength(res, 0, 0), be64(PQgetvalue(res, 0, 1)));
+    else
+        r->cb.raw(r->arg, st, NULL, 0, 0);
+    free(r);
+}
+
+int mailstore_fetch_raw(mailstore_t *ms, int64_t mailbox_id, uint32_t uid, uint64_t offset,
+                        size_t len, mailstore_raw_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !cb || len == 0 || len > INT32_MAX || offset >= INT64_MAX ||
+        !(r = req_new(arg)))
+        return -1;
+    r->cb.raw = cb;
+    char mb[24], u[16], from[24], count[24];
+    snprintf(mb, sizeof mb, "%lld", (long long)mailbox_id);
+    snprintf(u, sizeof u, "%u", uid);
+    snprintf(from, sizeof from, "%llu", (unsigned long long)offset + 1);
+    snprintf(count, sizeof count, "%zu", len);
+    const char *v[4] = { mb, u, from, count };
+    /* A binary result: the bytes as stored, and the size as 8 bytes in network order. */
+    if (db_query_binary(ms->db,
+                        "SELECT substring(raw FROM $3::integer FOR $4::integer), size::bigint "
+                        "FROM messages WHERE mailbox_id = $1 AND uid = $2",
+                        4, v, NULL, NULL, raw_done, r) < 0) {
+        free(r);
+        return -1;
+    }
+    return 0;
+}
+
+static void done_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_COMMAND_OK);
+    if (st == MAILSTORE_OK && strcmp(PQcmdTuples(res), "0") == 0)
+        st = MAILSTORE_NOTFOUND;
+    r->cb.done(r->arg, st);
+    free(r);
+}
+
+int mailstore_save_cache(mailstore_t *ms, int64_t mailbox_id, uint32_t uid, const char *envelope,
+                         const char *bodystructure, const char *body, bool has_hdr_date,
+                         int64_t hdr_date, mailstore_done_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !cb || !(r = req_new(arg)))
+        return -1;
+    r->cb.done = cb;
+    char mb[24], u[16], date[24];
+    snprintf(mb, sizeof mb, "%lld", (long long)mailbox_id);
+    snprintf(u, sizeof u, "%u", uid);
+    snprintf(date, sizeof date, "%lld", (long long)hdr_date);
+    const char *v[6] = { mb, u, envelope, bodystructure, body, has_hdr_date ? date : NULL };
+    return query(ms,
+                 "UPDATE messages SET envelope = coalesce($3, envelope), "
+                 "bodystructure = coalesce($4, bodystructure), body = coalesce($5, body), "
+                 "hdr_date = coalesce(to_timestamp($6::bigint), hdr_date) "
+                 "WHERE mailbox_id = $1 AND uid = $2",
+                 6, v, NULL, NULL, done_done, r);
+}
+
+/* ---- APPEND, COPY, MOVE ------------------------------------------------------------ */
+
+static void append_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    if (st == MAILSTORE_OK && PQntuples(res) != 1)
+        st = MAILSTORE_TEMP;
+    mailstore_appended_t a = { 0 };
+    if (st == MAILSTORE_OK) {
+        a.mailbox_id = val_i64(res, 0, 0);
+        a.uid = (uint32_t)val_u64(res, 0, 1);
+        a.uidvalidity = (uint32_t)val_u64(res, 0, 2);
+        a.modseq = val_u64(res, 0, 3);
+    }
+    r->cb.append(r->arg, st, st == MAILSTORE_OK ? &a : NULL);
+    free(r);
+}
+
+int mailstore_append(mailstore_t *ms, int64_t user_id, const char *name,
+                     const char *const *flags, size_t nflags, int64_t internal_date,
+                     const void *raw, size_t len, mailstore_append_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !name || !cb || (!raw && len) || len > INT32_MAX)
+        return -1;
+    buf_t fl;
+    buf_init(&fl);
+    int rc = -1;
+    if (text_array(flags, nflags, &fl) == 0 && (r = req_new(arg))) {
+        r->cb.append = cb;
+        char user[24], date[24];
+        snprintf(user, sizeof user, "%lld", (long long)user_id);
+        snprintf(date, sizeof date, "%lld", (long long)internal_date);
+        const char *v[5] = { user, name, fl.data, internal_date ? date : NULL,
+                             raw ? (const char *)raw : "" };
+        int lengths[5] = { 0, 0, 0, 0, (int)len };
+        int binary[5] = { 0, 0, 0, 0, 1 };
+        rc = query(ms,
+                   "SELECT mailbox_id, uid, uidvalidity, modseq FROM postern_append($1, $2, "
+                   "$3::text[], to_timestamp($4::bigint), $5)",
+                   5, v, lengths, binary, append_done, r);
+    }
+    buf_free(&fl);
+    return rc;
+}
+
+static void copy_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    mailstore_copied_t c = { 0 };
+    uint32_t *uids = NULL;
+    if (st == MAILSTORE_OK) {
+        int rows = PQntuples(res);
+        uids = malloc(2 * (size_t)(rows + 1) * sizeof *uids);
+        if (!uids)
+            st = MAILSTORE_TEMP;
+        for (int i = 0; st == MAILSTORE_OK && i < rows; i++) {
+            uids[i] = (uint32_t)val_u64(res, i, 0);
+            uids[rows + 1 + i] = (uint32_t)val_u64(res, i, 1);
+            c.uidvalidity = (uint32_t)val_u64(res, i, 2);
+            c.mailbox_id = val_i64(res, i, 3);
+        }
+        c.n = (size_t)rows;
+        c.src_uids = uids;
+        c.dst_uids = uids ? uids + rows + 1 : NULL;
+    }
+    r->cb.copy(r->arg, st, st == MAILSTORE_OK ? &c : NULL);
+    free(uids);
+    free(r);
+}
+
+static int copy_or_move(mailstore_t *ms, const char *sql, int64_t src, const mailstore_uidset_t *set,
+                        int64_t user_id, const char *dest, mailstore_copy_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !set || !dest || !cb)
+        return -1;
+    buf_t lo, hi;
+    buf_init(&lo);
+    buf_init(&hi);
+    int rc = -1;
+    if (uidset_literals(set, &lo, &hi) == 0 && (r = req_new(arg))) {
+        r->cb.copy = cb;
+        char mb[24], user[24];
+        snprintf(mb, sizeof mb, "%lld", (long long)src);
+        snprintf(user, sizeof user, "%lld", (long long)user_id);
+        const char *v[5] = { mb, lo.data, hi.data, user, dest };
+        rc = query(ms, sql, 5, v, NULL, NULL, copy_done, r);
+    }
+    buf_free(&lo);
+    buf_free(&hi);
+    return rc;
+}
+
+int mailstore_copy(mailstore_t *ms, int64_t src_mailbox_id, const mailstore_uidset_t *set,
+                   int64_t user_id, const char *dest_name, mailstore_copy_cb cb, void *arg)
+{
+    return copy_or_move(ms, "SELECT * FROM postern_copy($1, $2, $3, $4, $5)", src_mailbox_id,
+                        set, user_id, dest_name, cb, arg);
+}
+
+int mailstore_move(mailstore_t *ms, int64_t src_mailbox_id, const mailstore_uidset_t *set,
+                   int64_t user_id, const char *dest_name, mailstore_copy_cb cb, void *arg)
+{
+    return copy_or_move(ms, "SELECT * FROM postern_move($1, $2, $3, $4, $5)", src_mailbox_id,
+                        set, user_id, dest_name, cb, arg);
+}
+
+/* ---- EXPUNGE and STORE ------------------------------------------------------------- */
+
+/* postern_expunge's first row carries the modseq (uid NULL), then the UIDs in order. */
+static void expunge_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    mailstore_expunged_t e = { 0 };
+    uint32_t *uids = NULL;
+    if (st == MAILSTORE_OK && PQntuples(res) < 1)
+        st = MAILSTORE_NOTFOUND;
+    if (st == MAILSTORE_OK) {
+        int rows = PQntuples(res);
+        uids = malloc((size_t)rows * sizeof *uids);
+        if (!uids)
+            st = MAILSTORE_TEMP;
+        e.modseq = val_u64(res, 0, 1);
+        for (int i = 1; st == MAILSTORE_OK && i < rows; i++)
+            uids[e.n++] = (uint32_t)val_u64(res, i, 0);
+        e.uids = uids;
+    }
+    r->cb.expunge(r->arg, st, st == MAILSTORE_OK ? &e : NULL);
+    free(uids);
+    free(r);
+}
+
+int mailstore_expunge(mailstore_t *ms, int64_t mailbox_id, const mailstore_uidset_t *set,
+                      bool deleted_only, mailstore_expunge_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !cb)
+        return -1;
+    buf_t lo, hi;
+    buf_init(&lo);
+    buf_init(&hi);
+    int rc = -1;
+    if ((!set || uidset_literals(set, &lo, &hi) == 0) && (r = req_new(arg))) {
+        r->cb.expunge = cb;
+        char mb[24];
+        snprintf(mb, sizeof mb, "%lld", (long long)mailbox_id);
+        const char *v[4] = { mb, set ? lo.data : NULL, set ? hi.data : NULL,
+                             deleted_only ? "true" : "false" };
+        rc = query(ms,
+                   "SELECT uid, modseq FROM postern_expunge($1, $2, $3, $4)",
+                   4, v, NULL, NULL, expunge_done, r);
+    }
+    buf_free(&lo);
+    buf_free(&hi);
+    return rc;
+}
+
+static void store_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    flag_rows_t fr = { 0 };
+    mailstore_stored_t *rows = NULL;
+    int *first_row = NULL;
+    if (st == MAILSTORE_OK) {
+        int nres = PQntuples(res);
+        first_row = malloc(((size_t)nres + 1) * sizeof *first_row);
+        if (!first_row || group_flags(res, 0, nres, 0, 1, 3, &fr, first_row) < 0 ||
+            !(rows = calloc(fr.n + 1, sizeof *rows))) {
+            st = MAILSTORE_TEMP;
+        } else {
+            for (size_t i = 0; i < fr.n; i++) {
+                rows[i].msg = fr.msgs[i];
+                rows[i].result = (mailstore_store_result_t)val_i64(res, first_row[i], 2);
+            }
+        }
+    }
+    r->cb.store(r->arg, st, st == MAILSTORE_OK ? rows : NULL, st == MAILSTORE_OK ? fr.n : 0);
+    flag_rows_free(&fr);
+    free(rows);
+    free(first_row);
+    free(r);
+}
+
+int mailstore_store(mailstore_t *ms, int64_t mailbox_id, const mailstore_uidset_t *set,
+                    mailstore_store_mode_t mode, const char *const *flags, size_t nflags,
+                    int64_t unchangedsince, mailstore_store_cb cb, void *arg)
+{
+    static const char *const modes[] = { "set", "add", "remove" };
+    req_t *r;
+    if (!ms || !set || !cb || (unsigned)mode > MAILSTORE_STORE_REMOVE || (!flags && nflags))
+        return -1;
+    buf_t lo, hi, fl;
+    buf_init(&lo);
+    buf_init(&hi);
+    buf_init(&fl);
+    int rc = -1;
+    if (uidset_literals(set, &lo, &hi) == 0 && text_array(flags, nflags, &fl) == 0 &&
+        (r = req_new(arg))) {
+        r->cb.store = cb;
+        char mb[24], since[24];
+        snprintf(mb, sizeof mb, "%lld", (long long)mailbox_id);
+        snprintf(since, sizeof since, "%lld", (long long)unchangedsince);
+        const char *v[6] = { mb, lo.data, hi.data, modes[mode], fl.data,
+                             unchangedsince >= 0 ? since : NULL };
+        rc = query(ms,
+                   "SELECT s.uid, s.modseq, s.status, f "
+                   "FROM postern_store($1, $2, $3, $4, $5::text[], $6) s "
+                   "LEFT JOIN LATERAL unnest(s.flags) f ON true ORDER BY s.uid",
+                   6, v, NULL, NULL, store_done, r);
+    }
+    buf_free(&lo);
+    buf_free(&hi);
+    buf_free(&fl);
+    return rc;
+}
+
+/* ---- pop3d ------------------------------------------------------------------------- */
+
+static void listing_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    if (st == MAILSTORE_OK && PQntuples(res) < 1)
+        st = MAILSTORE_NOTFOUND;
+    mailstore_uidsize_t *msgs = NULL;
+    size_t n = 0;
+    int64_t mb = 0;
+    uint32_t validity = 0;
+    if (st == MAILSTORE_OK) {
+        int rows = PQntuples(res);
+        mb = val_i64(res, 0, 1);
+        validity = (uint32_t)val_u64(res, 0, 2);
+        if (!(msgs = calloc((size_t)rows, sizeof *msgs)))
+            st = MAILSTORE_TEMP;
+        for (int i = 1; st == MAILSTORE_OK && i < rows; i++) {
+            msgs[n].uid = (uint32_t)val_u64(res, i, 1);
+            msgs[n++].size = val_u64(res, i, 2);
+        }
+    }
+    r->cb.listing(r->arg, st, mb, validity, st == MAILSTORE_OK ? msgs : NULL,
+                  st == MAILSTORE_OK ? n : 0);
+    free(msgs);
+    free(r);
+}
+
+int mailstore_listing(mailstore_t *ms, int64_t user_id, mailstore_listing_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !cb || !(r = req_new(arg)))
+        return -1;
+    r->cb.listing = cb;
+    char user[24];
+    snprintf(user, sizeof user, "%lld", (long long)user_id);
+    const char *v[1] = { user };
+    return query(ms,
+                 "WITH b AS (SELECT id, uidvalidity FROM mailboxes "
+                 "           WHERE id = postern_inbox($1)) "
+                 "SELECT 0, b.id, b.uidvalidity FROM b "
+                 "UNION ALL SELECT 1, m.uid, m.size FROM b JOIN messages m ON m.mailbox_id = b.id "
+                 "ORDER BY 1, 2",
+                 1, v, NULL, NULL, listing_done, r);
+}
