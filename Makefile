@@ -20,7 +20,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g $(OPT) $(SANFLAGS) \
            -Ilib -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP
-LDFLAGS += $(SANFLAGS)
+LDFLAGS += $(SANFLAGS) -Wl,--as-needed
 LDLIBS  += $(PKG_LIBS) -lpthread
 
 GEN      = $(BUILD)/gen

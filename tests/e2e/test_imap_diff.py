@@ -42,8 +42,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from dovecot import Dovecot, dovecot_available  # noqa: E402
 from support import DOMAIN, token, wait_until  # noqa: E402
 from test_imap import Imap  # noqa: E402
-from test_mime_diff import (CORPUS, EXPECTED_DIFFERENCES, EXPECTED_SECTION_DIFFERENCES,  # noqa: E402
-                            FILES, diff, normalise, parse_sexp, section_paths)
+from test_mime_diff import (CORPUS, EXPECTED_DIFFERENCES,  # noqa: E402
+                            EXPECTED_SECTION_DIFFERENCES, FILES, diff, normalise, parse_sexp,
+                            section_paths)
 
 # Postern's layout, given to Dovecot: "/" between levels, special-use folders for everyone.
 DOVECOT_NAMESPACE = "namespace inbox {\n  inbox = yes\n  separator = /\n" + "".join(
@@ -421,17 +422,15 @@ def select_summary(reply, side):
     if exists:
         last = fetches(side.ok("FETCH * (UID)"))
         last_uid = int(list(last.values())[0]["UID"])
+    permanent = flag_set(parse_sexp(response_code(reply, "PERMANENTFLAGS"))[0])
     return {
         "status": reply.status,
         "code": reply.code.split()[0] if reply.code else "",
         "EXISTS": exists,
         "FLAGS": flag_set(parse_sexp(untagged_value(reply, "FLAGS"))[0]),
         # The system flags and \\* (see PERMANENTFLAGS_KEYWORDS for the keywords).
-        "PERMANENTFLAGS": {f for f in flag_set(parse_sexp(response_code(reply, "PERMANENTFLAGS"))[0])
-                           if f.startswith("\\")},
-        "PERMANENTFLAGS keywords": flag_set(parse_sexp(response_code(reply, "PERMANENTFLAGS"))[0])
-        - {f for f in flag_set(parse_sexp(response_code(reply, "PERMANENTFLAGS"))[0])
-           if f.startswith("\\")},
+        "PERMANENTFLAGS": {f for f in permanent if f.startswith("\\")},
+        "PERMANENTFLAGS keywords": {f for f in permanent if not f.startswith("\\")},
         "UIDNEXT - last UID": uidnext - last_uid,
         "UIDVALIDITY is a number": response_code(reply, "UIDVALIDITY").isdigit(),
     }
