@@ -446,7 +446,7 @@ int main(int argc, char **argv)
     double *all = calloc(total + 1, sizeof *all);
     size_t k = 0;
     for (int i = 0; i < clients; i++) {
-        if (all)
+        if (all && cs[i].nlat)
             memcpy(all + k, cs[i].lat_us, cs[i].nlat * sizeof *all);
         k += cs[i].nlat;
         free(cs[i].lat_us);

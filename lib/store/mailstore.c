@@ -28,6 +28,7 @@ typedef struct req {
         mailstore_expunge_cb expunge;
         mailstore_store_cb store;
         mailstore_listing_cb listing;
+        mailstore_recent_cb recent;
     } cb;
     void *arg;
     bool counts;
@@ -246,6 +247,33 @@ int mailstore_user_id(mailstore_t *ms, const char *address, mailstore_user_cb cb
     const char *v[1] = { address };
     return query(ms, "SELECT id FROM users WHERE address = lower($1)", 1, v, NULL, NULL,
                  user_done, r);
+}
+
+static void recent_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    uint32_t old = 0;
+    if (st == MAILSTORE_OK && (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)))
+        st = MAILSTORE_NOTFOUND;
+    if (st == MAILSTORE_OK)
+        old = (uint32_t)val_u64(res, 0, 0);
+    r->cb.recent(r->arg, st, old);
+    free(r);
+}
+
+int mailstore_claim_recent(mailstore_t *ms, int64_t mailbox_id, uint32_t upto, bool claim,
+                           mailstore_recent_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !cb || !(r = req_new(arg)))
+        return -1;
+    r->cb.recent = cb;
+    char id[24], up[16];
+    snprintf(id, sizeof id, "%lld", (long long)mailbox_id);
+    snprintf(up, sizeof up, "%u", upto);
+    const char *v[3] = { id, up, claim ? "t" : "f" };
+    return query(ms, "SELECT postern_claim_recent($1, $2, $3)", 3, v, NULL, NULL, recent_done, r);
 }
 
 static const char list_sql[] =

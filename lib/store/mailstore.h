@@ -144,6 +144,13 @@ typedef struct mailstore_changes {
     bool expunged_complete;
 } mailstore_changes_t;
 
+/* \Recent (RFC 3501 section 2.3.2): the messages with a UID above the returned old value
+ * and up to upto are \Recent for this session, and no other, once claimed (claim false:
+ * EXAMINE only looks). NOTFOUND when the mailbox is gone. */
+typedef void (*mailstore_recent_cb)(void *arg, int status, uint32_t old_recent_uid);
+int mailstore_claim_recent(mailstore_t *ms, int64_t mailbox_id, uint32_t upto, bool claim,
+                           mailstore_recent_cb cb, void *arg);
+
 typedef void (*mailstore_changes_cb)(void *arg, int status, const mailstore_changes_t *ch);
 int mailstore_changes(mailstore_t *ms, int64_t mailbox_id, uint64_t since_modseq,
                       uint32_t since_uid, mailstore_changes_cb cb, void *arg);

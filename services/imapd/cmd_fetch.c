@@ -36,6 +36,7 @@ typedef struct pending {
     uint64_t size, modseq;
     int64_t idate;
     char *flags;         /* "\Seen $x" */
+    bool recent;         /* \Recent for this session */
     char *envelope, *bodystructure, *body;
 } pending_t;
 
@@ -214,7 +215,8 @@ static void meta_item(fetch_op_t *op, const imap_fetch_item_t *it, const pending
         buf_printf(b, "UID %u", m->uid);
         break;
     case IMAP_FETCH_FLAGS:
-        buf_printf(b, "FLAGS (%s)", m->flags ? m->flags : "");
+        buf_printf(b, "FLAGS (%s%s%s)", m->flags ? m->flags : "",
+                   m->recent && m->flags && *m->flags ? " " : "", m->recent ? "\\Recent" : "");
         break;
     case IMAP_FETCH_INTERNALDATE: {
         char d[IMAP_DATETIME_LEN];
@@ -334,7 +336,8 @@ static void build(fetch_op_t *op, const pending_t *m, bool streamed)
             range_item(op, "BODY[]", it, PIECE_STORE, 0, m->size, NULL);
     }
     if (!imap_fetch_has(&op->f, IMAP_FETCH_FLAGS) && uid_in(op->seen, op->nseen, m->uid))
-        buf_printf(&op->text, " FLAGS (%s)", m->flags ? m->flags : "");
+        buf_printf(&op->text, " FLAGS (%s%s%s)", m->flags ? m->flags : "",
+                   m->recent && m->flags && *m->flags ? " " : "", m->recent ? "\\Recent" : "");
     buf_puts(&op->text, ")\r\n");
     text_piece(op);
 }
@@ -544,6 +547,7 @@ static void meta_cb(void *arg, int status, const mailstore_meta_t *msgs, size_t 
         pending_t p = {
             .seq = (uint32_t)i + 1, .uid = mm->uid, .size = mm->size, .modseq = mm->modseq,
             .idate = mm->internal_date, .flags = join_flags(mm->flags, mm->nflags),
+            .recent = s->mbox.msgs[i].recent,
         };
         if (bytes || needs_structure(&op->f, mm->envelope, mm->bodystructure, mm->body)) {
             p.envelope = dup_or_null(mm->envelope);

@@ -117,7 +117,7 @@ static int msg_append(imap_mailbox_t *m, uint32_t uid, unsigned flags, uint64_t 
         m->msgs = n;
         m->cap = cap;
     }
-    m->msgs[m->count++] = (imap_msg_t){ uid, flags, modseq };
+    m->msgs[m->count++] = (imap_msg_t){ .uid = uid, .flags = flags, .modseq = modseq };
     return 0;
 }
 
@@ -130,83 +130,145 @@ unsigned imap_flags_mask(const char *const *flags, size_t n)
 }
 
 /* "FLAGS (\Seen $Label1)" into b. */
-void imap_append_flags(buf_t *b, const char *const *flags, size_t n)
+void imap_append_flags(buf_t *b, const char *const *flags, size_t n, bool recent)
 {
     buf_puts(b, "FLAGS (");
     for (size_t i = 0; i < n; i++)
         buf_printf(b, "%s%s", i ? " " : "", flags[i]);
+    if (recent)
+        buf_printf(b, "%s\\Recent", n ? " " : "");
     buf_puts(b, ")");
+}
+
+int imap_recent_uids(const imap_mailbox_t *m, imap_seqset_t *out)
+{
+    for (size_t i = 0; i < m->count; i++)
+        if (m->msgs[i].recent && imap_seqset_add(out, m->msgs[i].uid, m->msgs[i].uid) < 0)
+            return -1;
+    imap_seqset_t r;
+    imap_seqset_init(&r);
+    if (imap_seqset_resolve(out, UINT32_MAX - 1, &r) < 0)
+        return -1;
+    imap_seqset_free(out);
+    *out = r;
+    return 0;
+}
+
+size_t imap_recent_count(const imap_mailbox_t *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->count; i++)
+        n += m->msgs[i].recent;
+    return n;
 }
 
 typedef struct sync_op {
     imap_session_t *s;
     bool expunges_allowed;
     void (*done)(imap_session_t *s);
+    size_t first_new;   /* index of the first message new to the session */
 } sync_op_t;
+
+/* The end of a look: EXISTS and RECENT for what is new (section 7.3.1, 7.3.2). */
+static void sync_finish(sync_op_t *op, bool announce)
+{
+    imap_session_t *s = op->s;
+    void (*done)(imap_session_t *) = op->done;
+    free(op);
+    if (announce && s->state == IMAP_STATE_SELECTED) {
+        imap_untagged(s, "%zu EXISTS", s->mbox.count);
+        imap_untagged(s, "%zu RECENT", imap_recent_count(&s->mbox));
+    }
+    done(s);
+    imap_store_end(s);
+}
+
+static void claim_cb(void *arg, int status, uint32_t old)
+{
+    sync_op_t *op = arg;
+    imap_session_t *s = op->s;
+    if (!imap_store_alive(s)) {
+        free(op);
+        return;
+    }
+    imap_mailbox_t *m = &s->mbox;
+    /* Not claimed (the store is down): the new messages are simply not \Recent here. */
+    for (size_t i = op->first_new; status == MAILSTORE_OK && i < m->count; i++)
+        m->msgs[i].recent = m->msgs[i].uid > old;
+    sync_finish(op, true);
+}
 
 static void changes_cb(void *arg, int status, const mailstore_changes_t *ch)
 {
     sync_op_t *op = arg;
     imap_session_t *s = op->s;
-    void (*done)(imap_session_t *) = op->done;
-    bool expunges_allowed = op->expunges_allowed;
-    free(op);
     s->syncing = false;
-    if (!imap_store_alive(s))
+    if (!imap_store_alive(s)) {
+        free(op);
         return;
-    imap_mailbox_t *m = &s->mbox;
-    if (status == MAILSTORE_OK && s->state == IMAP_STATE_SELECTED) {
-        bool complete = true;
-        if (expunges_allowed) {
-            for (size_t k = 0; k < ch->nexpunged; k++) {
-                long i = imap_msg_index(m, ch->expunged[k]);
-                if (i >= 0)
-                    imap_msg_expunged(s, (size_t)i);
-            }
-        } else if (ch->nexpunged > 0) {
-            complete = false; /* told later, when an EXPUNGE response is allowed */
-        }
-        size_t before = m->count;
-        uint32_t last_uid = m->count ? m->msgs[m->count - 1].uid : 0;
-        buf_t b;
-        buf_init(&b);
-        for (size_t k = 0; k < ch->nmsgs; k++) {
-            const mailstore_flags_t *f = &ch->msgs[k];
-            unsigned mask = imap_flags_mask(f->flags, f->nflags);
-            if (f->uid > last_uid) {
-                if (msg_append(m, f->uid, mask, f->modseq) < 0)
-                    break;
-                continue;
-            }
-            long i = imap_msg_index(m, f->uid);
-            if (i < 0)
-                continue;
-            m->msgs[i].flags = mask;
-            m->msgs[i].modseq = f->modseq;
-            buf_reset(&b);
-            buf_printf(&b, "%ld FETCH (", i + 1);
-            imap_append_flags(&b, f->flags, f->nflags);
-            if (s->condstore)
-                buf_printf(&b, " MODSEQ (%llu)", (unsigned long long)f->modseq);
-            buf_puts(&b, ")");
-            imap_untagged(s, "%.*s", (int)b.len, b.data);
-        }
-        buf_free(&b);
-        /* Section 7.3.1: EXISTS for the new count; new messages' flags come with FETCH. */
-        if (m->count != before || (expunges_allowed && ch->nexpunged > 0))
-            imap_untagged(s, "%zu EXISTS", m->count);
-        if (complete) {
-            m->highestmodseq = ch->highestmodseq;
-            m->changed = false;
-        }
-        if (ch->uidnext > m->uidnext)
-            m->uidnext = ch->uidnext;
-    } else if (status != MAILSTORE_OK) {
-        log_warn("could not look for mailbox changes", "session=%lu error=\"%s\"", s->fe.id,
-                 mailstore_strerror(status));
     }
-    done(s);
-    imap_store_end(s);
+    imap_mailbox_t *m = &s->mbox;
+    if (status != MAILSTORE_OK || s->state != IMAP_STATE_SELECTED) {
+        if (status != MAILSTORE_OK)
+            log_warn("could not look for mailbox changes", "session=%lu error=\"%s\"", s->fe.id,
+                     mailstore_strerror(status));
+        sync_finish(op, false);
+        return;
+    }
+    bool complete = true, expunged = false;
+    if (op->expunges_allowed) {
+        for (size_t k = 0; k < ch->nexpunged; k++) {
+            long i = imap_msg_index(m, ch->expunged[k]);
+            if (i >= 0) {
+                imap_msg_expunged(s, (size_t)i);
+                expunged = true;
+            }
+        }
+    } else if (ch->nexpunged > 0) {
+        complete = false; /* told later, when an EXPUNGE response is allowed */
+    }
+    size_t before = m->count;
+    uint32_t last_uid = m->count ? m->msgs[m->count - 1].uid : 0;
+    buf_t b;
+    buf_init(&b);
+    for (size_t k = 0; k < ch->nmsgs; k++) {
+        const mailstore_flags_t *f = &ch->msgs[k];
+        unsigned mask = imap_flags_mask(f->flags, f->nflags);
+        if (f->uid > last_uid) {
+            if (msg_append(m, f->uid, mask, f->modseq) < 0)
+                break;
+            continue;
+        }
+        long i = imap_msg_index(m, f->uid);
+        if (i < 0)
+            continue;
+        m->msgs[i].flags = mask;
+        m->msgs[i].modseq = f->modseq;
+        buf_reset(&b);
+        buf_printf(&b, "%ld FETCH (", i + 1);
+        imap_append_flags(&b, f->flags, f->nflags, m->msgs[i].recent);
+        if (s->condstore)
+            buf_printf(&b, " MODSEQ (%llu)", (unsigned long long)f->modseq);
+        buf_puts(&b, ")");
+        imap_untagged(s, "%.*s", (int)b.len, b.data);
+    }
+    buf_free(&b);
+    if (complete) {
+        m->highestmodseq = ch->highestmodseq;
+        m->changed = false;
+    }
+    if (ch->uidnext > m->uidnext)
+        m->uidnext = ch->uidnext;
+    if (m->count == before) {
+        /* Section 7.4.1: after EXPUNGEs the client knows the count; say it again anyway. */
+        sync_finish(op, expunged);
+        return;
+    }
+    /* New messages: \Recent for this session if no other session was told first. */
+    op->first_new = before;
+    if (mailstore_claim_recent(imap_store(s), m->id, m->msgs[m->count - 1].uid, !m->readonly,
+                               claim_cb, op) < 0)
+        sync_finish(op, true);
 }
 
 void imap_sync(imap_session_t *s, bool expunges_allowed, void (*done)(imap_session_t *s))
@@ -222,7 +284,7 @@ void imap_sync(imap_session_t *s, bool expunges_allowed, void (*done)(imap_sessi
         done(s);
         return;
     }
-    *op = (sync_op_t){ s, expunges_allowed, done };
+    *op = (sync_op_t){ .s = s, .expunges_allowed = expunges_allowed, .done = done };
     imap_store_begin(s);
     s->syncing = true;
     if (mailstore_changes(imap_store(s), m->id, m->highestmodseq, last_uid, changes_cb, op) < 0) {

@@ -432,6 +432,41 @@ void imap_cmd_status(fe_session_t *fs, void *req)
 static const char *const sysflag_names[] = { "\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
                                              "\\Draft" };
 
+/* The answer to SELECT/EXAMINE, once \Recent is known. */
+static void select_answer(imap_session_t *s)
+{
+    imap_mailbox_t *m = &s->mbox;
+    size_t first_unseen = 0;
+    for (size_t i = 0; i < m->count && !first_unseen; i++)
+        if (!(m->msgs[i].flags & IMAP_FLAG_SEEN))
+            first_unseen = i + 1;
+    imap_untagged(s, "%.*s", (int)strlen(s->op_text2), s->op_text2);
+    imap_untagged(s, "OK [PERMANENTFLAGS (%s)] Flags permitted",
+                  m->readonly ? "" : "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*");
+    imap_untagged(s, "%zu EXISTS", m->count);
+    imap_untagged(s, "%zu RECENT", imap_recent_count(m));
+    if (first_unseen)
+        imap_untagged(s, "OK [UNSEEN %zu] First unseen", first_unseen);
+    imap_untagged(s, "OK [UIDVALIDITY %u] UIDs valid", m->uidvalidity);
+    imap_untagged(s, "OK [UIDNEXT %u] Predicted next UID", m->uidnext);
+    imap_untagged(s, "OK [HIGHESTMODSEQ %llu] Highest", (unsigned long long)m->highestmodseq);
+    imap_enter_state(s, IMAP_STATE_SELECTED);
+    imap_ok(s, m->readonly ? "READ-ONLY" : "READ-WRITE", "%s completed", s->op_name);
+    imap_store_end(s);
+}
+
+static void select_recent_cb(void *arg, int status, uint32_t old)
+{
+    imap_session_t *s = arg;
+    if (!imap_store_alive(s))
+        return;
+    imap_mailbox_t *m = &s->mbox;
+    /* Not known (the store failed meanwhile): nothing is \Recent for this session. */
+    for (size_t i = 0; status == MAILSTORE_OK && i < m->count; i++)
+        m->msgs[i].recent = m->msgs[i].uid > old;
+    select_answer(s);
+}
+
 static void select_cb(void *arg, int status, mailstore_selected_t *sel)
 {
     imap_session_t *s = arg;
@@ -456,13 +491,10 @@ static void select_cb(void *arg, int status, mailstore_selected_t *sel)
     free(m->msgs);
     m->msgs = calloc(sel->count ? sel->count : 1, sizeof *m->msgs);
     m->count = m->cap = m->msgs ? sel->count : 0;
-    size_t first_unseen = 0;
     for (size_t i = 0; i < m->count; i++) {
         m->msgs[i].uid = sel->uids[i];
         m->msgs[i].modseq = sel->modseqs[i];
         m->msgs[i].flags = (unsigned)(sel->flags[i] & 0x1f);
-        if (!first_unseen && !(sel->flags[i] & MAILSTORE_F_SEEN))
-            first_unseen = i + 1;
     }
     buf_t b;
     buf_init(&b);
@@ -470,21 +502,14 @@ static void select_cb(void *arg, int status, mailstore_selected_t *sel)
     for (size_t k = 0; k < sel->nkeywords; k++)
         buf_printf(&b, " %s", sel->keywords[k]);
     buf_puts(&b, ")");
-    imap_untagged(s, "%.*s", (int)b.len, b.data);
+    snprintf(s->op_text2, sizeof s->op_text2, "%.*s", (int)b.len, b.data);
     buf_free(&b);
-    imap_untagged(s, "OK [PERMANENTFLAGS (%s)] Flags permitted",
-                  m->readonly ? "" : "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*");
-    imap_untagged(s, "%zu EXISTS", m->count);
-    imap_untagged(s, "0 RECENT");
-    if (first_unseen)
-        imap_untagged(s, "OK [UNSEEN %zu] First unseen", first_unseen);
-    imap_untagged(s, "OK [UIDVALIDITY %u] UIDs valid", m->uidvalidity);
-    imap_untagged(s, "OK [UIDNEXT %u] Predicted next UID", m->uidnext);
-    imap_untagged(s, "OK [HIGHESTMODSEQ %llu] Highest", (unsigned long long)m->highestmodseq);
     mailstore_selected_free(&sel);
-    imap_enter_state(s, IMAP_STATE_SELECTED);
-    imap_ok(s, m->readonly ? "READ-ONLY" : "READ-WRITE", "%s completed", what);
-    imap_store_end(s);
+    /* Section 2.3.2: SELECT takes \Recent for what it is the first to see; EXAMINE looks. */
+    uint32_t upto = m->count ? m->msgs[m->count - 1].uid : 0;
+    if (upto == 0 ||
+        mailstore_claim_recent(imap_store(s), m->id, upto, !m->readonly, select_recent_cb, s) < 0)
+        select_answer(s);
 }
 
 static void select_common(imap_session_t *s, imap_req_t *r, const char *what)

@@ -141,7 +141,7 @@ static void store_cb(void *arg, int status, const mailstore_stored_t *rows, size
         buf_reset(&b);
         buf_printf(&b, "%ld FETCH (", i + 1);
         if (!silent)
-            imap_append_flags(&b, r->msg.flags, r->msg.nflags);
+            imap_append_flags(&b, r->msg.flags, r->msg.nflags, s->mbox.msgs[i].recent);
         if (uid)
             buf_printf(&b, "%sUID %u", silent ? "" : " ", r->msg.uid);
         if (s->condstore)
@@ -306,11 +306,20 @@ void imap_cmd_search(fe_session_t *fs, void *req)
     }
     if (prog.has_modseq)
         s->condstore = true;
+    imap_seqset_t recent;
+    imap_seqset_init(&recent);
+    if (imap_recent_uids(&s->mbox, &recent) < 0) {
+        imap_seqset_free(&recent);
+        imap_search_free(&prog);
+        imap_no(s, "SERVERBUG", "Out of memory");
+        return;
+    }
     imap_sql_ctx_t ctx = {
         .first_param = 2,
         .uid_max = s->mbox.count ? s->mbox.msgs[s->mbox.count - 1].uid : 0,
         .seq_to_uids = seq_to_uids,
         .cb_ctx = s,
+        .recent = &recent,
     };
     buf_t where, sql;
     imap_sql_params_t params;
@@ -320,6 +329,7 @@ void imap_cmd_search(fe_session_t *fs, void *req)
     int rc = imap_search_sql(&prog, &ctx, &where, &params, &err);
     bool modseq = prog.has_modseq;
     imap_search_free(&prog);
+    imap_seqset_free(&recent);
     if (rc < 0) {
         imap_bad(s, "%s", err ? err : "Invalid search program");
         goto out;

@@ -43,6 +43,7 @@ typedef enum imap_state {
 typedef struct imap_msg {
     uint32_t uid;
     unsigned flags;     /* enum imap_sysflag */
+    bool recent;        /* \Recent for this session (RFC 3501 section 2.3.2) */
     uint64_t modseq;
 } imap_msg_t;
 
@@ -99,6 +100,7 @@ typedef struct imap_session {
     /* small facts of the command that waits for the store */
     const char *op_name;
     char op_text[IMAP_MAILBOX_NAME_MAX * 2];
+    char op_text2[4096];      /* SELECT's FLAGS line while \Recent is claimed */
     bool op_flag;
     unsigned op_mask;
 } imap_session_t;
@@ -192,7 +194,11 @@ void imap_server_stop(fe_server_t *srv);
 long imap_msg_index(const imap_mailbox_t *m, uint32_t uid);
 void imap_msg_expunged(imap_session_t *s, size_t i);
 unsigned imap_flags_mask(const char *const *flags, size_t n);
-void imap_append_flags(buf_t *b, const char *const *flags, size_t n);
+/* "FLAGS (...)" with \Recent added when recent. */
+void imap_append_flags(buf_t *b, const char *const *flags, size_t n, bool recent);
+/* The UIDs \Recent for this session, as a resolved set. 0, or -1 when memory runs out. */
+int imap_recent_uids(const imap_mailbox_t *m, imap_seqset_t *out);
+size_t imap_recent_count(const imap_mailbox_t *m);
 /* After login: the user's id, INBOX and the watch on the user's mailboxes. */
 void imap_after_login(imap_session_t *s);
 /* IDLE's DONE (or anything else) arrived. */

@@ -1831,7 +1831,10 @@ static int sql_key(sqlgen_t *g, const imap_search_key_t *k)
         sql_out(g, "TRUE");
         return 0;
     case IMAP_SK_RECENT:
-        sql_out(g, "FALSE"); /* no session of Postern ever sees a message as \Recent */
+        if (g->ctx->recent)
+            sql_uids(g, g->ctx->recent);
+        else
+            sql_out(g, "FALSE");
         return 0;
     case IMAP_SK_AND:
         return sql_kids(g, k, "AND");

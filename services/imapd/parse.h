@@ -270,7 +270,7 @@ typedef enum imap_search_kind {
     IMAP_SK_SEQSET,    /* set: message sequence numbers */
     IMAP_SK_UIDSET,    /* set: UIDs */
     IMAP_SK_FLAG,      /* str: "\Seen" (canonical spelling) or a keyword */
-    IMAP_SK_RECENT,    /* Postern keeps no \Recent: never matches (NEW, OLD build on it) */
+    IMAP_SK_RECENT,    /* the session's \Recent messages (imap_sql_ctx_t.recent); NEW, OLD */
     IMAP_SK_BEFORE, IMAP_SK_ON, IMAP_SK_SINCE,             /* day: internal date */
     IMAP_SK_SENTBEFORE, IMAP_SK_SENTON, IMAP_SK_SENTSINCE, /* day: Date: header */
     IMAP_SK_LARGER, IMAP_SK_SMALLER,                       /* num: RFC822.SIZE */
@@ -321,6 +321,7 @@ typedef struct imap_sql_ctx {
     uint32_t uid_max;           /* resolves "*" in UID sets: the highest UID in the mailbox */
     imap_seq_to_uids_cb seq_to_uids;
     void *cb_ctx;
+    const imap_seqset_t *recent; /* the UIDs \Recent for this session (resolved), or NULL */
 } imap_sql_ctx_t;
 
 /* Appends to where a boolean SQL expression over "messages m" (columns uid, internal_date,

@@ -498,7 +498,8 @@ def test_store_flags_and_keywords(postern, mailbox):
     assert b"$Label1" not in data[0]
     typ, data = c.store("1", "FLAGS.SILENT", "(\\Draft)")
     assert typ == "OK"
-    assert b"(\\Draft)" in fetch_one(c, "1", "FLAGS")[0]
+    flags = fetch_one(c, "1", "FLAGS")[0]
+    assert b"\\Draft" in flags and b"\\Seen" not in flags and b"\\Answered" not in flags
     with pytest.raises(imaplib.IMAP4.error, match="Recent"):
         c.store("1", "+FLAGS", "(\\Recent)")
     c.logout()
@@ -584,6 +585,28 @@ def test_condstore(postern, imap, mailbox):
     assert untagged[0].startswith(b"* SEARCH 1 (MODSEQ"), untagged
 
 
+def test_recent_goes_to_the_first_session_only(postern, imap, mailbox):
+    """RFC 3501 section 2.3.2: \\Recent for the first session told of a message; EXAMINE
+    looks without taking it."""
+    deliver(postern, mailbox.address, simple_message(token()))
+    deliver(postern, mailbox.address, simple_message(token()))
+    a, b, e = imap(), imap(), imap()
+    for c in (a, b, e):
+        c.ok(f"LOGIN {mailbox.address} {mailbox.password}")
+    assert b"* 2 RECENT" in e.ok("EXAMINE INBOX")
+    assert b"* 2 RECENT" in a.ok("SELECT INBOX")
+    assert b"* 0 RECENT" in b.ok("SELECT INBOX")
+    assert a.ok("SEARCH RECENT") == [b"* SEARCH 1 2"]
+    assert a.ok("SEARCH NEW") == [b"* SEARCH 1 2"]
+    assert b.ok("SEARCH RECENT") == [b"* SEARCH"]
+    assert b"\\Recent" in a.ok("FETCH 1 FLAGS")[0]
+    deliver(postern, mailbox.address, simple_message(token()))
+    untagged = b.ok("NOOP")
+    assert b"* 3 EXISTS" in untagged and b"* 1 RECENT" in untagged, untagged
+    untagged = a.ok("NOOP")
+    assert b"* 3 EXISTS" in untagged and b"* 2 RECENT" in untagged, untagged
+
+
 # --- other sessions' changes, IDLE --------------------------------------------------------------
 
 def test_idle_sees_new_mail_from_smtpd(postern, imap, mailbox):
@@ -608,7 +631,7 @@ def test_two_clients_see_each_others_flags_and_expunges(postern, imap, mailbox):
         c.ok("SELECT INBOX")
     a.ok("STORE 2 +FLAGS.SILENT (\\Flagged)")
     untagged = b.ok("NOOP")
-    assert any(u.startswith(b"* 2 FETCH (FLAGS (\\Flagged)") for u in untagged), untagged
+    assert any(u.startswith(b"* 2 FETCH (FLAGS (\\Flagged") for u in untagged), untagged
     # No EXPUNGE during FETCH, STORE or SEARCH (RFC 3501 section 7.4.1); NOOP tells it.
     a.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
     a.ok("EXPUNGE")

@@ -12,9 +12,8 @@ the PARSED answers compared, not their text.
    status (OK/NO/BAD).
 
 Where they differ (each case is checked to still differ exactly so):
-  Postern breaks RFC 3501 (xfail, strict): no \\Recent at all (sections 2.3.2, 6.4.4,
-  7.3.2); SEARCH CHARSET UTF-8 compares headers without decoding RFC 2047 words and bodies
-  without decoding the transfer encoding (section 6.4.4).
+  Postern breaks RFC 3501 (xfail, strict): SEARCH CHARSET UTF-8 compares headers without
+  decoding RFC 2047 words and bodies without decoding the transfer encoding (section 6.4.4).
   Postern follows the RFC where Dovecot does not: RENAME INBOX (section 6.3.5); arguments
   the grammar (section 9) does not allow get BAD (Dovecot accepts them).
   Both valid: the order of EXPUNGE responses, which FETCH answers a STORE sends, keywords in
@@ -467,12 +466,6 @@ def test_select(pair):
     assert got[0]["EXISTS"] == 0
 
 
-NO_RECENT = ("imapd never sets \\Recent (SELECT says 0 RECENT, SEARCH RECENT/NEW find nothing); "
-             "RFC 3501 sections 2.3.2, 6.4.4 and 7.3.2 define \\Recent for IMAP4rev1, which "
-             "imapd announces (RFC 9051 dropped it)")
-
-
-@pytest.mark.xfail(strict=True, reason=NO_RECENT)
 def test_recent_after_append(pair):
     """RFC 3501 section 2.3.2: \\Recent is set for the first session to see a message; the
     messages were APPENDed in this (unselected) session, so the SELECT sees them as new."""
@@ -571,9 +564,6 @@ SEARCH_DIFFERENCES = {
 }
 # criteria -> reason: Postern breaks RFC 3501 (xfail, strict).
 SEARCH_BUGS = {
-    "NEW": NO_RECENT,
-    "OLD": NO_RECENT,
-    "RECENT": NO_RECENT,
     "CHARSET UTF-8 SUBJECT {5+}\r\ncafé": (
         "SUBJECT is an RFC 2047 encoded-word (=?utf-8?q?caf=C3=A9_menu?=): RFC 3501 section "
         "6.4.4 says [MIME-HDRS] strings in headers MUST be decoded before comparing text in "

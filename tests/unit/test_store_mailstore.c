@@ -485,6 +485,39 @@ static void test_append_select_fetch(void **state)
     assert_int_equal(g.status, MAILSTORE_NOTFOUND);
 }
 
+static void recent_cb(void *arg, int status, uint32_t old)
+{
+    got_t *g = arg;
+    g->calls++;
+    g->status = status;
+    g->uid = old;
+}
+
+/* \Recent: the first claim up to a UID takes what lies above the old mark; a look (EXAMINE)
+ * leaves the mark alone; a claim never moves it down. */
+static void test_claim_recent(void **state)
+{
+    NEED_DATABASE();
+    fx_t *f = *state;
+    got_t g;
+    RUN(f, g, mailstore_append(f->ms, f->user, "Junk", NULL, 0, 0, "x", 1, append_cb, &g));
+    int64_t junk = g.id;
+    RUN(f, g, mailstore_append(f->ms, f->user, "Junk", NULL, 0, 0, "y", 1, append_cb, &g));
+    RUN(f, g, mailstore_claim_recent(f->ms, junk, 2, false, recent_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    assert_int_equal(g.uid, 0);
+    RUN(f, g, mailstore_claim_recent(f->ms, junk, 1, true, recent_cb, &g));
+    assert_int_equal(g.uid, 0);
+    RUN(f, g, mailstore_claim_recent(f->ms, junk, 2, true, recent_cb, &g));
+    assert_int_equal(g.uid, 1);
+    RUN(f, g, mailstore_claim_recent(f->ms, junk, 1, true, recent_cb, &g));
+    assert_int_equal(g.uid, 2);
+    RUN(f, g, mailstore_claim_recent(f->ms, junk, 2, false, recent_cb, &g));
+    assert_int_equal(g.uid, 2);
+    RUN(f, g, mailstore_claim_recent(f->ms, 0, 2, true, recent_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_NOTFOUND);
+}
+
 static void test_large_message_chunks(void **state)
 {
     NEED_DATABASE();
@@ -993,6 +1026,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_and_special_use, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_append_select_fetch, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_large_message_chunks, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_claim_recent, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_store_flags_and_changes, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_expunge_and_tracking, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_copy_move, fx_setup, fx_teardown),
