@@ -84,6 +84,7 @@ typedef struct imap_session {
     imap_state_t state;
     imap_cmdbuf_t in;        /* the command being gathered */
     bool refused_literal;    /* reading and dropping a refused {N+} literal */
+    bool discard_rest;       /* ... and then the rest of its command */
     char tag[128];           /* of the command being answered */
     imap_req_t req;
     bool dispatched;         /* req and in hold a command handed to the dispatcher */

@@ -224,6 +224,18 @@ void imap_line(fe_session_t *fs, char *line, size_t len, unsigned flags)
         imap_idle_line(s, line, len);
         return;
     }
+    if (s->discard_rest) {
+        /* The rest of a command whose literal was refused: dropped, with any literal it
+         * announces (RFC 7888 section 4). */
+        uint64_t n;
+        bool nonsync;
+        if (imap_literal_at_end(line, len, &n, &nonsync) == 1 && nonsync) {
+            s->refused_literal = true;
+            fe_session_read_bytes(fs, n);
+        }
+        s->discard_rest = false;
+        return;
+    }
     if (s->dispatched) { /* the previous command is done with its buffer */
         s->dispatched = false;
         command_forget(s);
@@ -268,8 +280,10 @@ void imap_bytes(fe_session_t *fs, const char *data, size_t len, bool last)
 {
     imap_session_t *s = (imap_session_t *)fs;
     if (s->refused_literal) {
-        if (last)
+        if (last) {
             s->refused_literal = false;
+            s->discard_rest = true; /* the rest of that command follows */
+        }
         return;
     }
     const char *err = NULL;
