@@ -440,7 +440,8 @@ static void select_answer(imap_session_t *s)
     for (size_t i = 0; i < m->count && !first_unseen; i++)
         if (!(m->msgs[i].flags & IMAP_FLAG_SEEN))
             first_unseen = i + 1;
-    imap_untagged(s, "%.*s", (int)strlen(s->op_text2), s->op_text2);
+    imap_untagged(s, "%.*s", (int)s->select_flags.len, s->select_flags.data);
+    buf_free(&s->select_flags);
     imap_untagged(s, "OK [PERMANENTFLAGS (%s)] Flags permitted",
                   m->readonly ? "" : "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*");
     imap_untagged(s, "%zu EXISTS", m->count);
@@ -496,14 +497,12 @@ static void select_cb(void *arg, int status, mailstore_selected_t *sel)
         m->msgs[i].modseq = sel->modseqs[i];
         m->msgs[i].flags = (unsigned)(sel->flags[i] & 0x1f);
     }
-    buf_t b;
-    buf_init(&b);
-    buf_puts(&b, "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+    buf_t *b = &s->select_flags;
+    buf_reset(b);
+    buf_puts(b, "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
     for (size_t k = 0; k < sel->nkeywords; k++)
-        buf_printf(&b, " %s", sel->keywords[k]);
-    buf_puts(&b, ")");
-    snprintf(s->op_text2, sizeof s->op_text2, "%.*s", (int)b.len, b.data);
-    buf_free(&b);
+        buf_printf(b, " %s", sel->keywords[k]);
+    buf_puts(b, ")");
     mailstore_selected_free(&sel);
     /* Section 2.3.2: SELECT takes \Recent for what it is the first to see; EXAMINE looks. */
     uint32_t upto = m->count ? m->msgs[m->count - 1].uid : 0;

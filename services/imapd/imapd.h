@@ -101,7 +101,7 @@ typedef struct imap_session {
     /* small facts of the command that waits for the store */
     const char *op_name;
     char op_text[IMAP_MAILBOX_NAME_MAX * 2];
-    char op_text2[4096];      /* SELECT's FLAGS line while \Recent is claimed */
+    buf_t select_flags;      /* SELECT's FLAGS line while \Recent is claimed */
     bool op_flag;
     unsigned op_mask;
 } imap_session_t;

@@ -308,6 +308,7 @@ static void session_init(imap_session_t *s)
 {
     if (s->in.lim.max_line)
         return;
+    buf_init(&s->select_flags);
     imap_cmdbuf_limits_t lim = {
         .max_line = IMAP_COMMAND_MAX,
         .max_literal = UINT64_MAX / 2, /* each command's own cap is applied in imap_line() */
@@ -354,6 +355,7 @@ void imap_release(fe_session_t *fs)
         imap_command_free(&s->req.cmd);
     s->req.parsed = false;
     imap_cmdbuf_free(&s->in);
+    buf_free(&s->select_flags);
 }
 
 /* Refused at connect, instead of the greeting (RFC 3501 section 7.1.5). */
