@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/buf.h"
 
@@ -391,29 +392,15 @@ int mailstore_subscribe(mailstore_t *ms, int64_t user_id, const char *name, bool
 
 /* ---- SELECT ------------------------------------------------------------------------ */
 
-/* One statement, one snapshot: row 'a' is the mailbox, rows 'k' its keywords in order (the
- * first MAILSTORE_KEYWORDS_MAX get mask bits), rows 'm' the messages in UID order with
- * their flags as a mask computed by the server. */
+/* One statement, one snapshot: the mailbox's row beside each of its messages in UID order
+ * (one row with NULL message columns for an empty mailbox), the flags as one space-separated
+ * text (flags are atoms: no spaces). The index on (mailbox_id, uid) gives the order. */
 static const char select_sql[] =
-    "WITH b AS (SELECT id, uidvalidity, uidnext, highestmodseq, expunged_floor "
-    "           FROM mailboxes WHERE user_id = $1 AND name = postern_mbname($2)), "
-    "kw AS (SELECT coalesce(array_agg(k ORDER BY k), '{}') AS kws FROM "
-    "       (SELECT DISTINCT unnest(m.flags) AS k FROM messages m, b "
-    "        WHERE m.mailbox_id = b.id) x WHERE left(k, 1) <> '\\') "
-    "SELECT 'a', b.id, b.uidvalidity, b.uidnext, b.highestmodseq, b.expunged_floor, NULL "
-    "FROM b "
-    "UNION ALL SELECT 'k', i, NULL, NULL, NULL, NULL, kw.kws[i] "
-    "FROM kw, generate_subscripts(kw.kws, 1) i "
-    "UNION ALL SELECT 'm', m.uid, m.modseq, "
-    "  (SELECT coalesce(bit_or(CASE f WHEN '\\Seen' THEN 1 WHEN '\\Answered' THEN 2 "
-    "     WHEN '\\Flagged' THEN 4 WHEN '\\Deleted' THEN 8 WHEN '\\Draft' THEN 16 "
-    "     ELSE CASE WHEN array_position(kw.kws, f) <= " "59" " "
-    "          THEN 1::bigint << (4 + array_position(kw.kws, f)) ELSE 0 END END), 0) "
-    "   FROM unnest(m.flags) f), NULL, NULL, NULL "
-    "FROM b JOIN messages m ON m.mailbox_id = b.id, kw "
-    "ORDER BY 1, 2";
-
-_Static_assert(MAILSTORE_KEYWORDS_MAX == 59, "select_sql's keyword limit");
+    "SELECT b.id, b.uidvalidity, b.uidnext, b.highestmodseq, b.expunged_floor, "
+    "       m.uid, m.modseq, array_to_string(m.flags, ' ') "
+    "FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id "
+    "WHERE b.user_id = $1 AND b.name = postern_mbname($2) "
+    "ORDER BY m.uid";
 
 void mailstore_selected_free(mailstore_selected_t **sel)
 {
@@ -430,45 +417,66 @@ void mailstore_selected_free(mailstore_selected_t **sel)
     *sel = NULL;
 }
 
+static const char *const system_flags[] = { "\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
+                                            "\\Draft" };
+
+/* The mask bit of one flag, adding a keyword met for the first time (keywords past
+ * MAILSTORE_KEYWORDS_MAX get no bit). Returns 0, or -1 when memory runs out. */
+static int flag_bit(mailstore_selected_t *s, const char *f, size_t len, uint64_t *mask)
+{
+    for (unsigned i = 0; i < 5; i++)
+        if (strlen(system_flags[i]) == len && strncasecmp(system_flags[i], f, len) == 0) {
+            *mask |= UINT64_C(1) << i;
+            return 0;
+        }
+    if (f[0] == '\\')
+        return 0; /* no other system flag is kept */
+    for (size_t k = 0; k < s->nkeywords; k++)
+        if (strlen(s->keywords[k]) == len && memcmp(s->keywords[k], f, len) == 0) {
+            *mask |= UINT64_C(1) << (MAILSTORE_F_KEYWORD0 + k);
+            return 0;
+        }
+    if (s->nkeywords == MAILSTORE_KEYWORDS_MAX) {
+        s->keywords_truncated = true;
+        return 0;
+    }
+    if (!(s->keywords[s->nkeywords] = strndup(f, len)))
+        return -1;
+    *mask |= UINT64_C(1) << (MAILSTORE_F_KEYWORD0 + s->nkeywords);
+    s->nkeywords++;
+    return 0;
+}
+
 static int selected_load(mailstore_selected_t *s, PGresult *res)
 {
     int rows = PQntuples(res);
-    size_t nk = 0, nm = 0;
-    for (int i = 1; i < rows; i++) {
-        char kind = PQgetvalue(res, i, 0)[0];
-        nk += kind == 'k';
-        nm += kind == 'm';
-    }
-    s->id = val_i64(res, 0, 1);
-    s->uidvalidity = (uint32_t)val_u64(res, 0, 2);
-    s->uidnext = (uint32_t)val_u64(res, 0, 3);
-    s->highestmodseq = val_u64(res, 0, 4);
-    s->expunged_floor = val_u64(res, 0, 5);
-    size_t cap = nm ? nm : 1;
+    s->id = val_i64(res, 0, 0);
+    s->uidvalidity = (uint32_t)val_u64(res, 0, 1);
+    s->uidnext = (uint32_t)val_u64(res, 0, 2);
+    s->highestmodseq = val_u64(res, 0, 3);
+    s->expunged_floor = val_u64(res, 0, 4);
+    size_t cap = rows ? (size_t)rows : 1;
     s->uids = malloc(cap * sizeof *s->uids);
     s->modseqs = malloc(cap * sizeof *s->modseqs);
     s->flags = malloc(cap * sizeof *s->flags);
-    s->keywords = calloc(nk < MAILSTORE_KEYWORDS_MAX ? nk + 1 : MAILSTORE_KEYWORDS_MAX,
-                         sizeof *s->keywords);
+    s->keywords = calloc(MAILSTORE_KEYWORDS_MAX, sizeof *s->keywords);
     if (!s->uids || !s->modseqs || !s->flags || !s->keywords)
         return -1;
-    for (int i = 1; i < rows; i++) {
-        const char *kind = PQgetvalue(res, i, 0);
-        if (kind[0] == 'k') {
-            if (s->nkeywords == MAILSTORE_KEYWORDS_MAX) {
-                s->keywords_truncated = true;
-                continue;
-            }
-            if (!(s->keywords[s->nkeywords] = strdup(PQgetvalue(res, i, 6))))
+    for (int i = 0; i < rows; i++) {
+        if (PQgetisnull(res, i, 5))
+            continue; /* the empty mailbox's row */
+        size_t k = s->count++;
+        s->uids[k] = (uint32_t)strtoul(PQgetvalue(res, i, 5), NULL, 10);
+        s->modseqs[k] = strtoull(PQgetvalue(res, i, 6), NULL, 10);
+        uint64_t mask = 0;
+        for (const char *f = PQgetvalue(res, i, 7); *f;) {
+            size_t len = strcspn(f, " ");
+            if (len && flag_bit(s, f, len, &mask) < 0)
                 return -1;
-            s->nkeywords++;
-        } else if (kind[0] == 'm') {
-            size_t k = s->count++;
-            s->uids[k] = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
-            s->modseqs[k] = strtoull(PQgetvalue(res, i, 2), NULL, 10);
-            s->flags[k] = (uint64_t)strtoll(PQgetvalue(res, i, 3), NULL, 10);
-            s->unseen += !(s->flags[k] & MAILSTORE_F_SEEN);
+            f += len + (f[len] == ' ');
         }
+        s->flags[k] = mask;
+        s->unseen += !(mask & MAILSTORE_F_SEEN);
     }
     return 0;
 }
@@ -478,7 +486,7 @@ static void select_done(void *arg, PGresult *res)
     req_t *r = arg;
     int st = result_status(res, PGRES_TUPLES_OK);
     mailstore_selected_t *s = NULL;
-    if (st == MAILSTORE_OK && (PQntuples(res) == 0 || PQgetvalue(res, 0, 0)[0] != 'a'))
+    if (st == MAILSTORE_OK && PQntuples(res) == 0)
         st = MAILSTORE_NOTFOUND;
     if (st == MAILSTORE_OK) {
         s = calloc(1, sizeof *s);
@@ -523,7 +531,7 @@ static void changes_done(void *arg, PGresult *res)
 {
     req_t *r = arg;
     int st = result_status(res, PGRES_TUPLES_OK);
-    if (st == MAILSTORE_OK && (PQntuples(res) == 0 || PQgetvalue(res, 0, 0)[0] != 'a'))
+    if (st == MAILSTORE_OK && PQntuples(res) == 0)
         st = MAILSTORE_NOTFOUND;
     mailstore_changes_t ch = { 0 };
     flag_rows_t fr = { 0 };
@@ -571,15 +579,25 @@ int mailstore_changes(mailstore_t *ms, int64_t mailbox_id, uint64_t since_modseq
 /* ---- FETCH ------------------------------------------------------------------------- */
 
 /* Per message one row 'a' (the metadata) followed by one row 'f' per flag. */
+/* The messages of a sorted, merged UID set ($2 starts, $3 ends): one index range scan per
+ * range; flags as one space-separated text. */
 static const char meta_sql[] =
-    "WITH s AS (SELECT m.* FROM messages m "
-    "           WHERE m.mailbox_id = $1 AND m.uid IN (SELECT postern_uids($1, $2, $3))) "
-    "SELECT s.uid, 'a', s.size, extract(epoch FROM s.internal_date)::bigint, s.modseq, "
-    "       s.envelope, s.bodystructure, s.body, "
-    "       extract(epoch FROM s.hdr_date)::bigint, NULL FROM s "
-    "UNION ALL SELECT s.uid, 'f', NULL, NULL, NULL, NULL, NULL, NULL, NULL, f "
-    "FROM s, unnest(s.flags) f "
-    "ORDER BY 1, 2";
+    "SELECT m.uid, m.size, extract(epoch FROM m.internal_date)::bigint, m.modseq, "
+    "       m.envelope, m.bodystructure, m.body, extract(epoch FROM m.hdr_date)::bigint, "
+    "       array_to_string(m.flags, ' ') "
+    "FROM unnest($2::bigint[], $3::bigint[]) r(lo, hi) "
+    "JOIN messages m ON m.mailbox_id = $1 AND m.uid BETWEEN r.lo AND r.hi "
+    "ORDER BY m.uid";
+
+/* Splits a space-separated flag text in place (the PGresult's own memory) into pool.
+ * Returns how many flags. */
+static size_t split_flags(char *text, const char **pool)
+{
+    size_t n = 0;
+    for (char *save = NULL, *f = strtok_r(text, " ", &save); f; f = strtok_r(NULL, " ", &save))
+        pool[n++] = f;
+    return n;
+}
 
 static void meta_done(void *arg, PGresult *res)
 {
@@ -590,28 +608,28 @@ static void meta_done(void *arg, PGresult *res)
     size_t n = 0;
     if (st == MAILSTORE_OK) {
         int rows = PQntuples(res);
+        size_t nflags = 0;
+        for (int i = 0; i < rows; i++) /* at most one flag per two characters */
+            nflags += (size_t)PQgetlength(res, i, 8) / 2 + 1;
         msgs = calloc((size_t)rows + 1, sizeof *msgs);
-        pool = calloc((size_t)rows + 1, sizeof *pool);
+        pool = calloc(nflags + 1, sizeof *pool);
         if (!msgs || !pool)
             st = MAILSTORE_TEMP;
         size_t np = 0;
         for (int i = 0; st == MAILSTORE_OK && i < rows; i++) {
-            if (PQgetvalue(res, i, 1)[0] == 'a') {
-                mailstore_meta_t *m = &msgs[n++];
-                m->uid = (uint32_t)val_u64(res, i, 0);
-                m->size = val_u64(res, i, 2);
-                m->internal_date = val_i64(res, i, 3);
-                m->modseq = val_u64(res, i, 4);
-                m->envelope = val_str(res, i, 5);
-                m->bodystructure = val_str(res, i, 6);
-                m->body = val_str(res, i, 7);
-                m->has_hdr_date = !PQgetisnull(res, i, 8);
-                m->hdr_date = val_i64(res, i, 8);
-                m->flags = &pool[np];
-            } else if (n > 0) {
-                pool[np++] = PQgetvalue(res, i, 9);
-                msgs[n - 1].nflags++;
-            }
+            mailstore_meta_t *m = &msgs[n++];
+            m->uid = (uint32_t)val_u64(res, i, 0);
+            m->size = val_u64(res, i, 1);
+            m->internal_date = val_i64(res, i, 2);
+            m->modseq = val_u64(res, i, 3);
+            m->envelope = val_str(res, i, 4);
+            m->bodystructure = val_str(res, i, 5);
+            m->body = val_str(res, i, 6);
+            m->has_hdr_date = !PQgetisnull(res, i, 7);
+            m->hdr_date = val_i64(res, i, 7);
+            m->flags = &pool[np];
+            m->nflags = split_flags(PQgetvalue(res, i, 8), &pool[np]);
+            np += m->nflags;
         }
     }
     r->cb.meta(r->arg, st, st == MAILSTORE_OK ? msgs : NULL, st == MAILSTORE_OK ? n : 0);

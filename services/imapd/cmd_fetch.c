@@ -562,10 +562,15 @@ static void meta_cb(void *arg, int status, const mailstore_meta_t *msgs, size_t 
         p.body = (char *)mm->body;
         build(op, &p, false);
         for (size_t j = 0; j < op->npieces; j++)
-            fe_session_write(&s->fe, op->text.data + op->pieces[j].off, op->pieces[j].len);
+            buf_append(&line, op->text.data + op->pieces[j].off, op->pieces[j].len);
         pieces_clear(op);
         free(p.flags);
+        if (line.len >= FE_WRITE_CHUNK) { /* one write per piece of the batch's answers */
+            fe_session_write(&s->fe, line.data, line.len);
+            buf_reset(&line);
+        }
     }
+    fe_session_write(&s->fe, line.data, line.len);
     buf_free(&line);
     op->next_pend = 0;
     /* Let the client read this batch before the next one is asked for. */
