@@ -1170,3 +1170,139 @@ bad:
     free(names);
     return -1;
 }
+
+/* ---- search text ---------------------------------------------------------------------- */
+
+#define SEARCH_MAX_DEPTH 64 /* nested multiparts and messages followed */
+
+/* Appends s (NUL-terminated) as valid UTF-8: an invalid sequence becomes U+FFFD. */
+static int put_text(buf_t *b, const char *s)
+{
+    if (g_utf8_validate(s, -1, NULL))
+        return buf_puts(b, s);
+    char *valid = g_utf8_make_valid(s, -1);
+    if (!valid)
+        return -1;
+    int rc = buf_puts(b, valid);
+    g_free(valid);
+    return rc;
+}
+
+/* One header field "name: value" of raw[from, to) (its line breaks included): appended as
+ * "Name: value\n", the value unfolded (RFC 5322 section 2.2.3) and its RFC 2047 words
+ * decoded. A line without a colon is not a field and is left out. */
+static int put_search_field(buf_t *b, const char *raw, size_t from, size_t to)
+{
+    const char *colon = memchr(raw + from, ':', to - from);
+    if (!colon)
+        return 0;
+    size_t nlen = (size_t)(colon - (raw + from));
+    while (nlen > 0 && (raw[from + nlen - 1] == ' ' || raw[from + nlen - 1] == '\t'))
+        nlen--;
+    if (nlen == 0)
+        return 0;
+    size_t v = (size_t)(colon - raw) + 1;
+    char *name = strndup(raw + from, nlen), *value = malloc(to - v + 1);
+    int rc = -1;
+    if (name && value) {
+        size_t o = 0;
+        for (size_t i = v; i < to && raw[i] != '\0'; i++)
+            if (raw[i] != '\r' && raw[i] != '\n')
+                value[o++] = raw[i];
+        while (o > 0 && (value[o - 1] == ' ' || value[o - 1] == '\t'))
+            o--;
+        value[o] = '\0';
+        const char *lead = value + strspn(value, " \t");
+        char *dec = g_mime_utils_header_decode_text(NULL, lead);
+        rc = put_text(b, name) < 0 || buf_puts(b, ": ") < 0 || put_text(b, dec ? dec : lead) < 0 ||
+             buf_puts(b, "\n") < 0 ? -1 : 0;
+        g_free(dec);
+    }
+    free(name);
+    free(value);
+    return rc;
+}
+
+/* Every header field of the header block raw[from, to), in order. */
+static int put_search_headers(buf_t *b, const char *raw, size_t from, size_t to)
+{
+    size_t field = from, p = from;
+    while (p < to) {
+        const char *nl = memchr(raw + p, '\n', to - p);
+        size_t next = nl ? (size_t)(nl - raw) + 1 : to;
+        bool blank = next - p <= 2 && (raw[p] == '\n' || (raw[p] == '\r' && next - p == 2));
+        /* A line that starts with white space continues the field before it. */
+        if (p > field && raw[p] != ' ' && raw[p] != '\t') {
+            if (put_search_field(b, raw, field, p) < 0)
+                return -1;
+            field = p;
+        }
+        if (blank)
+            return 0;
+        p = next;
+    }
+    return p > field ? put_search_field(b, raw, field, p) : 0;
+}
+
+/* Starts a new piece of the body text: pieces are joined with "\n". */
+static int put_separator(buf_t *b)
+{
+    return b->len > 0 && b->data[b->len - 1] != '\n' ? buf_puts(b, "\n") : 0;
+}
+
+static int put_search_body(buf_t *b, const tree_t *t, const node_t *n, unsigned depth)
+{
+    if (depth > SEARCH_MAX_DEPTH)
+        return 0;
+    if (n->kind == NODE_MESSAGE) {
+        const node_t *k = &n->kids[0];
+        if (put_separator(b) < 0 || put_search_headers(b, t->raw, k->hdr, k->body) < 0)
+            return -1;
+        return put_search_body(b, t, k, depth + 1);
+    }
+    if (n->kind == NODE_MULTI) {
+        for (size_t i = 0; i < n->nkids; i++)
+            if (put_search_body(b, t, &n->kids[i], depth + 1) < 0)
+                return -1;
+        return 0;
+    }
+    if (!n->obj || !GMIME_IS_TEXT_PART(n->obj))
+        return 0;
+    /* Transfer decoding, then the part's charset (or a guess) to UTF-8. */
+    char *text = g_mime_text_part_get_text(GMIME_TEXT_PART(n->obj));
+    if (!text)
+        return 0; /* no content */
+    int rc = put_separator(b) < 0 || put_text(b, text) < 0 ? -1 : 0;
+    g_free(text);
+    return rc;
+}
+
+int mail_search_text(const char *raw, size_t len, char **headers_r, char **body_r)
+{
+    *headers_r = *body_r = NULL;
+    tree_t t;
+    if (tree_parse(&t, raw, len) < 0)
+        return -1;
+    buf_t hb, bb;
+    buf_init(&hb);
+    buf_init(&bb);
+    int rc = 0;
+    const node_t *top = &t.top.kids[0];
+    if (put_search_headers(&hb, raw, top->hdr, top->body) < 0 ||
+        put_search_body(&bb, &t, top, 0) < 0)
+        rc = -1;
+    tree_free(&t);
+    if (rc == 0) {
+        *headers_r = take(&hb);
+        *body_r = take(&bb);
+        if (!*headers_r || !*body_r) {
+            free(*headers_r);
+            free(*body_r);
+            *headers_r = *body_r = NULL;
+            rc = -1;
+        }
+    }
+    buf_free(&hb);
+    buf_free(&bb);
+    return rc;
+}

@@ -38,4 +38,18 @@ void mail_info_free(mail_info_t *info);
 int mail_section(const char *raw, size_t len, const char *section, size_t *off_r,
                  size_t *len_r, char **copy_r);
 
+/* The text of a message as RFC 3501 section 6.4.4 SEARCH compares it in a charset other
+ * than US-ASCII: "[MIME-IMB] content transfer encodings, and [MIME-HDRS] strings in
+ * headers, MUST be decoded".
+ * *headers_r: the top-level header fields, one "Name: value\n" each in their order, the
+ * value unfolded (RFC 5322 section 2.2.3) with RFC 2047 encoded words decoded.
+ * *body_r: the text of every part of media type "text" (also inside attached
+ * message/rfc822 parts, after that message's header fields in the form above), its
+ * Content-Transfer-Encoding (RFC 2045 section 6) undone and its charset (RFC 2046
+ * section 4.1.2) converted to UTF-8, parts joined with "\n".
+ * Both are NUL-terminated valid UTF-8 (an invalid sequence becomes U+FFFD; a NUL byte
+ * ends the text of its part), so they can be stored as PostgreSQL text. Returns 0 (the caller frees
+ * both), or -1 when memory runs out (both NULL). */
+int mail_search_text(const char *raw, size_t len, char **headers_r, char **body_r);
+
 #endif

@@ -30,6 +30,7 @@ typedef struct req {
         mailstore_store_cb store;
         mailstore_listing_cb listing;
         mailstore_recent_cb recent;
+        mailstore_uidsizes_cb uidsizes;
     } cb;
     void *arg;
     bool counts;
@@ -1006,4 +1007,62 @@ int mailstore_listing(mailstore_t *ms, int64_t user_id, mailstore_listing_cb cb,
                  "UNION ALL SELECT 1, m.uid, m.size FROM b JOIN messages m ON m.mailbox_id = b.id "
                  "ORDER BY 1, 2",
                  1, v, NULL, NULL, listing_done, r);
+}
+
+/* ---- SEARCH's decoded text --------------------------------------------------------- */
+
+static void unindexed_done(void *arg, PGresult *res)
+{
+    req_t *r = arg;
+    int st = result_status(res, PGRES_TUPLES_OK);
+    mailstore_uidsize_t *msgs = NULL;
+    size_t n = 0;
+    if (st == MAILSTORE_OK) {
+        int rows = PQntuples(res);
+        if (rows > 0 && !(msgs = calloc((size_t)rows, sizeof *msgs)))
+            st = MAILSTORE_TEMP;
+        for (int i = 0; st == MAILSTORE_OK && i < rows; i++) {
+            msgs[n].uid = (uint32_t)val_u64(res, i, 0);
+            msgs[n++].size = val_u64(res, i, 1);
+        }
+    }
+    r->cb.uidsizes(r->arg, st, st == MAILSTORE_OK ? msgs : NULL, st == MAILSTORE_OK ? n : 0);
+    free(msgs);
+    free(r);
+}
+
+int mailstore_unindexed(mailstore_t *ms, int64_t mailbox_id, size_t limit,
+                        mailstore_uidsizes_cb cb, void *arg)
+{
+    req_t *r;
+    if (!ms || !cb || limit == 0 || limit > INT32_MAX || !(r = req_new(arg)))
+        return -1;
+    r->cb.uidsizes = cb;
+    char mb[24], lim[24];
+    snprintf(mb, sizeof mb, "%lld", (long long)mailbox_id);
+    snprintf(lim, sizeof lim, "%zu", limit);
+    const char *v[2] = { mb, lim };
+    /* search_body IS NULL: the partial index messages_search_missing of migration 0009. */
+    return query(ms,
+                 "SELECT uid, size FROM messages WHERE mailbox_id = $1 AND search_body IS NULL "
+                 "ORDER BY uid LIMIT $2::bigint",
+                 2, v, NULL, NULL, unindexed_done, r);
+}
+
+int mailstore_save_search(mailstore_t *ms, int64_t mailbox_id, uint32_t uid,
+                          const char *headers, const char *body, mailstore_done_cb cb,
+                          void *arg)
+{
+    req_t *r;
+    if (!ms || !cb || !headers || !body || !(r = req_new(arg)))
+        return -1;
+    r->cb.done = cb;
+    char mb[24], u[16];
+    snprintf(mb, sizeof mb, "%lld", (long long)mailbox_id);
+    snprintf(u, sizeof u, "%u", uid);
+    const char *v[4] = { mb, u, headers, body };
+    return query(ms,
+                 "UPDATE messages SET search_headers = $3, search_body = $4 "
+                 "WHERE mailbox_id = $1 AND uid = $2",
+                 4, v, NULL, NULL, done_done, r);
 }

@@ -262,4 +262,21 @@ typedef void (*mailstore_listing_cb)(void *arg, int status, int64_t mailbox_id,
                                      size_t n);
 int mailstore_listing(mailstore_t *ms, int64_t user_id, mailstore_listing_cb cb, void *arg);
 
+/* ---- SEARCH's decoded text (migration 0009) ---------------------------------------- */
+
+/* Up to limit (1 or more) messages of the mailbox whose decoded search text is not
+ * computed yet, lowest UIDs first, with their sizes. n is 0 when none is left (also
+ * for a mailbox that does not exist). */
+typedef void (*mailstore_uidsizes_cb)(void *arg, int status, const mailstore_uidsize_t *msgs,
+                                      size_t n);
+int mailstore_unindexed(mailstore_t *ms, int64_t mailbox_id, size_t limit,
+                        mailstore_uidsizes_cb cb, void *arg);
+
+/* Stores a message's decoded search text (mail_search_text in lib/mail/mime.h): headers
+ * and body, valid UTF-8 without NUL (the database refuses anything else: TEMP). Changes
+ * no modseq. NOTFOUND when the message is gone. */
+int mailstore_save_search(mailstore_t *ms, int64_t mailbox_id, uint32_t uid,
+                          const char *headers, const char *body, mailstore_done_cb cb,
+                          void *arg);
+
 #endif

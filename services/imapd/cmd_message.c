@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "mail/mime.h"
 
 /* ---- message sets ------------------------------------------------------------------ */
 
@@ -222,10 +223,55 @@ void imap_cmd_store(fe_session_t *fs, void *req)
 
 /* ---- SEARCH (section 6.4.4; MODSEQ, RFC 7162 section 3.1.5) ------------------------- */
 
+/* A search with a text key that is not US-ASCII compares decoded text (RFC 3501 section
+ * 6.4.4); the messages of the mailbox whose decoded text is not stored yet get it first,
+ * SEARCH_INDEX_BATCH at a time, one message in memory at a time. A message larger than
+ * SEARCH_PARSE_MAX is not parsed: its decoded text is empty (only its raw bytes were
+ * searchable before, and they are not searched in this case either). */
+#define SEARCH_INDEX_BATCH 200
+#define SEARCH_PARSE_MAX ((uint64_t)8 << 20)
+
 typedef struct search_op {
     imap_session_t *s;
     bool uid, modseq;
+    buf_t sql;
+    imap_sql_params_t params;
+    mailstore_uidsize_t *batch; /* messages still without decoded text */
+    size_t n, next;
+    bool full;                  /* the batch was as large as asked: there may be more */
 } search_op_t;
+
+static void search_op_free(void *arg)
+{
+    search_op_t *op = arg;
+    if (!op)
+        return;
+    buf_free(&op->sql);
+    imap_sql_params_free(&op->params);
+    free(op->batch);
+    free(op);
+}
+
+/* The session closed while the op waited: let go of everything. */
+static bool search_alive(search_op_t *op)
+{
+    imap_session_t *s = op->s;
+    if (!s->fe.closing)
+        return true;
+    s->op = NULL;
+    search_op_free(op);
+    imap_store_alive(s); /* drops the op's reference */
+    return false;
+}
+
+static void search_fail(search_op_t *op, int status)
+{
+    imap_session_t *s = op->s;
+    s->op = NULL;
+    search_op_free(op);
+    imap_store_no(s, status, "SEARCH");
+    imap_store_end(s);
+}
 
 static int seq_to_uids(void *ctx, const imap_seqset_t *seqs, imap_seqset_t *uids_r,
                        const char **error_r)
@@ -252,11 +298,12 @@ static int seq_to_uids(void *ctx, const imap_seqset_t *seqs, imap_seqset_t *uids
 static void search_cb(void *arg, PGresult *res)
 {
     search_op_t *op = arg;
+    if (!search_alive(op))
+        return;
     imap_session_t *s = op->s;
     bool uid = op->uid, modseq = op->modseq;
-    free(op);
-    if (!imap_store_alive(s))
-        return;
+    s->op = NULL;
+    search_op_free(op);
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
         log_warn("search failed", "session=%lu error=\"%s\"", s->fe.id,
                  res ? PQresultErrorMessage(res) : "database unavailable");
@@ -288,6 +335,124 @@ static void search_cb(void *arg, PGresult *res)
     imap_store_end(s);
 }
 
+/* The query itself: $1 the mailbox, then the program's parameters. */
+static void search_run(search_op_t *op)
+{
+    imap_session_t *s = op->s;
+    const char **values = calloc(op->params.n + 1, sizeof *values);
+    if (!values) {
+        search_fail(op, MAILSTORE_TEMP);
+        return;
+    }
+    char idtext[24];
+    snprintf(idtext, sizeof idtext, "%lld", (long long)s->mbox.id);
+    values[0] = idtext;
+    for (size_t i = 0; i < op->params.n; i++)
+        values[i + 1] = op->params.v[i];
+    db_query(s->fe.srv->db, op->sql.data, (int)op->params.n + 1, values, NULL, NULL, search_cb,
+             op);
+    free(values);
+}
+
+static void index_next(search_op_t *op);
+
+static void index_saved_cb(void *arg, int status)
+{
+    search_op_t *op = arg;
+    if (!search_alive(op))
+        return;
+    if (status != MAILSTORE_OK && status != MAILSTORE_NOTFOUND) { /* NOTFOUND: expunged */
+        search_fail(op, status);
+        return;
+    }
+    index_next(op);
+}
+
+/* Computes and stores the decoded text of message uid from its raw bytes. */
+static void index_save(search_op_t *op, uint32_t uid, const char *raw, size_t len)
+{
+    imap_session_t *s = op->s;
+    char *headers = NULL, *body = NULL;
+    if (mail_search_text(raw, len, &headers, &body) < 0 ||
+        mailstore_save_search(imap_store(s), s->mbox.id, uid, headers, body, index_saved_cb,
+                              op) < 0)
+        search_fail(op, MAILSTORE_TEMP);
+    free(headers);
+    free(body);
+}
+
+static void index_raw_cb(void *arg, int status, const unsigned char *data, size_t len,
+                         uint64_t total)
+{
+    search_op_t *op = arg;
+    (void)total;
+    if (!search_alive(op))
+        return;
+    if (status == MAILSTORE_NOTFOUND) {
+        index_next(op); /* expunged meanwhile */
+        return;
+    }
+    if (status != MAILSTORE_OK) {
+        search_fail(op, status);
+        return;
+    }
+    index_save(op, op->batch[op->next - 1].uid, (const char *)data, len);
+}
+
+static void index_batch_cb(void *arg, int status, const mailstore_uidsize_t *msgs, size_t n)
+{
+    search_op_t *op = arg;
+    if (!search_alive(op))
+        return;
+    if (status != MAILSTORE_OK) {
+        search_fail(op, status);
+        return;
+    }
+    free(op->batch);
+    op->batch = NULL;
+    op->n = op->next = 0;
+    op->full = n == SEARCH_INDEX_BATCH;
+    if (n > 0) {
+        if (!(op->batch = malloc(n * sizeof *op->batch))) {
+            search_fail(op, MAILSTORE_TEMP);
+            return;
+        }
+        memcpy(op->batch, msgs, n * sizeof *op->batch);
+        op->n = n;
+    }
+    index_next(op);
+}
+
+/* The next message of the batch, else the next batch, else the query. */
+static void index_next(search_op_t *op)
+{
+    imap_session_t *s = op->s;
+    if (op->next < op->n) {
+        const mailstore_uidsize_t *m = &op->batch[op->next++];
+        if (m->size == 0 || m->size > SEARCH_PARSE_MAX) {
+            if (m->size > SEARCH_PARSE_MAX)
+                log_info("message too large to decode for SEARCH", "session=%lu uid=%u size=%llu",
+                         s->fe.id, m->uid, (unsigned long long)m->size);
+            if (mailstore_save_search(imap_store(s), s->mbox.id, m->uid, "", "", index_saved_cb,
+                                      op) < 0)
+                search_fail(op, MAILSTORE_TEMP);
+            return;
+        }
+        if (mailstore_fetch_raw(imap_store(s), s->mbox.id, m->uid, 0, (size_t)m->size,
+                                index_raw_cb, op) < 0)
+            search_fail(op, MAILSTORE_TEMP);
+        return;
+    }
+    if (op->full) {
+        op->full = false;
+        if (mailstore_unindexed(imap_store(s), s->mbox.id, SEARCH_INDEX_BATCH, index_batch_cb,
+                                op) < 0)
+            search_fail(op, MAILSTORE_TEMP);
+        return;
+    }
+    search_run(op);
+}
+
 void imap_cmd_search(fe_session_t *fs, void *req)
 {
     imap_session_t *s = (imap_session_t *)fs;
@@ -308,12 +473,19 @@ void imap_cmd_search(fe_session_t *fs, void *req)
         s->condstore = true;
     imap_seqset_t recent;
     imap_seqset_init(&recent);
-    if (imap_recent_uids(&s->mbox, &recent) < 0) {
+    search_op_t *op = calloc(1, sizeof *op);
+    if (!op || imap_recent_uids(&s->mbox, &recent) < 0) {
+        free(op);
         imap_seqset_free(&recent);
         imap_search_free(&prog);
         imap_no(s, "SERVERBUG", "Out of memory");
         return;
     }
+    op->s = s;
+    op->uid = r->cmd.uid;
+    op->modseq = prog.has_modseq;
+    buf_init(&op->sql);
+    imap_sql_params_init(&op->params);
     imap_sql_ctx_t ctx = {
         .first_param = 2,
         .uid_max = s->mbox.count ? s->mbox.msgs[s->mbox.count - 1].uid : 0,
@@ -321,42 +493,32 @@ void imap_cmd_search(fe_session_t *fs, void *req)
         .cb_ctx = s,
         .recent = &recent,
     };
-    buf_t where, sql;
-    imap_sql_params_t params;
+    buf_t where;
     buf_init(&where);
-    buf_init(&sql);
-    imap_sql_params_init(&params);
-    int rc = imap_search_sql(&prog, &ctx, &where, &params, &err);
-    bool modseq = prog.has_modseq;
+    int rc = imap_search_sql(&prog, &ctx, &where, &op->params, &err);
+    bool decode = prog.needs_decoded;
     imap_search_free(&prog);
     imap_seqset_free(&recent);
     if (rc < 0) {
+        buf_free(&where);
+        search_op_free(op);
         imap_bad(s, "%s", err ? err : "Invalid search program");
-        goto out;
+        return;
     }
-    buf_printf(&sql, "SELECT m.uid, m.modseq FROM messages m WHERE m.mailbox_id = $1 AND (%.*s) "
-                     "ORDER BY m.uid", (int)where.len, where.data);
-    const char **values = calloc(params.n + 1, sizeof *values);
-    search_op_t *op = calloc(1, sizeof *op);
-    char idtext[24];
-    if (!values || !op) {
-        free(values);
-        free(op);
-        imap_no(s, "SERVERBUG", "Out of memory");
-        goto out;
-    }
-    snprintf(idtext, sizeof idtext, "%lld", (long long)s->mbox.id);
-    values[0] = idtext;
-    for (size_t i = 0; i < params.n; i++)
-        values[i + 1] = params.v[i];
-    *op = (search_op_t){ s, r->cmd.uid, modseq };
-    imap_store_begin(s);
-    db_query(s->fe.srv->db, sql.data, (int)params.n + 1, values, NULL, NULL, search_cb, op);
-    free(values);
-out:
+    rc = buf_printf(&op->sql, "SELECT m.uid, m.modseq FROM messages m WHERE m.mailbox_id = $1 "
+                              "AND (%.*s) ORDER BY m.uid", (int)where.len, where.data);
     buf_free(&where);
-    buf_free(&sql);
-    imap_sql_params_free(&params);
+    if (rc < 0) {
+        search_op_free(op);
+        imap_no(s, "SERVERBUG", "Out of memory");
+        return;
+    }
+    s->op = op;
+    s->op_free = search_op_free;
+    imap_store_begin(s);
+    /* Decoded text first when the program compares it; a batch "full" starts the loop. */
+    op->full = decode;
+    index_next(op);
 }
 
 /* ---- COPY and MOVE (section 6.4.7, RFC 6851, COPYUID of RFC 4315 section 3) ---------- */

@@ -1510,6 +1510,19 @@ static int key_new_messages(sstate_t *ss, imap_search_key_t **key_r)
     return 1;
 }
 
+/* A text key whose string is not US-ASCII: compared with the decoded text (RFC 3501
+ * section 6.4.4). */
+static bool key_needs_decoded(const imap_search_key_t *k)
+{
+    if ((k->kind != IMAP_SK_HEADER && k->kind != IMAP_SK_BODY && k->kind != IMAP_SK_TEXT) ||
+        !k->str)
+        return false;
+    for (const char *p = k->str; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            return true;
+    return false;
+}
+
 static int key_named(sstate_t *ss, unsigned depth, const imap_arg_t *a, imap_search_key_t **key_r)
 {
     if (imap_arg_is_word(a, "NEW"))
@@ -1522,6 +1535,8 @@ static int key_named(sstate_t *ss, unsigned depth, const imap_arg_t *a, imap_sea
             return serr(ss, "Out of memory");
         if (key_arg(ss, depth, search_keys[i].arg, search_keys[i].fixed, k) < 0)
             return -1;
+        if (key_needs_decoded(k))
+            ss->out->needs_decoded = true;
         if (search_keys[i].negate && key_negate(key_r) < 0)
             return serr(ss, "Out of memory");
         return 1;
@@ -1685,8 +1700,8 @@ static void regex_escape(buf_t *b, const char *s)
     }
 }
 
-/* TEXT: anywhere in the message; BODY: after the first empty line. */
-static void sql_text(sqlgen_t *g, const imap_search_key_t *k)
+/* TEXT: anywhere in the message; BODY: after the first empty line. Raw bytes. */
+static void sql_text_raw(sqlgen_t *g, const imap_search_key_t *k)
 {
     buf_t b;
     buf_init(&b);
@@ -1700,8 +1715,8 @@ static void sql_text(sqlgen_t *g, const imap_search_key_t *k)
 
 /* HEADER field value: a line of the message's header block (folded lines included)
  * naming the field, and holding the value after the colon. An empty value matches every
- * message with that field (RFC 3501 section 6.4.4). */
-static void sql_header(sqlgen_t *g, const imap_search_key_t *k)
+ * message with that field (RFC 3501 section 6.4.4). Raw bytes. */
+static void sql_header_raw(sqlgen_t *g, const imap_search_key_t *k)
 {
     buf_t b;
     buf_init(&b);
@@ -1712,6 +1727,38 @@ static void sql_header(sqlgen_t *g, const imap_search_key_t *k)
     int p = sql_param_buf(g, &b);
     sql_out(g, "(split_part(" SQL_RAW_TEXT ", E'\\r\\n\\r\\n', 1) ~* " SQL_PATTERN(p));
     sql_out(g, ")");
+}
+
+/* The same keys over the decoded text of migration 0009 (search_headers: one unfolded
+ * "Name: value" line per field; search_body: the text parts), for a message whose
+ * decoded text is computed (search_body not NULL); the raw form for one whose is not. */
+static void sql_decoded(sqlgen_t *g, const imap_search_key_t *k)
+{
+    buf_t b;
+    buf_init(&b);
+    if (k->kind == IMAP_SK_HEADER) {
+        buf_puts(&b, "(^|\n)");
+        regex_escape(&b, k->field);
+        buf_puts(&b, "[ \t]*:[^\n]*");
+        regex_escape(&b, k->str);
+    } else {
+        buf_puts(&b, "%");
+        like_escape(&b, k->str);
+        buf_puts(&b, "%");
+    }
+    int p = sql_param_buf(g, &b);
+    sql_out(g, "(CASE WHEN m.search_body IS NULL THEN ");
+    if (k->kind == IMAP_SK_HEADER)
+        sql_header_raw(g, k);
+    else
+        sql_text_raw(g, k);
+    if (k->kind == IMAP_SK_HEADER)
+        sql_out(g, " ELSE coalesce(m.search_headers, '') ~* $%d::text END)", p);
+    else if (k->kind == IMAP_SK_BODY)
+        sql_out(g, " ELSE m.search_body ILIKE $%d::text END)", p);
+    else
+        sql_out(g, " ELSE (coalesce(m.search_headers, '') ILIKE $%d::text OR "
+                   "m.search_body ILIKE $%d::text) END)", p, p);
 }
 
 /* The start of a UTC calendar day as a timestamptz literal. */
@@ -1871,11 +1918,14 @@ static int sql_key(sqlgen_t *g, const imap_search_key_t *k)
         return 0;
     }
     case IMAP_SK_HEADER:
-        sql_header(g, k);
-        return 0;
     case IMAP_SK_BODY:
     case IMAP_SK_TEXT:
-        sql_text(g, k);
+        if (key_needs_decoded(k))
+            sql_decoded(g, k);
+        else if (k->kind == IMAP_SK_HEADER)
+            sql_header_raw(g, k);
+        else
+            sql_text_raw(g, k);
         return 0;
     }
     g->err = "Invalid search key";

@@ -295,6 +295,8 @@ typedef struct imap_search {
     imap_search_key_t *root; /* an AND of the program's keys */
     bool badcharset;         /* after -1: answer NO [BADCHARSET (UTF-8 US-ASCII)] */
     bool has_modseq;         /* a MODSEQ key was used: the reply carries (MODSEQ n) */
+    bool needs_decoded;      /* a text key (HEADER, SUBJECT, FROM, TO, CC, BCC, BODY, TEXT)
+                                has a string that is not US-ASCII: see imap_search_sql */
 } imap_search_t;
 
 /* Parses the arguments of SEARCH (after the name): [CHARSET astring] key *(SP key).
@@ -325,13 +327,20 @@ typedef struct imap_sql_ctx {
 } imap_sql_ctx_t;
 
 /* Appends to where a boolean SQL expression over "messages m" (columns uid, internal_date,
- * size, flags text[], raw bytea, modseq, hdr_date) that holds for the messages the
- * program matches, and its parameters to params ($k from ctx->first_param; every
- * parameter carries its own cast, so PQprepare needs no types). Texts are matched
- * against the raw bytes read as Latin-1, so any content works (NUL bytes included);
- * ASCII letters match in any case, other characters by their bytes; MIME-encoded text
- * (base64, quoted-printable, RFC 2047 words) is not decoded. HEADER/FROM/... look at
- * the top-level header block only, BODY after its first empty line, TEXT everywhere.
+ * size, flags text[], raw bytea, modseq, hdr_date, search_headers, search_body) that
+ * holds for the messages the program matches, and its parameters to params ($k from
+ * ctx->first_param; every parameter carries its own cast, so PQprepare needs no types).
+ * A text key whose string is US-ASCII is matched against the raw bytes read as Latin-1,
+ * so any content works (NUL bytes included); ASCII letters match in any case;
+ * MIME-encoded text (base64, quoted-printable, RFC 2047 words) is not decoded (RFC 3501
+ * section 6.4.4 asks for decoding only in a charset other than US-ASCII). A text key
+ * whose string is not US-ASCII (needs_decoded) is matched against the decoded text of
+ * migration 0009 (search_headers for HEADER/FROM/..., search_body for BODY, both for
+ * TEXT; letters in any case as the columns' collation folds them), and against the raw
+ * bytes, as above, for a message whose decoded text is not computed (search_body NULL):
+ * the caller fills those in first. HEADER/FROM/... look at the top-level header fields
+ * only, BODY after the first empty line (raw) or at the text parts (decoded), TEXT
+ * everywhere.
  * Dates are UTC calendar days; a message without a Date: header matches no SENT* key.
  * RECENT is always false (Postern keeps no \Recent), so NEW matches nothing and OLD
  * everything. Returns 0, or -1 (*error_r). */

@@ -12,17 +12,19 @@ the PARSED answers compared, not their text.
    status (OK/NO/BAD).
 
 Where they differ (each case is checked to still differ exactly so):
-  Postern breaks RFC 3501 (xfail, strict): SEARCH CHARSET UTF-8 compares headers without
-  decoding RFC 2047 words and bodies without decoding the transfer encoding (section 6.4.4).
   Postern follows the RFC where Dovecot does not: RENAME INBOX (section 6.3.5); arguments
   the grammar (section 9) does not allow get BAD (Dovecot accepts them).
   Both valid: the order of EXPUNGE responses, which FETCH answers a STORE sends, keywords in
   FLAGS and PERMANENTFLAGS, KEYWORD with another case, bare-LF sizes and line ends.
 
+SEARCH CHARSET UTF-8 with a string that is not US-ASCII compares decoded text on both (RFC
+3501 section 6.4.4: RFC 2047 words in headers, quoted-printable and base64 bodies), and is
+checked to agree.
+
 Dovecot is configured like Postern where that is a choice and not a behaviour: "/" as the
 hierarchy separator and the special-use folders Sent, Drafts, Trash and Junk created for
 every user (RFC 6154). Where the two differ and Postern is the one that does not follow
-RFC 3501, the case is marked xfail(strict=True) with the section.
+RFC 3501, the case goes in SEARCH_BUGS, marked xfail(strict=True) with the section.
 
     POSTERN_BIN=$PWD/build/bin /usr/bin/python3 -m pytest -q tests/e2e/test_imap_diff.py
 
@@ -562,18 +564,8 @@ SEARCH_DIFFERENCES = {
         "9 note 3 is about the grammar's tokens); Postern compares them exactly, Dovecot "
         "ignores case"),
 }
-# criteria -> reason: Postern breaks RFC 3501 (xfail, strict).
-SEARCH_BUGS = {
-    "CHARSET UTF-8 SUBJECT {5+}\r\ncafé": (
-        "SUBJECT is an RFC 2047 encoded-word (=?utf-8?q?caf=C3=A9_menu?=): RFC 3501 section "
-        "6.4.4 says [MIME-HDRS] strings in headers MUST be decoded before comparing text in "
-        "a charset other than US-ASCII; imapd finds nothing, Dovecot finds the message"),
-    "CHARSET UTF-8 BODY {6+}\r\ncrème": (
-        "the body is quoted-printable (cr=C3=A8me): RFC 3501 section 6.4.4 says [MIME-IMB] "
-        "content transfer encodings MUST be decoded before comparing text in a charset other "
-        "than US-ASCII; imapd compares the encoded text and finds nothing"),
-    "CHARSET UTF-8 TEXT {6+}\r\ncrème": "as CHARSET UTF-8 BODY crème",
-}
+# criteria -> reason: Postern breaks RFC 3501 (xfail, strict). None at present.
+SEARCH_BUGS = {}
 
 
 @pytest.mark.parametrize("criteria", [

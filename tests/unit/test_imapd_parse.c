@@ -819,6 +819,9 @@ static void test_search_parse(void **state)
         { "MODSEQ 620162338", "AND(MODSEQ:620162338)" },
         { "MODSEQ \"/flags/\\\\draft\" all 620162338", "AND(MODSEQ:620162338)" },
         { "CHARSET UTF-8 TEXT x", "AND(TEXT:x)" },
+        { "CHARSET UTF-8 NOT BODY {6}\r\ncr\xc3\xa8me", "AND(NOT(BODY:cr\xc3\xa8me))" },
+        { "SEEN (OR ALL TEXT {2}\r\n\xc3\xa9)", "AND(FLAG:\\Seen AND(OR(ALL TEXT:\xc3\xa9)))" },
+        { "HEADER {4}\r\nX-\xc3\xa9 x", "ERR" },
         { "charset \"us-ascii\" ALL", "AND(ALL)" },
         { "CHARSET ISO-8859-1 ALL", "BADCHARSET" },
         { "CHARSET US-ASCII TEXT \"\xc3\xa9\"", "ERR" },
@@ -875,6 +878,11 @@ static void test_search_parse(void **state)
             describe_key(got, sizeof got, s.root);
             assert_string_equal(got, cases[i].expect);
             assert_int_equal(s.has_modseq, strstr(cases[i].args, "MODSEQ") != NULL);
+            /* Every 8-bit string of the cases is a text key's. */
+            bool eight = false;
+            for (const char *c = cases[i].args; *c; c++)
+                eight = eight || (unsigned char)*c >= 0x80;
+            assert_int_equal(s.needs_decoded, eight);
             imap_search_free(&s);
         }
         imap_command_free(&cmd);
@@ -963,6 +971,21 @@ static void test_search_sql(void **state)
           "(^|\n)SUBJECT[ \t]*:([^\n]|\n[ \t])*a\\.b\\ \\(c\\)" },
         { "HEADER X-Y.Z \"\"", "((split_part(" RAW ", E'\\r\\n\\r\\n', 1) ~* " PAT("3") "))",
           "(^|\n)X\\-Y\\.Z[ \t]*:([^\n]|\n[ \t])*" },
+        /* Not US-ASCII: the decoded text of migration 0009, the raw bytes until computed. */
+        { "CHARSET UTF-8 SUBJECT {9}\r\ncaf\xc3\xa9 (1)",
+          "((CASE WHEN m.search_body IS NULL THEN (split_part(" RAW ", E'\\r\\n\\r\\n', 1) ~* "
+          PAT("4") ") ELSE coalesce(m.search_headers, '') ~* $3::text END))",
+          "(^|\n)SUBJECT[ \t]*:[^\n]*caf\xc3\xa9\\ \\(1\\)|"
+          "(^|\n)SUBJECT[ \t]*:([^\n]|\n[ \t])*caf\xc3\xa9\\ \\(1\\)" },
+        { "BODY {9}\r\ncr\xc3\xa8me 5%",
+          "((CASE WHEN m.search_body IS NULL THEN (" RAW " ILIKE " PAT("4") ") "
+          "ELSE m.search_body ILIKE $3::text END))",
+          "%cr\xc3\xa8me 5\\%%|%\r\n\r\n%cr\xc3\xa8me 5\\%%" },
+        { "BODY x TEXT {2}\r\n\xc3\xa9",
+          "((" RAW " ILIKE " PAT("3") ") AND (CASE WHEN m.search_body IS NULL THEN (" RAW
+          " ILIKE " PAT("5") ") ELSE (coalesce(m.search_headers, '') ILIKE $4::text OR "
+          "m.search_body ILIKE $4::text) END))",
+          "%\r\n\r\n%x%|%\xc3\xa9%|%\xc3\xa9%" },
     };
     uint32_t count = 5;
     for (size_t i = 0; i < N(cases); i++) {

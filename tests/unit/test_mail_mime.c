@@ -214,11 +214,78 @@ static void test_section_cases(void **state)
     }
 }
 
+/* ---- mail_search_text ----------------------------------------------------------------- */
+
+typedef struct search_case {
+    const char *name;
+    const char *raw;
+    size_t len;
+    const char *headers;
+    const char *body;
+} search_case_t;
+
+static const search_case_t search_cases[] = {
+    { "encoded-word subject, folded field, quoted-printable body",
+      IN("From: =?iso-8859-1?q?J=FCrg?= <j@x>\r\nSubject: =?utf-8?q?caf=C3=A9_menu?=\r\n"
+         "X-Long: one\r\n\ttwo\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         "Content-Transfer-Encoding: quoted-printable\r\n\r\ncr=C3=A8me br=C3=BB=\r\nl=C3=A9e\r\n"),
+      "From: J\xc3\xbcrg <j@x>\nSubject: caf\xc3\xa9 menu\nX-Long: one\ttwo\n"
+      "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n",
+      "cr\xc3\xa8me br\xc3\xbbl\xc3\xa9" "e\r\n" },
+    { "base64 body in Latin-1",
+      IN("Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+         "Content-Transfer-Encoding: base64\r\n\r\nZ3L8bmUgV2llc2U=\r\n"),
+      "Subject: x\nContent-Type: text/plain; charset=iso-8859-1\n"
+      "Content-Transfer-Encoding: base64\n",
+      "gr\xc3\xbcne Wiese" },
+    { "multipart: text parts joined, image skipped, attached message followed",
+      IN("Subject: m\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+         "--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n"
+         "--b\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+         "Y2Fmw6k=\r\n"
+         "--b\r\nContent-Type: text/html; charset=utf-8\r\n"
+         "Content-Transfer-Encoding: base64\r\n\r\nPGI+Y2Fmw6k8L2I+\r\n"
+         "--b\r\nContent-Type: message/rfc822\r\n\r\n"
+         "Subject: =?utf-8?b?w6l0w6k=?=\r\n\r\ninner\r\n"
+         "--b--\r\n"),
+      "Subject: m\nContent-Type: multipart/mixed; boundary=b\n",
+      "first\n<b>caf\xc3\xa9</b>\nSubject: \xc3\xa9t\xc3\xa9\ninner" },
+    { "invalid UTF-8 dropped, 8-bit header kept",
+      IN("Subject: caf\xc3\xa9\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nab\xff\r\n"),
+      "Subject: caf\xc3\xa9\nContent-Type: text/plain; charset=utf-8\n",
+      "ab\r\n" },
+    { "unknown charset: invalid UTF-8 replaced",
+      IN("Subject: s\r\nContent-Type: text/plain; charset=x-bogus\r\n\r\nab\xff\r\n"),
+      "Subject: s\nContent-Type: text/plain; charset=x-bogus\n",
+      "ab\xef\xbf\xbd\r\n" },
+    { "empty message", IN(""), "", "" },
+};
+
+static void test_search_cases(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof search_cases / sizeof search_cases[0]; i++) {
+        const search_case_t *c = &search_cases[i];
+        print_message("case: %s\n", c->name);
+        char *raw = malloc(c->len + 1);
+        assert_non_null(raw);
+        memcpy(raw, c->raw, c->len);
+        char *headers = NULL, *body = NULL;
+        assert_int_equal(mail_search_text(raw, c->len, &headers, &body), 0);
+        assert_string_equal(headers, c->headers);
+        assert_string_equal(body, c->body);
+        free(headers);
+        free(body);
+        free(raw);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_info_cases),
         cmocka_unit_test(test_section_cases),
+        cmocka_unit_test(test_search_cases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

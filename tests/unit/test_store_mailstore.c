@@ -742,6 +742,89 @@ static void test_copy_move(void **state)
     assert_int_equal(g.status, MAILSTORE_DENIED);
 }
 
+static void uidsizes_cb(void *arg, int status, const mailstore_uidsize_t *msgs, size_t n)
+{
+    got_t *g = arg;
+    g->calls++;
+    g->status = status;
+    g->n = n;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        g->a[i] = msgs[i].uid;
+        g->b[i] = (uint32_t)msgs[i].size;
+    }
+}
+
+/* Migration 0009: the decoded search text, computed batch by batch, copied along. */
+static void test_search_text(void **state)
+{
+    NEED_DATABASE();
+    fx_t *f = *state;
+    append_text(f, "INBOX", "a", NULL);
+    append_text(f, "INBOX", "bb", NULL);
+    append_text(f, "INBOX", "ccc", NULL);
+    got_t g;
+    RUN(f, g, mailstore_select(f->ms, f->user, "INBOX", select_cb, &g));
+    int64_t inbox = g.sel->id;
+    uint64_t modseq = g.sel->highestmodseq;
+    mailstore_selected_free(&g.sel);
+
+    RUN(f, g, mailstore_unindexed(f->ms, inbox, 2, uidsizes_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    assert_int_equal(g.n, 2);
+    assert_int_equal(g.a[0], 1);
+    assert_int_equal(g.b[0], 1);
+    assert_int_equal(g.a[1], 2);
+    assert_int_equal(g.b[1], 2);
+
+    RUN(f, g, mailstore_save_search(f->ms, inbox, 1, "Subject: caf\xc3\xa9\n", "", done_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    RUN(f, g, mailstore_save_search(f->ms, inbox, 2, "", "cr\xc3\xa8me", done_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    RUN(f, g, mailstore_save_search(f->ms, inbox, 99, "", "", done_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_NOTFOUND);
+    /* Not UTF-8: refused by the database. */
+    RUN(f, g, mailstore_save_search(f->ms, inbox, 3, "", "\xff", done_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_TEMP);
+
+    RUN(f, g, mailstore_unindexed(f->ms, inbox, 200, uidsizes_cb, &g));
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.a[0], 3);
+    assert_int_equal(g.b[0], 3);
+    RUN(f, g, mailstore_save_search(f->ms, inbox, 3, "", "", done_cb, &g));
+    RUN(f, g, mailstore_unindexed(f->ms, inbox, 200, uidsizes_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    assert_int_equal(g.n, 0);
+    RUN(f, g, mailstore_unindexed(f->ms, -1, 200, uidsizes_cb, &g));
+    assert_int_equal(g.n, 0);
+    assert_int_equal(mailstore_unindexed(f->ms, inbox, 0, uidsizes_cb, &g), -1);
+    assert_int_equal(mailstore_save_search(f->ms, inbox, 1, NULL, "", done_cb, &g), -1);
+
+    /* Saving changed no modseq. */
+    RUN(f, g, mailstore_select(f->ms, f->user, "INBOX", select_cb, &g));
+    assert_int_equal(g.sel->highestmodseq, modseq);
+    mailstore_selected_free(&g.sel);
+
+    /* The stored text matches case-insensitively; COPY takes it along. */
+    char q[512];
+    snprintf(q, sizeof q, "SELECT count(*) FROM messages WHERE mailbox_id = %lld AND "
+             "(search_headers ILIKE '%%CAF\xc3\xa9%%' OR search_body ILIKE '%%cr\xc3\xa8me%%')",
+             (long long)inbox);
+    assert_int_equal(sql_ll(f, q), 2);
+    /* Where the server has ICU, letters beyond ASCII fold too. */
+    if (sql_ll(f, "SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu'") == 1) {
+        snprintf(q, sizeof q, "SELECT count(*) FROM messages WHERE mailbox_id = %lld AND "
+                 "search_headers ILIKE '%%CAF\xc3\x89%%'", (long long)inbox);
+        assert_int_equal(sql_ll(f, q), 1);
+    }
+    mailstore_range_t r[] = { { 1, 2 } };
+    mailstore_uidset_t set = { r, 1 };
+    RUN(f, g, mailstore_copy(f->ms, inbox, &set, f->user, "Trash", copy_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    RUN(f, g, mailstore_unindexed(f->ms, g.id, 200, uidsizes_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    assert_int_equal(g.n, 0);
+}
+
 static void test_mailbox_operations(void **state)
 {
     NEED_DATABASE();
@@ -1031,6 +1114,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expunge_and_tracking, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_copy_move, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_mailbox_operations, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_search_text, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_writers, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_select_100k, fx_setup, fx_teardown),
         cmocka_unit_test(test_mailwatch_registry),
