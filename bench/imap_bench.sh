@@ -43,46 +43,11 @@ LOGIN_CLIENTS=8
 DATA_CLIENTS=${DATA_CLIENTS:-4}
 SMALL=10000      # messages of 1 KiB in small@bench.test's INBOX
 LARGE=${LARGE:-200} # messages of 64 KiB in large@bench.test's INBOX
-DOVECOT_LOGIN=${DOVECOT_LOGIN:-security}
 PASSWORD=Bench-imap-pw-1
-PYTHON=/usr/bin/python3
-
-sh deploy/deps.sh bench # dovecot-core and dovecot-imapd, when missing
-for f in "$BIN/imapd" "$BIN/limiter" "$BIN/mailctl" "$LOAD"; do
-    [ -x "$f" ] || { echo "imap_bench: $f is missing: build first (make)" >&2; exit 1; }
-done
-DOVECOT=$(command -v dovecot || echo /usr/sbin/dovecot)
-DOVEADM=$(command -v doveadm || echo /usr/bin/doveadm)
-
-DIR=$(mktemp -d /tmp/postern-imap-bench.XXXXXX)
-chmod 755 "$DIR"
-pids=""
-cleanup() {
-    for p in $pids; do
-        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
-    done
-    [ -f "$DIR/dovecot/dovecot.conf" ] && "$DOVECOT" -c "$DIR/dovecot/dovecot.conf" stop 2>/dev/null
-    sh deploy/localstack.sh stop "$DIR" >/dev/null 2>&1 || true
-    if [ -n "${IMAP_BENCH_KEEP:-}" ]; then echo "imap_bench: kept $DIR"; else rm -rf "$DIR"; fi
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-PG_PORT=$(free_port)
-NATS_PORT=$(free_port)
-POSTERN_PORT=$(free_port)
-DOVECOT_PORT=$(free_port)
-
-wait_port() { # wait_port PORT NAME LOG
-    i=0
-    until "$PYTHON" -c "import socket, sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { echo "imap_bench: $2 did not start:" >&2; tail -20 "$3" >&2; exit 1; }
-        sleep 0.1
-    done
-}
+BENCH=imap
+NEEDS="$BIN/imapd $BIN/limiter $BIN/mailctl $LOAD"
+. bench/common.sh
+bench_ports
 
 USERS="small@bench.test large@bench.test"
 i=0
@@ -91,90 +56,10 @@ while [ $i -lt $LOGIN_CLIENTS ]; do
     i=$((i + 1))
 done
 
-# --- Postern: PostgreSQL, NATS, the limiter, imapd -----------------------------------------
-sh deploy/localstack.sh start "$DIR" "$PG_PORT" "$NATS_PORT" >/dev/null
-set -a
-. "$DIR/postern.env"
-set +a
-"$BIN/mailctl" migrate >/dev/null
-"$BIN/mailctl" domain add bench.test >/dev/null
-for u in $USERS; do
-    printf '%s\n' "$PASSWORD" | "$BIN/mailctl" user add "$u" --password-stdin >/dev/null
-done
-"$BIN/mailctl" config set auth.allow_plaintext on >/dev/null
-"$BIN/mailctl" config set auth.failure_delay_ms 0 >/dev/null
-"$BIN/limiter" 2>"$DIR/limiter.log" &
-pids="$pids $!"
-
+# --- Postern: PostgreSQL, NATS, the limiter (imapd starts once the mail is in) ---------------
+postern_start $USERS
 # --- Dovecot: a private instance under $DIR/dovecot -------------------------------------------
-# As root, Dovecot's own users run the login and internal processes (as its documentation
-# has it) and the mail processes run as nobody; otherwise everything runs as the caller.
-if [ "$(id -u)" -eq 0 ]; then
-    MAIL_UID=$(id -u nobody)
-    MAIL_GID=$(id -g nobody)
-    LOGIN_USER=dovenull
-    INTERNAL_USER=dovecot
-    CHROOT=login
-else
-    MAIL_UID=$(id -u)
-    MAIL_GID=$(id -g)
-    LOGIN_USER=$(id -un)
-    INTERNAL_USER=$(id -un)
-    CHROOT=
-fi
-D=$DIR/dovecot
-mkdir -p "$D" "$DIR/mail"
-chmod 755 "$DIR/mail"
-cat >"$D/dovecot.conf" <<EOF
-base_dir = $D/run
-state_dir = $D/state
-instance_name = postern-imap-bench
-log_path = $D/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-default_login_user = $LOGIN_USER
-default_internal_user = $INTERNAL_USER
-first_valid_uid = $MAIL_UID
-mail_location = maildir:~/Maildir
-mail_max_userip_connections = 100
-passdb {
-  driver = passwd-file
-  args = $D/passwd
-}
-userdb {
-  driver = passwd-file
-  args = $D/passwd
-}
-service imap-login {
-  chroot = $CHROOT
-$(if [ "$DOVECOT_LOGIN" = performance ]; then
-    printf '  service_count = 0\n  process_min_avail = %s\n' "$(nproc)"
-fi)
-  inet_listener imap {
-    port = $DOVECOT_PORT
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service stats {
-  unix_listener stats-writer {
-    mode = 0666
-  }
-}
-EOF
-: >"$D/passwd"
-for u in $USERS; do
-    hash=$("$DOVEADM" -c "$D/dovecot.conf" pw -s SCRAM-SHA-256 -p "$PASSWORD")
-    printf '%s:%s:%s:%s::%s::\n' "$u" "$hash" "$MAIL_UID" "$MAIL_GID" "$DIR/mail/$u" >>"$D/passwd"
-    mkdir -p "$DIR/mail/$u"
-    chown "$MAIL_UID:$MAIL_GID" "$DIR/mail/$u"
-done
-chmod 640 "$D/passwd"
-chgrp "$(id -gn "$INTERNAL_USER")" "$D/passwd" # the auth process reads it
+dovecot_config $USERS
 
 # --- the same mail for both ----------------------------------------------------------------
 "$PYTHON" bench/imap_seed.py "$DATABASE_URL" "$DIR/mail" small@bench.test "$SMALL" 1024 "$MAIL_UID" "$MAIL_GID"
@@ -252,6 +137,7 @@ cold_point() { # cold_point PORT RUN
 
 RAW=$DIR/raw.txt
 : >"$RAW"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 measure() { # measure POINT SERVER RUN LINE...
     echo "$1 $2 $3 $4" >>"$RAW"
     case $4 in *"failures=0 "*) ;; *)
@@ -342,6 +228,7 @@ POSTERN_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 WHEN=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mkdir -p bench/results
 {
@@ -349,7 +236,9 @@ mkdir -p bench/results
     echo
     echo "Same run, same load, byte-identical mailboxes. $WHEN."
     echo
-    echo "- Machine: $(nproc) cores ($CPU), $MEM, Linux $(uname -r)."
+    echo "- Machine: $(nproc) cores ($CPU), $MEM, Linux $(uname -r); load average" \
+         "$LOAD_BEFORE before the measurements, $LOAD_AFTER after (anything above the" \
+         "bench's own load is other work on the machine and widens the spread)."
     echo "- Versions: Postern $POSTERN_REV (imapd from $BIN), Dovecot $DOVECOT_VERSION (maildir," \
          "login processes in $DOVECOT_LOGIN mode), PostgreSQL $PG_VERSION, nats-server $NATS_VERSION."
     echo "- Command: \`sh bench/imap_bench.sh\` (also run by \`make bench\`); load generator" \

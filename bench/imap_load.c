@@ -25,17 +25,15 @@
  * Output, one line: mode=.. clients=.. ops=.. failures=.. seconds=.. ops_per_s=..
  * items_per_s=.. mb_per_s=.. p50_us=.. p90_us=.. p99_us=.. max_us=..
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "load.h"
 
 #define RBUF_SIZE (1024 * 1024) /* longest response line (without literals) accepted */
 
@@ -57,36 +55,13 @@ typedef struct load {
 typedef struct client {
     load_t *load;
     int index;
-    double *lat_us;
-    size_t nlat, caplat;
+    load_lat_t lat;
     unsigned long failures;
-    unsigned long long bytes, items;
+    unsigned long long items;
     unsigned tagno;
     /* a connection */
-    int fd;
-    char *buf;
-    size_t len, off;
+    load_conn_t conn;
 } client_t;
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static void record(client_t *c, double us)
-{
-    if (c->nlat == c->caplat) {
-        size_t cap = c->caplat ? c->caplat * 2 : 4096;
-        double *p = realloc(c->lat_us, cap * sizeof *p);
-        if (!p)
-            return;
-        c->lat_us = p;
-        c->caplat = cap;
-    }
-    c->lat_us[c->nlat++] = us;
-}
 
 static void report(client_t *c, const char *what, const char *line)
 {
@@ -98,72 +73,26 @@ static void report(client_t *c, const char *what, const char *line)
     pthread_mutex_unlock(&c->load->report_lock);
 }
 
-static int conn_open(client_t *c)
-{
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)c->load->port) };
-    if (inet_pton(AF_INET, c->load->host, &sa.sin_addr) != 1)
-        return -1;
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (c->fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct timeval tv = { .tv_sec = 30 };
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    c->len = c->off = 0;
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        close(c->fd);
-        c->fd = -1;
-        return -1;
-    }
-    return 0;
-}
-
-static void conn_close(client_t *c)
-{
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-}
-
-/* Reads more bytes after what the buffer holds. Returns 0, or -1 (closed, timeout, full). */
-static int fill(client_t *c)
-{
-    if (c->off > 0) {
-        memmove(c->buf, c->buf + c->off, c->len - c->off);
-        c->len -= c->off;
-        c->off = 0;
-    }
-    if (c->len == RBUF_SIZE)
-        return -1;
-    ssize_t n = read(c->fd, c->buf + c->len, RBUF_SIZE - c->len);
-    if (n <= 0)
-        return -1;
-    c->len += (size_t)n;
-    c->bytes += (unsigned long long)n;
-    return 0;
-}
-
 /* The next line: *line points into the buffer (valid until the next read), CRLF removed
  * and NUL-terminated. Returns 0, or -1. */
 static int read_line(client_t *c, char **line, size_t *len)
 {
     size_t scanned = 0;
     for (;;) {
-        char *start = c->buf + c->off;
-        char *lf = memchr(start + scanned, '\n', c->len - c->off - scanned);
+        char *start = c->conn.buf + c->conn.off;
+        char *lf = memchr(start + scanned, '\n', c->conn.len - c->conn.off - scanned);
         if (lf) {
             size_t n = (size_t)(lf - start);
             *lf = '\0';
             if (n > 0 && start[n - 1] == '\r')
                 start[--n] = '\0';
-            c->off += (size_t)(lf - start) + 1;
+            c->conn.off += (size_t)(lf - start) + 1;
             *line = start;
             *len = n;
             return 0;
         }
-        scanned = c->len - c->off;
-        if (fill(c) < 0)
+        scanned = c->conn.len - c->conn.off;
+        if (load_fill(&c->conn) < 0)
             return -1;
     }
 }
@@ -172,15 +101,15 @@ static int read_line(client_t *c, char **line, size_t *len)
 static int skip_bytes(client_t *c, unsigned long long n)
 {
     while (n > 0) {
-        size_t avail = c->len - c->off;
+        size_t avail = c->conn.len - c->conn.off;
         if (avail == 0) {
-            c->off = c->len = 0;
-            if (fill(c) < 0)
+            c->conn.off = c->conn.len = 0;
+            if (load_fill(&c->conn) < 0)
                 return -1;
             continue;
         }
         size_t take = avail < n ? avail : (size_t)n;
-        c->off += take;
+        c->conn.off += take;
         n -= take;
     }
     return 0;
@@ -241,7 +170,7 @@ static int command(client_t *c, const char *text)
     int n = snprintf(out, sizeof out, "%s %s\r\n", tag, text);
     if (n <= 0 || (size_t)n >= sizeof out)
         return -1;
-    if (write(c->fd, out, (size_t)n) != n) {
+    if (write(c->conn.fd, out, (size_t)n) != n) {
         report(c, "write failed for", text);
         return -1;
     }
@@ -253,7 +182,7 @@ static int login(client_t *c)
     char *line, cmd[512], user[256];
     size_t len;
     if (read_line(c, &line, &len) < 0 || strncmp(line, "* OK", 4) != 0) {
-        report(c, "greeting", c->fd >= 0 ? "not * OK" : "none");
+        report(c, "greeting", c->conn.fd >= 0 ? "not * OK" : "none");
         return -1;
     }
     snprintf(user, sizeof user, c->load->user_format, c->index);
@@ -263,17 +192,17 @@ static int login(client_t *c)
 
 static void run_login(client_t *c)
 {
-    for (unsigned long k = 0; now_us() < c->load->deadline_us &&
+    for (unsigned long k = 0; load_now_us() < c->load->deadline_us &&
                               (c->load->max_ops == 0 || k < c->load->max_ops); k++) {
-        double t0 = now_us();
-        if (conn_open(c) < 0 || login(c) < 0 || command(c, "LOGOUT") < 0) {
+        double t0 = load_now_us();
+        if (load_connect(&c->conn, c->load->host, c->load->port) < 0 || login(c) < 0 || command(c, "LOGOUT") < 0) {
             c->failures++;
-            conn_close(c);
+            load_close(&c->conn);
             usleep(10000);
             continue;
         }
-        record(c, now_us() - t0);
-        conn_close(c);
+        load_lat_record(&c->lat, load_now_us() - t0);
+        load_close(&c->conn);
     }
 }
 
@@ -298,48 +227,49 @@ static void expand(const char *tmpl, long n, char *out, size_t out_len)
 static void run_command(client_t *c)
 {
     char cmd[1024];
-    if (conn_open(c) < 0 || login(c) < 0) {
+    if (load_connect(&c->conn, c->load->host, c->load->port) < 0 || login(c) < 0) {
         c->failures++;
-        conn_close(c);
+        load_close(&c->conn);
         return;
     }
     if (c->load->select) {
         snprintf(cmd, sizeof cmd, "SELECT \"%s\"", c->load->select);
         if (command(c, cmd) < 0) {
             c->failures++;
-            conn_close(c);
+            load_close(&c->conn);
             return;
         }
     }
-    c->bytes = 0;
+    c->conn.bytes = 0;
     c->items = 0;
     long span = c->load->last - c->load->first + 1;
     /* Clients start at different messages, so they do not read the same one together. */
     long n = c->load->first + (long)c->index * (span / 8 + 1) % span;
-    for (unsigned long k = 0; now_us() < c->load->deadline_us &&
+    for (unsigned long k = 0; load_now_us() < c->load->deadline_us &&
                               (c->load->max_ops == 0 || k < c->load->max_ops); k++) {
         expand(c->load->command, n, cmd, sizeof cmd);
-        double t0 = now_us();
+        double t0 = load_now_us();
         if (command(c, cmd) < 0) {
             c->failures++;
             break;
         }
-        record(c, now_us() - t0);
+        load_lat_record(&c->lat, load_now_us() - t0);
         n = n + 1 > c->load->last ? c->load->first : n + 1;
     }
     /* Not counted: the LOGOUT's bytes and its reply. */
-    unsigned long long bytes = c->bytes, items = c->items;
+    unsigned long long bytes = c->conn.bytes, items = c->items;
     command(c, "LOGOUT");
-    c->bytes = bytes;
+    c->conn.bytes = bytes;
     c->items = items;
-    conn_close(c);
+    load_close(&c->conn);
 }
 
 static void *client_main(void *arg)
 {
     client_t *c = arg;
-    c->buf = malloc(RBUF_SIZE);
-    if (!c->buf) {
+    c->conn.buf = malloc(RBUF_SIZE);
+    c->conn.cap = RBUF_SIZE;
+    if (!c->conn.buf) {
         c->failures++;
         return NULL;
     }
@@ -347,14 +277,8 @@ static void *client_main(void *arg)
         run_login(c);
     else
         run_command(c);
-    free(c->buf);
+    free(c->conn.buf);
     return NULL;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 static double pct(const double *sorted, size_t n, double p)
@@ -424,12 +348,12 @@ int main(int argc, char **argv)
     pthread_t *ts = calloc((size_t)clients, sizeof *ts);
     if (!cs || !ts)
         return 1;
-    double start = now_us();
+    double start = load_now_us();
     load.deadline_us = start + seconds * 1e6;
     for (int i = 0; i < clients; i++) {
         cs[i].load = &load;
         cs[i].index = i;
-        cs[i].fd = -1;
+        cs[i].conn.fd = -1;
         pthread_create(&ts[i], NULL, client_main, &cs[i]);
     }
     size_t total = 0;
@@ -437,22 +361,22 @@ int main(int argc, char **argv)
     unsigned long long bytes = 0, items = 0;
     for (int i = 0; i < clients; i++) {
         pthread_join(ts[i], NULL);
-        total += cs[i].nlat;
+        total += cs[i].lat.n;
         failures += cs[i].failures;
-        bytes += cs[i].bytes;
+        bytes += cs[i].conn.bytes;
         items += cs[i].items;
     }
-    double elapsed = (now_us() - start) / 1e6;
+    double elapsed = (load_now_us() - start) / 1e6;
     double *all = calloc(total + 1, sizeof *all);
     size_t k = 0;
     for (int i = 0; i < clients; i++) {
-        if (all && cs[i].nlat)
-            memcpy(all + k, cs[i].lat_us, cs[i].nlat * sizeof *all);
-        k += cs[i].nlat;
-        free(cs[i].lat_us);
+        if (all && cs[i].lat.n)
+            memcpy(all + k, cs[i].lat.us, cs[i].lat.n * sizeof *all);
+        k += cs[i].lat.n;
+        free(cs[i].lat.us);
     }
     if (all && total)
-        qsort(all, total, sizeof *all, cmp_double);
+        qsort(all, total, sizeof *all, load_cmp_double);
     printf("mode=%s clients=%d ops=%zu failures=%lu seconds=%.3f ops_per_s=%.1f "
            "items_per_s=%.1f mb_per_s=%.2f p50_us=%.0f p90_us=%.0f p99_us=%.0f max_us=%.0f\n",
            mode, clients, total, failures, elapsed, total / elapsed, items / elapsed,

@@ -23,136 +23,27 @@ LOAD=${POP3_LOAD:-$ROOT/build/bench/pop3_load}
 CLIENTS=${CLIENTS:-4}
 RUN_SECONDS=${RUN_SECONDS:-15}
 MESSAGES=${MESSAGES:-20}
-DOVECOT_LOGIN=${DOVECOT_LOGIN:-security}
 PASSWORD=Bench-pop3-pw-1
-PYTHON=/usr/bin/python3
+BENCH=pop3
+NEEDS="$BIN/pop3d $BIN/limiter $BIN/mailctl $LOAD"
+. bench/common.sh
+bench_ports
 
-sh deploy/deps.sh bench # dovecot-core and dovecot-pop3d, when missing
-for f in "$BIN/pop3d" "$BIN/limiter" "$BIN/mailctl" "$LOAD"; do
-    [ -x "$f" ] || { echo "pop3_bench: $f is missing: build first (make)" >&2; exit 1; }
-done
-DOVECOT=$(command -v dovecot || echo /usr/sbin/dovecot)
-DOVEADM=$(command -v doveadm || echo /usr/bin/doveadm)
-
-DIR=$(mktemp -d /tmp/postern-pop3-bench.XXXXXX)
-chmod 755 "$DIR"
-pids=""
-cleanup() {
-    for p in $pids; do
-        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
-    done
-    [ -f "$DIR/dovecot/dovecot.conf" ] && "$DOVECOT" -c "$DIR/dovecot/dovecot.conf" stop 2>/dev/null
-    sh deploy/localstack.sh stop "$DIR" >/dev/null 2>&1 || true
-    if [ -n "${POP3_BENCH_KEEP:-}" ]; then echo "pop3_bench: kept $DIR"; else rm -rf "$DIR"; fi
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-PG_PORT=$(free_port)
-NATS_PORT=$(free_port)
-POSTERN_PORT=$(free_port)
-DOVECOT_PORT=$(free_port)
-
-wait_port() { # wait_port PORT NAME LOG
-    i=0
-    until "$PYTHON" -c "import socket, sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { echo "pop3_bench: $2 did not start:" >&2; tail -20 "$3" >&2; exit 1; }
-        sleep 0.1
-    done
-}
-
-# --- Postern: PostgreSQL, NATS, the limiter, pop3d ---------------------------------------
-sh deploy/localstack.sh start "$DIR" "$PG_PORT" "$NATS_PORT" >/dev/null
-set -a
-. "$DIR/postern.env"
-set +a
-"$BIN/mailctl" migrate >/dev/null
-"$BIN/mailctl" domain add bench.test >/dev/null
+USERS=""
 i=0
 while [ $i -lt "$CLIENTS" ]; do
-    printf '%s\n' "$PASSWORD" | "$BIN/mailctl" user add "bench$i@bench.test" --password-stdin >/dev/null
+    USERS="$USERS bench$i@bench.test"
     i=$((i + 1))
 done
-"$BIN/mailctl" config set auth.allow_plaintext on >/dev/null
-"$BIN/mailctl" config set auth.failure_delay_ms 0 >/dev/null
-"$BIN/limiter" 2>"$DIR/limiter.log" &
-pids="$pids $!"
+
+# --- Postern: PostgreSQL, NATS, the limiter, pop3d ---------------------------------------
+postern_start $USERS
 POP3_PORT=$POSTERN_PORT POP3S_PORT=0 LISTEN_ADDRESS=127.0.0.1 POP3_HOSTNAME=bench.test \
     "$BIN/pop3d" 2>"$DIR/pop3d.log" &
 pids="$pids $!"
 
 # --- Dovecot: a private instance under $DIR/dovecot -------------------------------------------
-# As root, Dovecot's own users run the login and internal processes (as its documentation
-# has it) and the mail processes run as nobody; otherwise everything runs as the caller.
-if [ "$(id -u)" -eq 0 ]; then
-    MAIL_UID=$(id -u nobody)
-    MAIL_GID=$(id -g nobody)
-    LOGIN_USER=dovenull
-    INTERNAL_USER=dovecot
-    CHROOT=login
-else
-    MAIL_UID=$(id -u)
-    MAIL_GID=$(id -g)
-    LOGIN_USER=$(id -un)
-    INTERNAL_USER=$(id -un)
-    CHROOT=
-fi
-D=$DIR/dovecot
-mkdir -p "$D" "$DIR/mail"
-chmod 755 "$DIR/mail"
-cat >"$D/dovecot.conf" <<EOF
-base_dir = $D/run
-state_dir = $D/state
-instance_name = postern-bench
-log_path = $D/dovecot.log
-protocols = pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-default_login_user = $LOGIN_USER
-default_internal_user = $INTERNAL_USER
-first_valid_uid = $MAIL_UID
-mail_location = maildir:~/Maildir
-passdb {
-  driver = passwd-file
-  args = $D/passwd
-}
-userdb {
-  driver = passwd-file
-  args = $D/passwd
-}
-service pop3-login {
-  chroot = $CHROOT
-$(if [ "$DOVECOT_LOGIN" = performance ]; then
-    printf '  service_count = 0\n  process_min_avail = %s\n' "$(nproc)"
-fi)
-  inet_listener pop3 {
-    port = $DOVECOT_PORT
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-service stats {
-  unix_listener stats-writer {
-    mode = 0666
-  }
-}
-EOF
-: >"$D/passwd"
-i=0
-while [ $i -lt "$CLIENTS" ]; do
-    hash=$("$DOVEADM" -c "$D/dovecot.conf" pw -s SCRAM-SHA-256 -p "$PASSWORD")
-    printf 'bench%d@bench.test:%s:%s:%s::%s::\n' "$i" "$hash" "$MAIL_UID" "$MAIL_GID" \
-        "$DIR/mail/bench$i@bench.test" >>"$D/passwd"
-    i=$((i + 1))
-done
-chmod 640 "$D/passwd"
-chgrp "$(id -gn "$INTERNAL_USER")" "$D/passwd" # the auth process reads it
+dovecot_config $USERS
 
 # --- the same mail for both ----------------------------------------------------------------
 "$PYTHON" bench/pop3_seed.py "$DATABASE_URL" "$DIR/mail" "$CLIENTS" "$MESSAGES" "$MAIL_UID" "$MAIL_GID"

@@ -13,17 +13,15 @@
  *   pop3_load --port 2110 --mode login|retr --clients 4 --seconds 15
  *             --user-format 'bench%d@bench.test' --password PW [--host 127.0.0.1]
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "load.h"
 
 typedef struct load {
     const char *host;
@@ -37,97 +35,29 @@ typedef struct load {
 typedef struct client {
     const load_t *load;
     int index;
-    double *lat_us;
-    size_t nlat, caplat;
+    load_lat_t lat;
     unsigned long failures;
-    unsigned long long bytes;
     /* a connection */
-    int fd;
+    load_conn_t conn;
     char buf[65536];
-    size_t len, off;
 } client_t;
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static void record(client_t *c, double us)
-{
-    if (c->nlat == c->caplat) {
-        size_t cap = c->caplat ? c->caplat * 2 : 4096;
-        double *p = realloc(c->lat_us, cap * sizeof *p);
-        if (!p)
-            return;
-        c->lat_us = p;
-        c->caplat = cap;
-    }
-    c->lat_us[c->nlat++] = us;
-}
-
-static int conn_open(client_t *c)
-{
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)c->load->port) };
-    if (inet_pton(AF_INET, c->load->host, &sa.sin_addr) != 1)
-        return -1;
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (c->fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct timeval tv = { .tv_sec = 30 };
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    c->len = c->off = 0;
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        close(c->fd);
-        c->fd = -1;
-        return -1;
-    }
-    return 0;
-}
-
-static void conn_close(client_t *c)
-{
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-}
-
-static int fill(client_t *c)
-{
-    if (c->off > 0) {
-        memmove(c->buf, c->buf + c->off, c->len - c->off);
-        c->len -= c->off;
-        c->off = 0;
-    }
-    if (c->len == sizeof c->buf)
-        return -1;
-    ssize_t n = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
-    if (n <= 0)
-        return -1;
-    c->len += (size_t)n;
-    c->bytes += (unsigned long long)n;
-    return 0;
-}
 
 /* One reply line into line (NUL-terminated, CRLF removed). Returns 0, or -1. */
 static int read_line(client_t *c, char *line, size_t line_len)
 {
     for (;;) {
-        char *lf = memchr(c->buf + c->off, '\n', c->len - c->off);
+        char *lf = memchr(c->conn.buf + c->conn.off, '\n', c->conn.len - c->conn.off);
         if (lf) {
-            size_t n = (size_t)(lf - (c->buf + c->off));
+            size_t n = (size_t)(lf - (c->conn.buf + c->conn.off));
             size_t copy = n < line_len - 1 ? n : line_len - 1;
-            memcpy(line, c->buf + c->off, copy);
+            memcpy(line, c->conn.buf + c->conn.off, copy);
             line[copy] = '\0';
             if (copy > 0 && line[copy - 1] == '\r')
                 line[copy - 1] = '\0';
-            c->off += n + 1;
+            c->conn.off += n + 1;
             return 0;
         }
-        if (fill(c) < 0)
+        if (load_fill(&c->conn) < 0)
             return -1;
     }
 }
@@ -140,23 +70,23 @@ static int skip_multi(client_t *c)
     /* The status line's CRLF has been consumed: a body may also be just ".\r\n". */
     bool at_start = true;
     for (;;) {
-        const char *p = c->buf + c->off;
-        size_t avail = c->len - c->off;
+        const char *p = c->conn.buf + c->conn.off;
+        size_t avail = c->conn.len - c->conn.off;
         if (at_start && avail >= 3 && memcmp(p, ".\r\n", 3) == 0) {
-            c->off += 3;
+            c->conn.off += 3;
             return 0;
         }
         const char *hit = avail >= 5 ? memmem(p, avail, end, 5) : NULL;
         if (hit) {
-            c->off += (size_t)(hit - p) + 5;
+            c->conn.off += (size_t)(hit - p) + 5;
             return 0;
         }
         if (avail >= 3)
             at_start = false;
         /* Keep the last 4 bytes: the terminator may straddle two reads. */
         if (avail > 4)
-            c->off += avail - 4;
-        if (fill(c) < 0)
+            c->conn.off += avail - 4;
+        if (load_fill(&c->conn) < 0)
             return -1;
     }
 }
@@ -164,7 +94,7 @@ static int skip_multi(client_t *c)
 static int command(client_t *c, const char *cmd, char *reply, size_t reply_len)
 {
     size_t n = strlen(cmd);
-    if (write(c->fd, cmd, n) != (ssize_t)n)
+    if (write(c->conn.fd, cmd, n) != (ssize_t)n)
         return -1;
     if (read_line(c, reply, reply_len) < 0)
         return -1;
@@ -192,63 +122,59 @@ static int login(client_t *c)
 static void run_login(client_t *c)
 {
     char line[512];
-    while (now_us() < c->load->deadline_us) {
-        double t0 = now_us();
-        if (conn_open(c) < 0 || login(c) < 0) {
+    while (load_now_us() < c->load->deadline_us) {
+        double t0 = load_now_us();
+        if (load_connect(&c->conn, c->load->host, c->load->port) < 0 || login(c) < 0) {
             c->failures++;
-            conn_close(c);
+            load_close(&c->conn);
             usleep(10000);
             continue;
         }
-        record(c, now_us() - t0);
+        load_lat_record(&c->lat, load_now_us() - t0);
         command(c, "QUIT\r\n", line, sizeof line);
-        conn_close(c);
+        load_close(&c->conn);
     }
 }
 
 static void run_retr(client_t *c)
 {
     char line[512], cmd[64];
-    if (conn_open(c) < 0 || login(c) < 0 || command(c, "STAT\r\n", line, sizeof line) < 0) {
+    if (load_connect(&c->conn, c->load->host, c->load->port) < 0 || login(c) < 0 || command(c, "STAT\r\n", line, sizeof line) < 0) {
         c->failures++;
-        conn_close(c);
+        load_close(&c->conn);
         return;
     }
     long count = strtol(line + 4, NULL, 10);
     if (count <= 0) {
         fprintf(stderr, "client %d: empty maildrop\n", c->index);
         c->failures++;
-        conn_close(c);
+        load_close(&c->conn);
         return;
     }
-    c->bytes = 0;
-    for (long i = 0; now_us() < c->load->deadline_us; i = (i + 1) % count) {
-        double t0 = now_us();
+    c->conn.bytes = 0;
+    for (long i = 0; load_now_us() < c->load->deadline_us; i = (i + 1) % count) {
+        double t0 = load_now_us();
         snprintf(cmd, sizeof cmd, "RETR %ld\r\n", i + 1);
         if (command(c, cmd, line, sizeof line) < 0 || skip_multi(c) < 0) {
             c->failures++;
             break;
         }
-        record(c, now_us() - t0);
+        load_lat_record(&c->lat, load_now_us() - t0);
     }
     command(c, "QUIT\r\n", line, sizeof line);
-    conn_close(c);
+    load_close(&c->conn);
 }
 
 static void *client_main(void *arg)
 {
     client_t *c = arg;
+    c->conn.buf = c->buf;
+    c->conn.cap = sizeof c->buf;
     if (strcmp(c->load->mode, "retr") == 0)
         run_retr(c);
     else
         run_login(c);
     return NULL;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv)
@@ -290,12 +216,12 @@ int main(int argc, char **argv)
     pthread_t *ts = calloc((size_t)clients, sizeof *ts);
     if (!cs || !ts)
         return 1;
-    double start = now_us();
+    double start = load_now_us();
     load.deadline_us = start + seconds * 1e6;
     for (int i = 0; i < clients; i++) {
         cs[i].load = &load;
         cs[i].index = i;
-        cs[i].fd = -1;
+        cs[i].conn.fd = -1;
         pthread_create(&ts[i], NULL, client_main, &cs[i]);
     }
     size_t total = 0;
@@ -303,22 +229,22 @@ int main(int argc, char **argv)
     unsigned long long bytes = 0;
     for (int i = 0; i < clients; i++) {
         pthread_join(ts[i], NULL);
-        total += cs[i].nlat;
+        total += cs[i].lat.n;
         failures += cs[i].failures;
-        bytes += cs[i].bytes;
+        bytes += cs[i].conn.bytes;
     }
-    double elapsed = (now_us() - start) / 1e6;
+    double elapsed = (load_now_us() - start) / 1e6;
     double *all = calloc(total + 1, sizeof *all);
     size_t k = 0;
     for (int i = 0; i < clients; i++) {
         if (all)
-            memcpy(all + k, cs[i].lat_us, cs[i].nlat * sizeof *all);
-        k += cs[i].nlat;
-        free(cs[i].lat_us);
+            memcpy(all + k, cs[i].lat.us, cs[i].lat.n * sizeof *all);
+        k += cs[i].lat.n;
+        free(cs[i].lat.us);
     }
     double p50 = 0, p99 = 0;
     if (all && total) {
-        qsort(all, total, sizeof *all, cmp_double);
+        qsort(all, total, sizeof *all, load_cmp_double);
         p50 = all[total / 2];
         p99 = all[(size_t)(total * 0.99)];
     }

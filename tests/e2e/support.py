@@ -561,3 +561,58 @@ def nats_publish(url, subject, payload):
             assert not line.startswith(b"-ERR"), line
             if line.startswith(b"PONG"):
                 return
+
+
+class RawConversation:
+    """A byte-exact conversation with a line-based server (test_pop3.Pop3, test_imap.Imap):
+    the connection (optionally from a source address, optionally TLS from the first byte),
+    sending, reading into self.buf, and whether the server hangs up. Subclasses read the
+    greeting and give the protocol's commands."""
+
+    def __init__(self, port, tls_context=None, implicit_tls=False, source=None, timeout=30):
+        src = (source, 0) if source else None
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=src)
+        self.tls_context = tls_context
+        self.buf = b""
+        if implicit_tls:
+            self._wrap()
+
+    def _wrap(self):
+        assert not self.buf, f"unread bytes before the TLS handshake: {self.buf!r}"
+        self.sock = self.tls_context.wrap_socket(self.sock, server_hostname="localhost")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def send(self, data):
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError(f"server closed the connection (unparsed {self.buf!r})")
+        self.buf += chunk
+
+    def closed_by_server(self, timeout=10):
+        """True once the server closes the connection (whatever it sends first), False if it
+        is still open after timeout seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                self._fill()
+        except (EOFError, ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            return True
+        except socket.timeout:
+            return False

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from support import b64, plain_response, token, wait_until
+from support import RawConversation, b64, plain_response, token, wait_until
 
 SENDER = "sender@outside.example"
 CRLF = b"\r\n"
@@ -22,43 +22,14 @@ CRLF = b"\r\n"
 
 # --- a raw IMAP conversation ---------------------------------------------------------------
 
-class Imap:
+class Imap(RawConversation):
     """A byte-exact IMAP conversation: `cmd` sends a tagged command and returns (untagged
     lines, tagged status line); literals in answers are kept inside the line they belong to."""
 
     def __init__(self, port, tls_context=None, implicit_tls=False, source=None, timeout=30):
-        src = (source, 0) if source else None
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                             source_address=src)
-        self.tls_context = tls_context
-        self.buf = b""
+        super().__init__(port, tls_context, implicit_tls, source, timeout)
         self.n = 0
-        if implicit_tls:
-            self.sock = tls_context.wrap_socket(self.sock, server_hostname="localhost")
         self.greeting = self.line()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
-
-    def send(self, data):
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError(f"server closed the connection (unparsed {self.buf!r})")
-        self.buf += chunk
 
     def line(self):
         """One response line, with any literal it announces read into it."""
@@ -83,8 +54,7 @@ class Imap:
 
     def cmd(self, text):
         tag = self.tag()
-        self.send((f"{tag} {text}" if isinstance(text, str) else tag.encode() + b" " + text) + "\r\n"
-                  if isinstance(text, str) else tag.encode() + b" " + text + CRLF)
+        self.send(tag.encode() + b" " + (text.encode() if isinstance(text, str) else text) + CRLF)
         return self.until(tag)
 
     def until(self, tag):
@@ -99,17 +69,6 @@ class Imap:
         untagged, status = self.cmd(text)
         assert status.startswith("OK"), f"{text!r}: {status}"
         return untagged
-
-    def closed_by_server(self, timeout=10):
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                if not self.sock.recv(4096):
-                    return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
 
 
 @pytest.fixture
@@ -486,6 +445,85 @@ def test_search_keys(postern, mailbox):
     typ, data = c.uid("SEARCH", None, "ALL")
     assert len(data[0].split()) == 3
     c.logout()
+
+
+def test_search_charset_utf8_decodes_mime(postern, imap, mailbox):
+    """RFC 3501 section 6.4.4: with CHARSET UTF-8 and a string that is not US-ASCII, RFC 2047
+    words in headers and quoted-printable/base64 bodies are decoded before comparing; a
+    US-ASCII search still compares the raw text."""
+    tok = token()
+    head = (f"From: <{SENDER}>\r\nTo: <x@example.test>\r\nMessage-ID: <{tok}@t>\r\n"
+            "MIME-Version: 1.0\r\n")
+    deliver(postern, mailbox.address, (
+        head + "Subject: =?utf-8?q?caf=C3=A9_menu?=\r\n\r\nnothing special\r\n").encode())
+    deliver(postern, mailbox.address, (
+        head + "Subject: dessert\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        "cr=C3=A8me br=C3=BB=\r\nl=C3=A9e\r\n").encode())
+    deliver(postern, mailbox.address, (
+        head + "Subject: greetings\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZSBhdXMgS8O2bG4=\r\n--b--\r\n"
+        ).encode())
+    c = imap("implicit")
+    c.ok(f"LOGIN {mailbox.address} {mailbox.password}")
+    c.ok("SELECT INBOX")
+
+    def search(criteria):
+        data = criteria.encode() if isinstance(criteria, str) else criteria
+        untagged, status = c.cmd(b"SEARCH " + data)
+        assert status.startswith("OK"), (criteria, status)
+        found = [ln for ln in untagged if ln.startswith(b"* SEARCH")]
+        assert len(found) == 1, untagged
+        return [int(v) for v in found[0].split()[2:]]
+
+    def utf8(key, text):
+        b = text.encode()
+        return b"CHARSET UTF-8 " + key.encode() + b" {%d+}\r\n" % len(b) + b
+
+    assert search(utf8("SUBJECT", "café")) == [1]
+    assert search(utf8("TEXT", "café")) == [1]
+    assert search(utf8("BODY", "café")) == []
+    assert search(utf8("BODY", "crème brûlée")) == [2]
+    assert search(utf8("TEXT", "crème")) == [2]
+    assert search(utf8("BODY", "Grüße aus Köln")) == [3]
+    assert search(b"CHARSET UTF-8 NOT BODY {6+}\r\ncr\xc3\xa8me") == [1, 3]
+    assert search(b"CHARSET UTF-8 OR SUBJECT {5+}\r\ncaf\xc3\xa9 BODY {5+}\r\nK\xc3\xb6ln") == [1, 3]
+    # US-ASCII: the raw text, encoded as it is stored.
+    assert search("SUBJECT caf=C3=A9") == [1]
+    assert search("BODY cr=C3=A8me") == [2]
+    assert search("BODY R3LDvMOfZSBhdXMgS8O2bG4") == [3]
+    assert search("CHARSET UTF-8 SUBJECT menu") == [1]  # a US-ASCII string: raw text
+    assert search("CHARSET UTF-8 HEADER Subject {5+}\r\ncaf\xc3\xa9".encode("latin-1")) == [1]
+    rows = postern.sql(
+        "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id "
+        "JOIN users u ON u.id = b.user_id WHERE u.address = %s AND m.search_body IS NULL",
+        (mailbox.address,))
+    assert rows == [(0,)]
+    # A message that arrives later is decoded by the next such search.
+    deliver(postern, mailbox.address, (
+        head + "Subject: =?iso-8859-1?q?caf=E9?= again\r\n\r\nx\r\n").encode())
+    c.ok("NOOP")
+    assert search(utf8("SUBJECT", "café")) == [1, 4]
+    # A message too large to decode (over 8 MiB) gets an empty decoded form: the search
+    # goes on, and US-ASCII searches still see its raw text.
+    box = ("(SELECT m.id FROM mailboxes m JOIN users u ON u.id = m.user_id "
+           "WHERE u.address = %s AND m.name = 'INBOX')")
+    postern.sql(
+        "WITH b AS (UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = " + box +
+        " RETURNING id, uidnext - 1 AS uid) "
+        "INSERT INTO messages (mailbox_id, uid, size, raw, flags) "
+        "SELECT b.id, b.uid, length(r), r, '{}' FROM b, LATERAL (SELECT convert_to("
+        "'Subject: big =?utf-8?q?caf=C3=A9?=' || E'\\r\\n\\r\\n' || repeat('x', 9 << 20), "
+        "'UTF8') AS r) x", (mailbox.address,))
+    c.ok("NOOP")
+    assert search(utf8("SUBJECT", "café")) == [1, 4]
+    assert search("SUBJECT big") == [5]
+    rows = postern.sql(
+        "SELECT m.search_headers, m.search_body FROM messages m JOIN mailboxes b "
+        "ON b.id = m.mailbox_id JOIN users u ON u.id = b.user_id "
+        "WHERE u.address = %s AND m.uid = 5", (mailbox.address,))
+    assert rows == [("", "")]
 
 
 def test_store_flags_and_keywords(postern, mailbox):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from support import ALICE, ALICE_PW, b64, plain_response, token, wait_until
+from support import ALICE, ALICE_PW, RawConversation, b64, plain_response, token, wait_until
 
 SENDER = "sender@outside.example"
 CRLF = b"\r\n"
@@ -24,48 +24,13 @@ CRLF = b"\r\n"
 
 # --- a raw POP3 conversation -------------------------------------------------------------
 
-class Pop3:
+class Pop3(RawConversation):
     """A byte-exact POP3 conversation: `cmd` sends a line and returns the status line,
     `ok`/`err` check it, `multi` reads a multi-line body (unstuffed)."""
 
     def __init__(self, port, tls_context=None, implicit_tls=False, source=None, timeout=30):
-        src = (source, 0) if source else None
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                             source_address=src)
-        self.tls_context = tls_context
-        self.buf = b""
-        if implicit_tls:
-            self._wrap()
+        super().__init__(port, tls_context, implicit_tls, source, timeout)
         self.greeting = self.line()
-
-    def _wrap(self):
-        assert not self.buf, f"unread bytes before the TLS handshake: {self.buf!r}"
-        self.sock = self.tls_context.wrap_socket(self.sock, server_hostname="localhost")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.sendall(data)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError(f"server closed the connection (unparsed {self.buf!r})")
-        self.buf += chunk
 
     def raw_line(self):
         while b"\n" not in self.buf:
@@ -115,14 +80,6 @@ class Pop3:
         r = self.auth_plain(user, password)
         assert r.startswith("+OK"), f"login as {user}: {r!r}"
         return r
-
-    def closed_by_server(self, timeout=10):
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                self._fill()
-        except (EOFError, ConnectionResetError, ssl.SSLError):
-            return True
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------

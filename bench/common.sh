@@ -1,0 +1,148 @@
+# What the comparisons with Dovecot share (bench/pop3_bench.sh, bench/imap_bench.sh): sourced,
+# not run. Before sourcing, set BENCH (pop3 or imap: the protocol, the name in messages and
+# folders), BIN (Postern's programs) and NEEDS (the programs the script needs).
+#
+#   bench_ports                  PG_PORT NATS_PORT POSTERN_PORT DOVECOT_PORT, all free
+#   wait_port PORT NAME LOG      until something listens on PORT (or fail with LOG's end)
+#   postern_start USER...        PostgreSQL and NATS under $DIR, the schema, bench.test with
+#                                USER... (password $PASSWORD), plaintext logins, no failure
+#                                delay, the limiter
+#   dovecot_config USER...       $D/dovecot.conf for $BENCH on $DOVECOT_PORT (maildir under
+#                                $DIR/mail, passwd-file with SCRAM-SHA-256 secrets), as
+#                                root with Dovecot's own users and the mail as nobody
+# and a cleanup at exit that stops whatever was started ($pids, Dovecot, the local stack) and
+# removes $DIR unless ${BENCH}_BENCH_KEEP is set (POP3_BENCH_KEEP, IMAP_BENCH_KEEP).
+# DOVECOT_LOGIN=performance gives Dovecot long-lived login processes (its "high-performance
+# mode"); the default is a login process per connection.
+
+PYTHON=/usr/bin/python3
+DOVECOT_LOGIN=${DOVECOT_LOGIN:-security}
+
+sh deploy/deps.sh bench # Dovecot, when missing
+for f in $NEEDS; do
+    [ -x "$f" ] || { echo "${BENCH}_bench: $f is missing: build first (make)" >&2; exit 1; }
+done
+DOVECOT=$(command -v dovecot || echo /usr/sbin/dovecot)
+DOVEADM=$(command -v doveadm || echo /usr/bin/doveadm)
+
+DIR=$(mktemp -d "/tmp/postern-$BENCH-bench.XXXXXX")
+chmod 755 "$DIR"
+D=$DIR/dovecot
+pids=""
+bench_cleanup() {
+    for p in $pids; do
+        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+    [ -f "$D/dovecot.conf" ] && "$DOVECOT" -c "$D/dovecot.conf" stop 2>/dev/null
+    sh deploy/localstack.sh stop "$DIR" >/dev/null 2>&1 || true
+    keep=$(eval "echo \${$(echo "$BENCH" | tr a-z A-Z)_BENCH_KEEP:-}")
+    if [ -n "$keep" ]; then echo "${BENCH}_bench: kept $DIR"; else rm -rf "$DIR"; fi
+}
+trap bench_cleanup EXIT INT TERM
+
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+bench_ports() {
+    PG_PORT=$(free_port)
+    NATS_PORT=$(free_port)
+    POSTERN_PORT=$(free_port)
+    DOVECOT_PORT=$(free_port)
+}
+
+wait_port() { # wait_port PORT NAME LOG
+    i=0
+    until "$PYTHON" -c "import socket, sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -lt 100 ] || { echo "${BENCH}_bench: $2 did not start:" >&2; tail -20 "$3" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
+postern_start() { # postern_start USER...
+    sh deploy/localstack.sh start "$DIR" "$PG_PORT" "$NATS_PORT" >/dev/null
+    set -a
+    . "$DIR/postern.env"
+    set +a
+    "$BIN/mailctl" migrate >/dev/null
+    "$BIN/mailctl" domain add bench.test >/dev/null
+    for u in "$@"; do
+        printf '%s\n' "$PASSWORD" | "$BIN/mailctl" user add "$u" --password-stdin >/dev/null
+    done
+    "$BIN/mailctl" config set auth.allow_plaintext on >/dev/null
+    "$BIN/mailctl" config set auth.failure_delay_ms 0 >/dev/null
+    "$BIN/limiter" 2>"$DIR/limiter.log" &
+    pids="$pids $!"
+}
+
+dovecot_config() { # dovecot_config USER...
+    # As root, Dovecot's own users run the login and internal processes (as its
+    # documentation has it) and the mail processes run as nobody; otherwise everything runs
+    # as the caller.
+    if [ "$(id -u)" -eq 0 ]; then
+        MAIL_UID=$(id -u nobody)
+        MAIL_GID=$(id -g nobody)
+        LOGIN_USER=dovenull
+        INTERNAL_USER=dovecot
+        CHROOT=login
+    else
+        MAIL_UID=$(id -u)
+        MAIL_GID=$(id -g)
+        LOGIN_USER=$(id -un)
+        INTERNAL_USER=$(id -un)
+        CHROOT=
+    fi
+    mkdir -p "$D" "$DIR/mail"
+    chmod 755 "$DIR/mail"
+    cat >"$D/dovecot.conf" <<EOF
+base_dir = $D/run
+state_dir = $D/state
+instance_name = postern-$BENCH-bench
+log_path = $D/dovecot.log
+protocols = $BENCH
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = $LOGIN_USER
+default_internal_user = $INTERNAL_USER
+first_valid_uid = $MAIL_UID
+mail_location = maildir:~/Maildir
+mail_max_userip_connections = 100
+passdb {
+  driver = passwd-file
+  args = $D/passwd
+}
+userdb {
+  driver = passwd-file
+  args = $D/passwd
+}
+service $BENCH-login {
+  chroot = $CHROOT
+$(if [ "$DOVECOT_LOGIN" = performance ]; then
+    printf '  service_count = 0\n  process_min_avail = %s\n' "$(nproc)"
+fi)
+  inet_listener $BENCH {
+    port = $DOVECOT_PORT
+  }
+  inet_listener ${BENCH}s {
+    port = 0
+  }
+}
+service stats {
+  unix_listener stats-writer {
+    mode = 0666
+  }
+}
+EOF
+    : >"$D/passwd"
+    for u in "$@"; do
+        hash=$("$DOVEADM" -c "$D/dovecot.conf" pw -s SCRAM-SHA-256 -p "$PASSWORD")
+        printf '%s:%s:%s:%s::%s::\n' "$u" "$hash" "$MAIL_UID" "$MAIL_GID" "$DIR/mail/$u" >>"$D/passwd"
+        mkdir -p "$DIR/mail/$u"
+        chown "$MAIL_UID:$MAIL_GID" "$DIR/mail/$u"
+    done
+    chmod 640 "$D/passwd"
+    chgrp "$(id -gn "$INTERNAL_USER")" "$D/passwd" # the auth process reads it
+}
