@@ -716,6 +716,25 @@ static bool conn_read_results(db_conn_t *c)
     return true;
 }
 
+/* Sends what libpq still holds for the server; once all is sent, watches for reading only.
+ * Returns 0, or -1 after failing the connection (the queue is dispatched again). */
+static int conn_flush(db_conn_t *c)
+{
+    db_t *db = c->db;
+    int f = PQflush(c->pg);
+    if (f < 0) {
+        conn_fail(c, NULL);
+        db_dispatch(db);
+        return -1;
+    }
+    if (f == 0 && conn_watch(c, c->fd, UV_READABLE) < 0) {
+        conn_fail(c, "cannot watch the connection's socket");
+        db_dispatch(db);
+        return -1;
+    }
+    return 0;
+}
+
 static void conn_poll_cb(uv_poll_t *h, int status, int events)
 {
     db_conn_t *c = h->data;
@@ -738,19 +757,8 @@ static void conn_poll_cb(uv_poll_t *h, int status, int events)
         db_dispatch(db);
         return;
     }
-    if (c->state == DBC_BUSY && (events & UV_WRITABLE)) {
-        int f = PQflush(c->pg);
-        if (f < 0) {
-            conn_fail(c, NULL);
-            db_dispatch(db);
-            return;
-        }
-        if (f == 0 && conn_watch(c, c->fd, UV_READABLE) < 0) {
-            conn_fail(c, "cannot watch the connection's socket");
-            db_dispatch(db);
-            return;
-        }
-    }
+    if (c->state == DBC_BUSY && (events & UV_WRITABLE) && conn_flush(c) < 0)
+        return;
     if (!(events & UV_READABLE))
         return;
     if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
@@ -764,19 +772,8 @@ static void conn_poll_cb(uv_poll_t *h, int status, int events)
     if (c->state == DBC_IDLE)
         return;
     /* Docs: after PQconsumeInput, flush again if output is still pending. */
-    if (c->poll_events & UV_WRITABLE) {
-        int f = PQflush(c->pg);
-        if (f < 0) {
-            conn_fail(c, NULL);
-            db_dispatch(db);
-            return;
-        }
-        if (f == 0 && conn_watch(c, c->fd, UV_READABLE) < 0) {
-            conn_fail(c, "cannot watch the connection's socket");
-            db_dispatch(db);
-            return;
-        }
-    }
+    if ((c->poll_events & UV_WRITABLE) && conn_flush(c) < 0)
+        return;
     conn_read_results(c);
     if (!db->destroying)
         db_dispatch(db);
