@@ -22,6 +22,7 @@
 #include <sys/time.h>
 
 #include "base/log.h"
+#include "bus/mailwatch.h"
 #include "base/settings.h"
 
 #define NTF_BACKOFF_MIN_MS 500
@@ -37,6 +38,7 @@ typedef struct ntf_item {
 struct ntf {
     uv_loop_t *loop;
     db_t *db;
+    bus_t *bus;         /* announces local deliveries (postern.mailbox.changed) */
     config_t *cfg;
     ntf_gate_t *gate;
     char hostname[NTF_HOSTNAME_MAX + 1];
@@ -256,7 +258,15 @@ typedef struct ntf_delivery {
     char queue_id[16];
     size_t nlocal, nrelay;
     int64_t interval_ms;
+    char *local[NTF_RCPTS_MAX]; /* the mailboxes it goes to, told once it is stored */
 } ntf_delivery_t;
+
+static void delivery_free(ntf_delivery_t *d)
+{
+    for (size_t i = 0; i < d->nlocal; i++)
+        free(d->local[i]);
+    free(d);
+}
 
 static void delivered_cb(void *arg, PGresult *res)
 {
@@ -266,7 +276,13 @@ static void delivered_cb(void *arg, PGresult *res)
     char queue_id[sizeof d->queue_id];
     memcpy(queue_id, d->queue_id, sizeof queue_id);
     size_t nlocal = d->nlocal, nrelay = d->nrelay;
-    free(d);
+    bool stored_ok = !n->stopping && res && PQresultStatus(res) == PGRES_TUPLES_OK &&
+                     PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0;
+    /* IMAP sessions of the recipients look for the new message now (IDLE), not at their
+     * next NOOP. */
+    for (size_t i = 0; stored_ok && n->bus && i < nlocal; i++)
+        mailwatch_publish_changed(n->bus, d->local[i], 0, 0, MAILWATCH_NEW);
+    delivery_free(d);
     if (n->stopping) {
         n->busy = false;
         if (n->timer_closed)
@@ -392,8 +408,10 @@ static void ntf_deliver(ntf_t *n, PGresult *res, int64_t interval_ms)
     }
     d->ntf = n;
     d->interval_ms = interval_ms;
-    d->nlocal = nlocal;
     d->nrelay = nrelay;
+    for (size_t i = 0; i < nlocal; i++)
+        if ((d->local[d->nlocal] = strdup(local[i])))
+            d->nlocal++;
     ntf_queue_id(d->queue_id, 13);
     ntf_mail_t m = {
         .from = from,
@@ -414,7 +432,7 @@ static void ntf_deliver(ntf_t *n, PGresult *res, int64_t interval_ms)
      * 3.3), so an unreachable alert address cannot start a mail loop. */
     buf_puts(&local_raw, "Return-Path: <>\r\n");
     if (ntf_compose(a, &m, &raw) < 0 || buf_append(&local_raw, raw.data, raw.len) < 0) {
-        free(d);
+        delivery_free(d);
         buf_free(&raw);
         buf_free(&local_raw);
         ntf_failed(n, "compose", NULL);
@@ -503,6 +521,7 @@ ntf_t *ntf_create(uv_loop_t *loop, db_t *db, bus_t *bus, config_t *cfg, const ch
         return NULL;
     n->loop = loop;
     n->db = db;
+    n->bus = bus;
     n->cfg = cfg;
     snprintf(n->hostname, sizeof n->hostname, "%s", hostname);
     n->gate = ntf_gate_create(NTF_GATE_MAX);

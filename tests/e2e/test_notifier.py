@@ -233,6 +233,30 @@ def test_notifier_once_per_interval_across_restarts(postern, pb, new_user, servi
     assert "Clients: 192.0.2.7, 2001:db8::7" in text, text
 
 
+def test_alert_is_pushed_to_an_idle_imap_session(postern, pb, alerts_to_admin):
+    """The notifier announces the alerts it stores in a mailbox: an administrator's mail
+    client in IMAP IDLE is told at once, not at its next poll."""
+    from test_imap import Imap
+    if not postern.has_imapd:
+        pytest.skip(f"imapd is not built in {postern.bin}")
+    with Imap(postern.port("imaps"), postern.tls_context(), implicit_tls=True) as c:
+        c.ok(f"LOGIN {ADMIN} {ADMIN_PW}")
+        exists = [u for u in c.ok("SELECT INBOX") if u.endswith(b" EXISTS")]
+        count = int(exists[0].split()[1])
+        c.send("i1 IDLE\r\n")
+        assert c.line().startswith(b"+ ")
+        about = f"idle-{token()[-8:]}@{DOMAIN}"
+        a = pb.Alert(cause="hamr", user=about, client_addrs=["192.0.2.9"],
+                     limit="5 messages (user level) per 60 s (user level)", action="throttle",
+                     time_ms=int(time.time() * 1000), detail="Asked for by the test.")
+        nats_publish(postern.env["NATS_URL"], "postern.alert", a.SerializeToString())
+        c.sock.settimeout(30)
+        assert c.line() == f"* {count + 1} EXISTS".encode()
+        c.send("DONE\r\n")
+        assert c.until("i1")[1].startswith("OK")
+    assert alerts(postern, about, "HAMR")
+
+
 # --- harvesting alerts ----------------------------------------------------------------------
 
 @pytest.mark.client_addresses
