@@ -281,14 +281,6 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-static double pct(const double *sorted, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)(n * p);
-    return sorted[i < n ? i : n - 1];
-}
-
 static int usage(const char *prog)
 {
     fprintf(stderr,
@@ -367,22 +359,16 @@ int main(int argc, char **argv)
         items += cs[i].items;
     }
     double elapsed = (load_now_us() - start) / 1e6;
-    double *all = calloc(total + 1, sizeof *all);
-    size_t k = 0;
-    for (int i = 0; i < clients; i++) {
-        if (all && cs[i].lat.n)
-            memcpy(all + k, cs[i].lat.us, cs[i].lat.n * sizeof *all);
-        k += cs[i].lat.n;
-        free(cs[i].lat.us);
-    }
-    if (all && total)
-        qsort(all, total, sizeof *all, load_cmp_double);
+    load_lat_t all = { 0 };
+    for (int i = 0; i < clients; i++)
+        load_lat_take(&all, &cs[i].lat);
+    load_lat_sort(&all);
     printf("mode=%s clients=%d ops=%zu failures=%lu seconds=%.3f ops_per_s=%.1f "
            "items_per_s=%.1f mb_per_s=%.2f p50_us=%.0f p90_us=%.0f p99_us=%.0f max_us=%.0f\n",
            mode, clients, total, failures, elapsed, total / elapsed, items / elapsed,
-           bytes / elapsed / 1e6, all ? pct(all, total, 0.5) : 0, all ? pct(all, total, 0.9) : 0,
-           all ? pct(all, total, 0.99) : 0, all && total ? all[total - 1] : 0);
-    free(all);
+           bytes / elapsed / 1e6, load_lat_pct(&all, 0.5), load_lat_pct(&all, 0.9),
+           load_lat_pct(&all, 0.99), load_lat_pct(&all, 1));
+    free(all.us);
     free(cs);
     free(ts);
     pthread_mutex_destroy(&load.report_lock);

@@ -45,6 +45,30 @@ static inline int load_cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Moves the samples of from (emptied) to the end of into. */
+static inline void load_lat_take(load_lat_t *into, load_lat_t *from)
+{
+    for (size_t i = 0; i < from->n; i++)
+        load_lat_record(into, from->us[i]);
+    free(from->us);
+    *from = (load_lat_t){ 0 };
+}
+
+static inline void load_lat_sort(load_lat_t *l)
+{
+    if (l->n)
+        qsort(l->us, l->n, sizeof *l->us, load_cmp_double);
+}
+
+/* The p-quantile (0..1) of sorted samples; 0 without samples. */
+static inline double load_lat_pct(const load_lat_t *sorted, double p)
+{
+    if (sorted->n == 0)
+        return 0;
+    size_t i = (size_t)(sorted->n * p);
+    return sorted->us[i < sorted->n ? i : sorted->n - 1];
+}
+
 /* A blocking connection and what has been read from it: buf[off..len) is unread. */
 typedef struct load_conn {
     int fd;

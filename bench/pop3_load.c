@@ -234,25 +234,15 @@ int main(int argc, char **argv)
         bytes += cs[i].conn.bytes;
     }
     double elapsed = (load_now_us() - start) / 1e6;
-    double *all = calloc(total + 1, sizeof *all);
-    size_t k = 0;
-    for (int i = 0; i < clients; i++) {
-        if (all)
-            memcpy(all + k, cs[i].lat.us, cs[i].lat.n * sizeof *all);
-        k += cs[i].lat.n;
-        free(cs[i].lat.us);
-    }
-    double p50 = 0, p99 = 0;
-    if (all && total) {
-        qsort(all, total, sizeof *all, load_cmp_double);
-        p50 = all[total / 2];
-        p99 = all[(size_t)(total * 0.99)];
-    }
+    load_lat_t all = { 0 };
+    for (int i = 0; i < clients; i++)
+        load_lat_take(&all, &cs[i].lat);
+    load_lat_sort(&all);
     printf("mode=%s clients=%d ops=%zu failures=%lu seconds=%.3f ops_per_s=%.1f p50_us=%.0f "
            "p99_us=%.0f mb_per_s=%.2f\n",
-           load.mode, clients, total, failures, elapsed, total / elapsed, p50, p99,
-           bytes / elapsed / 1e6);
-    free(all);
+           load.mode, clients, total, failures, elapsed, total / elapsed,
+           load_lat_pct(&all, 0.5), load_lat_pct(&all, 0.99), bytes / elapsed / 1e6);
+    free(all.us);
     free(cs);
     free(ts);
     return failures > 0 && total == 0 ? 1 : 0;

@@ -3,6 +3,7 @@
 #ifndef POSTERN_BUF_H
 #define POSTERN_BUF_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef struct buf {
@@ -18,6 +19,7 @@ void buf_reset(buf_t *b);
 int buf_append(buf_t *b, const void *data, size_t len);
 int buf_puts(buf_t *b, const char *s);
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int buf_vprintf(buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Drops the first n bytes. */
 void buf_consume(buf_t *b, size_t n);
 

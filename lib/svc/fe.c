@@ -330,14 +330,14 @@ int fe_session_printf(fe_session_t *s, const char *fmt, ...)
         return -1;
     if ((size_t)n < sizeof tmp)
         return conn_write(s->conn, tmp, (size_t)n);
-    char *big = malloc((size_t)n + 1);
-    if (!big)
-        return -1;
+    buf_t big;
+    buf_init(&big);
     va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    int rc = buf_vprintf(&big, fmt, ap);
     va_end(ap);
-    int rc = conn_write(s->conn, big, (size_t)n);
-    free(big);
+    if (rc == 0)
+        rc = conn_write(s->conn, big.data, big.len);
+    buf_free(&big);
     return rc;
 }
 

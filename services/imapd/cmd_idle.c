@@ -56,7 +56,6 @@ static void watch_cb(void *arg, const mailwatch_event_t *ev)
         return;
     if (ev->mailbox_id != 0 && ev->mailbox_id != s->mbox.id)
         return;
-    s->mbox.changed = true;
     if (s->idling && s->syncing)
         s->resync = true; /* the look under way may have missed it */
     else if (s->idling)
@@ -255,7 +254,6 @@ static void changes_cb(void *arg, int status, const mailstore_changes_t *ch)
     buf_free(&b);
     if (complete) {
         m->highestmodseq = ch->highestmodseq;
-        m->changed = false;
     }
     if (ch->uidnext > m->uidnext)
         m->uidnext = ch->uidnext;

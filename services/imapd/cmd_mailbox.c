@@ -14,21 +14,20 @@
 void imap_store_begin(imap_session_t *s)
 {
     fe_session_ref(&s->fe);
-    imap_wait(s);
+    fe_session_wait(&s->fe);
 }
 
 bool imap_store_alive(imap_session_t *s)
 {
     if (!s->fe.closing)
         return true;
-    s->busy = false;
     fe_session_unref(&s->fe);
     return false;
 }
 
 void imap_store_end(imap_session_t *s)
 {
-    imap_resume(s);
+    fe_session_resume(&s->fe);
     fe_session_unref(&s->fe);
 }
 
@@ -292,8 +291,6 @@ static void list_cb(void *arg, int status, const mailstore_mailbox_t *boxes, siz
                    has_children(boxes, n, boxes[i].name) ? "\\HasChildren" : "\\HasNoChildren");
         if (boxes[i].special_use && !lsub)
             buf_printf(&line, " %s", boxes[i].special_use);
-        if (boxes[i].subscribed && !lsub && s->op_flag)
-            buf_puts(&line, " \\Subscribed");
         buf_puts(&line, ") \"/\" ");
         imap_append_astring(&line, boxes[i].name, strlen(boxes[i].name));
         fe_session_printf(&s->fe, "* %.*s\r\n", (int)line.len, line.data);
@@ -325,7 +322,6 @@ static void list_common(imap_session_t *s, imap_req_t *r, const char *what)
     if (strncasecmp(s->op_text, "INBOX", 5) == 0 && (s->op_text[5] == '\0' || s->op_text[5] == '/'))
         memcpy(s->op_text, "INBOX", 5);
     s->op_name = what;
-    s->op_flag = false;
     imap_store_begin(s);
     start_or_fail(s, mailstore_list(imap_store(s), s->user_id, NULL, false, list_cb, s), what);
 }

@@ -772,8 +772,6 @@ static void append_cb(void *arg, int status, const mailstore_appended_t *a)
         imap_store_no(s, status, "APPEND");
     } else {
         imap_publish_change(s, a->mailbox_id, a->modseq, MAILWATCH_NEW);
-        if (s->state == IMAP_STATE_SELECTED && a->mailbox_id == s->mbox.id)
-            s->mbox.changed = true;
         imap_ok(s, NULL, "[APPENDUID %u %u] APPEND completed", a->uidvalidity, a->uid);
     }
     imap_store_end(s);

@@ -58,7 +58,6 @@ typedef struct imap_mailbox {
     uint64_t highestmodseq;  /* what the session has seen */
     imap_msg_t *msgs;
     size_t count, cap;
-    bool changed;            /* the store says something changed: look at the next chance */
 } imap_mailbox_t;
 
 /* The server-wide state (fe_server_t.proto_data): the mail store and the watch on the
@@ -88,7 +87,6 @@ typedef struct imap_session {
     char tag[128];           /* of the command being answered */
     imap_req_t req;
     bool dispatched;         /* req and in hold a command handed to the dispatcher */
-    bool busy;               /* a command waits for the database */
     bool idling;             /* IDLE: waiting for DONE */
     bool condstore;          /* ENABLE CONDSTORE, or a command that implies it */
     int64_t user_id;
@@ -102,7 +100,6 @@ typedef struct imap_session {
     const char *op_name;
     char op_text[IMAP_MAILBOX_NAME_MAX * 2];
     buf_t select_flags;      /* SELECT's FLAGS line while \Recent is claimed */
-    bool op_flag;
     unsigned op_mask;
 } imap_session_t;
 
@@ -130,12 +127,8 @@ void imap_bad(imap_session_t *s, const char *fmt, ...) __attribute__((format(pri
 void imap_no_counted(imap_session_t *s, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void imap_enter_state(imap_session_t *s, imap_state_t state);
-/* The session waits for the database; imap_resume() goes on with the buffered input. */
-void imap_wait(imap_session_t *s);
-void imap_resume(imap_session_t *s);
 const char *imap_capabilities(imap_session_t *s);
 void imap_bye(imap_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-long imap_setting(imap_session_t *s, const char *key, long fallback);
 /* The command table (cmd.c). */
 extern const fe_cmd_table_t imap_cmd_table;
 

@@ -21,13 +21,6 @@ static const char *state_name(imap_state_t st)
     }
 }
 
-long imap_setting(imap_session_t *s, const char *key, long fallback)
-{
-    const char *v = config_get(s->fe.srv->cfg, key);
-    long n = v ? strtol(v, NULL, 10) : 0;
-    return n > 0 ? n : fallback;
-}
-
 void imap_enter_state(imap_session_t *s, imap_state_t state)
 {
     if (s->state == state)
@@ -64,25 +57,16 @@ const char *imap_capabilities(imap_session_t *s)
 
 void imap_untagged(imap_session_t *s, const char *fmt, ...)
 {
-    char text[2048];
+    buf_t line;
+    buf_init(&line);
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(text, sizeof text, fmt, ap);
+    buf_puts(&line, "* ");
+    int rc = buf_vprintf(&line, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof text) {
-        fe_session_printf(&s->fe, "* %s\r\n", text);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    fe_session_printf(&s->fe, "* %s\r\n", big);
-    free(big);
+    if (rc == 0 && buf_puts(&line, "\r\n") == 0)
+        fe_session_write(&s->fe, line.data, line.len);
+    buf_free(&line);
 }
 
 /* The tagged status line that ends a command, written in one piece. */
@@ -140,18 +124,6 @@ void imap_bye(imap_session_t *s, const char *fmt, ...)
     fe_session_printf(&s->fe, "* BYE %s\r\n", text);
     imap_enter_state(s, IMAP_STATE_LOGOUT);
     fe_session_close(&s->fe);
-}
-
-void imap_wait(imap_session_t *s)
-{
-    s->busy = true;
-    fe_session_wait(&s->fe);
-}
-
-void imap_resume(imap_session_t *s)
-{
-    s->busy = false;
-    fe_session_resume(&s->fe);
 }
 
 /* ---- gathering commands ------------------------------------------------------------ */

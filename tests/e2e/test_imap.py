@@ -48,6 +48,11 @@ class Imap(RawConversation):
             out += b"\r\n" + self.buf[:n]
             self.buf = self.buf[n:]
 
+    def starttls(self):
+        """STARTTLS, then the handshake (RFC 3501 section 6.2.1)."""
+        self.ok("STARTTLS")
+        self._wrap()
+
     def tag(self):
         self.n += 1
         return f"t{self.n}"
@@ -85,8 +90,7 @@ def imap(postern):
         clients.append(c)
         assert c.greeting.startswith(b"* OK"), c.greeting
         if tls == "starttls":
-            c.ok("STARTTLS")
-            c.sock = c.tls_context.wrap_socket(c.sock, server_hostname="localhost")
+            c.starttls()
         return c
 
     yield connect
@@ -172,8 +176,7 @@ def test_greeting_and_capabilities_before_and_after_tls(imap):
                 b"CONDSTORE", b"SASL-IR"):
         assert cap in caps, caps
     assert not any(x.startswith(b"AUTH=") for x in caps)
-    c.ok("STARTTLS")
-    c.sock = c.tls_context.wrap_socket(c.sock, server_hostname="localhost")
+    c.starttls()
     caps = c.ok("CAPABILITY")[0].split()
     assert b"STARTTLS" not in caps and b"LOGINDISABLED" not in caps
     assert b"AUTH=PLAIN" in caps and b"AUTH=SCRAM-SHA-256" in caps

@@ -45,8 +45,7 @@ def _listens(port):
 
 
 def login_select(c, mailbox):
-    c.ok("STARTTLS")
-    c.sock = c.tls_context.wrap_socket(c.sock, server_hostname="localhost")
+    c.starttls()
     c.ok(f"LOGIN {mailbox.address} {mailbox.password}")
     c.ok("SELECT INBOX")
 
