@@ -14,7 +14,7 @@ SANFLAGS =
 OPT      = -O2
 endif
 
-PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto libmicrohttpd gmime-3.0
+PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto libmicrohttpd gmime-3.0 libcares
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -103,6 +103,10 @@ $(foreach t,$(TOOLS),$(eval $(call program,$(t),tools)))
 # A unit test of a service's module links that service's objects except main.o:
 # tests/unit/test_smtpd_*.c gets services/smtpd/*.o.
 svc_objs = $(patsubst %.c,$(OBJ)/%.o,$(filter-out %/main.c,$(wildcard services/$(1)/*.c)))
+# relay_send drives relayd's SMTP client (services/relayd/smtpc.c) from the command line.
+$(BUILD)/tests/tools/relay_send: tests/tools/relay_send.c $(call svc_objs,relayd) $(LIBA) | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iservices/relayd $(LDFLAGS) -o $@ $< $(call svc_objs,relayd) $(LIBA) $(LDLIBS)
 .SECONDEXPANSION:
 $(BUILD)/tests/%: tests/unit/%.c $$(call svc_objs,$$(word 2,$$(subst _, ,$$*))) $(LIBA) | $(PROTO_H)
 	@mkdir -p $(dir $@)

@@ -1,24 +1,29 @@
-# What the comparisons with Dovecot share (bench/pop3_bench.sh, bench/imap_bench.sh): sourced,
-# not run. Before sourcing, set BENCH (pop3 or imap: the protocol, the name in messages and
-# folders), BIN (Postern's programs) and NEEDS (the programs the script needs).
+# What the comparisons with Dovecot and Postfix share (bench/pop3_bench.sh,
+# bench/imap_bench.sh, bench/relay_bench.sh): sourced, not run. Before sourcing, set BENCH
+# (pop3, imap or relay: the name in messages and folders, the protocol for Dovecot), BIN
+# (Postern's programs) and NEEDS (the programs the script needs).
 #
 #   bench_ports                  PG_PORT NATS_PORT POSTERN_PORT DOVECOT_PORT, all free
+#   free_port                    prints a free port on 127.0.0.1
 #   wait_port PORT NAME LOG      until something listens on PORT (or fail with LOG's end)
-#   postern_start USER...        PostgreSQL and NATS under $DIR, the schema, bench.test with
-#                                USER... (password $PASSWORD), plaintext logins, no failure
-#                                delay, the limiter
+#   at_exit COMMAND              the cleanup runs COMMAND too (before the local stack stops)
+#   postern_stack                PostgreSQL and NATS under $DIR, its environment exported
+#                                (DATABASE_URL, NATS_URL), the schema, the domain bench.test
+#   postern_start USER...        postern_stack, then USER... in bench.test (password
+#                                $PASSWORD), plaintext logins, no failure delay, the limiter
 #   dovecot_config USER...       $D/dovecot.conf for $BENCH on $DOVECOT_PORT (maildir under
 #                                $DIR/mail, passwd-file with SCRAM-SHA-256 secrets), as
 #                                root with Dovecot's own users and the mail as nobody
-# and a cleanup at exit that stops whatever was started ($pids, Dovecot, the local stack) and
-# removes $DIR unless ${BENCH}_BENCH_KEEP is set (POP3_BENCH_KEEP, IMAP_BENCH_KEEP).
+# and a cleanup at exit that stops whatever was started ($pids, the at_exit commands, Dovecot,
+# the local stack) and removes $DIR unless ${BENCH}_BENCH_KEEP is set (POP3_BENCH_KEEP,
+# IMAP_BENCH_KEEP, RELAY_BENCH_KEEP).
 # DOVECOT_LOGIN=performance gives Dovecot long-lived login processes (its "high-performance
 # mode"); the default is a login process per connection.
 
 PYTHON=/usr/bin/python3
 DOVECOT_LOGIN=${DOVECOT_LOGIN:-security}
 
-sh deploy/deps.sh bench # Dovecot, when missing
+sh deploy/deps.sh bench # Dovecot and Postfix, when missing
 for f in $NEEDS; do
     [ -x "$f" ] || { echo "${BENCH}_bench: $f is missing: build first (make)" >&2; exit 1; }
 done
@@ -29,10 +34,12 @@ DIR=$(mktemp -d "/tmp/postern-$BENCH-bench.XXXXXX")
 chmod 755 "$DIR"
 D=$DIR/dovecot
 pids=""
+atexit=""
 bench_cleanup() {
-    for p in $pids; do
-        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    for p in $pids; do # (a process killed by the signal makes wait fail: go on)
+        { kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; } || true
     done
+    eval "$atexit" || true
     [ -f "$D/dovecot.conf" ] && "$DOVECOT" -c "$D/dovecot.conf" stop 2>/dev/null
     sh deploy/localstack.sh stop "$DIR" >/dev/null 2>&1 || true
     keep=$(eval "echo \${$(echo "$BENCH" | tr a-z A-Z)_BENCH_KEEP:-}")
@@ -42,6 +49,11 @@ trap bench_cleanup EXIT INT TERM
 
 free_port() {
     "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+at_exit() { # at_exit COMMAND
+    atexit="$atexit
+$1"
 }
 
 bench_ports() {
@@ -60,13 +72,17 @@ wait_port() { # wait_port PORT NAME LOG
     done
 }
 
-postern_start() { # postern_start USER...
+postern_stack() {
     sh deploy/localstack.sh start "$DIR" "$PG_PORT" "$NATS_PORT" >/dev/null
     set -a
     . "$DIR/postern.env"
     set +a
     "$BIN/mailctl" migrate >/dev/null
     "$BIN/mailctl" domain add bench.test >/dev/null
+}
+
+postern_start() { # postern_start USER...
+    postern_stack
     for u in "$@"; do
         printf '%s\n' "$PASSWORD" | "$BIN/mailctl" user add "$u" --password-stdin >/dev/null
     done

@@ -74,6 +74,26 @@ const setting_def_t settings_table[] = {
       "From: of alert mail (empty: postmaster@ the first hosted domain)" },
     { "notifier.interval", "3600", SETTING_INT, 1, 2592000, NULL,
       "at most one alert per cause and user or address within this time (seconds)" },
+    /* relayd: delivery of the outbound queue to other hosts. */
+    { "relay.max_lifetime", "432000", SETTING_INT, 60, 2592000, NULL,
+      "seconds a message may wait in the outbound queue before it is returned to the "
+      "sender" },
+    { "relay.delay_warning", "14400", SETTING_INT, 0, 2592000, NULL,
+      "seconds a message waits before its sender gets one delay notice (0: never)" },
+    { "relay.retry_min", "300", SETTING_INT, 1, 86400, NULL,
+      "seconds after a message's first failed attempt before the next; each failure "
+      "doubles the wait, up to relay.retry_max" },
+    { "relay.retry_max", "14400", SETTING_INT, 1, 604800, NULL,
+      "the longest wait between two attempts at a deferred message (seconds)" },
+    { "relay.lease", "300", SETTING_INT, 5, 3600, NULL,
+      "seconds a relayd holds a message it claimed before another replica may take it" },
+    { "relay.destination_concurrency", "4", SETTING_INT, 1, 100, NULL,
+      "connections one relayd keeps open to one destination at a time" },
+    { "relay.concurrency", "50", SETTING_INT, 1, 10000, NULL,
+      "messages one relayd delivers at a time" },
+    { "relay.allow_private", "off", SETTING_BOOL, 0, 0, NULL,
+      "off: never deliver to loopback, private or link-local addresses found in DNS (a "
+      "transport may still name one); on: allow them, for tests and closed networks" },
     { NULL, NULL, SETTING_ENUM, 0, 0, NULL, NULL },
 };
 

@@ -6,8 +6,8 @@
 
 #include "base/log.h"
 #include "base/settings.h"
+#include "bus/subjects.h"
 
-#define CONFIG_SUBJECT "postern.config.changed"
 
 typedef struct config_snapshot {
     char **keys, **values;
@@ -163,7 +163,7 @@ config_t *config_create(uv_loop_t *loop, db_t *db, bus_t *bus, int refresh_secon
     uv_timer_init(loop, &cfg->timer);
     cfg->timer.data = cfg;
     if (bus)
-        bus_subscribe(bus, CONFIG_SUBJECT, changed_cb, cfg);
+        bus_subscribe(bus, BUS_SUBJECT_CONFIG_CHANGED, changed_cb, cfg);
     config_reload(cfg);
     return cfg;
 }

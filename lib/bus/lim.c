@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "base/net.h"
+#include "bus/events.h"
 
 #define LIM_SYNC_MS 30000
 
@@ -113,7 +114,7 @@ int lim_check_auth(lim_t *lim, Postern__Service service, const char *client, con
     m.service = service;
     m.client_addr = (char *)client;
     m.user = (char *)(user ? user : "");
-    return lim_request(lim, "postern.limiter.auth", &m.base, cb, arg);
+    return lim_request(lim, BUS_SUBJECT_LIMITER_AUTH, &m.base, cb, arg);
 }
 
 int lim_check_send(lim_t *lim, Postern__Service service, const char *user, const char *client,
@@ -127,7 +128,7 @@ int lim_check_send(lim_t *lim, Postern__Service service, const char *user, const
     m.rcpt_count = rcpt_count;
     m.queue_id = (char *)queue_id;
     m.instance = (char *)instance;
-    return lim_request(lim, "postern.limiter.send", &m.base, cb, arg);
+    return lim_request(lim, BUS_SUBJECT_LIMITER_SEND, &m.base, cb, arg);
 }
 
 void lim_release(lim_t *lim, const char *user, const char *queue_id)
@@ -137,7 +138,7 @@ void lim_release(lim_t *lim, const char *user, const char *queue_id)
     Postern__SendRelease m = POSTERN__SEND_RELEASE__INIT;
     m.user = (char *)user;
     m.queue_id = (char *)queue_id;
-    bus_publish_msg(lim->bus, "postern.limiter.release", &m.base);
+    bus_publish_msg(lim->bus, BUS_SUBJECT_LIMITER_RELEASE, &m.base);
 }
 
 int lim_rcpt_failure(lim_t *lim, Postern__Service service, const char *client,
@@ -147,7 +148,7 @@ int lim_rcpt_failure(lim_t *lim, Postern__Service service, const char *client,
     m.service = service;
     m.client_addr = (char *)client;
     m.recipient = (char *)recipient;
-    return lim_request(lim, "postern.limiter.rcpt", &m.base, cb, arg);
+    return lim_request(lim, BUS_SUBJECT_LIMITER_RCPT, &m.base, cb, arg);
 }
 
 /* ---- the local copy of blocks ------------------------------------------------------ */
@@ -162,10 +163,10 @@ static void block_remove(lim_t *lim, const net_cidr_t *net)
         }
 }
 
-static void block_add(lim_t *lim, const Postern__Block *b)
+static void block_add(lim_t *lim, const char *network, int64_t until_ms, const char *reason)
 {
     net_cidr_t net;
-    if (!b || !b->network || net_cidr_parse(b->network, &net) < 0)
+    if (!network || net_cidr_parse(network, &net) < 0)
         return;
     block_remove(lim, &net);
     lim_block_t *nb = realloc(lim->blocks, (lim->nblocks + 1) * sizeof *nb);
@@ -173,34 +174,24 @@ static void block_add(lim_t *lim, const Postern__Block *b)
         return;
     lim->blocks = nb;
     nb[lim->nblocks].net = net;
-    nb[lim->nblocks].until_ms = b->until_ms;
+    nb[lim->nblocks].until_ms = until_ms;
     snprintf(nb[lim->nblocks].reason, sizeof nb[lim->nblocks].reason, "%s",
-             b->reason ? b->reason : "");
+             reason ? reason : "");
     lim->nblocks++;
 }
 
-static void block_changed_cb(void *arg, const char *subject, const void *data, size_t len,
-                             const char *reply)
+static void block_changed_cb(void *arg, ev_block_change_t change, const ev_block_t *b)
 {
-    (void)subject;
-    (void)reply;
     lim_t *lim = arg;
-    Postern__BlockChange *c = postern__block_change__unpack(NULL, len, data);
-    if (!c) {
-        log_warn("bad block change dropped", "bytes=%zu", len);
-        return;
-    }
-    if (c->kind == POSTERN__BLOCK_CHANGE__KIND__KIND_ADDED) {
-        block_add(lim, c->block);
-        log_info("block added", "network=%s until_ms=%lld", c->block ? c->block->network : "",
-                 c->block ? (long long)c->block->until_ms : 0LL);
-    } else if (c->block && c->block->network) {
+    if (change == EV_BLOCK_ADDED) {
+        block_add(lim, b->network, b->until_ms, b->reason);
+        log_info("block added", "network=%s until_ms=%lld", b->network, (long long)b->until_ms);
+    } else {
         net_cidr_t net;
-        if (net_cidr_parse(c->block->network, &net) == 0)
+        if (net_cidr_parse(b->network, &net) == 0)
             block_remove(lim, &net);
-        log_info("block removed", "network=%s", c->block->network);
+        log_info("block removed", "network=%s", b->network);
     }
-    postern__block_change__free_unpacked(c, NULL);
 }
 
 static void sync_reply_cb(void *arg, const void *data, size_t len)
@@ -216,7 +207,9 @@ static void sync_reply_cb(void *arg, const void *data, size_t len)
     }
     lim->nblocks = 0;
     for (size_t i = 0; i < l->n_blocks; i++)
-        block_add(lim, l->blocks[i]);
+        if (l->blocks[i])
+            block_add(lim, l->blocks[i]->network, l->blocks[i]->until_ms,
+                      l->blocks[i]->reason);
     free(lim->exempt);
     lim->exempt = calloc(l->n_exempt + 1, sizeof *lim->exempt);
     lim->nexempt = 0;
@@ -237,7 +230,7 @@ static void sync_timer_cb(uv_timer_t *t)
     Postern__BlockListRequest m = POSTERN__BLOCK_LIST_REQUEST__INIT;
     uint8_t buf[16];
     size_t len = protobuf_c_message_pack(&m.base, buf);
-    bus_request(lim->bus, "postern.limiter.blocks", buf, len, 2000, sync_reply_cb, lim);
+    bus_request(lim->bus, BUS_SUBJECT_LIMITER_BLOCKS, buf, len, 2000, sync_reply_cb, lim);
 }
 
 lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics)
@@ -250,7 +243,7 @@ lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics
     lim->cfg = cfg;
     uv_timer_init(loop, &lim->sync_timer);
     lim->sync_timer.data = lim;
-    bus_subscribe(bus, "postern.block.changed", block_changed_cb, lim);
+    ev_subscribe_block_changed(bus, block_changed_cb, lim);
     uv_timer_start(&lim->sync_timer, sync_timer_cb, 0, LIM_SYNC_MS);
     return lim;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "bus/subjects.h"
 #include "postern.pb-c.h"
 
 #define MAILWATCH_USER_MAX 320
@@ -71,7 +72,7 @@ int mailwatch_publish_changed(bus_t *bus, const char *user, int64_t mailbox_id, 
     ev.mailbox_id = mailbox_id;
     ev.modseq = modseq;
     ev.kind = (Postern__MailboxChanged__Kind)kind;
-    return bus_publish_msg(bus, MAILWATCH_SUBJECT, &ev.base);
+    return bus_publish_msg(bus, BUS_SUBJECT_MAILBOX_CHANGED, &ev.base);
 }
 
 mailwatch_t *mailwatch_create(bus_t *bus)
@@ -203,7 +204,8 @@ static void bus_changed_cb(void *arg, const char *subject, const void *data, siz
     mailwatch_t *mw = arg;
     Postern__MailboxChanged *m = postern__mailbox_changed__unpack(NULL, len, data);
     if (!m) {
-        log_warn("bad mailbox event dropped", "subject=%s bytes=%zu", MAILWATCH_SUBJECT, len);
+        log_warn("bad mailbox event dropped", "subject=%s bytes=%zu",
+                 BUS_SUBJECT_MAILBOX_CHANGED, len);
         return;
     }
     if (m->user && *m->user) {
@@ -223,7 +225,7 @@ mailwatch_watch_t *mailwatch_watch(mailwatch_t *mw, const char *user, mailwatch_
     if (!mw || !user || !*user || !cb || strlen(user) >= MAILWATCH_USER_MAX)
         return NULL;
     if (!mw->subscribed && mw->bus) {
-        if (bus_subscribe(mw->bus, MAILWATCH_SUBJECT, bus_changed_cb, mw) < 0)
+        if (bus_subscribe(mw->bus, BUS_SUBJECT_MAILBOX_CHANGED, bus_changed_cb, mw) < 0)
             return NULL;
         mw->subscribed = true;
     }

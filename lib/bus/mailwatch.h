@@ -12,8 +12,6 @@
 
 #include "bus/bus.h"
 
-#define MAILWATCH_SUBJECT "postern.mailbox.changed"
-
 /* The values of MailboxChanged.Kind. */
 typedef enum mailwatch_kind {
     MAILWATCH_NEW = 1,       /* messages arrived */

@@ -1,12 +1,15 @@
 #include "net/conn.h"
 
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
+#include "base/net.h"
 
 #define CONN_READ_CHUNK 16384
 #define CONN_OUTPUT_MAX (1024 * 1024) /* stop reading while this much output waits */
@@ -16,6 +19,8 @@ struct conn {
     uv_tcp_t tcp;
     uv_timer_t close_timer;
     uv_shutdown_t shutdown;
+    uv_connect_t connect_req;
+    bool connecting; /* conn_connect() waits for the connection */
     conn_event_cb cb;
     void *arg;
     buf_t in;
@@ -32,7 +37,9 @@ struct conn {
     BIO *wbio; /* OpenSSL -> network */
     bool handshaking;
     char peer[INET6_ADDRSTRLEN];
+    int peer_port;
     int local_port;
+    char error[256]; /* why it ended; "" after conn_close() */
     char rbuf[CONN_READ_CHUNK];
 };
 
@@ -45,6 +52,8 @@ typedef struct write_req {
 
 static void conn_update_reading(conn_t *c);
 static void conn_check_writable(conn_t *c);
+static void conn_fail(conn_t *c, bool log, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void close_cb(uv_handle_t *h)
 {
@@ -75,10 +84,7 @@ static void write_cb(uv_write_t *req, int status)
     c->pending_out -= w->len;
     free(w);
     if (status < 0 && status != UV_ECANCELED) {
-        if (!c->closing) {
-            c->closing = true;
-            conn_close_now(c);
-        }
+        conn_fail(c, true, "%s", uv_strerror(status));
         return;
     }
     conn_update_reading(c);
@@ -142,14 +148,48 @@ static int conn_flush_tls(conn_t *c)
     return 0;
 }
 
-static void conn_fail(conn_t *c, const char *why)
+/* Records why the connection ends (the first reason wins) and closes it at once. */
+static void conn_fail(conn_t *c, bool log, const char *fmt, ...)
 {
-    if (why)
-        log_debug("connection failed", "client=%s reason=\"%s\"", c->peer, why);
     if (c->closing)
         return;
     c->closing = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof c->error, fmt, ap);
+    va_end(ap);
+    if (log)
+        log_debug("connection failed", "peer=%s reason=\"%s\"", c->peer, c->error);
     conn_close_now(c);
+}
+
+/* Explains a failed TLS operation from OpenSSL's error queue (then emptied) and, for a
+ * failed certificate check, the verification result. */
+static void conn_tls_fail(conn_t *c, int ssl_error)
+{
+    const char *stage = c->handshaking ? "TLS handshake failed" : "TLS error";
+    unsigned long e = ERR_get_error();
+    ERR_clear_error();
+    if (ssl_error == SSL_ERROR_ZERO_RETURN ||
+        (!e && (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_SSL))) {
+        if (c->handshaking)
+            conn_fail(c, true, "%s: connection closed by peer", stage);
+        else
+            conn_fail(c, false, "connection closed by peer");
+        return;
+    }
+    const char *reason = e ? ERR_reason_error_string(e) : NULL;
+    char detail[128] = "";
+    if (!reason) {
+        ERR_error_string_n(e, detail, sizeof detail);
+        reason = detail;
+    }
+    long verify = SSL_get_verify_result(c->ssl);
+    if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
+        verify != X509_V_OK)
+        conn_fail(c, true, "%s: %s (%s)", stage, reason, X509_verify_cert_error_string(verify));
+    else
+        conn_fail(c, true, "%s: %s", stage, reason);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
@@ -159,37 +199,60 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(c->rbuf, sizeof c->rbuf);
 }
 
-/* Decrypts what arrived; returns -1 when the TLS session is over or broken. */
-static int conn_tls_input(conn_t *c, const char *data, size_t len)
+/* Advances the handshake and decrypts what OpenSSL holds. Returns -1 (after conn_fail)
+ * when the TLS session is over or broken. */
+static int conn_tls_process(conn_t *c)
 {
-    if (BIO_write(c->rbio, data, (int)len) != (int)len)
-        return -1;
+    ERR_clear_error();
     if (c->handshaking) {
         int r = SSL_do_handshake(c->ssl);
-        if (conn_flush_tls(c) < 0)
+        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+        if (conn_flush_tls(c) < 0) { /* also sends the alert of a failed handshake */
+            conn_fail(c, true, "TLS handshake failed: cannot send");
             return -1;
+        }
         if (r != 1) {
-            int e = SSL_get_error(c->ssl, r);
-            return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? 0 : -1;
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                return 0;
+            conn_tls_fail(c, e);
+            return -1;
         }
         c->handshaking = false;
         c->cb(c, CONN_TLS_READY, c->arg);
         if (c->closing)
             return 0;
+        ERR_clear_error();
     }
     char tmp[CONN_READ_CHUNK];
     for (;;) {
         int n = SSL_read(c->ssl, tmp, sizeof tmp);
         if (n > 0) {
-            if (buf_append(&c->in, tmp, (size_t)n) < 0)
+            if (buf_append(&c->in, tmp, (size_t)n) < 0) {
+                conn_fail(c, true, "out of memory");
                 return -1;
+            }
             continue;
         }
         int e = SSL_get_error(c->ssl, n);
-        if (conn_flush_tls(c) < 0)
+        if (conn_flush_tls(c) < 0) {
+            conn_fail(c, true, "TLS error: cannot send");
             return -1;
-        return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? 0 : -1;
+        }
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            return 0;
+        conn_tls_fail(c, e);
+        return -1;
     }
+}
+
+/* Hands what arrived to OpenSSL and processes it; -1 as for conn_tls_process(). */
+static int conn_tls_input(conn_t *c, const char *data, size_t len)
+{
+    if (BIO_write(c->rbio, data, (int)len) != (int)len) {
+        conn_fail(c, true, "out of memory");
+        return -1;
+    }
+    return conn_tls_process(c);
 }
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
@@ -198,17 +261,19 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (nread == 0 || c->closing)
         return;
     if (nread < 0) {
-        conn_fail(c, nread == UV_EOF ? NULL : uv_strerror((int)nread));
+        const char *why = nread == UV_EOF ? "connection closed by peer" : uv_strerror((int)nread);
+        if (c->ssl && c->handshaking)
+            conn_fail(c, true, "TLS handshake failed: %s", why);
+        else
+            conn_fail(c, nread != UV_EOF, "%s", why);
         return;
     }
     size_t before = c->in.len;
     if (c->ssl) {
-        if (conn_tls_input(c, b->base, (size_t)nread) < 0) {
-            conn_fail(c, "TLS error");
+        if (conn_tls_input(c, b->base, (size_t)nread) < 0)
             return;
-        }
     } else if (buf_append(&c->in, b->base, (size_t)nread) < 0) {
-        conn_fail(c, "out of memory");
+        conn_fail(c, true, "out of memory");
         return;
     }
     if (c->closing)
@@ -233,30 +298,41 @@ static void conn_update_reading(conn_t *c)
     }
 }
 
+/* addr as text (IPv4-mapped IPv6 shown as IPv4) and its port. */
+static void conn_address_text(const struct sockaddr *sa, char *out, size_t len, int *port_r)
+{
+    net_addr_t a;
+    snprintf(out, len, "unknown");
+    *port_r = 0;
+    if (net_addr_from_sockaddr(sa, &a) < 0)
+        return;
+    inet_ntop(a.family, a.bytes, out, (socklen_t)len);
+    *port_r = ntohs(sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port
+                                             : ((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
+static void conn_fill_local_port(conn_t *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char ignored[INET6_ADDRSTRLEN];
+    c->local_port = 0;
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        conn_address_text((struct sockaddr *)&ss, ignored, sizeof ignored, &c->local_port);
+}
+
 static void conn_fill_addresses(conn_t *c)
 {
     struct sockaddr_storage ss;
     int len = sizeof ss;
     strcpy(c->peer, "unknown");
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer, sizeof c->peer);
-        } else if (ss.ss_family == AF_INET6) {
-            struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-            if (IN6_IS_ADDR_V4MAPPED(a))
-                inet_ntop(AF_INET, &a->s6_addr[12], c->peer, sizeof c->peer);
-            else
-                inet_ntop(AF_INET6, a, c->peer, sizeof c->peer);
-        }
-    }
-    len = sizeof ss;
-    c->local_port = 0;
-    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
-        c->local_port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                                      : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        conn_address_text((struct sockaddr *)&ss, c->peer, sizeof c->peer, &c->peer_port);
+    conn_fill_local_port(c);
 }
 
-conn_t *conn_accept(uv_stream_t *server, size_t input_max, conn_event_cb cb, void *arg)
+/* A conn with its handles initialised and nothing started. */
+static conn_t *conn_new(uv_loop_t *loop, size_t input_max, conn_event_cb cb, void *arg)
 {
     conn_t *c = calloc(1, sizeof *c);
     if (!c)
@@ -265,13 +341,22 @@ conn_t *conn_accept(uv_stream_t *server, size_t input_max, conn_event_cb cb, voi
     c->arg = arg;
     c->input_max = input_max;
     buf_init(&c->in);
-    uv_tcp_init(server->loop, &c->tcp);
-    uv_timer_init(server->loop, &c->close_timer);
-    uv_idle_init(server->loop, &c->writable_idle);
+    uv_tcp_init(loop, &c->tcp);
+    uv_timer_init(loop, &c->close_timer);
+    uv_idle_init(loop, &c->writable_idle);
     c->tcp.data = c;
     c->close_timer.data = c;
     c->writable_idle.data = c;
     c->open_handles = 3;
+    strcpy(c->peer, "unknown");
+    return c;
+}
+
+conn_t *conn_accept(uv_stream_t *server, size_t input_max, conn_event_cb cb, void *arg)
+{
+    conn_t *c = conn_new(server->loop, input_max, cb, arg);
+    if (!c)
+        return NULL;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         /* Nobody knows this conn yet: close quietly; close_cb frees it. */
         c->cb = NULL;
@@ -285,18 +370,72 @@ conn_t *conn_accept(uv_stream_t *server, size_t input_max, conn_event_cb cb, voi
     return c;
 }
 
+static void connect_cb(uv_connect_t *req, int status)
+{
+    conn_t *c = req->data;
+    c->connecting = false;
+    if (status == UV_ECANCELED || c->closing) /* conn_close() came first */
+        return;
+    if (status < 0) {
+        conn_fail(c, true, "%s", uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    conn_fill_local_port(c);
+    c->cb(c, CONN_CONNECTED, c->arg);
+    conn_update_reading(c);
+}
+
+conn_t *conn_connect(uv_loop_t *loop, const struct sockaddr *addr, size_t input_max,
+                     conn_event_cb cb, void *arg)
+{
+    if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
+        return NULL;
+    conn_t *c = conn_new(loop, input_max, cb, arg);
+    if (!c)
+        return NULL;
+    conn_address_text(addr, c->peer, sizeof c->peer, &c->peer_port);
+    c->connect_req.data = c;
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, addr, connect_cb);
+    if (rc < 0)
+        conn_fail(c, true, "%s", uv_strerror(rc)); /* CONN_CLOSED comes from the loop */
+    else
+        c->connecting = true;
+    return c;
+}
+
 void conn_start_tls(conn_t *c, SSL *ssl, bool keep_input)
 {
+    if (c->closing || c->ssl) {
+        SSL_free(ssl);
+        return;
+    }
+    if (!ssl) { /* tls_new_ssl() or tls_client_new_ssl() failed */
+        conn_fail(c, true, "TLS handshake failed: no TLS session could be set up");
+        return;
+    }
     c->ssl = ssl;
     c->rbio = BIO_new(BIO_s_mem());
     c->wbio = BIO_new(BIO_s_mem());
+    if (!c->rbio || !c->wbio) {
+        BIO_free(c->rbio);
+        BIO_free(c->wbio);
+        c->rbio = c->wbio = NULL;
+        conn_fail(c, true, "TLS handshake failed: out of memory");
+        return;
+    }
     SSL_set_bio(ssl, c->rbio, c->wbio);
-    SSL_set_accept_state(ssl);
+    if (SSL_is_server(ssl))
+        SSL_set_accept_state(ssl);
+    else
+        SSL_set_connect_state(ssl);
     c->handshaking = true;
-    buf_t early = c->in; /* plaintext sent before the handshake is never acted on */
+    buf_t early = c->in; /* plaintext received before the handshake is never acted on */
     buf_init(&c->in);
-    if (keep_input && early.len && conn_tls_input(c, early.data, early.len) < 0)
-        conn_fail(c, "TLS error");
+    if (keep_input && early.len)
+        conn_tls_input(c, early.data, early.len);
+    else if (!SSL_is_server(ssl))
+        conn_tls_process(c); /* the ClientHello */
     buf_free(&early);
     if (!c->closing)
         conn_update_reading(c);
@@ -317,6 +456,21 @@ const char *conn_tls_cipher(const conn_t *c)
     return conn_is_tls(c) ? SSL_get_cipher_name(c->ssl) : "";
 }
 
+bool conn_tls_verified(const conn_t *c)
+{
+    if (!conn_is_tls(c) || !SSL_get0_peer_certificate(c->ssl) ||
+        SSL_get_verify_result(c->ssl) != X509_V_OK)
+        return false;
+    /* X509_V_OK covers the name check only when a name was set to check. */
+    X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+    if (X509_VERIFY_PARAM_get0_host(param, 0))
+        return true;
+    char *ip = X509_VERIFY_PARAM_get1_ip_asc(param);
+    bool named = ip != NULL;
+    OPENSSL_free(ip);
+    return named;
+}
+
 buf_t *conn_input(conn_t *c)
 {
     return &c->in;
@@ -335,8 +489,11 @@ int conn_write(conn_t *c, const void *data, size_t len)
         return conn_send_raw(c, data, len);
     if (c->handshaking)
         return -1;
-    if (SSL_write(c->ssl, data, (int)len) <= 0)
+    ERR_clear_error();
+    if (SSL_write(c->ssl, data, (int)len) <= 0) {
+        ERR_clear_error();
         return -1;
+    }
     return conn_flush_tls(c);
 }
 
@@ -375,12 +532,17 @@ void conn_close(conn_t *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->connecting) { /* the pending connect ends with UV_ECANCELED */
+        conn_close_now(c);
+        return;
+    }
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
     if (c->ssl && !c->handshaking) {
         SSL_shutdown(c->ssl); /* close_notify; the peer's answer is not awaited */
+        ERR_clear_error();
         conn_flush_tls(c);
     }
     c->shutdown.data = c;
@@ -391,9 +553,19 @@ void conn_close(conn_t *c)
     uv_timer_start(&c->close_timer, close_timeout_cb, CONN_CLOSE_GRACE_MS, 0);
 }
 
+const char *conn_error(const conn_t *c)
+{
+    return c->error;
+}
+
 const char *conn_peer(const conn_t *c)
 {
     return c->peer;
+}
+
+int conn_peer_port(const conn_t *c)
+{
+    return c->peer_port;
 }
 
 int conn_local_port(const conn_t *c)

@@ -1,14 +1,11 @@
 #include "svc/fe.h"
 
-#include <nats/nats.h>
 #include <openssl/rand.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "base/env.h"
 #include "base/log.h"
@@ -17,10 +14,8 @@
 #define FE_INPUT_MAX (256 * 1024)
 #define FE_DRAIN_DEFAULT_S 10
 #define FE_DRAIN_MAX_S 86400
-#define FE_FLUSH_STEP_MS 50    /* at shutdown, how often to look whether queries are done */
-#define FE_FLUSH_MAX_MS 3000   /* and how long to let them finish at most */
 
-static void fe_server_shutdown(fe_server_t *srv);
+static void fe_sessions_closed(fe_server_t *srv);
 static void fe_session_begin(fe_session_t *s, bool after_proxy);
 static void fe_session_proxy_input(fe_session_t *s);
 
@@ -169,6 +164,8 @@ static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
             s->srv->proto->tls_ready(s);
         }
         break;
+    case CONN_CONNECTED: /* outbound connections only */
+        break;
     case CONN_CLOSED: {
         fe_server_t *srv = s->srv;
         log_info("session closed", "session=%lu client=%s", s->id, s->peer);
@@ -186,7 +183,7 @@ static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
         uv_close((uv_handle_t *)&s->delay_timer, timer_close_cb);
         fe_session_unref(s);
         if (srv->draining && srv->nsessions == 0)
-            fe_server_shutdown(srv);
+            fe_sessions_closed(srv);
         break;
     }
     }
@@ -211,6 +208,7 @@ static void accept_cb(uv_stream_t *server, int status)
     line_reader_init(&s->reader, srv->proto->line_max);
     s->conn = conn_accept(server, FE_INPUT_MAX, session_conn_cb, s);
     if (!s->conn) {
+        srv->nallocated--;
         free(s);
         return;
     }
@@ -444,60 +442,18 @@ static int fe_parse_networks(const char *text, net_cidr_t **nets_r, size_t *n_r)
     return 0;
 }
 
-/* Ready for clients: configuration loaded, database and bus reachable. */
-static bool fe_ready(void *arg, char *why, size_t why_len)
+/* The sessions are all closed: the skeleton lets the database work they leave finish (pop3d
+ * deletes its maildrop lock as a session ends) and the sessions be released (fe_busy), for
+ * a bounded time, then stops. */
+static void fe_sessions_closed(fe_server_t *srv)
 {
-    fe_server_t *srv = arg;
-    const char *missing = !config_loaded(srv->cfg) ? "configuration"
-                          : !db_available(srv->db) ? "database"
-                          : !bus_connected(srv->bus) ? "bus"
-                          : srv->draining          ? "draining"
-                                                   : NULL;
-    if (missing)
-        snprintf(why, why_len, "%s", missing);
-    return missing == NULL;
-}
-
-static void walk_close_cb(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
-static void flush_timer_cb(uv_timer_t *t)
-{
-    fe_server_shutdown(t->data);
-}
-
-/* Once the sessions are closed: lets them be released and the database work they leave
- * finish (pop3d deletes its maildrop lock as a session ends), for FE_FLUSH_MAX_MS at most,
- * then stops everything. */
-static void fe_server_shutdown(fe_server_t *srv)
-{
-    if (!srv->stopping) {
-        srv->stopping = true;
-        if (srv->draining)
-            log_info("drain finished", "sessions=%zu finished=%zu forced=%zu",
-                     srv->drain_sessions, srv->drain_sessions - srv->drain_forced,
-                     srv->drain_forced);
-    }
-    if ((srv->nallocated > 0 || db_busy(srv->db)) && srv->flush_waited_ms < FE_FLUSH_MAX_MS) {
-        srv->flush_waited_ms += FE_FLUSH_STEP_MS;
-        uv_timer_start(&srv->drain_timer, flush_timer_cb, FE_FLUSH_STEP_MS, 0);
+    if (srv->stopping)
         return;
-    }
-    log_info("stopping", "%s", "");
+    srv->stopping = true;
     uv_timer_stop(&srv->drain_timer);
-    health_stop(&srv->health);
-    if (srv->proto->stop && srv->proto_data)
-        srv->proto->stop(srv);
-    lim_destroy(&srv->lim);
-    config_destroy(&srv->cfg);
-    bus_destroy(&srv->bus);
-    db_destroy(&srv->db);
-    tls_destroy(&srv->tls);
-    uv_walk(srv->loop, walk_close_cb, NULL);
+    log_info("drain finished", "sessions=%zu finished=%zu forced=%zu", srv->drain_sessions,
+             srv->drain_sessions - srv->drain_forced, srv->drain_forced);
+    svc_stopped(srv->svc);
 }
 
 /* Closes every session still open; those already closing finish on their own. Closing
@@ -517,38 +473,44 @@ static void drain_timeout_cb(uv_timer_t *t)
              "forced=%zu", srv->drain_timeout_s, srv->nsessions, forced);
 }
 
-static void stop_signal_cb(uv_signal_t *h, int signum)
+/* SIGTERM/SIGINT (svc_def_t.stop): stop listening, let the open sessions go on until they
+ * end or DRAIN_TIMEOUT passes. */
+static void fe_drain(svc_t *svc)
 {
-    fe_server_t *srv = h->data;
-    if (srv->draining)
-        return;
+    fe_server_t *srv = svc->data;
     srv->draining = true;
     srv->drain_sessions = srv->nsessions;
     for (size_t i = 0; i < srv->proto->nlisteners; i++)
-        if (srv->listening[i])
+        if (srv->listening[i]) {
+            srv->listening[i] = false;
             uv_close((uv_handle_t *)&srv->listen[i], NULL);
+        }
     /* Logged once the listening sockets are closed: new connections are refused now. */
-    log_info("draining", "signal=%d sessions=%zu deadline_s=%ld", signum, srv->nsessions,
-             srv->drain_timeout_s);
-    uv_signal_stop(&srv->sig_term);
-    uv_signal_stop(&srv->sig_int);
+    log_info("draining", "sessions=%zu deadline_s=%ld", srv->nsessions, srv->drain_timeout_s);
     if (srv->proto->drain)
         for (fe_session_t *s = srv->sessions; s; s = s->next)
             if (!s->closing && s->conn)
                 srv->proto->drain(s);
     if (srv->nsessions == 0) {
-        fe_server_shutdown(srv);
+        fe_sessions_closed(srv);
         return;
     }
     /* DRAIN_TIMEOUT=0: the deadline is the next loop iteration. */
     uv_timer_start(&srv->drain_timer, drain_timeout_cb, (uint64_t)srv->drain_timeout_s * 1000, 0);
 }
 
-static void hup_signal_cb(uv_signal_t *h, int signum)
+/* Sessions closed but not yet released wait for callbacks (a query, the limiter). */
+static bool fe_busy(svc_t *svc)
 {
-    (void)signum;
-    fe_server_t *srv = h->data;
-    if (!srv->tls)
+    fe_server_t *srv = svc->data;
+    return srv && srv->nallocated > 0;
+}
+
+/* SIGHUP: the certificate is read again. */
+static void fe_hup(svc_t *svc)
+{
+    fe_server_t *srv = svc->data;
+    if (!srv || !srv->tls)
         return;
     char err[512];
     if (tls_reload(srv->tls, err, sizeof err) < 0)
@@ -594,109 +556,124 @@ static int fe_listen_one(fe_server_t *srv, size_t i, const char *address)
     return 0;
 }
 
-int fe_main(const fe_protocol_t *proto, const char *hostname_env)
+/* The drain timer and the listeners still open close last; the server goes with them. */
+static void fe_server_closed_cb(uv_handle_t *h)
 {
-    log_init(proto->name);
-    signal(SIGPIPE, SIG_IGN);
-    fe_server_t srv_storage = { 0 };
-    fe_server_t *srv = &srv_storage;
-    srv->proto = proto;
-    srv->loop = uv_default_loop();
+    fe_server_t *srv = h->data;
+    if (--srv->closing_handles > 0)
+        return;
+    free(srv->listen);
+    free(srv->listening);
+    free(srv->proxy_nets);
+    free(srv);
+}
 
-    const char *dburl = getenv("DATABASE_URL");
-    if (!dburl || !*dburl) {
-        log_error("DATABASE_URL is not set", "%s", "");
-        return 2;
-    }
+/* svc_def_t.destroy: the protocol's state, the limiter's client, the certificate and the
+ * listeners go; the server's copies of the skeleton's clients are cleared first, so that
+ * sessions still waiting (answered by bus_destroy and db_destroy right after) see none. The
+ * server itself is freed once its timer has closed, after those answers. */
+static void fe_destroy(svc_t *svc)
+{
+    fe_server_t *srv = svc->data;
+    if (!srv)
+        return;
+    svc->data = NULL;
+    uv_timer_stop(&srv->drain_timer);
+    if (srv->proto->stop && srv->proto_data)
+        srv->proto->stop(srv);
+    lim_destroy(&srv->lim);
+    tls_destroy(&srv->tls);
+    srv->bus = NULL;
+    srv->db = NULL;
+    srv->cfg = NULL;
+    srv->health = NULL;
+    srv->closing_handles = 1;
+    uv_close((uv_handle_t *)&srv->drain_timer, fe_server_closed_cb);
+    for (size_t i = 0; srv->listening && i < srv->proto->nlisteners; i++)
+        if (srv->listening[i]) {
+            srv->listening[i] = false;
+            srv->closing_handles++;
+            uv_close((uv_handle_t *)&srv->listen[i], fe_server_closed_cb);
+        }
+}
+
+/* svc_def_t.start: the front end's settings, the limiter's client, the protocol's state and
+ * the listeners. */
+static int fe_start(svc_t *svc)
+{
+    const fe_protocol_t *proto = svc->def->conf;
+    fe_server_t *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return -1;
+    svc->data = srv;
+    srv->svc = svc;
+    srv->proto = proto;
+    srv->loop = svc->loop;
+    srv->db = svc->db;
+    srv->bus = svc->bus;
+    srv->cfg = svc->cfg;
+    srv->metrics = svc->metrics;
+    srv->health = svc->health;
+    snprintf(srv->hostname, sizeof srv->hostname, "%s", svc->hostname);
+    snprintf(srv->instance, sizeof srv->instance, "%s", svc->instance);
+    RAND_bytes(srv->secret, sizeof srv->secret);
+    uv_timer_init(svc->loop, &srv->drain_timer);
+    srv->drain_timer.data = srv;
+    srv->listen = calloc(proto->nlisteners ? proto->nlisteners : 1, sizeof *srv->listen);
+    srv->listening = calloc(proto->nlisteners ? proto->nlisteners : 1, sizeof *srv->listening);
+    if (!srv->listen || !srv->listening)
+        return -1;
+
     srv->drain_timeout_s = env_seconds("DRAIN_TIMEOUT", FE_DRAIN_DEFAULT_S, 0, FE_DRAIN_MAX_S);
     if (srv->drain_timeout_s < 0) {
         log_error("bad DRAIN_TIMEOUT", "value=\"%.64s\" expected=\"whole seconds from 0 to %d\"",
                   getenv("DRAIN_TIMEOUT"), FE_DRAIN_MAX_S);
-        return 2;
+        return -1;
     }
-    const char *name = env_or(hostname_env, NULL);
-    if (name)
-        snprintf(srv->hostname, sizeof srv->hostname, "%s", name);
-    else if (gethostname(srv->hostname, sizeof srv->hostname - 1) != 0)
-        strcpy(srv->hostname, "localhost");
-    /* The instance is the machine (pod) name, not the announced mail host name, which
-     * every replica shares; the pid alone is 1 in every container. */
-    char node[256];
-    if (gethostname(node, sizeof node - 1) != 0)
-        strcpy(node, srv->hostname);
-    node[sizeof node - 1] = '\0';
-    snprintf(srv->instance, sizeof srv->instance, "%.250s:%d", node, (int)getpid());
-    RAND_bytes(srv->secret, sizeof srv->secret);
-
     const char *cert = getenv("TLS_CERT"), *key = getenv("TLS_KEY");
     if (cert && *cert && key && *key) {
         char err[512];
         srv->tls = tls_create(cert, key, err, sizeof err);
         if (!srv->tls) {
             log_error("TLS certificate not usable", "error=\"%s\"", err);
-            return 2;
+            return -1;
         }
     } else {
         log_warn("TLS_CERT/TLS_KEY not set: no STARTTLS, no implicit TLS", "%s", "");
     }
-
-    srv->db = db_create(srv->loop, dburl, atoi(env_or("DB_POOL", "4")));
-    srv->bus = bus_create(srv->loop, env_or("NATS_URL", "nats://127.0.0.1:4222"), proto->name);
-    if (!srv->db || !srv->bus) {
-        log_error("cannot start database or bus client", "%s", "");
-        return 2;
-    }
-    srv->cfg = config_create(srv->loop, srv->db, srv->bus, atoi(env_or("CONFIG_REFRESH", "30")));
-    srv->metrics = metrics_create();
-    srv->lim = lim_create(srv->loop, srv->bus, srv->cfg, srv->metrics);
-    if (proto->start && proto->start(srv) < 0) {
-        log_error("cannot start the protocol's state", "%s", "");
-        return 2;
-    }
-    /* A health port asked for and not served fails the start like a mail port would:
-     * probes that cannot reach it would restart the service anyway. */
-    int failed = 0;
-    int health_port = atoi(env_or("HEALTH_PORT", "0"));
-    if (health_port > 0) {
-        srv->health = health_start(srv->loop, health_port, srv->metrics, fe_ready, srv);
-        failed = !srv->health;
-    }
-
-    srv->listen = calloc(proto->nlisteners, sizeof *srv->listen);
-    srv->listening = calloc(proto->nlisteners, sizeof *srv->listening);
-    if (fe_parse_networks(env_or("PROXY_TRUSTED_NETWORKS", ""), &srv->proxy_nets, &srv->nproxy) < 0) {
+    if (fe_parse_networks(env_or("PROXY_TRUSTED_NETWORKS", ""), &srv->proxy_nets,
+                          &srv->nproxy) < 0) {
         log_error("bad PROXY_TRUSTED_NETWORKS", "value=\"%s\"", getenv("PROXY_TRUSTED_NETWORKS"));
-        return 2;
+        return -1;
     }
     if (srv->nproxy)
         log_info("PROXY protocol accepted from trusted networks", "networks=%zu", srv->nproxy);
+
+    srv->lim = lim_create(svc->loop, svc->bus, svc->cfg, svc->metrics);
+    if (!srv->lim || (proto->start && proto->start(srv) < 0)) {
+        log_error("cannot start the protocol's state", "%s", "");
+        return -1;
+    }
     const char *address = env_or("LISTEN_ADDRESS", "::");
     for (size_t i = 0; i < proto->nlisteners; i++)
         if (fe_listen_one(srv, i, address) < 0)
-            failed = 1;
+            return -1;
+    return 0;
+}
 
-    uv_signal_init(srv->loop, &srv->sig_term);
-    uv_signal_init(srv->loop, &srv->sig_int);
-    uv_signal_init(srv->loop, &srv->sig_hup);
-    uv_timer_init(srv->loop, &srv->drain_timer);
-    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->drain_timer.data = srv;
-    uv_signal_start(&srv->sig_term, stop_signal_cb, SIGTERM);
-    uv_signal_start(&srv->sig_int, stop_signal_cb, SIGINT);
-    uv_signal_start(&srv->sig_hup, hup_signal_cb, SIGHUP);
-
-    if (failed) {
-        fe_server_shutdown(srv);
-        uv_run(srv->loop, UV_RUN_DEFAULT);
-    } else {
-        log_info("started", "instance=%s drain_timeout_s=%ld", srv->instance,
-                 srv->drain_timeout_s);
-        uv_run(srv->loop, UV_RUN_DEFAULT);
-    }
-    uv_loop_close(srv->loop);
-    free(srv->listen);
-    free(srv->listening);
-    free(srv->proxy_nets);
-    metrics_destroy(&srv->metrics);
-    nats_Close();
-    return failed ? 1 : 0;
+int fe_main(const fe_protocol_t *proto, const char *hostname_env)
+{
+    const svc_def_t def = {
+        .name = proto->name,
+        .db_pool = 4,
+        .want_config = true,
+        .hostname_env = hostname_env,
+        .conf = proto,
+        .start = fe_start,
+        .stop = fe_drain,
+        .busy = fe_busy,
+        .destroy = fe_destroy,
+        .hup = fe_hup,
+    };
+    return svc_main(&def);
 }

@@ -1,7 +1,8 @@
-/* The front-end skeleton shared by smtpd, pop3d and imapd: settings from the environment,
- * listeners (plain, STARTTLS-capable, implicit TLS), sessions with an idle timer, the
- * line loop, STARTTLS, the database, the bus and the configuration cache, signals
- * (SIGHUP reloads the certificate, SIGTERM/SIGINT drain and exit).
+/* The front-end skeleton shared by smtpd, pop3d and imapd, standing on the service
+ * skeleton (svc/service.h: environment, database, bus, configuration cache, metrics,
+ * health, signals, ordered stop): listeners (plain, STARTTLS-capable, implicit TLS),
+ * sessions with an idle timer, the line loop, STARTTLS, the limiter's client; SIGHUP
+ * reloads the certificate, SIGTERM/SIGINT drain (the service's stop) and exit.
  *
  * A protocol supplies a fe_protocol_t: its listeners and a few callbacks. Its session
  * struct starts with a fe_session_t. Handlers run on the loop thread; one that waits for
@@ -26,6 +27,7 @@
 #include "base/metrics.h"
 #include "net/tls.h"
 #include "postern.pb-c.h"
+#include "svc/service.h"
 
 typedef struct fe_server fe_server_t;
 typedef struct fe_session fe_session_t;
@@ -74,12 +76,16 @@ typedef struct fe_protocol {
      * goodbye and close now instead of at the deadline. */
     void (*drain)(fe_session_t *s);
     /* Optional: the protocol's own server-wide state, made once the database and the bus
-     * clients exist (start returns 0, or -1 to fail the start) and undone before they go. */
+     * clients exist (start returns 0, or -1 to fail the start) and undone before they go
+     * (stop runs once the sessions are gone, or after a failed start). */
     int (*start)(fe_server_t *srv);
     void (*stop)(fe_server_t *srv);
 } fe_protocol_t;
 
+/* The skeleton's clients (db, bus, cfg, metrics, health, hostname, instance) are copied
+ * from the service (svc) and cleared before they go at the stop. */
 struct fe_server {
+    svc_t *svc;
     uv_loop_t *loop;
     const fe_protocol_t *proto;
     db_t *db;
@@ -92,8 +98,8 @@ struct fe_server {
     net_cidr_t *proxy_nets; /* PROXY_TRUSTED_NETWORKS: load balancers that send PROXY */
     size_t nproxy;
     tls_t *tls;             /* NULL when no certificate is configured */
-    char hostname[256];
-    char instance[300];     /* hostname:pid */
+    char hostname[256];     /* hostname_env, else the system's host name */
+    char instance[300];     /* node:pid */
     unsigned char secret[32]; /* seeds fake SCRAM salts and attempt digests */
     size_t nsessions;
     size_t nallocated;      /* sessions not yet released (closed ones wait for callbacks) */
@@ -103,11 +109,10 @@ struct fe_server {
     size_t drain_sessions;  /* open when the drain began */
     size_t drain_forced;    /* closed by the drain deadline */
     bool stopping;          /* the sessions are gone; database work left is finishing */
-    unsigned flush_waited_ms;
     uv_tcp_t *listen;       /* one per listener conf */
     bool *listening;
-    uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
+    int closing_handles;    /* at the stop: the server is freed when none is left */
     struct fe_session *sessions;
 };
 
@@ -138,11 +143,13 @@ struct fe_session {
     struct fe_session *prev, *next;
 };
 
-/* Runs a front end: reads the environment (DATABASE_URL, NATS_URL, TLS_CERT, TLS_KEY,
- * LISTEN_ADDRESS, the listeners' port variables, HOSTNAME_ENV, DRAIN_TIMEOUT...), listens,
- * serves until SIGTERM or SIGINT, then drains: stops listening, lets open sessions go on
- * for up to DRAIN_TIMEOUT seconds (default 10; 0 closes them at once), closes those still
- * open and exits. Returns the process exit status (2 for a bad setting). */
+/* Runs a front end on svc_main(): reads the environment (the skeleton's DATABASE_URL,
+ * NATS_URL, DB_POOL, CONFIG_REFRESH, HEALTH_PORT and hostname_env; TLS_CERT, TLS_KEY,
+ * LISTEN_ADDRESS, PROXY_TRUSTED_NETWORKS, the listeners' port variables, DRAIN_TIMEOUT),
+ * listens, serves until SIGTERM or SIGINT, then drains: stops listening, lets open sessions
+ * go on for up to DRAIN_TIMEOUT seconds (default 10; 0 closes them at once), closes those
+ * still open and exits. Returns the process exit status (2 for a bad setting or a port that
+ * cannot be served). */
 int fe_main(const fe_protocol_t *proto, const char *hostname_env);
 
 void fe_session_ref(fe_session_t *s);

@@ -3,10 +3,10 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
-#include "base/log.h"
 #include "auth/sasl.h"
+#include "base/log.h"
+#include "bus/events.h"
 
 #define FE_AUTH_SECRET_KEY "internal.secret"
 
@@ -89,26 +89,23 @@ static void auth_publish(fe_auth_t *a)
 {
     fe_session_t *s = a->session;
     const char *user = sasl_username(a->sasl);
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
     unsigned char digest[32];
     size_t klen;
     const unsigned char *key = auth_key(s, &klen);
-    Postern__AuthEvent ev = POSTERN__AUTH_EVENT__INIT;
-    ev.service = s->srv->proto->service;
-    ev.user = (char *)(user ? user : "");
-    ev.client_addr = s->peer;
-    ev.mechanism = a->label;
-    ev.tls = fe_session_tls(s);
-    ev.result = event_result(a->result);
-    ev.time_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-    ev.instance = s->srv->instance;
+    ev_auth_t ev = {
+        .service = s->srv->proto->service,
+        .user = user ? user : "",
+        .client_addr = s->peer,
+        .mechanism = a->label,
+        .tls = fe_session_tls(s),
+        .result = event_result(a->result),
+        .instance = s->srv->instance,
+    };
     if (a->result == FE_AUTH_FAIL && sasl_attempt_digest(a->sasl, key, klen, digest) == 0) {
-        ev.attempt_digest.data = digest;
-        ev.attempt_digest.len = sizeof digest;
+        ev.attempt_digest = digest;
+        ev.attempt_digest_len = sizeof digest;
     }
-    if (a->result != FE_AUTH_BLOCKED &&
-        bus_publish_msg(s->srv->bus, "postern.event.auth", &ev.base) < 0)
+    if (a->result != FE_AUTH_BLOCKED && ev_publish_auth(s->srv->bus, &ev) < 0)
         log_warn("auth event not published", "session=%lu", s->id);
     char labels[96];
     snprintf(labels, sizeof labels, "mechanism=\"%s\",result=\"%s\"", a->label,

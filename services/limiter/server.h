@@ -1,18 +1,19 @@
-/* The limiter as a process: the loop, PostgreSQL, the bus, timers and signals around the
- * policy (policy.h) and its store (store.h). Bus messages are decoded here and nowhere
- * else; replies go to the request's reply subject. */
+/* The limiter as a service (lib/svc/service.h): its requests and events on the bus, its
+ * timers, and the hooks through which the policy's decisions (policy.h) reach the bus and
+ * PostgreSQL (store.h). Messages arrive and leave as plain C (lib/bus/events.h). */
 #ifndef LIMITER_SERVER_H
 #define LIMITER_SERVER_H
 
-typedef struct server_opts {
-    const char *database_url;
-    const char *nats_url;
-    const char *instance; /* names this limiter in logs and to the NATS server */
-    int db_pool;          /* PostgreSQL connections */
-    int reload_s;         /* settings, exemptions, blocks, accounts reloaded this often */
-} server_opts_t;
+#include <stdbool.h>
+#include <stddef.h>
 
-/* Runs until SIGTERM or SIGINT. Returns the exit status. */
-int server_run(const server_opts_t *opts);
+#include "svc/service.h"
+
+/* The svc_def_t callbacks. Ready once the first load from PostgreSQL has completed (before
+ * it, checks go unanswered). */
+int server_start(svc_t *svc);
+bool server_ready(svc_t *svc, char *why, size_t why_len);
+void server_stop(svc_t *svc);
+void server_destroy(svc_t *svc);
 
 #endif

@@ -121,11 +121,11 @@ static void lowercase(char *s)
             *s = (char)(*s - 'A' + 'a');
 }
 
-int ntf_alert_from_pb(const Postern__Alert *pb, int64_t now_ms, ntf_alert_t *a, char *why,
+int ntf_alert_from_ev(const ev_alert_t *in, int64_t now_ms, ntf_alert_t *a, char *why,
                       size_t why_len)
 {
     memset(a, 0, sizeof *a);
-    const char *cause = pb->cause ? pb->cause : "";
+    const char *cause = in->cause ? in->cause : "";
     if (strcmp(cause, "hamr") == 0) {
         a->cause = NTF_CAUSE_HAMR;
     } else if (strcmp(cause, "harvest") == 0) {
@@ -137,20 +137,20 @@ int ntf_alert_from_pb(const Postern__Alert *pb, int64_t now_ms, ntf_alert_t *a, 
         return -1;
     }
 
-    if (pb->user && *pb->user) {
-        if (strlen(pb->user) > NTF_ADDRESS_MAX) {
+    if (in->user && *in->user) {
+        if (strlen(in->user) > NTF_ADDRESS_MAX) {
             snprintf(why, why_len, "the user is longer than %d bytes", NTF_ADDRESS_MAX);
             return -1;
         }
-        snprintf(a->user, sizeof a->user, "%s", pb->user);
+        snprintf(a->user, sizeof a->user, "%s", in->user);
         lowercase(a->user);
         if (!ntf_address_ok(a->user)) {
             snprintf(why, why_len, "the user is not a plain address");
             return -1;
         }
     }
-    for (size_t i = 0; i < pb->n_client_addrs; i++) {
-        const char *c = pb->client_addrs[i];
+    for (size_t i = 0; in->client_addrs && i < in->n_client_addrs; i++) {
+        const char *c = in->client_addrs[i];
         if (!c || !client_ok(c))
             continue; /* dropped: not an address */
         bool dup = false;
@@ -182,16 +182,33 @@ int ntf_alert_from_pb(const Postern__Alert *pb, int64_t now_ms, ntf_alert_t *a, 
         return -1;
     }
 
-    ntf_clean(a->limit, sizeof a->limit, pb->limit, false);
-    ntf_clean(a->action, sizeof a->action, pb->action, true);
+    ntf_clean(a->limit, sizeof a->limit, in->limit, false);
+    ntf_clean(a->action, sizeof a->action, in->action, true);
     lowercase(a->action);
-    ntf_clean(a->detail, sizeof a->detail, pb->detail, false);
+    ntf_clean(a->detail, sizeof a->detail, in->detail, false);
     /* A time more than a day off is not believed. */
-    a->time_ms = pb->time_ms;
+    a->time_ms = in->time_ms;
     if (a->time_ms <= 0 || a->time_ms > now_ms + 86400000 || a->time_ms < now_ms - 86400000LL * 365)
         a->time_ms = now_ms;
-    a->notify_owner = pb->notify_owner && a->user[0];
+    a->notify_owner = in->notify_owner && a->user[0];
     return 0;
+}
+
+int ntf_alert_from_pb(const Postern__Alert *pb, int64_t now_ms, ntf_alert_t *a, char *why,
+                      size_t why_len)
+{
+    ev_alert_t ev = {
+        .cause = pb->cause,
+        .user = pb->user,
+        .client_addrs = (const char *const *)pb->client_addrs,
+        .n_client_addrs = pb->n_client_addrs,
+        .limit = pb->limit,
+        .action = pb->action,
+        .time_ms = pb->time_ms,
+        .detail = pb->detail,
+        .notify_owner = pb->notify_owner,
+    };
+    return ntf_alert_from_ev(&ev, now_ms, a, why, why_len);
 }
 
 void ntf_queue_id(char *out, size_t len)

@@ -10,7 +10,9 @@
  *   2. deliver  SELECT postern_alert(...): under a per-(cause, subject) lock, checks the
  *               interval again, stores the message (postern_deliver: INBOX copies for local
  *               users, one outbound queue entry for the rest) and records it in alerts,
- *               all in one statement.
+ *               all in one statement; then announces it: each local copy to IMAP sessions
+ *               (postern.mailbox.changed), the outbound queue entry to relayd
+ *               (postern.queue.added).
  *
  * When PostgreSQL cannot be reached, or the schema is not there yet, the head waits and
  * is tried again with a growing delay; nothing is lost while the service runs. */
@@ -38,14 +40,15 @@ typedef struct ntf_item {
 struct ntf {
     uv_loop_t *loop;
     db_t *db;
-    bus_t *bus;         /* announces local deliveries (postern.mailbox.changed) */
+    bus_t *bus;         /* announces what it stored (mailbox changed, queue added) */
     config_t *cfg;
     ntf_gate_t *gate;
     char hostname[NTF_HOSTNAME_MAX + 1];
     ntf_item_t *head, *tail;
     size_t queued;
     bool busy;          /* a statement for the head is in flight */
-    bool stopping;
+    bool stopping;      /* ntf_stop(): no new alerts, no new statements */
+    bool destroying;    /* ntf_destroy(): freed once the timer has closed and !busy */
     bool timer_closed;
     uv_timer_t retry;   /* runs the head again after a failure */
     unsigned backoff_ms;
@@ -116,22 +119,15 @@ static bool ntf_merge(ntf_t *n, const ntf_alert_t *a)
     return false;
 }
 
-void ntf_receive(ntf_t *n, const void *data, size_t len)
+void ntf_receive(ntf_t *n, const ev_alert_t *alert)
 {
     if (!n || n->stopping)
         return;
     n->stats.received++;
-    Postern__Alert *pb = postern__alert__unpack(NULL, len, data);
-    if (!pb) {
-        n->stats.invalid++;
-        log_warn("alert dropped", "reason=\"not a protobuf Alert\" bytes=%zu", len);
-        return;
-    }
     int64_t now = wall_ms();
     ntf_item_t *it = calloc(1, sizeof *it);
     char why[160];
-    int rc = it ? ntf_alert_from_pb(pb, now, &it->alert, why, sizeof why) : -1;
-    postern__alert__free_unpacked(pb, NULL);
+    int rc = it ? ntf_alert_from_ev(alert, now, &it->alert, why, sizeof why) : -1;
     if (!it) {
         log_error("alert dropped", "reason=\"out of memory\"");
         return;
@@ -179,12 +175,9 @@ void ntf_receive(ntf_t *n, const void *data, size_t len)
     ntf_work(n);
 }
 
-static void bus_alert_cb(void *arg, const char *subject, const void *data, size_t len,
-                         const char *reply)
+static void bus_alert_cb(void *arg, const ev_alert_t *alert)
 {
-    (void)subject;
-    (void)reply;
-    ntf_receive(arg, data, len);
+    ntf_receive(arg, alert);
 }
 
 /* ---- failures and retries ---------------------------------------------------------- */
@@ -232,6 +225,8 @@ static void ntf_failed(ntf_t *n, const char *step, PGresult *res)
     }
     n->stats.retries++;
     it->attempts++;
+    if (n->stopping)
+        return; /* not tried again: ntf_stop() said it is not sent */
     n->backoff_ms = n->backoff_ms ? n->backoff_ms * 2 : NTF_BACKOFF_MIN_MS;
     if (n->backoff_ms > NTF_BACKOFF_MAX_MS)
         n->backoff_ms = NTF_BACKOFF_MAX_MS;
@@ -276,14 +271,20 @@ static void delivered_cb(void *arg, PGresult *res)
     char queue_id[sizeof d->queue_id];
     memcpy(queue_id, d->queue_id, sizeof queue_id);
     size_t nlocal = d->nlocal, nrelay = d->nrelay;
-    bool stored_ok = !n->stopping && res && PQresultStatus(res) == PGRES_TUPLES_OK &&
-                     PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0;
+    /* Committed (-1: suppressed, nothing stored). Only db_destroy() answers once the
+     * notifier is being destroyed, and with NULL: the bus is never used then. */
+    int stored = !n->destroying && res && PQresultStatus(res) == PGRES_TUPLES_OK &&
+                         PQntuples(res) == 1
+                     ? atoi(PQgetvalue(res, 0, 0))
+                     : -1;
     /* IMAP sessions of the recipients look for the new message now (IDLE), not at their
-     * next NOOP. */
-    for (size_t i = 0; stored_ok && n->bus && i < nlocal; i++)
+     * next NOOP; relayd starts on the outbound queue entry now, not at its next poll. */
+    for (size_t i = 0; stored > 0 && n->bus && i < nlocal; i++)
         mailwatch_publish_changed(n->bus, d->local[i], 0, 0, MAILWATCH_NEW);
+    if (stored >= 0 && nrelay > 0 && n->bus && ev_publish_queue_added(n->bus, queue_id) < 0)
+        log_warn("queue event not published", "id=%s reason=\"bus unavailable\"", queue_id);
     delivery_free(d);
-    if (n->stopping) {
+    if (n->destroying) {
         n->busy = false;
         if (n->timer_closed)
             ntf_free_all(n);
@@ -296,7 +297,6 @@ static void delivered_cb(void *arg, PGresult *res)
     const ntf_alert_t *a = &n->head->alert;
     const char *cause = ntf_cause_name(a->cause);
     int64_t now = wall_ms();
-    int stored = atoi(PQgetvalue(res, 0, 0));
     if (stored < 0) {
         n->stats.suppressed++;
         log_info("alert suppressed", "cause=%s subject=%s reason=\"another notifier sent "
@@ -466,7 +466,7 @@ static void looked_up_cb(void *arg, PGresult *res)
     ntf_t *n = l->ntf;
     int64_t interval_ms = l->interval_ms;
     free(l);
-    if (n->stopping) {
+    if (n->destroying) {
         n->busy = false;
         if (n->timer_closed)
             ntf_free_all(n);
@@ -531,8 +531,8 @@ ntf_t *ntf_create(uv_loop_t *loop, db_t *db, bus_t *bus, config_t *cfg, const ch
     }
     uv_timer_init(loop, &n->retry);
     n->retry.data = n;
-    if (bus && bus_subscribe(bus, NTF_SUBJECT, bus_alert_cb, n) < 0)
-        log_error("cannot subscribe", "subject=%s", NTF_SUBJECT);
+    if (bus && ev_subscribe_alert(bus, bus_alert_cb, n) < 0)
+        log_error("cannot subscribe", "subject=%s", BUS_SUBJECT_ALERT);
     return n;
 }
 
@@ -544,15 +544,25 @@ static void retry_closed_cb(uv_handle_t *h)
         ntf_free_all(n);
 }
 
+void ntf_stop(ntf_t *n)
+{
+    if (!n || n->stopping)
+        return;
+    n->stopping = true;
+    uv_timer_stop(&n->retry);
+    size_t left = n->queued - (n->busy ? 1 : 0);
+    if (left > 0)
+        log_warn("alerts not sent", "queued=%zu reason=\"stopping\"", left);
+}
+
 void ntf_destroy(ntf_t **np)
 {
     ntf_t *n = np ? *np : NULL;
     if (!n)
         return;
     *np = NULL;
-    n->stopping = true;
-    if (n->queued > 0)
-        log_warn("alerts not sent", "queued=%zu reason=\"stopping\"", n->queued);
+    ntf_stop(n);
+    n->destroying = true;
     log_info("notifier stats", "received=%lu invalid=%lu suppressed=%lu merged=%lu "
              "queue_full=%lu sent=%lu failed=%lu retries=%lu", n->stats.received,
              n->stats.invalid, n->stats.suppressed, n->stats.merged, n->stats.queue_full,

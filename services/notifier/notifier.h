@@ -1,13 +1,15 @@
 /* notifier: turns alert requests from the limiter (postern.alert, Alert) into mail to the
  * administrators' alert addresses (and, when asked, the account's owner), at most once
- * per cause and subject per interval, delivered and recorded in one SQL statement.
+ * per cause and subject per interval, delivered and recorded in one SQL statement. An
+ * alert that goes to the outbound queue is announced (postern.queue.added) for relayd.
  *
  *   alert.c     checking and cleaning an Alert, composing the RFC 5322 message (no I/O)
  *   gate.c      the in-memory side of "once per interval" (an injected clock; PostgreSQL,
  *               table alerts, is the authority and survives restarts)
  *   notifier.c  the queue: bounded, retried with backoff while PostgreSQL is down
  *   depth.c     the outbound queue's depth and age as Prometheus gauges
- *   main.c      environment, loop, signals
+ *   service.c   the service's start and stop on the skeleton (lib/svc/service.h)
+ *   main.c      the skeleton's settings
  *
  * System mail never counts for HAMR: the notifier never asks the limiter and never
  * publishes a MessageEvent. */
@@ -23,11 +25,12 @@
 #include "base/buf.h"
 #include "bus/bus.h"
 #include "bus/config.h"
+#include "bus/events.h"
 #include "store/db.h"
 #include "base/metrics.h"
 #include "postern.pb-c.h"
+#include "svc/service.h"
 
-#define NTF_SUBJECT "postern.alert"
 #define NTF_ADDRESS_MAX 254     /* RFC 5321 path limit, brackets excluded */
 #define NTF_CLIENT_MAX 50       /* "ffff:...:ffff/128" and room to spare */
 #define NTF_CLIENTS_MAX 16      /* client addresses shown; the rest are counted */
@@ -62,8 +65,11 @@ typedef struct ntf_alert {
 /* "hamr" or "harvest": the value of alerts.cause. */
 const char *ntf_cause_name(ntf_cause_t cause);
 
-/* Checks and cleans pb into a; now_ms stands in for a missing or absurd time. Returns 0,
+/* Checks and cleans in into a; now_ms stands in for a missing or absurd time. Returns 0,
  * or -1 with the reason in why (the alert is dropped). */
+int ntf_alert_from_ev(const ev_alert_t *in, int64_t now_ms, ntf_alert_t *a, char *why,
+                      size_t why_len);
+/* The same for an unpacked Alert. */
 int ntf_alert_from_pb(const Postern__Alert *pb, int64_t now_ms, ntf_alert_t *a, char *why,
                       size_t why_len);
 
@@ -128,17 +134,28 @@ typedef struct ntf_stats {
     unsigned long received, invalid, suppressed, merged, queue_full, sent, failed, retries;
 } ntf_stats_t;
 
-/* Subscribes to postern.alert on bus. hostname names this host in Received: and
- * Message-ID:. */
+/* Subscribes to postern.alert on bus (the subscription lives as long as the bus: destroy
+ * the notifier in the same loop callback as the bus). hostname names this host in
+ * Received: and Message-ID:. */
 ntf_t *ntf_create(uv_loop_t *loop, db_t *db, bus_t *bus, config_t *cfg, const char *hostname);
-/* Stops taking alerts, logs what is left in the queue, closes the retry timer; frees
- * itself once the timer has closed. Safe while a query is in flight (its callback must
- * still come: call before db_destroy). */
+/* Stops taking alerts and starting statements; the one in flight finishes (and is
+ * announced) as usual. Logs how many queued alerts will not be sent. */
+void ntf_stop(ntf_t *ntf);
+/* Stops (if not yet), closes the retry timer; frees itself once the timer has closed and
+ * no statement is in flight (its callback must still come: call before db_destroy). */
 void ntf_destroy(ntf_t **ntf);
-/* Hands an Alert payload to the notifier as if it came from the bus (tests, main). */
-void ntf_receive(ntf_t *ntf, const void *data, size_t len);
+/* Hands an alert to the notifier as if it came from the bus. */
+void ntf_receive(ntf_t *ntf, const ev_alert_t *alert);
 size_t ntf_queued(const ntf_t *ntf);
 ntf_stats_t ntf_stats(const ntf_t *ntf);
+
+/* ---- service.c --------------------------------------------------------------------- */
+
+/* The svc_def_t callbacks. start reads QUEUE_REFRESH (seconds between outbound queue gauge
+ * updates, 1 to 3600, default 15; the gauges only where HEALTH_PORT serves /metrics). */
+int ntf_service_start(svc_t *svc);
+void ntf_service_stop(svc_t *svc);
+void ntf_service_destroy(svc_t *svc);
 
 /* ---- depth.c ----------------------------------------------------------------------- */
 

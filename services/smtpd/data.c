@@ -1,16 +1,17 @@
 /* DATA: reading the message (RFC 5321 section 4.1.1.4, dot-unstuffing section 4.5.2),
- * storing it in one PostgreSQL statement, and announcing it on the bus. The reply 250
- * goes out only after the statement has committed. */
+ * storing it in one PostgreSQL statement, and announcing it on the bus (best effort: a
+ * bus that is down never fails a delivery). The reply 250 goes out only after the
+ * statement has committed. */
 #include "smtpd.h"
 
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include "base/log.h"
+#include "bus/events.h"
 #include "bus/mailwatch.h"
 
 static void make_queue_id(char *out, size_t len)
@@ -101,24 +102,30 @@ static void store_req_free(store_req_t *r)
     free(r);
 }
 
-static void publish_message(smtp_session_t *s, store_req_t *r)
+/* After the commit: the message for the limiter (HAMR counts it), the INBOX of every
+ * local recipient for imapd, the outbound queue entry for relayd. */
+static void announce_message(smtp_session_t *s, store_req_t *r)
 {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    Postern__MessageEvent ev = POSTERN__MESSAGE_EVENT__INIT;
-    ev.service = POSTERN__SERVICE__SERVICE_SMTP;
-    ev.user = s->fe.user ? s->fe.user : "";
-    ev.sender = s->sender;
-    ev.rcpt_count = r->nrcpts;
-    ev.relay_rcpt_count = r->nrelay;
-    ev.size = r->size;
-    ev.client_addr = s->fe.peer;
-    ev.authenticated = s->fe.user != NULL;
-    ev.time_ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-    ev.instance = s->fe.srv->instance;
-    ev.queue_id = s->queue_id;
-    if (bus_publish_msg(s->fe.srv->bus, "postern.event.message", &ev.base) < 0)
+    bus_t *bus = s->fe.srv->bus;
+    ev_message_t ev = {
+        .service = POSTERN__SERVICE__SERVICE_SMTP,
+        .user = s->fe.user ? s->fe.user : "",
+        .sender = s->sender,
+        .rcpt_count = r->nrcpts,
+        .relay_rcpt_count = r->nrelay,
+        .size = r->size,
+        .client_addr = s->fe.peer,
+        .authenticated = s->fe.user != NULL,
+        .instance = s->fe.srv->instance,
+        .queue_id = s->queue_id,
+    };
+    if (ev_publish_message(bus, &ev) < 0)
         log_warn("message event not published", "session=%lu id=%s", s->fe.id, s->queue_id);
+    for (size_t i = 0; i < s->nrcpts; i++)
+        if (s->rcpts[i].local)
+            mailwatch_publish_changed(bus, s->rcpts[i].address, 0, 0, MAILWATCH_NEW);
+    if (r->nrelay && ev_publish_queue_added(bus, s->queue_id) < 0)
+        log_warn("queue event not published", "session=%lu id=%s", s->fe.id, s->queue_id);
 }
 
 static void stored_cb(void *arg, PGresult *res)
@@ -137,12 +144,7 @@ static void stored_cb(void *arg, PGresult *res)
         log_info("message accepted", "session=%lu id=%s client=%s user=\"%s\" from=\"%s\" "
                  "rcpts=%u relay_rcpts=%u size=%zu", s->fe.id, s->queue_id, s->fe.peer,
                  s->fe.user ? s->fe.user : "", s->sender, r->nrcpts, r->nrelay, r->size);
-        publish_message(s, r);
-        /* Committed: the INBOX of every local recipient has a new message. */
-        for (size_t i = 0; i < s->nrcpts; i++)
-            if (s->rcpts[i].local)
-                mailwatch_publish_changed(s->fe.srv->bus, s->rcpts[i].address, 0, 0,
-                                          MAILWATCH_NEW);
+        announce_message(s, r);
         smtp_count_message(s, "accepted");
         if (!s->fe.closing)
             smtp_reply(s, 250, "2.0.0 Ok: queued as %s", s->queue_id);

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 DOCKERFILE = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
-POSTERN = ["migrate", "smtpd", "pop3d", "imapd", "limiter", "notifier", "mailctl"]
-LONG_RUNNING = ["smtpd", "pop3d", "imapd", "limiter", "notifier"]
+POSTERN = ["migrate", "smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl"]
+LONG_RUNNING = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd"]
 # The front ends: the variable that names their greeting (from SMTP_HOSTNAME).
 HOSTNAME_ENV = {"smtpd": "SMTP_HOSTNAME", "pop3d": "POP3_HOSTNAME", "imapd": "IMAP_HOSTNAME"}
 

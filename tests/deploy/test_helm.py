@@ -328,7 +328,7 @@ def frontend_checks(r, name, replicas=None, service_ports=None):
 def test_defaults(render):
     r = render()
     assert r.names("Deployment") == sorted(f"{FULL}-{n}" for n in ("smtpd", "pop3d", "imapd", "limiter",
-                                                                   "notifier"))
+                                                                   "notifier", "relayd"))
     for name in ("smtpd", "pop3d", "imapd"):
         dep, svc = frontend_checks(r, name, replicas=2)
         assert svc["spec"]["type"] == "LoadBalancer"
@@ -337,8 +337,10 @@ def test_defaults(render):
         assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert r.all("HorizontalPodAutoscaler") == []
     assert r.names("PodDisruptionBudget") == [f"{FULL}-imapd", f"{FULL}-pop3d", f"{FULL}-smtpd"]
-    # relayd does not exist yet: off by default.
-    assert not r.maybe("Deployment", f"{FULL}-relayd")
+    # relayd: two replicas sharing the queue, no ports, no certificate of its own.
+    relayd = r.get("Deployment", f"{FULL}-relayd")
+    assert container(relayd)["args"] == ["relayd"] and relayd["spec"]["replicas"] == 2
+    assert "tls" not in {m["name"] for m in container(relayd)["volumeMounts"]}
     notifier = r.get("Deployment", f"{FULL}-notifier")
     assert notifier["spec"]["replicas"] == 1
     assert "tls" not in {m["name"] for m in container(notifier)["volumeMounts"]}

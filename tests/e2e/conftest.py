@@ -683,6 +683,32 @@ class Stack:
             svc.stop()
             svc.start(wait)
 
+    # --- relayd processes -------------------------------------------------------------------
+    def add_relayd(self, name, env=None, ready=None):
+        """Starts a relayd process named name (sharing PostgreSQL and NATS) with env added to
+        its environment; ready() tells when it is up (default: its "routes loaded" log line).
+        It is stopped, and its log checked, with the other services, or by remove_service()."""
+        if not (self.bin / "relayd").exists():
+            pytest.skip("no relayd binary in $POSTERN_BIN")
+        full = self.client_env()
+        full.update({"SMTP_HOSTNAME": SMTP_HOSTNAME})
+        full.update(env or {})
+        svc = Service(name, self.bin / "relayd", full, self.dir / f"{name}.log", None)
+        svc.ready = ready or (lambda svc=svc: 'msg="routes loaded"' in svc.since(svc.started_at))
+        self.services[name] = svc
+        svc.start()
+        return svc
+
+    def remove_service(self, name):
+        """Stops a service added by a test (SIGTERM; fails unless it exits cleanly without a
+        sanitizer report) and forgets it."""
+        if name not in self.services:
+            return
+        try:
+            self.stop_service(name)
+        finally:
+            del self.services[name]
+
     # --- more smtpd processes --------------------------------------------------------------
     def frontend(self, name="smtpd"):
         return self.frontends[name]

@@ -130,3 +130,26 @@ def test_null_sender_message(postern, pb, nats, smtp):
     ev = sub.wait_for(lambda e: e.queue_id == queue_id)
     assert ev.sender == ""
     assert ev.rcpt_count == 1
+
+
+QUEUE_SUBJECT = "postern.queue.added"
+
+
+def test_relayed_message_is_announced_to_the_queue(postern, pb, nats, smtp):
+    """A message with a recipient outside the hosted domains is announced on
+    postern.queue.added (QueueAdded) once PostgreSQL has committed it, with the id of the 250
+    reply, so that relayd starts on it at once; a message for local recipients only is not."""
+    sub = nats(QUEUE_SUBJECT, pb.QueueAdded)
+    c = smtp("smtps")
+    c.ehlo()
+    c.expect("AUTH PLAIN " + plain_response(ALICE, ALICE_PW), 235)
+    c.expect(f"MAIL FROM:<{ALICE}>", 250)
+    c.expect(f"RCPT TO:<{BOB}>", 250)
+    local_id = queue_id_of(c.data(dot_stuff(make_message(token(), sender=ALICE))))
+    c.expect(f"MAIL FROM:<{ALICE}>", 250)
+    c.expect(f"RCPT TO:<{BOB}>", 250)
+    c.expect(f"RCPT TO:<{OUTSIDE}>", 250)
+    relayed_id = queue_id_of(c.data(dot_stuff(make_message(token(), sender=ALICE))))
+    sub.wait_for(lambda e: e.queue_id == relayed_id)
+    # smtpd publishes in the order it stores: the local-only message would have come first.
+    assert [e.queue_id for e in sub.events if e.queue_id == local_id] == []

@@ -168,6 +168,26 @@ def test_disable_alert_names_the_action(postern, mailctl, new_user, alerts_to_ad
     assert len(own) == 1, own
 
 
+def test_relayed_alert_is_announced_to_the_queue(postern, pb, mailctl, nats, alerts_to_admin):
+    """An alert that goes to an address outside the hosted domains waits in the outbound queue:
+    the notifier announces it there (postern.queue.added, the alert's id) once it is stored."""
+    remote = "ops-queue@remote-admins.example"
+    mailctl("alert-address", "add", remote)
+    try:
+        sub = nats("postern.queue.added", pb.QueueAdded)
+        about = f"queued-{token()[-8:]}@{DOMAIN}"
+        a = pb.Alert(cause="hamr", user=about, client_addrs=["192.0.2.11"],
+                     limit="5 messages (user level) per 60 s (user level)", action="throttle",
+                     time_ms=int(time.time() * 1000), detail="Asked for by the test.")
+        nats_publish(postern.env["NATS_URL"], "postern.alert", a.SerializeToString())
+        got = wait_until(lambda: alerts(postern, about, "HAMR"), timeout=60,
+                         what=f"the HAMR alert about {about}")
+        alert_id = re.search(r"\bid (\S+);", str(got[0]["Received"])).group(1)
+        sub.wait_for(lambda e: e.queue_id == alert_id)
+    finally:
+        mailctl("alert-address", "del", remote, check=False)
+
+
 def test_alert_mail_is_not_counted(postern, mailctl, new_user, nats, alerts_to_admin):
     """The alert is system mail: it is not a message anyone sent. Not the address in its From:
     (a local user here), not its recipient, not the user it is about."""

@@ -1,16 +1,13 @@
 /* mailctl: tells the services about a committed change (ConfigChanged on NATS). The
  * change is already in PostgreSQL, so failing here only delays its pick-up. */
 #include <nats/nats.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "base/buf.h"
+#include "bus/events.h"
 #include "mailctl.h"
-#include "postern.pb-c.h"
 
-#define ANNOUNCE_SUBJECT "postern.config.changed"
 #define ANNOUNCE_TIMEOUT_MS 1000
 
 /* url without "user:password@", for messages. */
@@ -26,26 +23,16 @@ static void url_public(const char *url, char *out, size_t out_len)
         snprintf(out, out_len, "%s", url);
 }
 
-static int64_t now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 void ctl_announce(ctl_t *ctl, const char *what)
 {
-    Postern__ConfigChanged msg = POSTERN__CONFIG_CHANGED__INIT;
-    msg.what = (char *)what;
-    msg.time_ms = now_ms();
-    size_t len = postern__config_changed__get_packed_size(&msg);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
+    buf_t msg;
+    buf_init(&msg);
+    if (ev_pack_config_changed(what, &msg) < 0) {
+        buf_free(&msg);
         ctl_warn("out of memory: the change was not announced; services will pick it up "
                  "within 30 seconds");
         return;
     }
-    postern__config_changed__pack(&msg, buf);
 
     natsOptions *opts = NULL;
     natsConnection *nc = NULL;
@@ -61,7 +48,7 @@ void ctl_announce(ctl_t *ctl, const char *what)
     if (s == NATS_OK)
         s = natsConnection_Connect(&nc, opts);
     if (s == NATS_OK)
-        s = natsConnection_Publish(nc, ANNOUNCE_SUBJECT, buf, (int)len);
+        s = natsConnection_Publish(nc, BUS_SUBJECT_CONFIG_CHANGED, msg.data, (int)msg.len);
     if (s == NATS_OK)
         s = natsConnection_FlushTimeout(nc, ANNOUNCE_TIMEOUT_MS);
     if (s != NATS_OK) {
@@ -74,5 +61,5 @@ void ctl_announce(ctl_t *ctl, const char *what)
     natsConnection_Destroy(nc);
     natsOptions_Destroy(opts);
     nats_Close();
-    free(buf);
+    buf_free(&msg);
 }

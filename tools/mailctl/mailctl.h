@@ -264,6 +264,24 @@ int cmd_alert_address_add(ctl_t *ctl, char **args, int nargs);
 int cmd_alert_address_del(ctl_t *ctl, char **args, int nargs);
 int cmd_alert_address_list(ctl_t *ctl, char **args, int nargs);
 
+int cmd_queue_list(ctl_t *ctl, char **args, int nargs);
+int cmd_queue_show(ctl_t *ctl, char **args, int nargs);
+int cmd_queue_retry(ctl_t *ctl, char **args, int nargs);
+int cmd_queue_delete(ctl_t *ctl, char **args, int nargs);
+int cmd_transport_set(ctl_t *ctl, char **args, int nargs);
+int cmd_transport_del(ctl_t *ctl, char **args, int nargs);
+int cmd_transport_list(ctl_t *ctl, char **args, int nargs);
+int cmd_relay_tls_policy(ctl_t *ctl, char **args, int nargs);
+
+/* cmd_transport.c, shared with cmd_relay.c: the destination domain of a transport or a
+ * TLS policy, '*' or a domain name (lower-cased into name, NAME_BUF bytes); returns CTL_OK
+ * or CTL_USAGE (reported). relay_domain_not_hosted() refuses a hosted domain, whose mail
+ * never leaves, naming what would go unused ("a transport"); inside the caller's
+ * transaction, which it rolls back when it refuses. Returns CTL_OK, CTL_USAGE or CTL_DB
+ * (reported). */
+int relay_domain_arg(const char *arg, char *name);
+int relay_domain_not_hosted(ctl_t *ctl, const char *domain, const char *what);
+
 /* cmd_config.c, shared with cmd_relay.c: a system setting's stored value (malloc'd, NULL
  * when unset) and writing one inside the caller's transaction. */
 int setting_get(ctl_t *ctl, const char *key, char **value_r);

@@ -46,6 +46,22 @@ static const command_t commands[] = {
       "remove an address or network from the relay list" },
     { "relay", "list", NULL, 0, 0, 0, cmd_relay_list, "",
       "show the relay mode and the relay list" },
+    { "relay", "tls-policy", NULL, 0, 0, CMD_OPTIONS, cmd_relay_tls_policy,
+      "[DOMAIN|'*' (may|encrypt|verify|--unset)]",
+      "STARTTLS when relaying to a domain (default may); alone: list the policies" },
+    { "queue", "list", NULL, 0, 0, 0, cmd_queue_list, "",
+      "the messages waiting in the outbound queue" },
+    { "queue", "show", NULL, 1, 1, 0, cmd_queue_show, "ID",
+      "one queued message: recipients' states, replies, header section" },
+    { "queue", "retry", NULL, 0, 0, CMD_OPTIONS, cmd_queue_retry, "ID | --all",
+      "try a queued message (or all) now, unless being delivered" },
+    { "queue", "delete", NULL, 0, 0, CMD_OPTIONS, cmd_queue_delete, "ID [--silent]",
+      "cancel: relayd returns it to its sender; --silent: no notice" },
+    { "transport", "set", NULL, 2, 2, 0, cmd_transport_set, "DOMAIN|'*' HOST:PORT",
+      "relay a domain's mail ('*': any other) to HOST:PORT, not its MX" },
+    { "transport", "del", NULL, 1, 1, 0, cmd_transport_del, "DOMAIN|'*'",
+      "remove a transport: the domain's MX hosts are used again" },
+    { "transport", "list", NULL, 0, 0, 0, cmd_transport_list, "", "list the transports" },
     { "config", "set", NULL, 2, 2, 0, cmd_config_set, "KEY VALUE", "set a system setting" },
     { "config", "unset", NULL, 1, 1, 0, cmd_config_unset, "KEY",
       "remove a system setting (its default applies)" },
@@ -156,12 +172,23 @@ static void usage(FILE *f)
             "  --system, --domain D, --user U\n"
             "                    (hamr) the level: system-wide, a hosted domain, one user\n"
             "  --service S       (harvest) one service: smtp, pop3 or imap\n"
+            "  --all             (queue retry) every queued message\n"
+            "  --silent          (queue delete) delete without returning it to the sender\n"
+            "  --unset           (relay tls-policy) remove a domain's policy\n"
+            "\nHOST is a host name, an IPv4 address or an IPv6 address in brackets\n"
+            "([2001:db8::25]:25). TLS policies: may (STARTTLS when offered), encrypt\n"
+            "(STARTTLS required, certificate not checked), verify (STARTTLS required and a\n"
+            "certificate valid for the host).\n"
             "\nsettings for config set (hamr.* are also set per domain and user with\n"
             "hamr set; harvest.enabled, .max_failures, .interval and .block also per service\n"
             "as harvest.<smtp|pop3|imap>.<field>, with harvest set --service):\n");
     char expected[64];
+    int wk = 25;
     for (const setting_def_t *d = settings_table; d->key; d++)
-        fprintf(f, "  %-25s %-34s default %s\n", d->key,
+        if ((int)strlen(d->key) > wk)
+            wk = (int)strlen(d->key);
+    for (const setting_def_t *d = settings_table; d->key; d++)
+        fprintf(f, "  %-*s %-34s default %s\n", wk, d->key,
                 settings_expected(d, expected, sizeof expected),
                 *d->default_value ? d->default_value : "(empty)");
     fprintf(f,

@@ -1,0 +1,70 @@
+/* Every subject on the Postern bus, in one place: who publishes, who subscribes, and the
+ * message of proto/postern.proto it carries. Code names a subject only through these; the
+ * messages are packed and unpacked by lib/bus/events.h (and, for the limiter's client and
+ * "mailbox changed", by lib/bus/lim.h and lib/bus/mailwatch.h).
+ *
+ * A request is answered on its reply subject (NATS inbox) with the message after "->". */
+#ifndef POSTERN_SUBJECTS_H
+#define POSTERN_SUBJECTS_H
+
+/* ---- events -------------------------------------------------------------------------- */
+
+/* AuthEvent. Every authentication outcome of a front end (lib/svc/fe_auth.c: smtpd, pop3d,
+ * imapd). Subscribed by the limiter (failed logins count towards harvesting). */
+#define BUS_SUBJECT_EVENT_AUTH "postern.event.auth"
+
+/* MessageEvent. smtpd (services/smtpd/data.c), for every message PostgreSQL has committed.
+ * Subscribed by the limiter (HAMR counts authenticated users' messages). */
+#define BUS_SUBJECT_EVENT_MESSAGE "postern.event.message"
+
+/* ConfigChanged. mailctl (tools/mailctl/announce.c), after a committed change of the
+ * configuration. Subscribed by every configuration cache (lib/bus/config.c: front ends,
+ * notifier, relayd) and by the limiter, which reload at once. */
+#define BUS_SUBJECT_CONFIG_CHANGED "postern.config.changed"
+
+/* MailboxChanged. smtpd, pop3d, imapd and the notifier after a committed change of a
+ * user's mailboxes (lib/bus/mailwatch.c). Subscribed by imapd (IDLE, NOOP). */
+#define BUS_SUBJECT_MAILBOX_CHANGED "postern.mailbox.changed"
+
+/* QueueAdded. smtpd (a message with relay recipients), the notifier (an alert for an
+ * address outside the hosted domains) and relayd (a delivery notice), each after
+ * PostgreSQL has committed the row in outbound_queue. Subscribed by relayd, which starts on
+ * it at once instead of at its next poll of the table. */
+#define BUS_SUBJECT_QUEUE_ADDED "postern.queue.added"
+
+/* ---- the limiter ----------------------------------------------------------------------- */
+
+/* AuthCheck -> CheckReply. Request from a front end (lib/bus/lim.c) before a password is
+ * verified: may this client address (and account) try? Served by the limiter. */
+#define BUS_SUBJECT_LIMITER_AUTH "postern.limiter.auth"
+
+/* SendCheck -> CheckReply. Request from smtpd (lib/bus/lim.c): may this user send this
+ * message now? An ALLOW reserves a slot. Served by the limiter. */
+#define BUS_SUBJECT_LIMITER_SEND "postern.limiter.send"
+
+/* SendRelease. smtpd (lib/bus/lim.c): the slot a SendCheck reserved was not used.
+ * Subscribed by the limiter. */
+#define BUS_SUBJECT_LIMITER_RELEASE "postern.limiter.release"
+
+/* RcptFailure -> CheckReply. Request from smtpd (lib/bus/lim.c): an invalid local
+ * recipient; the reply says how long to delay the answer, or that the client is blocked.
+ * Served by the limiter. */
+#define BUS_SUBJECT_LIMITER_RCPT "postern.limiter.rcpt"
+
+/* BlockListRequest -> BlockList. Request from every front end (lib/bus/lim.c) at start and
+ * every 30 seconds: the active blocks and exempt networks. Served by the limiter. */
+#define BUS_SUBJECT_LIMITER_BLOCKS "postern.limiter.blocks"
+
+/* BlockChange. The limiter, when a block is added, lifted or expires. Subscribed by every
+ * front end (lib/bus/lim.c keeps the local copy of blocks). */
+#define BUS_SUBJECT_BLOCK_CHANGED "postern.block.changed"
+
+/* AccountChange. The limiter, when an account's sending is disabled or enabled again.
+ * No subscriber yet (smtpd learns it from its SendCheck replies). */
+#define BUS_SUBJECT_ACCOUNT_CHANGED "postern.account.changed"
+
+/* Alert. The limiter, when a limit asks for the administrators to be told (queued while
+ * the bus is down). Subscribed by the notifier, which mails them. */
+#define BUS_SUBJECT_ALERT "postern.alert"
+
+#endif

@@ -1,0 +1,258 @@
+#include "svc/service.h"
+
+#include <nats/nats.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/env.h"
+#include "base/log.h"
+#include "bus/events.h"
+
+#define SVC_DEFAULT_POOL 2
+#define SVC_DEFAULT_REFRESH_S 30
+
+/* What svc_main keeps beside the service's view of it. */
+typedef struct svc_run {
+    svc_t svc; /* first: svc_stopped() finds the rest from it */
+    uv_loop_t loop;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t flush_timer;
+    const char *database_url;
+    const char *nats_url;
+    int db_pool;
+    int health_port;
+    bool started;   /* def->start was called */
+    bool stopped;   /* svc_stopped() was called */
+    bool torn_down;
+    unsigned flush_waited_ms;
+} svc_run_t;
+
+bool svc_hostname_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    return n > 0 && n <= 255 && name[0] != '.' && name[0] != '-' &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == n;
+}
+
+/* The environment. Returns 0, or -1 after logging what is wrong. */
+static int svc_settings(svc_run_t *run)
+{
+    svc_t *svc = &run->svc;
+    const svc_def_t *def = svc->def;
+    run->database_url = env_or("DATABASE_URL", NULL);
+    if (!run->database_url) {
+        log_error("DATABASE_URL is not set", "%s", "");
+        return -1;
+    }
+    run->nats_url = env_or("NATS_URL", "nats://127.0.0.1:4222");
+    run->db_pool = atoi(env_or("DB_POOL", "0"));
+    if (run->db_pool <= 0)
+        run->db_pool = def->db_pool > 0 ? def->db_pool : SVC_DEFAULT_POOL;
+    svc->config_refresh_s = atoi(env_or("CONFIG_REFRESH", "0"));
+    if (svc->config_refresh_s <= 0)
+        svc->config_refresh_s = SVC_DEFAULT_REFRESH_S;
+    run->health_port = atoi(env_or("HEALTH_PORT", "0"));
+
+    const char *var = def->hostname_env ? def->hostname_env : "SMTP_HOSTNAME";
+    const char *name = env_or(var, NULL);
+    if (name && !svc_hostname_ok(name)) {
+        log_error("not a host name", "variable=%s", var);
+        return -1;
+    }
+    if (name)
+        snprintf(svc->hostname, sizeof svc->hostname, "%s", name);
+    else if (gethostname(svc->hostname, sizeof svc->hostname - 1) != 0 ||
+             !svc_hostname_ok(svc->hostname))
+        snprintf(svc->hostname, sizeof svc->hostname, "localhost");
+    /* The instance is the machine (pod) name, not the announced host name, which every
+     * replica shares; the pid alone is 1 in every container. */
+    char node[256] = "";
+    if (gethostname(node, sizeof node - 1) != 0 || !node[0])
+        snprintf(node, sizeof node, "%s", svc->hostname);
+    snprintf(svc->instance, sizeof svc->instance, "%.250s:%d", node, (int)getpid());
+    return 0;
+}
+
+/* /readyz, on the loop thread. */
+static bool svc_ready_cb(void *arg, char *why, size_t why_len)
+{
+    svc_t *svc = arg;
+    const char *missing = svc->stopping                                   ? "stopping"
+                          : svc->def->want_config && !config_loaded(svc->cfg) ? "configuration"
+                          : !db_available(svc->db)                        ? "database"
+                          : !bus_connected(svc->bus)                      ? "bus"
+                                                                          : NULL;
+    if (missing) {
+        snprintf(why, why_len, "%s", missing);
+        return false;
+    }
+    return svc->def->ready ? svc->def->ready(svc, why, why_len) : true;
+}
+
+static void walk_close_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (uv_is_closing(h))
+        return;
+    log_warn("handle left open at stop, closing it", "type=%s",
+             uv_handle_type_name(uv_handle_get_type(h)));
+    uv_close(h, NULL);
+}
+
+/* Everything goes, in the order service.h gives; the loop then ends once the handles have
+ * closed. */
+static void svc_teardown(svc_run_t *run)
+{
+    svc_t *svc = &run->svc;
+    if (run->torn_down)
+        return;
+    run->torn_down = true;
+    svc->stopping = true;
+    uv_close((uv_handle_t *)&run->flush_timer, NULL);
+    uv_close((uv_handle_t *)&run->sig_term, NULL);
+    uv_close((uv_handle_t *)&run->sig_int, NULL);
+    uv_close((uv_handle_t *)&run->sig_hup, NULL);
+    if (run->started && svc->def->destroy)
+        svc->def->destroy(svc);
+    health_stop(&svc->health);
+    ev_release(svc->bus);
+    bus_destroy(&svc->bus); /* nothing comes in; requests still out are answered with NULL */
+    db_destroy(&svc->db);   /* queries still in flight are answered with NULL */
+    config_destroy(&svc->cfg);
+    /* A handle the service forgot would keep the loop, and the process, running. */
+    uv_walk(&run->loop, walk_close_cb, NULL);
+}
+
+static void flush_cb(uv_timer_t *t)
+{
+    svc_run_t *run = t->data;
+    svc_t *svc = &run->svc;
+    bool busy = db_busy(svc->db) || (svc->def->busy && svc->def->busy(svc));
+    if (busy && run->flush_waited_ms < SVC_FLUSH_MAX_MS) {
+        run->flush_waited_ms += SVC_FLUSH_STEP_MS;
+        uv_timer_start(&run->flush_timer, flush_cb, SVC_FLUSH_STEP_MS, 0);
+        return;
+    }
+    if (busy)
+        log_warn("work left unfinished at stop", "waited_ms=%u", run->flush_waited_ms);
+    svc_teardown(run);
+}
+
+void svc_stopped(svc_t *svc)
+{
+    svc_run_t *run = (svc_run_t *)svc;
+    if (!svc || run->stopped || run->torn_down)
+        return;
+    run->stopped = true;
+    /* From the loop, never from inside the caller (which may be def->stop). */
+    uv_timer_start(&run->flush_timer, flush_cb, 0, 0);
+}
+
+static void stop_signal_cb(uv_signal_t *h, int signum)
+{
+    svc_run_t *run = h->data;
+    svc_t *svc = &run->svc;
+    /* A second SIGTERM or SIGINT ends the process at once (the default action). */
+    uv_signal_stop(&run->sig_term);
+    uv_signal_stop(&run->sig_int);
+    if (svc->stopping)
+        return;
+    svc->stopping = true;
+    log_info("stopping", "signal=%d", signum);
+    if (svc->def->stop)
+        svc->def->stop(svc);
+    else
+        svc_stopped(svc);
+}
+
+static void hup_signal_cb(uv_signal_t *h, int signum)
+{
+    svc_run_t *run = h->data;
+    svc_t *svc = &run->svc;
+    if (svc->def->hup && !svc->stopping)
+        svc->def->hup(svc);
+    else
+        log_info("signal ignored", "signal=%d", signum);
+}
+
+/* Makes what every service has. Returns 0, or -1 after logging what failed. */
+static int svc_open(svc_run_t *run)
+{
+    svc_t *svc = &run->svc;
+    const svc_def_t *def = svc->def;
+    svc->metrics = metrics_create();
+    svc->db = db_create(svc->loop, run->database_url, run->db_pool);
+    svc->bus = bus_create(svc->loop, run->nats_url, def->name);
+    if (!svc->metrics || !svc->db || !svc->bus) {
+        log_error("cannot start the database or bus client", "%s", "");
+        return -1;
+    }
+    if (def->want_config) {
+        svc->cfg = config_create(svc->loop, svc->db, svc->bus, svc->config_refresh_s);
+        if (!svc->cfg) {
+            log_error("out of memory", "%s", "");
+            return -1;
+        }
+    }
+    /* A health port asked for and not served fails the start: probes that cannot reach it
+     * would restart the service anyway. */
+    if (run->health_port > 0) {
+        svc->health = health_start(svc->loop, run->health_port, svc->metrics, svc_ready_cb, svc);
+        if (!svc->health)
+            return -1;
+    }
+    run->started = true;
+    if (def->start && def->start(svc) < 0) {
+        log_error("cannot start the service", "%s", "");
+        return -1;
+    }
+    return 0;
+}
+
+int svc_main(const svc_def_t *def)
+{
+    log_init(def->name);
+    signal(SIGPIPE, SIG_IGN);
+    svc_run_t *run = calloc(1, sizeof *run);
+    if (!run) {
+        log_error("out of memory", "%s", "");
+        return 2;
+    }
+    svc_t *svc = &run->svc;
+    svc->def = def;
+    if (svc_settings(run) < 0) {
+        free(run);
+        return 2;
+    }
+    uv_loop_init(&run->loop);
+    svc->loop = &run->loop;
+    uv_timer_init(svc->loop, &run->flush_timer);
+    uv_signal_init(svc->loop, &run->sig_term);
+    uv_signal_init(svc->loop, &run->sig_int);
+    uv_signal_init(svc->loop, &run->sig_hup);
+    run->flush_timer.data = run->sig_term.data = run->sig_int.data = run->sig_hup.data = run;
+    uv_signal_start(&run->sig_term, stop_signal_cb, SIGTERM);
+    uv_signal_start(&run->sig_int, stop_signal_cb, SIGINT);
+    uv_signal_start(&run->sig_hup, hup_signal_cb, SIGHUP);
+
+    int status = 0;
+    if (svc_open(run) < 0) {
+        status = 2;
+        svc_teardown(run);
+    } else {
+        log_info("started", "instance=%s hostname=%s", svc->instance, svc->hostname);
+    }
+    uv_run(svc->loop, UV_RUN_DEFAULT);
+
+    int rc = uv_loop_close(svc->loop);
+    if (rc != 0)
+        log_error("handles left open at exit", "error=\"%s\"", uv_strerror(rc));
+    metrics_destroy(&svc->metrics);
+    nats_Close();
+    log_info("stopped", "instance=%s status=%d", svc->instance, status);
+    free(run);
+    return status;
+}
