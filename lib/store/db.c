@@ -878,6 +878,10 @@ static int db_query_format(db_t *db, const char *sql, int nparams, const char *c
         r->sql = db_xmalloc(1);
     r->cb = cb;
     r->arg = arg;
+    /* The loop's clock is that of its last iteration: a caller that blocked since (a test
+     * filling a table, a slow start) would have the query look older than it is and fail
+     * it at once as having waited too long for a connection. */
+    uv_update_time(db->loop);
     r->queued_at = uv_now(db->loop);
     if (nparams > 0) {
         r->nparams = nparams;
