@@ -116,6 +116,13 @@ printf '%s\n' "$PASSWORD" | compose run --rm -T mailctl user add "$USER" --passw
     cat "$LOGDIR/mailctl.log"
     fail "mailctl user add"
 }
+# Mail for example.org goes to a port where nothing listens: relayd tries it, defers it, and
+# it stays queued (the stack has no way out to the Internet anyway).
+step "mailctl (compose run): transport set example.org 127.0.0.1:9"
+compose run --rm -T mailctl transport set example.org 127.0.0.1:9 >>"$LOGDIR/mailctl.log" 2>&1 || {
+    cat "$LOGDIR/mailctl.log"
+    fail "mailctl transport set"
+}
 
 sql() {
     compose exec -T postgres psql -X -q -At -U postern -d postern -c "$1"
@@ -161,6 +168,15 @@ swaks --server "127.0.0.1:$SUBMISSION_HOST_PORT" -tls --auth PLAIN --auth-user "
 n=$(sql "SELECT count(*) FROM outbound_queue WHERE position('submitted: $TOKEN'::bytea IN raw) > 0")
 [ "$n" = 1 ] || fail "the submitted message is not in the outbound queue (found $n)"
 step "queued for relaying"
+i=0
+until compose logs --no-color relayd 2>&1 | grep 'msg="deferred"' | grep -q 'rcpt=someone@example.org'; do
+    i=$((i + 1))
+    [ "$i" -lt 60 ] || fail "relayd made no delivery attempt for the queued message"
+    sleep 1
+done
+n=$(sql "SELECT count(*) FROM outbound_queue WHERE position('submitted: $TOKEN'::bytea IN raw) > 0 AND attempts >= 1")
+[ "$n" = 1 ] || fail "the deferred message is not in the outbound queue (found $n)"
+step "relayd tried it (connection refused at the transport) and keeps it queued"
 
 if echo " $SERVICES " | grep -q ' pop3d '; then
     step "POP3S 127.0.0.1:$POP3S_HOST_PORT: $USER reads the message"
@@ -215,6 +231,10 @@ fi
 if [ "${E2E_SUITE:-1}" = 1 ]; then
     BIN=${POSTERN_BIN:-$(pwd)/build/bin}
     [ -x "$BIN/mailctl" ] || fail "$BIN/mailctl does not exist: build first (make)"
+    # The suite looks at what smtpd and the notifier put in the outbound queue; relayd (its
+    # own tests start relayd processes of their own) would take it away meanwhile.
+    step "relayd stopped for the suite (it reads the outbound queue as smtpd leaves it)"
+    compose stop relayd >>"$LOGDIR/compose.log" 2>&1 || fail "compose stop relayd"
     step "the end-to-end suite (tests/e2e) against the published ports"
     POSTERN_E2E_COMPOSE=$PROJECT POSTERN_E2E_COMPOSE_CMD=$COMPOSE \
         POSTERN_E2E_COMPOSE_FILES=$COMPOSE_FILES POSTERN_BIN=$BIN \
