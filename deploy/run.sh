@@ -6,11 +6,12 @@
 #   IMAP_PORT=2143 IMAPS_PORT=2993
 #   PG_PORT=25432 NATS_PORT=24222
 #   POSTERN_DOMAIN=example.test LISTEN_ADDRESS=127.0.0.1 POSTERN_BIN=build/bin
+#   POSTERN_VAR=./var (where PostgreSQL, nats-server, the certificate and the first login live)
 set -eu
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-VAR=$ROOT/var
+VAR=${POSTERN_VAR:-$ROOT/var}
 BIN=${POSTERN_BIN:-$ROOT/build/bin}
 export SMTP_PORT=${SMTP_PORT:-2525}
 export SUBMISSION_PORT=${SUBMISSION_PORT:-2587}
@@ -39,18 +40,27 @@ set -a
 . "$VAR/postern.env"
 set +a
 
+# Stops the services, then PostgreSQL and nats-server, whatever has already ended (a Ctrl-C
+# reaches the services too, and one may have exited on its own): nothing here may abort the
+# stop, so errexit is off from its first line. Exits with the status given.
 pids=""
 stop() {
+    set +e
     trap - INT TERM EXIT
     echo
     echo "Stopping Postern..."
-    [ -n "$pids" ] && kill $pids 2>/dev/null
-    [ -n "$pids" ] && wait $pids 2>/dev/null
-    sh deploy/localstack.sh stop "$STACK" >/dev/null || true
+    for pid in $pids; do
+        kill "$pid" 2>/dev/null
+    done
+    for pid in $pids; do
+        wait "$pid" 2>/dev/null
+    done
+    sh deploy/localstack.sh stop "$STACK" >/dev/null
     echo "Stopped."
-    exit 0
+    exit "$1"
 }
-trap stop INT TERM EXIT
+trap 'stop 0' INT TERM
+trap 'stop $?' EXIT
 
 "$BIN/mailctl" migrate >/dev/null
 

@@ -41,15 +41,17 @@ record() { # record NAME STATUS
     fi
 }
 
-# Runs a command with the sanitizer settings for everything built with SAN=1.
+# Runs a command with the sanitizer settings for everything built with SAN=1. UBSan's
+# suppressions (tests/ubsan.supp) name only code that is not ours, each with why.
+UBSAN_SETTINGS=print_stacktrace=1:halt_on_error=1:suppressions=$ROOT/tests/ubsan.supp
 san() {
     if [ -f "$ROOT/tests/lsan.supp" ]; then
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+            UBSAN_OPTIONS=$UBSAN_SETTINGS \
             LSAN_OPTIONS=suppressions=$ROOT/tests/lsan.supp "$@"
     else
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "$@"
+            UBSAN_OPTIONS=$UBSAN_SETTINGS "$@"
     fi
 }
 

@@ -28,8 +28,11 @@ void buf_reset(buf_t *b)
         b->data[0] = '\0';
 }
 
-static int buf_reserve(buf_t *b, size_t extra)
+/* Room for extra more bytes and the NUL, doubling the capacity but never past cap_max. */
+static int buf_reserve(buf_t *b, size_t extra, size_t cap_max)
 {
+    if (extra > cap_max || b->len + 1 > cap_max - extra)
+        return -1;
     if (b->len + extra + 1 <= b->cap)
         return 0;
     size_t cap = b->cap ? b->cap : 256;
@@ -38,6 +41,8 @@ static int buf_reserve(buf_t *b, size_t extra)
             return -1;
         cap *= 2;
     }
+    if (cap > cap_max)
+        cap = cap_max;
     char *p = b->cap ? realloc(b->data, cap) : malloc(cap);
     if (!p)
         return -1;
@@ -48,14 +53,31 @@ static int buf_reserve(buf_t *b, size_t extra)
     return 0;
 }
 
-int buf_append(buf_t *b, const void *data, size_t len)
+int buf_append_capped(buf_t *b, const void *data, size_t len, size_t cap_max)
 {
-    if (buf_reserve(b, len) < 0)
+    if (buf_reserve(b, len, cap_max) < 0)
         return -1;
     if (len)
         memcpy(b->data + b->len, data, len);
     b->len += len;
     b->data[b->len] = '\0';
+    return 0;
+}
+
+int buf_append(buf_t *b, const void *data, size_t len)
+{
+    return buf_append_capped(b, data, len, (size_t)-1);
+}
+
+int buf_prepend(buf_t *b, const void *data, size_t len)
+{
+    if (buf_reserve(b, len, (size_t)-1) < 0)
+        return -1;
+    if (len) {
+        memmove(b->data + len, b->data, b->len + 1);
+        memcpy(b->data, data, len);
+    }
+    b->len += len;
     return 0;
 }
 
@@ -69,7 +91,7 @@ int buf_vprintf(buf_t *b, const char *fmt, va_list ap)
     va_list again;
     va_copy(again, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
-    if (n < 0 || buf_reserve(b, (size_t)n) < 0) {
+    if (n < 0 || buf_reserve(b, (size_t)n, (size_t)-1) < 0) {
         va_end(again);
         return -1;
     }
@@ -91,7 +113,10 @@ int buf_printf(buf_t *b, const char *fmt, ...)
 void buf_consume(buf_t *b, size_t n)
 {
     if (n >= b->len) {
-        buf_reset(b);
+        if (b->cap > BUF_KEEP)
+            buf_free(b);
+        else
+            buf_reset(b);
         return;
     }
     memmove(b->data, b->data + n, b->len - n);

@@ -1,5 +1,7 @@
 /* A growable byte buffer. The data is always followed by a NUL byte that is not part
- * of len, so a buffer holding text can be used as a C string. */
+ * of len, so a buffer holding text can be used as a C string. Capacity doubles as the
+ * buffer grows; buf_reset() keeps it for reuse, buf_free() and a buf_consume() that
+ * empties a buffer grown past BUF_KEEP give it back. */
 #ifndef POSTERN_BUF_H
 #define POSTERN_BUF_H
 
@@ -12,15 +14,29 @@ typedef struct buf {
     size_t cap;
 } buf_t;
 
+/* What an emptied buffer may keep for reuse in buf_consume(). */
+#define BUF_KEEP (64 * 1024)
+
 void buf_init(buf_t *b);
 void buf_free(buf_t *b);
+/* Empties b and keeps its capacity: b->data stays valid. */
 void buf_reset(buf_t *b);
 /* Return 0, or -1 when memory runs out (the buffer is left as it was). */
 int buf_append(buf_t *b, const void *data, size_t len);
+/* As buf_append(), but the capacity never grows past cap_max bytes (the NUL included):
+ * doubling stops there. Returns -1, leaving b as it was, when len more bytes do not fit
+ * in cap_max or memory runs out. For buffers with a known bound (a message under
+ * smtp.max_message_size), which then never hold more than the bound. */
+int buf_append_capped(buf_t *b, const void *data, size_t len, size_t cap_max);
+/* Inserts len bytes before the data (which moves). Returns 0, or -1 when memory runs out
+ * (the buffer is left as it was). */
+int buf_prepend(buf_t *b, const void *data, size_t len);
 int buf_puts(buf_t *b, const char *s);
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-/* Drops the first n bytes. */
+/* Drops the first n bytes. A buffer that this empties gives its memory back when its
+ * capacity is over BUF_KEEP (an input buffer that a burst made large does not stay
+ * large); b->data is then the empty string. */
 void buf_consume(buf_t *b, size_t n);
 
 #endif

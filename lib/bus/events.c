@@ -575,12 +575,17 @@ static void block_list_request_msg(void *arg, const char *subject, const void *d
 {
     (void)subject;
     ev_sub_t *s = arg;
-    Postern__BlockListRequest *m = postern__block_list_request__unpack(NULL, len, data);
-    if (!m) {
-        ev_drop(s, len, "not a BlockListRequest");
-        return;
+    /* A BlockListRequest has no fields, so there is nothing in it to read. protobuf-c 1.4.1
+     * unpacks a message type without fields by offsetting its NULL field table (undefined
+     * behaviour, protobuf-c.c:3035): such a request is answered without being unpacked. */
+    if (postern__block_list_request__descriptor.n_fields > 0) {
+        Postern__BlockListRequest *m = postern__block_list_request__unpack(NULL, len, data);
+        if (!m) {
+            ev_drop(s, len, "not a BlockListRequest");
+            return;
+        }
+        postern__block_list_request__free_unpacked(m, NULL);
     }
-    postern__block_list_request__free_unpacked(m, NULL);
     s->cb.block_list_request(s->arg, reply);
 }
 

@@ -14,6 +14,8 @@
 #define CONN_READ_CHUNK 16384
 #define CONN_OUTPUT_MAX (1024 * 1024) /* stop reading while this much output waits */
 #define CONN_CLOSE_GRACE_MS 10000     /* longest wait for pending output at close */
+#define CONN_LINGER_MS 2000           /* then, how long the peer's input is read and dropped */
+#define CONN_LINGER_BYTES (1024 * 1024) /* ... and how much of it at most */
 
 struct conn {
     uv_tcp_t tcp;
@@ -31,6 +33,7 @@ struct conn {
     uv_idle_t writable_idle; /* reports CONN_WRITABLE asked for while already writable */
     bool reading;
     bool closing;
+    size_t linger_left; /* input the peer may still send after our FIN before we close */
     int open_handles;
     SSL *ssl;
     BIO *rbio; /* network -> OpenSSL */
@@ -521,10 +524,39 @@ static void close_timeout_cb(uv_timer_t *t)
     conn_close_now(t->data);
 }
 
+/* Input after our FIN is dropped; the peer's FIN, an error or too much input ends it. */
+static void linger_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    (void)b;
+    conn_t *c = s->data;
+    if (nread == 0)
+        return;
+    if (nread < 0 || (size_t)nread >= c->linger_left) {
+        conn_close_now(c);
+        return;
+    }
+    c->linger_left -= (size_t)nread;
+}
+
+/* Everything written has gone, with our FIN after it. Closing a socket while input waits
+ * unread in the kernel makes it answer with RST, and a peer still sending (commands
+ * pipelined behind the one that ended the session) would lose the last replies it has not
+ * read yet. So the peer's input is read and dropped until it closes its side too, for at
+ * most CONN_LINGER_MS and CONN_LINGER_BYTES, and only then is the socket closed. */
 static void shutdown_cb(uv_shutdown_t *req, int status)
 {
-    (void)status;
-    conn_close_now(req->data);
+    conn_t *c = req->data;
+    if (status < 0 || uv_is_closing((uv_handle_t *)&c->tcp)) {
+        conn_close_now(c);
+        return;
+    }
+    c->linger_left = CONN_LINGER_BYTES;
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, linger_read_cb) < 0) {
+        conn_close_now(c);
+        return;
+    }
+    c->reading = true;
+    uv_timer_start(&c->close_timer, close_timeout_cb, CONN_LINGER_MS, 0);
 }
 
 void conn_close(conn_t *c)

@@ -72,7 +72,10 @@ size_t conn_pending_output(const conn_t *c);
  * loop, never from inside this call (also when it is already that low). */
 void conn_notify_writable(conn_t *c, size_t low_water);
 
-/* Sends what is pending, then closes; CONN_CLOSED follows. Safe to call twice. */
+/* Sends what is pending (for up to 10 s), then the FIN; then reads and drops what the peer
+ * still sends until it closes its side too (for up to 2 s and 1 MiB), so that the peer can
+ * read the last replies instead of getting a reset; then closes; CONN_CLOSED follows. No
+ * CONN_DATA is sent once this is called. Safe to call twice. */
 void conn_close(conn_t *c);
 
 /* Why the connection ended or failed, for logs and error replies: "" when it was closed

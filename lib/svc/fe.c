@@ -9,6 +9,7 @@
 
 #include "base/env.h"
 #include "base/log.h"
+#include "base/text.h"
 #include "net/proxy.h"
 
 #define FE_INPUT_MAX (256 * 1024)
@@ -189,6 +190,23 @@ static void session_conn_cb(conn_t *c, conn_event_t ev, void *arg)
     }
 }
 
+/* Over MEMORY_BUDGET a new session costs no more than its refusal: the protocol's
+ * temporary error (an implicit-TLS client gets none: a handshake is what memory is short
+ * for), then the session closes. Returns true when it refused. */
+static bool fe_session_refuse_if_over_budget(fe_session_t *s)
+{
+    fe_server_t *srv = s->srv;
+    if (!svc_memory_over_budget(srv->svc))
+        return false;
+    /* Logged once per episode by svc_memory_over_budget(); counted here. */
+    metrics_add(srv->metrics, "postern_sessions_refused_memory_total",
+                "Connections refused because the process was over MEMORY_BUDGET", NULL, 1);
+    if (s->listener->tls != FE_TLS_IMPLICIT && srv->proto->overloaded)
+        srv->proto->overloaded(s);
+    fe_session_close(s);
+    return true;
+}
+
 static void accept_cb(uv_stream_t *server, int status)
 {
     fe_server_t *srv = server->data;
@@ -234,6 +252,8 @@ static void accept_cb(uv_stream_t *server, int status)
         fe_session_close(s);
         return;
     }
+    if (fe_session_refuse_if_over_budget(s))
+        return;
     net_addr_t peer;
     if (srv->nproxy && net_addr_parse(s->peer, &peer) == 0)
         for (size_t i = 0; i < srv->nproxy && !s->awaiting_proxy; i++)
@@ -333,6 +353,37 @@ int fe_session_printf(fe_session_t *s, const char *fmt, ...)
     va_start(ap, fmt);
     int rc = buf_vprintf(&big, fmt, ap);
     va_end(ap);
+    if (rc == 0)
+        rc = conn_write(s->conn, big.data, big.len);
+    buf_free(&big);
+    return rc;
+}
+
+int fe_session_reply(fe_session_t *s, const char *fmt, ...)
+{
+    if (!s->conn || s->closing)
+        return -1;
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    if ((size_t)n < sizeof tmp - 2) {
+        text_scrub(tmp, (size_t)n);
+        memcpy(tmp + n, "\r\n", 2);
+        return conn_write(s->conn, tmp, (size_t)n + 2);
+    }
+    buf_t big;
+    buf_init(&big);
+    va_start(ap, fmt);
+    int rc = buf_vprintf(&big, fmt, ap);
+    va_end(ap);
+    if (rc == 0) {
+        text_scrub(big.data, big.len);
+        rc = buf_append(&big, "\r\n", 2);
+    }
     if (rc == 0)
         rc = conn_write(s->conn, big.data, big.len);
     buf_free(&big);
@@ -466,6 +517,10 @@ static void drain_timeout_cb(uv_timer_t *t)
         if (s->closing || !s->conn)
             continue;
         forced++;
+        /* The protocol's goodbye, unless the client has not been greeted yet or a long
+         * reply is on its way out. */
+        if (srv->proto->drain && !s->awaiting_proxy && !s->want_tls && !s->writable_cb)
+            srv->proto->drain(s, true);
         fe_session_close(s);
     }
     srv->drain_forced += forced;
@@ -490,7 +545,7 @@ static void fe_drain(svc_t *svc)
     if (srv->proto->drain)
         for (fe_session_t *s = srv->sessions; s; s = s->next)
             if (!s->closing && s->conn)
-                srv->proto->drain(s);
+                srv->proto->drain(s, false);
     if (srv->nsessions == 0) {
         fe_sessions_closed(srv);
         return;

@@ -72,9 +72,18 @@ typedef struct fe_protocol {
     void (*release)(fe_session_t *s);  /* free protocol state */
     /* The client address is blocked: say so, and until when; the session then closes. */
     void (*blocked)(fe_session_t *s, const char *reason, const char *until);
-    /* Optional: the server begins to drain; a session that only waits (IMAP IDLE) may say
-     * goodbye and close now instead of at the deadline. */
-    void (*drain)(fe_session_t *s);
+    /* The process is over its memory budget (MEMORY_BUDGET, svc_memory_over_budget()):
+     * refuse the new session with the protocol's temporary error instead of the greeting
+     * (SMTP 421, POP3 -ERR [SYS/TEMP], IMAP BYE [UNAVAILABLE]); it then closes. Not called
+     * on an implicit-TLS listener, where the session closes without a word. */
+    void (*overloaded)(fe_session_t *s);
+    /* Optional: the server drains. Called for every open session when the drain begins
+     * (deadline false): a session that only waits (IMAP IDLE) may say goodbye and close now
+     * instead of at the deadline. Called again at the deadline (deadline true) for every
+     * session still open, which the skeleton closes right after: say so (SMTP 421, POP3
+     * -ERR, IMAP BYE) unless a reply is half written. Not called at the deadline while a
+     * writer waits for fe_session_when_writable(), nor for a session not greeted yet. */
+    void (*drain)(fe_session_t *s, bool deadline);
     /* Optional: the protocol's own server-wide state, made once the database and the bus
      * clients exist (start returns 0, or -1 to fail the start) and undone before they go
      * (stop runs once the sessions are gone, or after a failed start). */
@@ -156,8 +165,17 @@ void fe_session_ref(fe_session_t *s);
 void fe_session_unref(fe_session_t *s);
 /* Sends what is pending, then closes. */
 void fe_session_close(fe_session_t *s);
-/* Writes a reply of any length. Returns 0, or -1 when the session is closing. */
+/* Writes formatted bytes of any length as they are, line ends and all: not for replies,
+ * which go through fe_session_reply(). Returns 0, or -1 when the session is closing. */
 int fe_session_printf(fe_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes one reply line of any length: the text fmt makes, with every control character in
+ * it (CR and LF included) replaced by '?', then the CRLF that ends it; whatever the
+ * arguments hold, exactly one line goes out. The protocols' status replies go through it;
+ * client text in them is quoted with text_echo() (base/text.h) all the same, for its length
+ * and its 8-bit bytes. Data that may span lines (an IMAP literal, a POP3 multi-line
+ * response) is written with fe_session_write(). Returns 0, or -1 when the session is
+ * closing. */
+int fe_session_reply(fe_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int fe_session_write(fe_session_t *s, const void *data, size_t len);
 /* Back-pressure for long output (a 25 MB FETCH): cb runs, from the loop, once the output
  * not yet taken by the kernel is down to FE_WRITE_LOW_WATER bytes. A writer writes a piece

@@ -1,7 +1,12 @@
 #include "svc/service.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <nats/nats.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +33,9 @@ typedef struct svc_run {
     bool stopped;   /* svc_stopped() was called */
     bool torn_down;
     unsigned flush_waited_ms;
+    size_t rss;             /* resident bytes at rss_read_ms */
+    uint64_t rss_read_ms;   /* loop time of the last read; 0: never read */
+    bool over_budget;       /* as last logged */
 } svc_run_t;
 
 bool svc_hostname_ok(const char *name)
@@ -35,6 +43,28 @@ bool svc_hostname_ok(const char *name)
     size_t n = name ? strlen(name) : 0;
     return n > 0 && n <= 255 && name[0] != '.' && name[0] != '-' &&
            strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == n;
+}
+
+/* A size in bytes: digits, then nothing or K, M, G (KiB, MiB, GiB). Returns -1 for
+ * anything else or a size that does not fit. */
+static int svc_parse_size(const char *text, size_t *out)
+{
+    if (!isdigit((unsigned char)text[0]))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long n = strtoull(text, &end, 10);
+    unsigned shift = 0;
+    switch (*end) {
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (errno || *end || n > (unsigned long long)(SIZE_MAX >> shift))
+        return -1;
+    *out = (size_t)n << shift;
+    return 0;
 }
 
 /* The environment. Returns 0, or -1 after logging what is wrong. */
@@ -55,6 +85,13 @@ static int svc_settings(svc_run_t *run)
     if (svc->config_refresh_s <= 0)
         svc->config_refresh_s = SVC_DEFAULT_REFRESH_S;
     run->health_port = atoi(env_or("HEALTH_PORT", "0"));
+    svc->memory_budget = SVC_MEMORY_BUDGET_DEFAULT;
+    const char *budget = env_or("MEMORY_BUDGET", NULL);
+    if (budget && svc_parse_size(budget, &svc->memory_budget) < 0) {
+        log_error("bad MEMORY_BUDGET", "value=\"%.64s\" expected=\"bytes, or a number with K, M "
+                  "or G\"", budget);
+        return -1;
+    }
 
     const char *var = def->hostname_env ? def->hostname_env : "SMTP_HOSTNAME";
     const char *name = env_or(var, NULL);
@@ -74,6 +111,48 @@ static int svc_settings(svc_run_t *run)
         snprintf(node, sizeof node, "%s", svc->hostname);
     snprintf(svc->instance, sizeof svc->instance, "%.250s:%d", node, (int)getpid());
     return 0;
+}
+
+/* Resident bytes from /proc/self/statm (its second field, in pages); 0 when unreadable. */
+static size_t svc_read_rss(void)
+{
+    char text[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    unsigned long long size, resident;
+    if (sscanf(text, "%llu %llu", &size, &resident) != 2)
+        return 0;
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+bool svc_memory_over_budget(svc_t *svc)
+{
+    svc_run_t *run = (svc_run_t *)svc;
+    if (!svc->memory_budget)
+        return false;
+    uint64_t now = uv_now(svc->loop) + 1; /* 0 stands for "never read" */
+    if (run->rss_read_ms && now - run->rss_read_ms < SVC_MEMORY_READ_MS)
+        return run->over_budget;
+    run->rss = svc_read_rss();
+    run->rss_read_ms = now;
+    metrics_set(svc->metrics, "postern_memory_resident_bytes",
+                "Resident memory of the process as last read for the memory budget", NULL,
+                (double)run->rss);
+    bool over = run->rss > svc->memory_budget;
+    if (over && !run->over_budget)
+        log_warn("over the memory budget: refusing new work", "rss=%zu budget=%zu", run->rss,
+                 svc->memory_budget);
+    else if (!over && run->over_budget)
+        log_info("back under the memory budget", "rss=%zu budget=%zu", run->rss,
+                 svc->memory_budget);
+    run->over_budget = over;
+    return over;
 }
 
 /* /readyz, on the loop thread. */
@@ -184,6 +263,9 @@ static int svc_open(svc_run_t *run)
     svc_t *svc = &run->svc;
     const svc_def_t *def = svc->def;
     svc->metrics = metrics_create();
+    metrics_set(svc->metrics, "postern_memory_budget_bytes",
+                "MEMORY_BUDGET: resident memory past which new work is refused (0: none)", NULL,
+                (double)svc->memory_budget);
     svc->db = db_create(svc->loop, run->database_url, run->db_pool);
     svc->bus = bus_create(svc->loop, run->nats_url, def->name);
     if (!svc->metrics || !svc->db || !svc->bus) {
@@ -216,6 +298,10 @@ int svc_main(const svc_def_t *def)
 {
     log_init(def->name);
     signal(SIGPIPE, SIG_IGN);
+    /* Large buffers (a message, a literal) are mapped and unmapped rather than kept in the
+     * heap once freed, so the resident size the memory budget reads falls when they go. A
+     * fixed threshold also stops glibc from raising it after such a buffer is freed. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     svc_run_t *run = calloc(1, sizeof *run);
     if (!run) {
         log_error("out of memory", "%s", "");

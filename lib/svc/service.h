@@ -34,6 +34,8 @@
 
 #define SVC_FLUSH_STEP_MS 50   /* at stop, how often to look whether queries are done */
 #define SVC_FLUSH_MAX_MS 3000  /* and how long to let them finish at most */
+#define SVC_MEMORY_BUDGET_DEFAULT ((size_t)1 << 30) /* 1 GiB */
+#define SVC_MEMORY_READ_MS 100 /* the resident size is read again when older than this */
 
 typedef struct svc svc_t;
 
@@ -77,17 +79,27 @@ struct svc {
     char hostname[256];      /* hostname_env or the system's host name */
     char instance[300];      /* node:pid: the machine (pod) name, then the process id */
     int config_refresh_s;    /* CONFIG_REFRESH: how often cached state is reloaded anyway */
+    size_t memory_budget;    /* MEMORY_BUDGET in bytes (0: none); svc_memory_over_budget() */
     void *data;              /* the service's state */
     bool stopping;           /* a stop signal came (or the start failed) */
 };
 
 /* Runs a back-end service: reads DATABASE_URL (required), NATS_URL (default
  * nats://127.0.0.1:4222), DB_POOL (default def->db_pool), CONFIG_REFRESH (seconds, default
- * 30), HEALTH_PORT (/healthz, /readyz, /metrics; off when unset) and the host name
- * variable; serves until SIGTERM/SIGINT; returns the exit status. */
+ * 30), HEALTH_PORT (/healthz, /readyz, /metrics; off when unset), MEMORY_BUDGET (bytes, or
+ * with a K, M or G suffix for KiB, MiB, GiB; default SVC_MEMORY_BUDGET_DEFAULT; 0: none)
+ * and the host name variable; serves until SIGTERM/SIGINT; returns the exit status. */
 int svc_main(const svc_def_t *def);
 /* The service has stopped taking and doing work (def->stop is done). Harmless twice. */
 void svc_stopped(svc_t *svc);
+
+/* True when the process's resident memory (RSS, /proc/self/statm) is over MEMORY_BUDGET:
+ * the service takes no new work (a front end refuses new sessions with a temporary error)
+ * until it is back under. RSS, not an account of the service's own buffers, because it is
+ * what the kernel and a container limit count: TLS state, libpq's buffers and what malloc
+ * keeps included. Read at most every SVC_MEMORY_READ_MS (a burst of calls costs one read);
+ * going over and coming back are logged once each. Always false without a budget. */
+bool svc_memory_over_budget(svc_t *svc);
 
 /* True for a name fit for Received:, Message-ID: and a greeting: letters, digits, '-' and
  * dots, 1 to 255 characters, not starting with '.' or '-'. */

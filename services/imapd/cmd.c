@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "svc/fe_auth.h"
 
 #define ARGS(req) (((imap_req_t *)(req))->cmd.args)
@@ -48,7 +49,7 @@ static void cmd_logout(fe_session_t *fs, void *req)
     imap_session_t *s = (imap_session_t *)fs;
     if (!no_args(s, req))
         return;
-    fe_session_printf(fs, "* BYE %s Postern IMAP4rev1 server logging out\r\n", fs->srv->hostname);
+    fe_session_reply(fs, "* BYE %s Postern IMAP4rev1 server logging out", fs->srv->hostname);
     imap_ok(s, NULL, "Logout completed");
     imap_mailbox_forget(s);
     imap_enter_state(s, IMAP_STATE_LOGOUT);
@@ -100,7 +101,7 @@ static void cmd_starttls(fe_session_t *fs, void *req)
 
 static void auth_challenge(fe_session_t *fs, const char *b64)
 {
-    fe_session_printf(fs, "+ %s\r\n", b64);
+    fe_session_reply(fs, "+ %s", b64);
 }
 
 static void auth_done(fe_session_t *fs, fe_auth_result_t r, const lim_verdict_t *block)
@@ -309,32 +310,34 @@ static void refuse(fe_session_t *fs, void *req, fe_refusal_t why, const char *te
     imap_session_t *s = (imap_session_t *)fs;
     (void)req;
     const char *tag = s->tag[0] ? s->tag : "*";
+    char echo[41];
     switch (why) {
     case FE_REFUSE_UNKNOWN:
-        fe_session_printf(fs, "%s BAD Unknown command %.40s\r\n", tag, text ? text : "");
+        fe_session_reply(fs, "%s BAD Unknown command %s", tag,
+                         text_echo(echo, sizeof echo, text ? text : "", text ? strlen(text) : 0));
         break;
     case FE_REFUSE_STATE:
-        fe_session_printf(fs, "%s BAD %s\r\n", tag,
-                          s->state == IMAP_STATE_NOT_AUTH ? "Log in first"
-                          : s->state == IMAP_STATE_AUTH   ? "Select a mailbox first"
-                                                          : "Command not valid in this state");
+        fe_session_reply(fs, "%s BAD %s", tag,
+                         s->state == IMAP_STATE_NOT_AUTH ? "Log in first"
+                         : s->state == IMAP_STATE_AUTH   ? "Select a mailbox first"
+                                                         : "Command not valid in this state");
         break;
     case FE_REFUSE_NEEDS_TLS:
-        fe_session_printf(fs, "%s NO [PRIVACYREQUIRED] Plaintext authentication is disallowed "
-                              "on non-secure connections; use STARTTLS first\r\n", tag);
+        fe_session_reply(fs, "%s NO [PRIVACYREQUIRED] Plaintext authentication is disallowed "
+                             "on non-secure connections; use STARTTLS first", tag);
         break;
     case FE_REFUSE_SYNTAX:
-        fe_session_printf(fs, "%s BAD %s\r\n", tag, text ? text : "Syntax error");
+        fe_session_reply(fs, "%s BAD %s", tag, text ? text : "Syntax error");
         break;
     case FE_REFUSE_TOO_LONG:
-        fe_session_printf(fs, "%s BAD [TOOBIG] Command line too long\r\n", tag);
+        fe_session_reply(fs, "%s BAD [TOOBIG] Command line too long", tag);
         break;
     case FE_REFUSE_TOO_MANY_ERRORS:
-        fe_session_printf(fs, "* BYE Too many errors, closing the connection\r\n");
+        fe_session_reply(fs, "* BYE Too many errors, closing the connection");
         imap_enter_state(s, IMAP_STATE_LOGOUT);
         break;
     case FE_REFUSE_TOO_MANY_COMMANDS:
-        fe_session_printf(fs, "* BYE Too many commands, closing the connection\r\n");
+        fe_session_reply(fs, "* BYE Too many commands, closing the connection");
         imap_enter_state(s, IMAP_STATE_LOGOUT);
         break;
     }

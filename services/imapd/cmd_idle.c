@@ -344,7 +344,7 @@ void imap_cmd_idle(fe_session_t *fs, void *req)
         return;
     }
     s->idling = true;
-    fe_session_printf(fs, "+ idling\r\n");
+    fe_session_reply(fs, "+ idling");
     /* What changed before the watch could tell. */
     if (s->state == IMAP_STATE_SELECTED)
         sync_idle(s);

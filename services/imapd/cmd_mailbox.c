@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/text.h"
 
 /* ---- waiting for the store --------------------------------------------------------- */
 
@@ -287,13 +288,15 @@ static void list_cb(void *arg, int status, const mailstore_mailbox_t *boxes, siz
         if (!imap_list_match(s->op_text, boxes[i].name))
             continue;
         buf_reset(&line);
-        buf_printf(&line, "%s (%s", what,
+        buf_printf(&line, "* %s (%s", what,
                    has_children(boxes, n, boxes[i].name) ? "\\HasChildren" : "\\HasNoChildren");
         if (boxes[i].special_use && !lsub)
             buf_printf(&line, " %s", boxes[i].special_use);
         buf_puts(&line, ") \"/\" ");
         imap_append_astring(&line, boxes[i].name, strlen(boxes[i].name));
-        fe_session_printf(&s->fe, "* %.*s\r\n", (int)line.len, line.data);
+        /* Data, not a status line: the name may be a literal (RFC 3501 section 4.3). */
+        buf_puts(&line, "\r\n");
+        fe_session_write(&s->fe, line.data, line.len);
     }
     buf_free(&line);
     imap_ok(s, NULL, "%s completed", what);
@@ -361,7 +364,7 @@ static void status_cb(void *arg, int status, const mailstore_mailbox_t *boxes, s
     unsigned want = s->op_mask;
     buf_t line;
     buf_init(&line);
-    buf_puts(&line, "STATUS ");
+    buf_puts(&line, "* STATUS ");
     imap_append_astring(&line, b->name, strlen(b->name));
     buf_puts(&line, " (");
     const char *sep = "";
@@ -377,8 +380,8 @@ static void status_cb(void *arg, int status, const mailstore_mailbox_t *boxes, s
         buf_printf(&line, "%sUNSEEN %lld", sep, (long long)b->unseen), sep = " ";
     if (want & ST_HIGHESTMODSEQ)
         buf_printf(&line, "%sHIGHESTMODSEQ %llu", sep, (unsigned long long)b->highestmodseq);
-    buf_puts(&line, ")");
-    fe_session_printf(&s->fe, "* %.*s\r\n", (int)line.len, line.data);
+    buf_puts(&line, ")\r\n"); /* the name may be a literal, as in LIST */
+    fe_session_write(&s->fe, line.data, line.len);
     buf_free(&line);
     imap_ok(s, NULL, "STATUS completed");
     imap_store_end(s);
@@ -408,8 +411,9 @@ void imap_cmd_status(fe_session_t *fs, void *req)
             if (imap_arg_is_word(&l->list[i], items[k].name))
                 bit = items[k].bit;
         if (!bit) {
-            imap_bad(s, "Unknown STATUS item %.*s", (int)(l->list[i].raw_len > 30 ? 30 : l->list[i].raw_len),
-                     l->list[i].raw);
+            char echo[31];
+            imap_bad(s, "Unknown STATUS item %s",
+                     text_echo(echo, sizeof echo, l->list[i].raw, l->list[i].raw_len));
             return;
         }
         mask |= bit;

@@ -112,10 +112,13 @@ void imap_tls_ready(fe_session_t *fs);
 void imap_timeout(fe_session_t *fs);
 void imap_release(fe_session_t *fs);
 void imap_blocked(fe_session_t *fs, const char *reason, const char *until);
-void imap_drain(fe_session_t *fs);
+void imap_drain(fe_session_t *fs, bool deadline);
 
-/* session.c: replies. Untagged replies are written as given ("* " is added). The tagged
- * ones end the current command; code is a response code without brackets or NULL. */
+/* session.c: replies, one line each (fe_session_reply: no control character reaches the
+ * client; quote client text with text_echo()). Untagged replies are written as given ("* "
+ * is added); a response that may hold a literal (a mailbox name, message data) is written
+ * with fe_session_write() instead. The tagged ones end the current command; code is a
+ * response code without brackets or NULL. */
 void imap_untagged(imap_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void imap_ok(imap_session_t *s, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

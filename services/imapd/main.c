@@ -1,6 +1,8 @@
 /* imapd: settings and listeners; everything else is the shared front-end skeleton. */
 #include "imapd.h"
 
+static void imap_overloaded(fe_session_t *fs);
+
 static const fe_listener_conf_t imap_listeners[] = {
     { "imap", "IMAP_PORT", 143, FE_TLS_NONE, 0 },
     { "imaps", "IMAPS_PORT", 993, FE_TLS_IMPLICIT, 0 },
@@ -22,10 +24,19 @@ static const fe_protocol_t imap_protocol = {
     .timeout = imap_timeout,
     .release = imap_release,
     .blocked = imap_blocked,
+    .overloaded = imap_overloaded,
     .drain = imap_drain,
     .start = imap_server_start,
     .stop = imap_server_stop,
 };
+
+/* Over the memory budget: BYE instead of the greeting (RFC 3501 section 7.1.5; RFC 5530
+ * section 3: UNAVAILABLE, a temporary failure). */
+static void imap_overloaded(fe_session_t *fs)
+{
+    fe_session_reply(fs, "* BYE [UNAVAILABLE] %s Server busy, try again later",
+                     fs->srv->hostname);
+}
 
 int main(void)
 {

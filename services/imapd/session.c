@@ -9,6 +9,7 @@
 
 #include "auth/sasl.h"
 #include "base/log.h"
+#include "base/text.h"
 
 static const char *state_name(imap_state_t st)
 {
@@ -61,11 +62,10 @@ void imap_untagged(imap_session_t *s, const char *fmt, ...)
     buf_init(&line);
     va_list ap;
     va_start(ap, fmt);
-    buf_puts(&line, "* ");
     int rc = buf_vprintf(&line, fmt, ap);
     va_end(ap);
-    if (rc == 0 && buf_puts(&line, "\r\n") == 0)
-        fe_session_write(&s->fe, line.data, line.len);
+    if (rc == 0)
+        fe_session_reply(&s->fe, "* %.*s", (int)line.len, line.data);
     buf_free(&line);
 }
 
@@ -75,9 +75,9 @@ static void tagged_line(imap_session_t *s, const char *status, const char *code,
 {
     char text[1024];
     vsnprintf(text, sizeof text, fmt, ap);
-    fe_session_printf(&s->fe, "%s %s%s%s%s%s%s\r\n", s->tag[0] ? s->tag : "*", status,
-                      code ? " [" : "", code ? code : "", code ? "]" : "", text[0] ? " " : "",
-                      text);
+    fe_session_reply(&s->fe, "%s %s%s%s%s%s%s", s->tag[0] ? s->tag : "*", status,
+                     code ? " [" : "", code ? code : "", code ? "]" : "", text[0] ? " " : "",
+                     text);
 }
 
 void imap_ok(imap_session_t *s, const char *code, const char *fmt, ...)
@@ -121,7 +121,7 @@ void imap_bye(imap_session_t *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    fe_session_printf(&s->fe, "* BYE %s\r\n", text);
+    fe_session_reply(&s->fe, "* BYE %s", text);
     imap_enter_state(s, IMAP_STATE_LOGOUT);
     fe_session_close(&s->fe);
 }
@@ -244,7 +244,7 @@ void imap_line(fe_session_t *fs, char *line, size_t len, unsigned flags)
         return;
     }
     if (!s->in.nonsync)
-        fe_session_printf(fs, "+ Ready for literal data\r\n");
+        fe_session_reply(fs, "+ Ready for literal data");
     fe_session_read_bytes(fs, s->in.want);
 }
 
@@ -295,8 +295,8 @@ void imap_open(fe_session_t *fs)
     imap_session_t *s = (imap_session_t *)fs;
     session_init(s);
     imap_enter_state(s, IMAP_STATE_NOT_AUTH);
-    fe_session_printf(fs, "* OK [CAPABILITY %s] %s Postern IMAP4rev1 server ready\r\n",
-                      imap_capabilities(s), fs->srv->hostname);
+    fe_session_reply(fs, "* OK [CAPABILITY %s] %s Postern IMAP4rev1 server ready",
+                     imap_capabilities(s), fs->srv->hostname);
 }
 
 /* RFC 3501 section 6.2.1: after STARTTLS the client asks for the capabilities again;
@@ -311,7 +311,7 @@ void imap_tls_ready(fe_session_t *fs)
 void imap_timeout(fe_session_t *fs)
 {
     imap_session_t *s = (imap_session_t *)fs;
-    fe_session_printf(fs, "* BYE Autologout; idle for too long\r\n");
+    fe_session_reply(fs, "* BYE Autologout; idle for too long");
     imap_enter_state(s, IMAP_STATE_LOGOUT);
 }
 
@@ -334,16 +334,25 @@ void imap_release(fe_session_t *fs)
 void imap_blocked(fe_session_t *fs, const char *reason, const char *until)
 {
     imap_session_t *s = (imap_session_t *)fs;
-    fe_session_printf(fs, "* BYE [UNAVAILABLE] %s Your address %s is blocked until %s: %s\r\n",
-                      fs->srv->hostname, fs->peer, until, reason);
+    fe_session_reply(fs, "* BYE [UNAVAILABLE] %s Your address %s is blocked until %s: %s",
+                     fs->srv->hostname, fs->peer, until, reason);
     imap_enter_state(s, IMAP_STATE_LOGOUT);
 }
 
 /* The server drains: a session that only waits in IDLE says goodbye now; the others finish
- * what they are doing until the drain deadline. */
-void imap_drain(fe_session_t *fs)
+ * what they are doing until the drain deadline, and are told then (RFC 3501 section 7.1.5:
+ * BYE, then the server closes), unless a FETCH is under way (its literal may be half
+ * written) or a BYE was said already. */
+void imap_drain(fe_session_t *fs, bool deadline)
 {
     imap_session_t *s = (imap_session_t *)fs;
-    if (s->idling)
-        imap_bye(s, "Server shutting down, reconnect to another server");
+    if (!deadline) {
+        if (s->idling)
+            imap_bye(s, "Server shutting down, reconnect to another server");
+        return;
+    }
+    if (s->op || s->state == IMAP_STATE_LOGOUT)
+        return;
+    fe_session_reply(fs, "* BYE [UNAVAILABLE] Server shutting down, reconnect to another server");
+    imap_enter_state(s, IMAP_STATE_LOGOUT);
 }

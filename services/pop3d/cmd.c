@@ -11,6 +11,7 @@
 
 #include "svc/fe_auth.h"
 #include "base/log.h"
+#include "base/text.h"
 #include "auth/sasl.h"
 
 /* The states of fe_cmd_t.states; the others take no commands. */
@@ -23,7 +24,9 @@ static bool no_args(pop3_session_t *s, pop3_request_t *req)
 {
     if (req->argc == 0 && !*req->rest)
         return true;
-    pop3_err(s, NULL, "Syntax: %s takes no arguments", req->keyword);
+    char echo[sizeof req->keyword];
+    pop3_err(s, NULL, "Syntax: %s takes no arguments",
+             text_echo(echo, sizeof echo, req->keyword, strlen(req->keyword)));
     return false;
 }
 
@@ -104,7 +107,7 @@ static bool auth_may_start(pop3_session_t *s)
 
 static void auth_challenge(fe_session_t *fs, const char *b64)
 {
-    fe_session_printf(fs, "+ %s\r\n", b64);
+    fe_session_reply(fs, "+ %s", b64);
 }
 
 static void auth_done(fe_session_t *fs, fe_auth_result_t r, const lim_verdict_t *block)
@@ -226,7 +229,9 @@ static void list_common(pop3_session_t *s, pop3_request_t *req, bool uidl)
 {
     pop3_maildrop_t *d = &s->drop;
     if (req->argc > 1) {
-        pop3_err(s, NULL, "Syntax: %s [message]", req->keyword);
+        char echo[sizeof req->keyword];
+        pop3_err(s, NULL, "Syntax: %s [message]",
+                 text_echo(echo, sizeof echo, req->keyword, strlen(req->keyword)));
         return;
     }
     if (req->argc == 1) {

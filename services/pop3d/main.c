@@ -8,8 +8,10 @@ static void pop3_line(fe_session_t *fs, char *line, size_t len, unsigned flags);
 static void pop3_line_too_long(fe_session_t *fs);
 static void pop3_tls_ready(fe_session_t *fs);
 static void pop3_timeout(fe_session_t *fs);
+static void pop3_drain(fe_session_t *fs, bool deadline);
 static void pop3_release(fe_session_t *fs);
 static void pop3_blocked(fe_session_t *fs, const char *reason, const char *until);
+static void pop3_overloaded(fe_session_t *fs);
 
 static const fe_listener_conf_t pop3_listeners[] = {
     { "pop3", "POP3_PORT", 110, FE_TLS_NONE, 0 },
@@ -29,8 +31,10 @@ static const fe_protocol_t pop3_protocol = {
     .line_too_long = pop3_line_too_long,
     .tls_ready = pop3_tls_ready,
     .timeout = pop3_timeout,
+    .drain = pop3_drain,
     .release = pop3_release,
     .blocked = pop3_blocked,
+    .overloaded = pop3_overloaded,
 };
 
 /* RFC 1939 section 4. No APOP (it needs the password in the clear on the server), so no
@@ -67,6 +71,22 @@ static void pop3_timeout(fe_session_t *fs)
     pop3_enter_state(s, POP3_STATE_DONE);
 }
 
+/* A session goes on while the server drains; at the deadline, as at the autologout, the
+ * maildrop is left as it was (no UPDATE state). Said unless a multi-line response is half
+ * sent (the reply would be taken for more of the message) or QUIT is deleting (its own
+ * answer is still to come). */
+static void pop3_drain(fe_session_t *fs, bool deadline)
+{
+    pop3_session_t *s = (pop3_session_t *)fs;
+    if (!deadline)
+        return;
+    bool mid_response = s->pending && s->send_off > 0;
+    if (mid_response || s->state == POP3_STATE_UPDATE || s->state == POP3_STATE_DONE)
+        return;
+    pop3_err_nocount(s, "SYS/TEMP", "Server shutting down");
+    pop3_enter_state(s, POP3_STATE_DONE);
+}
+
 static void pop3_release(fe_session_t *fs)
 {
     pop3_session_t *s = (pop3_session_t *)fs;
@@ -78,6 +98,13 @@ static void pop3_release(fe_session_t *fs)
 static void pop3_blocked(fe_session_t *fs, const char *reason, const char *until)
 {
     pop3_blocked_reply((pop3_session_t *)fs, reason, until);
+}
+
+/* Over the memory budget: refused instead of the greeting (RFC 3206 section 4: SYS/TEMP,
+ * a temporary condition of the server). */
+static void pop3_overloaded(fe_session_t *fs)
+{
+    pop3_err_nocount((pop3_session_t *)fs, "SYS/TEMP", "Server busy, try again later");
 }
 
 int main(void)

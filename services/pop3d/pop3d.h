@@ -107,7 +107,8 @@ typedef struct pop3_session {
     buf_t out;               /* a multi-line response being built */
 } pop3_session_t;
 
-/* session.c */
+/* session.c: one-line replies (fe_session_reply: no control character reaches the client;
+ * quote client text with text_echo()) */
 void pop3_ok(pop3_session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A client's mistake: counted, and past pop3.max_errors the session is closed. code is a
  * response code without brackets ("AUTH") or NULL. */

@@ -30,8 +30,8 @@ static void reply(pop3_session_t *s, const char *status, const char *code, const
 {
     char text[1024];
     vsnprintf(text, sizeof text, fmt, ap);
-    fe_session_printf(&s->fe, "%s%s%s%s%s%s\r\n", status, code ? " [" : "", code ? code : "",
-                      code ? "]" : "", *text ? " " : "", text);
+    fe_session_reply(&s->fe, "%s%s%s%s%s%s", status, code ? " [" : "", code ? code : "",
+                     code ? "]" : "", *text ? " " : "", text);
 }
 
 void pop3_ok(pop3_session_t *s, const char *fmt, ...)
@@ -85,6 +85,6 @@ void pop3_resume(pop3_session_t *s)
  * pointless, which is what a block means; the text says until when and why. */
 void pop3_blocked_reply(pop3_session_t *s, const char *reason, const char *until)
 {
-    fe_session_printf(&s->fe, "-ERR [LOGIN-DELAY] %s Your address %s is blocked until %s: %s\r\n",
-                      s->fe.srv->hostname, s->fe.peer, until, reason);
+    fe_session_reply(&s->fe, "-ERR [LOGIN-DELAY] %s Your address %s is blocked until %s: %s",
+                     s->fe.srv->hostname, s->fe.peer, until, reason);
 }

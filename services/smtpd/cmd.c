@@ -12,6 +12,7 @@
 
 #include "svc/fe_auth.h"
 #include "base/log.h"
+#include "base/text.h"
 #include "auth/sasl.h"
 
 /* The states of fe_cmd_t.states; DATA and QUIT take no commands. */
@@ -46,16 +47,16 @@ static void cmd_ehlo(fe_session_t *fs, void *req)
     cmd_helo_common(s, args, true);
     if (s->state != SMTP_STATE_READY)
         return;
-    fe_session_printf(fs, "250-%s\r\n", fs->srv->hostname);
-    fe_session_printf(fs, "250-PIPELINING\r\n");
-    fe_session_printf(fs, "250-SIZE %ld\r\n", config_get_long(fs->srv->cfg, "smtp.max_message_size"));
-    fe_session_printf(fs, "250-8BITMIME\r\n");
-    fe_session_printf(fs, "250-ENHANCEDSTATUSCODES\r\n");
+    fe_session_reply(fs, "250-%s", fs->srv->hostname);
+    fe_session_reply(fs, "250-PIPELINING");
+    fe_session_reply(fs, "250-SIZE %ld", config_get_long(fs->srv->cfg, "smtp.max_message_size"));
+    fe_session_reply(fs, "250-8BITMIME");
+    fe_session_reply(fs, "250-ENHANCEDSTATUSCODES");
     if (fe_session_tls_available(fs))
-        fe_session_printf(fs, "250-STARTTLS\r\n");
+        fe_session_reply(fs, "250-STARTTLS");
     if (fe_session_auth_allowed(fs))
-        fe_session_printf(fs, "250-AUTH %s\r\n", sasl_mechanisms());
-    fe_session_printf(fs, "250 HELP\r\n");
+        fe_session_reply(fs, "250-AUTH %s", sasl_mechanisms());
+    fe_session_reply(fs, "250 HELP");
 }
 
 static void cmd_helo(fe_session_t *fs, void *req)
@@ -91,7 +92,9 @@ static int mail_params(smtp_session_t *s, const char *params)
                 return -1;
             }
         } else if (strncasecmp(tok, "AUTH=", 5) != 0) {
-            smtp_reply(s, 555, "5.5.4 Unsupported parameter %.40s", tok);
+            char echo[41];
+            smtp_reply(s, 555, "5.5.4 Unsupported parameter %s",
+                       text_echo(echo, sizeof echo, tok, strlen(tok)));
             return -1;
         }
     }
@@ -125,8 +128,10 @@ static void cmd_mail(fe_session_t *fs, void *req)
         return;
     if (s->fe.user && config_get_bool(s->fe.srv->cfg, "auth.sender_must_match") &&
         strcasecmp(path.address, s->fe.user) != 0) {
-        smtp_reply(s, 553, "5.7.1 <%s>: Sender address not owned by user %s", path.address,
-                   s->fe.user);
+        char echo[SMTP_PATH_MAX + 1], user[SMTP_PATH_MAX + 1];
+        smtp_reply(s, 553, "5.7.1 <%s>: Sender address not owned by user %s",
+                   text_echo(echo, sizeof echo, path.address, strlen(path.address)),
+                   text_echo(user, sizeof user, s->fe.user, strlen(s->fe.user)));
         return;
     }
     if (smtp_temp_unavailable(s))
@@ -159,14 +164,22 @@ static int rcpt_add(smtp_session_t *s, char *address, bool local)
     return 0;
 }
 
-/* 550 for the unknown recipient in s->pending, then on with the input. */
-static void rcpt_reject_unknown(fe_session_t *fs)
+/* 550 for the unknown recipient in s->pending, which goes. */
+static void rcpt_reply_unknown(smtp_session_t *s)
 {
-    smtp_session_t *s = (smtp_session_t *)fs;
+    const char *address = s->pending.address ? s->pending.address : "";
+    char echo[SMTP_PATH_MAX + 1];
     smtp_reply(s, 550, "5.1.1 <%s>: Recipient address rejected: no such user",
-               s->pending.address ? s->pending.address : "");
+               text_echo(echo, sizeof echo, address, strlen(address)));
     free(s->pending.address);
     s->pending.address = NULL;
+}
+
+/* The limiter has recorded the failure (or did not answer), after its delay: 550, then on
+ * with the input. */
+static void rcpt_reject_unknown(fe_session_t *fs)
+{
+    rcpt_reply_unknown((smtp_session_t *)fs);
     fe_session_resume(fs);
 }
 
@@ -176,7 +189,7 @@ static void rcpt_limit_cb(void *arg, const lim_verdict_t *v)
     if (!s->fe.closing) {
         if (v->answered && v->verdict == POSTERN__VERDICT__VERDICT_BLOCKED)
             smtp_blocked_now(s, v);
-        else if (v->answered && v->delay_ms > 0)
+        else if (v->answered && v->delay_ms > 0 && !s->fe.delay_cb) /* one delay at a time */
             fe_session_delay(&s->fe, v->delay_ms, rcpt_reject_unknown);
         else
             rcpt_reject_unknown(&s->fe);
@@ -184,7 +197,7 @@ static void rcpt_limit_cb(void *arg, const lim_verdict_t *v)
     fe_session_unref(&s->fe);
 }
 
-static void rcpt_lookup_cb(void *arg, PGresult *res)
+void smtp_rcpt_looked_up(void *arg, PGresult *res)
 {
     smtp_session_t *s = arg;
     char *address = s->pending.address;
@@ -197,20 +210,27 @@ static void rcpt_lookup_cb(void *arg, PGresult *res)
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
         log_warn("recipient lookup failed", "session=%lu error=\"%s\"", s->fe.id,
                  res ? PQresultErrorMessage(res) : "database unavailable");
-        smtp_reply(s, 451, "4.3.0 <%s>: Temporary lookup failure, please try again later", address);
+        char echo[SMTP_PATH_MAX + 1];
+        smtp_reply(s, 451, "4.3.0 <%s>: Temporary lookup failure, please try again later",
+                   text_echo(echo, sizeof echo, address, strlen(address)));
         free(address);
     } else if (PQntuples(res) == 0) {
         log_info("unknown recipient", "session=%lu client=%s rcpt=\"%s\"", s->fe.id, s->fe.peer,
                  address);
         s->pending.address = address;
-        /* Dictionary attacks: the limiter may slow this reply down or block the client. */
+        /* Dictionary attacks: the limiter may slow this reply down or block the client.
+         * Once asked, the limiter's callback replies and resumes; if it cannot be asked
+         * (out of memory, stopping), the reply goes out now, without it. */
         if (lim_rcpt_failure(s->fe.srv->lim, POSTERN__SERVICE__SERVICE_SMTP, s->fe.peer, address,
                              rcpt_limit_cb, s) == 0)
             return; /* keeps waiting, and the reference */
-        rcpt_reject_unknown(&s->fe);
-    } else {
+        log_warn("recipient failure not recorded by the limiter", "session=%lu client=%s",
+                 s->fe.id, s->fe.peer);
+        rcpt_reply_unknown(s);
+    } else if (rcpt_add(s, address, true) == 0) {
         smtp_reply(s, 250, "2.1.5 Ok");
-        rcpt_add(s, address, true);
+    } else {
+        smtp_reply(s, 451, "4.3.0 Temporary failure, please try again later");
     }
     fe_session_resume(&s->fe);
     fe_session_unref(&s->fe);
@@ -245,10 +265,12 @@ static void cmd_rcpt(fe_session_t *fs, void *req)
         return;
     }
     bool local = !path.literal && config_domain_hosted(cfg, path.domain);
+    char echo[SMTP_PATH_MAX + 1];
+    text_echo(echo, sizeof echo, path.address, strlen(path.address));
     if (local) {
         if (smtp_local_part_routes(path.local)) {
             smtp_reply(s, 550, "5.7.1 <%s>: Routing characters are not accepted in local parts",
-                       path.address);
+                       echo);
             return;
         }
         for (char *c = path.address; *c; c++)
@@ -263,10 +285,15 @@ static void cmd_rcpt(fe_session_t *fs, void *req)
             return;
         }
         const char *param = s->pending.address;
-        fe_session_wait(&s->fe);
+        if (db_query(s->fe.srv->db, "SELECT 1 FROM users WHERE address = $1", 1, &param, NULL,
+                     NULL, smtp_rcpt_looked_up, s) < 0) {
+            free(s->pending.address); /* no database client (stopping) */
+            s->pending.address = NULL;
+            smtp_reply(s, 451, "4.3.0 Temporary lookup failure, please try again later");
+            return;
+        }
+        fe_session_wait(&s->fe); /* smtp_rcpt_looked_up() resumes, and drops the reference */
         fe_session_ref(&s->fe);
-        db_query(s->fe.srv->db, "SELECT 1 FROM users WHERE address = $1", 1, &param, NULL, NULL,
-                 rcpt_lookup_cb, s);
         return;
     }
     net_addr_t client;
@@ -274,7 +301,7 @@ static void cmd_rcpt(fe_session_t *fs, void *req)
     if (!smtp_may_relay(smtp_relay_mode(config_get(cfg, "relay.mode")), s->fe.user != NULL, listed)) {
         log_warn("relay denied", "session=%lu client=%s rcpt=\"%s\"", s->fe.id, s->fe.peer,
                  path.address);
-        smtp_reply(s, 554, "5.7.1 <%s>: Relay access denied", path.address);
+        smtp_reply(s, 554, "5.7.1 <%s>: Relay access denied", echo);
         return;
     }
     if (rcpt_known(s, path.address)) {
@@ -381,7 +408,7 @@ static void cmd_starttls(fe_session_t *fs, void *req)
 
 static void auth_challenge(fe_session_t *fs, const char *b64)
 {
-    fe_session_printf(fs, "334 %s\r\n", b64);
+    fe_session_reply(fs, "334 %s", b64);
 }
 
 static void auth_done(fe_session_t *fs, fe_auth_result_t r, const lim_verdict_t *block)
@@ -498,28 +525,28 @@ static void smtp_refuse(fe_session_t *fs, void *req, fe_refusal_t why, const cha
     smtp_session_t *s = (smtp_session_t *)fs;
     switch (why) {
     case FE_REFUSE_UNKNOWN:
-        fe_session_printf(fs, "500 5.5.1 Command unrecognized\r\n");
+        fe_session_reply(fs, "500 5.5.1 Command unrecognized");
         break;
     case FE_REFUSE_STATE:
-        fe_session_printf(fs, "503 5.5.1 Error: send HELO/EHLO first\r\n");
+        fe_session_reply(fs, "503 5.5.1 Error: send HELO/EHLO first");
         break;
     case FE_REFUSE_NEEDS_TLS:
-        fe_session_printf(fs, "538 5.7.11 Encryption required for requested authentication "
-                              "mechanism\r\n");
+        fe_session_reply(fs, "538 5.7.11 Encryption required for requested authentication "
+                             "mechanism");
         break;
     case FE_REFUSE_SYNTAX:
-        fe_session_printf(fs, "500 %s\r\n", text);
+        fe_session_reply(fs, "500 %s", text);
         break;
     case FE_REFUSE_TOO_LONG:
-        fe_session_printf(fs, "500 5.5.2 Line too long\r\n");
+        fe_session_reply(fs, "500 5.5.2 Line too long");
         break;
     /* Postfix: smtpd_hard_error_limit; RFC 5321 section 3.8: 421 before closing. */
     case FE_REFUSE_TOO_MANY_ERRORS:
-        fe_session_printf(fs, "421 4.7.0 %s Error: too many errors\r\n", fs->srv->hostname);
+        fe_session_reply(fs, "421 4.7.0 %s Error: too many errors", fs->srv->hostname);
         smtp_enter_state(s, SMTP_STATE_QUIT);
         break;
     case FE_REFUSE_TOO_MANY_COMMANDS:
-        fe_session_printf(fs, "421 4.7.0 %s Error: too many commands\r\n", fs->srv->hostname);
+        fe_session_reply(fs, "421 4.7.0 %s Error: too many commands", fs->srv->hostname);
         smtp_enter_state(s, SMTP_STATE_QUIT);
         break;
     }
@@ -528,8 +555,8 @@ static void smtp_refuse(fe_session_t *fs, void *req, fe_refusal_t why, const cha
 /* Blocked in mid-session (a login, a recipient, a message): 421 and hang up. */
 static void smtp_blocked_reply(fe_session_t *fs, const char *reason, const char *until)
 {
-    fe_session_printf(fs, "421 4.7.1 %s Your address %s is blocked until %s: %s\r\n",
-                      fs->srv->hostname, fs->peer, until, reason);
+    fe_session_reply(fs, "421 4.7.1 %s Your address %s is blocked until %s: %s",
+                     fs->srv->hostname, fs->peer, until, reason);
     smtp_enter_state((smtp_session_t *)fs, SMTP_STATE_QUIT);
 }
 

@@ -29,8 +29,9 @@ void smtp_data_start(smtp_session_t *s)
 {
     if (smtp_temp_unavailable(s))
         return;
-    buf_reset(&s->data);
+    buf_free(&s->data);
     s->data_too_big = s->data_bare_lf = s->data_nul = s->data_long_line = false;
+    s->data_no_memory = false;
     make_queue_id(s->queue_id, sizeof s->queue_id);
     smtp_enter_state(s, SMTP_STATE_DATA);
     smtp_reply(s, 354, "End data with <CR><LF>.<CR><LF>");
@@ -85,18 +86,22 @@ static void array_literal(smtp_session_t *s, bool local, buf_t *out)
     buf_puts(out, "}");
 }
 
+/* A message on its way to PostgreSQL. raw is the message as stored for local recipients:
+ * Return-Path, Received, then what the client sent; the copy for the outbound queue is
+ * the same bytes from relay_off on (no Return-Path). The buffers are the statement's
+ * parameters, freed once db_query() has them. */
 typedef struct store_req {
     smtp_session_t *session;
     bool reserved; /* the limiter counted this message in advance */
-    buf_t local_raw, relay_raw, local_rcpts, relay_rcpts;
+    buf_t raw, local_rcpts, relay_rcpts;
+    size_t relay_off;
     size_t size;
     uint32_t nrcpts, nrelay;
 } store_req_t;
 
 static void store_req_free(store_req_t *r)
 {
-    buf_free(&r->local_raw);
-    buf_free(&r->relay_raw);
+    buf_free(&r->raw);
     buf_free(&r->local_rcpts);
     buf_free(&r->relay_rcpts);
     free(r);
@@ -155,42 +160,70 @@ static void stored_cb(void *arg, PGresult *res)
     fe_session_unref(&s->fe);
 }
 
-static void smtp_store(smtp_session_t *s, bool reserved)
+/* Stores the transaction's message: the session waits, and stored_cb replies and resumes
+ * it. Returns 0, or -1 when it failed at once (out of memory): the reply is written, the
+ * transaction reset, and the session was not made to wait. */
+static int smtp_store(smtp_session_t *s, bool reserved)
 {
     store_req_t *r = calloc(1, sizeof *r);
     if (!r) {
-        smtp_reply(s, 451, "4.3.0 Temporary failure");
+        if (reserved)
+            lim_release(s->fe.srv->lim, s->fe.user, s->queue_id);
+        smtp_count_message(s, "deferred");
+        smtp_reply(s, 451, "4.3.0 Temporary failure, please try again later");
         smtp_reset_transaction(s);
-        return;
+        return -1;
     }
     r->session = s;
     r->reserved = reserved;
-    buf_t received;
-    buf_init(&received);
-    received_header(s, &received);
-    buf_printf(&r->local_raw, "Return-Path: <%s>\r\n", s->sender);
-    buf_append(&r->local_raw, received.data, received.len);
-    buf_append(&r->local_raw, s->data.data, s->data.len);
+    /* The trace headers go in front of the message where it lies: the message moves to
+     * the request and is not copied. */
+    buf_t head;
+    buf_init(&head);
+    buf_printf(&head, "Return-Path: <%s>\r\n", s->sender);
+    r->relay_off = head.len;
+    received_header(s, &head);
+    int rc = buf_prepend(&s->data, head.data, head.len);
+    buf_free(&head);
+    if (rc < 0) {
+        log_error("message not stored: out of memory", "session=%lu id=%s", s->fe.id,
+                  s->queue_id);
+        if (reserved)
+            lim_release(s->fe.srv->lim, s->fe.user, s->queue_id);
+        smtp_count_message(s, "deferred");
+        smtp_reply(s, 451, "4.3.0 Temporary failure, please try again later");
+        smtp_reset_transaction(s);
+        store_req_free(r);
+        return -1;
+    }
+    r->raw = s->data;
+    buf_init(&s->data);
     for (size_t i = 0; i < s->nrcpts; i++) {
         r->nrcpts++;
         r->nrelay += !s->rcpts[i].local;
     }
-    if (r->nrelay) {
-        buf_append(&r->relay_raw, received.data, received.len);
-        buf_append(&r->relay_raw, s->data.data, s->data.len);
-    }
-    buf_free(&received);
-    r->size = r->local_raw.len;
+    r->size = r->raw.len;
     array_literal(s, true, &r->local_rcpts);
     array_literal(s, false, &r->relay_rcpts);
-    const char *values[6] = { s->queue_id, s->sender, r->local_rcpts.data, r->local_raw.data,
-                              r->relay_rcpts.data, r->relay_raw.data };
-    int lengths[6] = { 0, 0, 0, (int)r->local_raw.len, 0, (int)r->relay_raw.len };
+    const char *relay_raw = r->nrelay ? r->raw.data + r->relay_off : "";
+    size_t relay_len = r->nrelay ? r->raw.len - r->relay_off : 0;
+    const char *values[6] = { s->queue_id, s->sender, r->local_rcpts.data, r->raw.data,
+                              r->relay_rcpts.data, relay_raw };
+    int lengths[6] = { 0, 0, 0, (int)r->raw.len, 0, (int)relay_len };
     int binary[6] = { 0, 0, 0, 1, 0, 1 };
     fe_session_wait(&s->fe);
     fe_session_ref(&s->fe);
-    db_query(s->fe.srv->db, "SELECT postern_deliver($1, $2, $3::text[], $4, $5::text[], $6)", 6,
-             values, lengths, binary, stored_cb, r);
+    if (db_query(s->fe.srv->db, "SELECT postern_deliver($1, $2, $3::text[], $4, $5::text[], $6)",
+                 6, values, lengths, binary, stored_cb, r) < 0) {
+        stored_cb(r, NULL); /* no database client (stopping): a temporary failure */
+        return 0;
+    }
+    /* db_query() has copied the parameters: while the statement waits for a connection, the
+     * message is held once, by the query. */
+    buf_free(&r->raw);
+    buf_free(&r->local_rcpts);
+    buf_free(&r->relay_rcpts);
+    return 0;
 }
 
 static void send_check_cb(void *arg, const lim_verdict_t *v)
@@ -208,7 +241,8 @@ static void send_check_cb(void *arg, const lim_verdict_t *v)
                  s->queue_id, policy ? policy : "tempfail");
     }
     if (allow) {
-        smtp_store(s, v->answered);
+        if (smtp_store(s, v->answered) < 0)
+            fe_session_resume(&s->fe);
         fe_session_unref(&s->fe);
         return;
     }
@@ -242,6 +276,9 @@ static void smtp_data_end(smtp_session_t *s)
         code = 552;
         snprintf(text, sizeof text, "5.3.4 Message size exceeds fixed limit of %ld bytes", max);
         problem = text;
+    } else if (s->data_no_memory) {
+        code = 451; /* RFC 5321 section 4.2.5: ours to fail, the client's to retry */
+        problem = "4.3.0 Temporary failure, please try again later";
     } else if (s->data_bare_lf) {
         problem = "5.6.0 Message contains bare LF; lines must end with CRLF";
     } else if (s->data_nul) {
@@ -253,7 +290,7 @@ static void smtp_data_end(smtp_session_t *s)
         log_info("message refused", "session=%lu client=%s reason=\"%s\"", s->fe.id, s->fe.peer,
                  problem);
         smtp_reset_transaction(s);
-        smtp_count_message(s, "rejected");
+        smtp_count_message(s, code < 500 ? "deferred" : "rejected");
         smtp_reply(s, code, "%s", problem);
         return;
     }
@@ -292,14 +329,21 @@ void smtp_data_line(smtp_session_t *s, const char *line, size_t len, unsigned fl
         line++;
         len--;
     }
-    if (s->data_too_big)
-        return;
-    long max = config_get_long(s->fe.srv->cfg, "smtp.max_message_size");
-    if (s->data.len + len + 2 > (size_t)max) {
+    if (s->data_too_big || s->data_no_memory)
+        return; /* read on to the end, keeping nothing: the reply comes then */
+    /* The buffer never grows past the limit (and its NUL): a session in DATA holds at most
+     * smtp.max_message_size bytes of message; one over it holds none. */
+    size_t max = (size_t)config_get_long(s->fe.srv->cfg, "smtp.max_message_size");
+    if (s->data.len + len + 2 > max) {
         s->data_too_big = true;
-        buf_reset(&s->data);
+        buf_free(&s->data);
         return;
     }
-    buf_append(&s->data, line, len);
-    buf_append(&s->data, "\r\n", 2);
+    if (buf_append_capped(&s->data, line, len, max + 1) < 0 ||
+        buf_append_capped(&s->data, "\r\n", 2, max + 1) < 0) {
+        log_error("message dropped: out of memory", "session=%lu size=%zu", s->fe.id,
+                  s->data.len);
+        s->data_no_memory = true;
+        buf_free(&s->data);
+    }
 }

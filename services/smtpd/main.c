@@ -8,8 +8,10 @@ static void smtp_line(fe_session_t *fs, char *line, size_t len, unsigned flags);
 static void smtp_line_too_long(fe_session_t *fs);
 static void smtp_tls_ready(fe_session_t *fs);
 static void smtp_timeout(fe_session_t *fs);
+static void smtp_drain(fe_session_t *fs, bool deadline);
 static void smtp_release(fe_session_t *fs);
 static void smtp_blocked(fe_session_t *fs, const char *reason, const char *until);
+static void smtp_overloaded(fe_session_t *fs);
 
 static const fe_listener_conf_t smtp_listeners[] = {
     { "smtp", "SMTP_PORT", 25, FE_TLS_NONE, SMTP_LISTENER_MX },
@@ -30,8 +32,10 @@ static const fe_protocol_t smtp_protocol = {
     .line_too_long = smtp_line_too_long,
     .tls_ready = smtp_tls_ready,
     .timeout = smtp_timeout,
+    .drain = smtp_drain,
     .release = smtp_release,
     .blocked = smtp_blocked,
+    .overloaded = smtp_overloaded,
 };
 
 static void smtp_open(fe_session_t *fs)
@@ -74,6 +78,18 @@ static void smtp_timeout(fe_session_t *fs)
     smtp_reply((smtp_session_t *)fs, 421, "4.4.2 %s Error: timeout exceeded", fs->srv->hostname);
 }
 
+/* A session goes on while the server drains; at the deadline, RFC 5321 section 3.8: 421,
+ * then close, whatever the client was doing (section 4.2.5: a message not acknowledged is
+ * the client's to send again). */
+static void smtp_drain(fe_session_t *fs, bool deadline)
+{
+    smtp_session_t *s = (smtp_session_t *)fs;
+    if (!deadline)
+        return;
+    fe_session_reply(fs, "421 4.3.2 %s Service shutting down", fs->srv->hostname);
+    smtp_enter_state(s, SMTP_STATE_QUIT);
+}
+
 static void smtp_release(fe_session_t *fs)
 {
     smtp_session_t *s = (smtp_session_t *)fs;
@@ -84,8 +100,16 @@ static void smtp_release(fe_session_t *fs)
 /* Refused at connect (RFC 5321 section 3.1: 554 instead of the greeting). */
 static void smtp_blocked(fe_session_t *fs, const char *reason, const char *until)
 {
-    fe_session_printf(fs, "554 5.7.1 %s Your address %s is blocked until %s: %s\r\n",
-                      fs->srv->hostname, fs->peer, until, reason);
+    fe_session_reply(fs, "554 5.7.1 %s Your address %s is blocked until %s: %s",
+                     fs->srv->hostname, fs->peer, until, reason);
+}
+
+/* Over the memory budget (RFC 5321 section 3.1: 421 instead of the greeting; RFC 3463
+ * X.3.2: system not accepting network messages). */
+static void smtp_overloaded(fe_session_t *fs)
+{
+    fe_session_reply(fs, "421 4.3.2 %s Service temporarily unavailable, try again later",
+                     fs->srv->hostname);
 }
 
 int main(void)

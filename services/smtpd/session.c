@@ -16,7 +16,7 @@ void smtp_reply(smtp_session_t *s, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    fe_session_printf(&s->fe, "%d %s\r\n", code, text);
+    fe_session_reply(&s->fe, "%d %s", code, text);
     if (code >= 500)
         fe_session_error(&s->fe, &smtp_cmd_table);
 }
@@ -41,8 +41,9 @@ void smtp_reset_transaction(smtp_session_t *s)
     free(s->pending.address);
     s->pending.address = NULL;
     s->queue_id[0] = '\0';
-    buf_reset(&s->data);
+    buf_free(&s->data); /* a transaction's memory goes with it */
     s->data_too_big = s->data_bare_lf = s->data_nul = s->data_long_line = false;
+    s->data_no_memory = false;
     if (s->state >= SMTP_STATE_MAIL && s->state <= SMTP_STATE_DATA)
         smtp_enter_state(s, SMTP_STATE_READY);
 }

@@ -40,8 +40,9 @@ typedef struct smtp_session {
     size_t nrcpts;
     smtp_rcpt_t pending; /* a recipient being looked up */
     char queue_id[24];
-    buf_t data;
+    buf_t data;              /* the message so far: at most smtp.max_message_size bytes */
     bool data_too_big, data_bare_lf, data_nul, data_long_line;
+    bool data_no_memory;     /* the message could not be kept: 451 at its end */
 } smtp_session_t;
 
 /* A command's arguments, after the verb and its spaces (cmd.c's tokenizer). */
@@ -50,8 +51,9 @@ typedef struct smtp_request {
 } smtp_request_t;
 
 /* session.c */
-/* Writes a reply; one of 500 and over is a client mistake counted against smtp.max_errors
- * (past it: 421 and the session closes). */
+/* Writes a one-line reply (fe_session_reply: no control character reaches the client; quote
+ * client text with text_echo()); one of 500 and over is a client mistake counted against
+ * smtp.max_errors (past it: 421 and the session closes). */
 void smtp_reply(smtp_session_t *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void smtp_enter_state(smtp_session_t *s, smtp_state_t state);
@@ -65,6 +67,13 @@ void smtp_count_message(smtp_session_t *s, const char *result);
 /* cmd.c */
 extern const fe_cmd_table_t smtp_cmd_table;
 void smtp_dispatch(smtp_session_t *s, char *line, size_t len, unsigned flags);
+/* The answer to the lookup of the local recipient in s->pending (a db_cb; arg is the
+ * session, which waits and holds a reference for it): 250 and the recipient joins the
+ * transaction; unknown: the limiter records the failure and its answer brings the 550 (after
+ * a delay it may ask for), or, when it cannot be asked, 550 at once; 451 when the lookup
+ * failed. Every path resumes the session exactly once and drops the reference; s->pending
+ * is empty after. */
+void smtp_rcpt_looked_up(void *arg, PGresult *res);
 
 /* check.c: addresses and relay policy, free of I/O */
 typedef struct smtp_path {

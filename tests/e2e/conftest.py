@@ -1196,3 +1196,56 @@ def service_control(postern):
     finally:
         for name in touched:
             postern.start_service(name)
+
+
+_drain_seq = itertools.count(1)
+
+
+@pytest.fixture
+def draining_frontend(postern):
+    """draining_frontend(service, drain_timeout) -> (port, Service): a front end of the test's
+    own ("smtpd", "pop3d" or "imapd"), sharing PostgreSQL and NATS, listening only on its
+    plain port (SMTP_PORT, POP3_PORT or IMAP_PORT; the other listeners off), with
+    DRAIN_TIMEOUT set. Afterwards it is stopped if still running (exit 0, no sanitizer report:
+    postern.stop_service) and taken out of the stack."""
+    plain = {"smtpd": ("SMTP_PORT", ("SUBMISSION_PORT", "SMTPS_PORT"), postern.smtpd_env),
+             "pop3d": ("POP3_PORT", ("POP3S_PORT",), postern.pop3d_env),
+             "imapd": ("IMAP_PORT", ("IMAPS_PORT",), postern.imapd_env)}
+    started = []
+
+    def start(service, drain_timeout):
+        if COMPOSE_PROJECT:
+            pytest.skip("a compose stack runs no front end of the suite's own (own_processes)")
+        if not (postern.bin / service).exists():
+            pytest.skip(f"{service} is not built in {postern.bin}")
+        port_env, off, base_env = plain[service]
+        name = f"{service}-drain-{next(_drain_seq)}"
+        for attempt in range(3):
+            [port] = free_ports(1)
+            env = base_env()
+            env.update({port_env: str(port), "DRAIN_TIMEOUT": str(drain_timeout)})
+            env.update({k: "0" for k in off})
+
+            def listening(port=port):
+                with socket.create_connection(("127.0.0.1", port), timeout=2):
+                    return True
+
+            svc = Service(name, postern.bin / service, env, postern.dir / f"{name}.log", None)
+            svc.ready = lambda svc=svc, listening=listening: listening() and config_loaded(svc)
+            try:
+                svc.start()
+                break
+            except RuntimeError:
+                # Another program took the port between the pick and the bind: pick again.
+                if attempt == 2 or 'msg="cannot listen"' not in svc.since(svc.started_at):
+                    raise
+        postern.services[name] = svc
+        started.append(name)
+        return port, svc
+
+    yield start
+    for name in started:
+        try:
+            postern.stop_service(name)
+        finally:
+            postern.services.pop(name, None)
