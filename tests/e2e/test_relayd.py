@@ -140,20 +140,23 @@ def world(postern, tmp_path_factory):
         wait_settled(w.relayd)
         yield w
     finally:
+        # The DNS server and the sinks go whatever the relayd processes' stops say.
         try:
-            postern.remove_service("relayd2")
+            try:
+                postern.remove_service("relayd2")
+            finally:
+                postern.remove_service("relayd")
         finally:
-            postern.remove_service("relayd")
-        for s in w.sinks.values():
-            s.stop()
-        dns.terminate()
-        dns.wait()
-        postern.baseline_settings.clear()
-        postern.baseline_settings.update(saved)
-        postern.dirty = True
-        postern.sql("DELETE FROM outbound_queue")
-        postern.sql("DELETE FROM relay_transports")
-        postern.sql("DELETE FROM relay_tls_policy")
+            dns.terminate()
+            dns.wait()
+            for s in w.sinks.values():
+                s.stop()
+            postern.baseline_settings.clear()
+            postern.baseline_settings.update(saved)
+            postern.dirty = True
+            postern.sql("DELETE FROM outbound_queue")
+            postern.sql("DELETE FROM relay_transports")
+            postern.sql("DELETE FROM relay_tls_policy")
 
 
 def wait_settled(svc, settings=RELAY_SETTINGS):
