@@ -141,6 +141,83 @@ clean:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
+# ---- fuzzing: libFuzzer harnesses tests/fuzz/fuzz_<name>.c, built with Debian's clang -----
+# Everything a harness links is compiled again with clang into its own tree ($(FUZZ_BUILD)/obj:
+# lib/, the protobuf code generated into $(FUZZ_BUILD)/gen, the services' files but main.c),
+# instrumented for libFuzzer and built with AddressSanitizer and UBSan; gcc's objects are never
+# mixed in. Like a unit test, fuzz_<svc>_<x>.c is also linked with services/<svc>/*.o but main.o;
+# the library comes from an archive, so a harness that defines functions itself (the session
+# harnesses' tests/fuzz/fe_fake.h: the front end, PostgreSQL, NATS) keeps those members out.
+# `make fuzz`: each harness for FUZZ_SECONDS (default 600) from its committed corpus
+# tests/fuzz/corpus/<name>/, then the inputs that reached new edges are merged into it.
+# `make fuzz-smoke` (run by `make test`): each for FUZZ_SMOKE_SECONDS (default 30) on a copy of
+# the corpus; fails on any crash, leak, timeout or sanitizer report (build/fuzz/artifacts).
+# FUZZ_TARGETS="imapd_parse sasl" picks harnesses; tests/fuzz/README.md says more.
+FUZZ_CC            ?= clang
+FUZZ_BUILD          = build/fuzz
+FUZZ_SECONDS       ?= 600
+FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_SAN            = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                      -fno-omit-frame-pointer
+FUZZ_CFLAGS         = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 $(FUZZ_SAN) \
+                      -Ilib -I$(FUZZ_BUILD)/gen $(PKG_CFLAGS) -MMD -MP
+FUZZ_GEN            = $(FUZZ_BUILD)/gen
+FUZZ_OBJ            = $(FUZZ_BUILD)/obj
+FUZZ_PROTO_C        = $(patsubst proto/%.proto,$(FUZZ_GEN)/%.pb-c.c,$(PROTO_SRC))
+FUZZ_PROTO_H        = $(FUZZ_PROTO_C:.c=.h)
+FUZZ_LIBA           = $(FUZZ_BUILD)/libpostern.a
+FUZZ_LIB_OBJ        = $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(LIB_SRC)) \
+                      $(patsubst $(FUZZ_GEN)/%.c,$(FUZZ_OBJ)/gen/%.o,$(FUZZ_PROTO_C)) \
+                      $(FUZZ_OBJ)/gen/migrations.o
+FUZZ_NAMES          = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS       ?= $(FUZZ_NAMES)
+FUZZ_BIN            = $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
+fuzz_svc            = $(word 1,$(subst _, ,$(1)))
+fuzz_svc_objs       = $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(filter-out %/main.c,$(wildcard services/$(1)/*.c)))
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	sh tests/fuzz/run.sh fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	sh tests/fuzz/run.sh smoke $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+$(FUZZ_GEN)/%.pb-c.c $(FUZZ_GEN)/%.pb-c.h: proto/%.proto
+	@mkdir -p $(FUZZ_GEN)
+	protoc-c --proto_path=proto --c_out=$(FUZZ_GEN) $<
+
+$(FUZZ_GEN)/migrations.c: $(MIGRATIONS) deploy/embed-sql.sh
+	@mkdir -p $(FUZZ_GEN)
+	sh deploy/embed-sql.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+# Coverage instrumentation without libFuzzer's main(), which only the harness links.
+$(FUZZ_OBJ)/lib/%.o: lib/%.c | $(FUZZ_PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_OBJ)/services/%.o: services/%.c | $(FUZZ_PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_OBJ)/gen/%.o: $(FUZZ_GEN)/%.c | $(FUZZ_PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -Wno-unused-parameter -c -o $@ $<
+
+$(FUZZ_LIBA): $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $$(call fuzz_svc_objs,$$(call fuzz_svc,$$*)) $(FUZZ_LIBA) | $(FUZZ_PROTO_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer \
+	    $(addprefix -I,$(wildcard services/$(call fuzz_svc,$*))) -o $@ $< \
+	    $(call fuzz_svc_objs,$(call fuzz_svc,$*)) $(FUZZ_LIBA) $(PKG_LIBS) -lpthread
+
+-include $(wildcard $(FUZZ_BUILD)/*.d) $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
+
 # ---- containers and Kubernetes: deploy/docker, docker-compose.yml, helm/postern ------------
 # `make images`: the base images offline (deploy/docker/build-base.sh, skipped when they exist
 # or when POSTERN_BASE_IMAGE names a registry image), then postern:latest and postern-certs:latest.

@@ -11,10 +11,11 @@ libc-ares-dev"
 RUN_PKGS="postgresql nats-server openssl"
 # dovecot-imapd: tests/e2e/test_mime_diff.py compares lib/mail with a private Dovecot IMAP.
 # python3-aiosmtpd: the remote SMTP servers relayd delivers to in tests; dnsmasq-base: the
-# DNS server (MX records) under the tests' control.
+# DNS server (MX records) under the tests' control. clang: the libFuzzer harnesses
+# (tests/fuzz, `make fuzz`, `make fuzz-smoke`), which gcc cannot build.
 TEST_PKGS="python3 python3-pytest python3-psycopg2 python3-protobuf python3-yaml protobuf-compiler
 swaks libnet-ssleay-perl msmtp fetchmail curl dovecot-core dovecot-imapd
-python3-aiosmtpd dnsmasq-base"
+python3-aiosmtpd dnsmasq-base clang"
 # Only for `make bench`: Dovecot's pop3d and imap run beside pop3d and imapd, as a private
 # instance; Postfix relays beside relayd, its smtp-sink is the host both deliver to
 # (bench/relay_bench.sh, a private instance too).
