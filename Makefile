@@ -51,7 +51,7 @@ UNIT_BIN = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TESTTOOL_SRC = $(wildcard tests/tools/*.c)
 TESTTOOL_BIN = $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TESTTOOL_SRC))
 
-.PHONY: all deps run test test-unit test-e2e test-san bench clean
+.PHONY: all deps run test test-unit test-e2e test-faults test-san bench clean
 .SECONDARY:
 
 all: $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN) $(TESTTOOL_BIN)
@@ -131,6 +131,11 @@ test-unit: all
 
 test-e2e: all
 	sh tests/run.sh e2e
+
+# The fault matrix (tests/faults/README.md): every service and server killed, restarted and
+# stopped under load; the figures in build/faults/results.md.
+test-faults: all
+	sh tests/run.sh faults
 
 bench: deps
 	$(MAKE) all

@@ -5,6 +5,8 @@
 #   localstack.sh stop DIR                    stop both
 #   localstack.sh pg-stop DIR                 stop PostgreSQL only
 #   localstack.sh pg-start DIR                start PostgreSQL again (same port as the last start)
+#   localstack.sh nats-stop DIR               stop nats-server only
+#   localstack.sh nats-start DIR              start nats-server again (same port as the last start)
 #   localstack.sh status DIR                  say what is running
 #
 # Layout of DIR: pg/ (PostgreSQL data), run/ (its unix socket), pg.log, nats.pid, nats.port,
@@ -30,6 +32,8 @@ usage: $prog start DIR PGPORT NATSPORT
        $prog stop DIR
        $prog pg-stop DIR
        $prog pg-start DIR
+       $prog nats-stop DIR
+       $prog nats-start DIR
        $prog status DIR
 EOF
     exit 2
@@ -203,6 +207,8 @@ nats_start() {
     fi
     echo "$port" >"$DIR/nats.port"
     rm -f "$NATS_PID"
+    # the readiness check below reads a fresh log; the previous run's is kept beside it
+    [ -s "$NATS_LOG" ] && mv "$NATS_LOG" "$NATS_LOG.previous"
     : >"$NATS_LOG"
     # In a session of its own, so a Ctrl-C meant for `make run` reaches us, not it.
     setsid "$NATS_SERVER" -a 127.0.0.1 -p "$port" -P "$NATS_PID" -l "$NATS_LOG" \
@@ -310,6 +316,19 @@ case $cmd in
         set_dirs "$1"
         find_pg_bin
         pg_start
+        ;;
+    nats-stop)
+        [ $# -eq 1 ] || usage
+        set_dirs "$1"
+        nats_stop
+        ;;
+    nats-start)
+        [ $# -eq 1 ] || usage
+        set_dirs "$1"
+        find_nats
+        port=$(cat "$DIR/nats.port" 2>/dev/null || true)
+        [ -n "$port" ] || die "no port recorded in $DIR/nats.port; use '$prog start' first"
+        nats_start "$port"
         ;;
     status) cmd_status "$@" ;;
     *) usage ;;

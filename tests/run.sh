@@ -1,9 +1,12 @@
 #!/bin/sh
-# Runs Postern's tests: tests/run.sh [unit|e2e|deploy|all] (default all).
+# Runs Postern's tests: tests/run.sh [unit|e2e|fuzz|faults|deploy|all] (default all).
 #
 #   unit  every cmocka binary build/tests/test_*, then build/san/tests/test_* if built
 #   e2e   the end-to-end suite (tests/e2e, pytest) against build/bin, then against
 #         build/san/bin (AddressSanitizer + UBSan build) if it exists
+#   fuzz  every libFuzzer harness (tests/fuzz) for FUZZ_SMOKE_SECONDS (30) each: make fuzz-smoke
+#   faults  the fault matrix (tests/faults): every service and server killed, restarted and
+#         stopped under a mixed load, against build/bin, then build/san/bin if built
 #   deploy  the Helm chart and compose checks (tests/deploy), then the compose stack end
 #         to end (tests/deploy/e2e_docker.sh) when a Docker engine answers
 #
@@ -18,9 +21,9 @@ PYTHON=/usr/bin/python3   # Debian's, which has pytest, psycopg2 and protobuf
 
 what=${1:-all}
 case $what in
-    unit | e2e | deploy | all) ;;
+    unit | e2e | fuzz | faults | deploy | all) ;;
     *)
-        echo "usage: tests/run.sh [unit|e2e|deploy|all]" >&2
+        echo "usage: tests/run.sh [unit|e2e|fuzz|faults|deploy|all]" >&2
         exit 2
         ;;
 esac
@@ -125,6 +128,42 @@ run_e2e() {
     fi
 }
 
+# Every fuzz harness for a short while on a copy of its corpus; a crash, leak, timeout or
+# sanitizer report fails it (build/fuzz/artifacts keeps the input).
+run_fuzz() {
+    if ! command -v clang >/dev/null 2>&1; then
+        echo "== fuzz: clang is not installed (sh deploy/deps.sh installs it)"
+        record "fuzz smoke (clang missing)" 1
+        return
+    fi
+    echo "== fuzz smoke (tests/fuzz, make fuzz-smoke)"
+    make -s fuzz-smoke
+    record "fuzz smoke (tests/fuzz)" $?
+}
+
+# The fault matrix (tests/faults/README.md) against build/bin, then against build/san/bin
+# (AddressSanitizer + UBSan) if it exists: failure paths are where memory errors hide.
+run_faults_with() { # run_faults_with BINDIR WRAPPER NAME
+    if ! [ -d "$1" ]; then
+        echo "== $1 does not exist: run 'make' first"
+        record "faults ($1, not built)" 1
+        return
+    fi
+    echo "== faults (tests/faults) with POSTERN_BIN=$1"
+    POSTERN_BIN=$ROOT/$1 $2 "$PYTHON" -m pytest -q tests/faults
+    status=$?
+    # the figures of each build, side by side
+    [ -f build/faults/results.md ] && mv build/faults/results.md "build/faults/results-$3.md"
+    record "faults ($1)" $status
+}
+
+run_faults() {
+    run_faults_with build/bin plain plain
+    if [ -d build/san/bin ]; then
+        run_faults_with build/san/bin san san
+    fi
+}
+
 # The Helm chart and compose file checks, then the compose stack end to end where a
 # Docker engine answers (images are built offline from Debian packages the first time).
 run_deploy() {
@@ -153,10 +192,14 @@ run_deploy() {
 case $what in
     unit) run_unit ;;
     e2e) run_e2e ;;
+    fuzz) run_fuzz ;;
+    faults) run_faults ;;
     deploy) run_deploy ;;
     all)
         run_unit
         run_e2e
+        run_fuzz
+        run_faults
         run_deploy
         ;;
 esac

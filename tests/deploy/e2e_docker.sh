@@ -6,7 +6,8 @@
 # the published SMTP port (swaks) and finds it in PostgreSQL, submits authenticated mail over
 # STARTTLS and finds it queued, reads the mailbox over POP3S (when pop3d is in the image)
 # and over IMAPS (when imapd is), runs the end-to-end suite (tests/e2e) against the
-# published ports, then removes the project with its volumes. The suite's own clients reach
+# published ports, then the fault matrix (tests/faults: every container killed, restarted and
+# paused under load), then removes the project with its volumes. The suite's own clients reach
 # PostgreSQL and NATS on loopback ports that tests/deploy/compose.e2e.yml publishes, and use
 # mailctl from $POSTERN_BIN (default build/bin: build it first, `make`).
 #
@@ -16,6 +17,7 @@
 #   E2E_TIMEOUT        seconds to wait for the stack to be healthy (default 180)
 #   E2E_KEEP=1         leave the stack running afterwards (remove it with the printed command)
 #   E2E_SUITE=0       leave out the end-to-end suite (the checks above only)
+#   E2E_FAULTS=0       leave out the fault matrix (tests/faults) that follows the suite
 #   POSTERN_BASE_IMAGE, POSTGRES_IMAGE, NATS_IMAGE   registry images instead of the
 #                      offline ones (then build-base.sh is not run)
 set -eu
@@ -239,4 +241,20 @@ if [ "${E2E_SUITE:-1}" = 1 ]; then
     POSTERN_E2E_COMPOSE=$PROJECT POSTERN_E2E_COMPOSE_CMD=$COMPOSE \
         POSTERN_E2E_COMPOSE_FILES=$COMPOSE_FILES POSTERN_BIN=$BIN \
         "$PYTHON" -m pytest -q -p no:cacheprovider tests/e2e || fail "the end-to-end suite"
+fi
+
+# ---- the fault matrix ----------------------------------------------------------------------
+if [ "${E2E_FAULTS:-1}" = 1 ]; then
+    BIN=${POSTERN_BIN:-$(pwd)/build/bin}
+    [ -x "$BIN/mailctl" ] || fail "$BIN/mailctl does not exist: build first (make)"
+    # The suite stops the services it found when it ends; relayd too takes part here.
+    step "every service started again for the fault matrix"
+    # shellcheck disable=SC2086
+    compose start $SERVICES >>"$LOGDIR/compose.log" 2>&1 || fail "compose start $SERVICES"
+    # shellcheck disable=SC2086
+    wait_healthy "$TIMEOUT" postgres nats $SERVICES || exit 1
+    step "the fault matrix (tests/faults): docker kill, compose stop/start, docker pause of each container under load"
+    POSTERN_E2E_COMPOSE=$PROJECT POSTERN_E2E_COMPOSE_CMD=$COMPOSE \
+        POSTERN_E2E_COMPOSE_FILES=$COMPOSE_FILES POSTERN_BIN=$BIN \
+        "$PYTHON" -m pytest -q -p no:cacheprovider tests/faults || fail "the fault matrix"
 fi
