@@ -6,8 +6,18 @@
  * third of pop3.lock_lease while the session lives. A session whose renewal finds the row
  * taken over (it could not renew for a whole lease) stops serving, and its QUIT deletes
  * nothing: the statement that deletes the marked messages also removes the lock row and
- * deletes only while that row is still this session's. */
+ * deletes only while that row is still this session's.
+ *
+ * The owner id is "instance/run/session/random", the instance being node:pid and the run a
+ * random id of this process. A pop3d that dies leaves its rows until their leases expire;
+ * when a pop3d starts on the same machine (a restarted container keeps its name and often
+ * its pid), it releases at once the rows of every earlier run there whose process is gone:
+ * same pid but another run, or a pid that no longer exists. */
 #include "pop3d.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -27,6 +37,15 @@ static const char renew_sql[] =
     "WHERE user_id = $1 AND owner = $2";
 
 static const char unlock_sql[] = "DELETE FROM pop3_locks WHERE user_id = $1 AND owner = $2";
+
+/* The runs holding locks on this machine ($1: "node:"). */
+static const char runs_sql[] =
+    "SELECT DISTINCT split_part(owner, '/', 1), split_part(owner, '/', 2) FROM pop3_locks "
+    "WHERE left(owner, length($1)) = $1";
+
+static const char release_run_sql[] =
+    "DELETE FROM pop3_locks WHERE split_part(owner, '/', 1) = $1 "
+    "AND split_part(owner, '/', 2) = $2";
 
 /* Deletes the marked messages and gives the lock back, in one statement; deletes only
  * while the lock row is still ours. postern_expunge() locks the mailbox row before the
@@ -241,8 +260,10 @@ void pop3_maildrop_open(pop3_session_t *s)
     pop3_maildrop_t *d = &s->drop;
     unsigned char r[8];
     RAND_bytes(r, sizeof r);
-    snprintf(d->owner, sizeof d->owner, "%.80s/%lu/%02x%02x%02x%02x%02x%02x%02x%02x",
-             s->fe.srv->instance, s->fe.id, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+    pop3_server_t *ps = s->fe.srv->proto_data;
+    snprintf(d->owner, sizeof d->owner, "%s/%s/%lu/%02x%02x%02x%02x%02x%02x%02x%02x",
+             s->fe.srv->instance, ps->run, s->fe.id, r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+             r[7]);
     d->lost = false;
     if (!d->store)
         d->store = mailstore_create(s->fe.srv->db);
@@ -253,6 +274,94 @@ void pop3_maildrop_open(pop3_session_t *s)
     pop3_wait(s);
     fe_session_ref(&s->fe);
     db_query(s->fe.srv->db, open_sql, 3, params, NULL, NULL, open_cb, s);
+}
+
+/* ---- locks left by a pop3d that died ---------------------------------------------- */
+
+typedef struct stale_req {
+    fe_server_t *srv;
+    char instance[300];
+    char run[17];
+} stale_req_t;
+
+static void release_run_cb(void *arg, PGresult *res)
+{
+    stale_req_t *r = arg;
+    if (result_ok(res, PGRES_COMMAND_OK))
+        log_info("maildrop locks of a stopped pop3d released", "instance=%s run=%s locks=%s",
+                 r->instance, r->run, PQcmdTuples(res));
+    else
+        log_warn("maildrop locks of a stopped pop3d not released, their leases will expire",
+                 "instance=%s error=\"%s\"", r->instance, result_error(res));
+    free(r);
+}
+
+/* Whether the run (instance node:pid, run id) holding locks is gone. */
+static bool run_gone(const pop3_server_t *ps, const char *instance, const char *run)
+{
+    const char *colon = strrchr(instance, ':');
+    char *end;
+    long pid = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || *end || pid <= 0)
+        return false;
+    if (pid == (long)getpid())
+        return strcmp(run, ps->run) != 0;
+    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+static void runs_cb(void *arg, PGresult *res)
+{
+    fe_server_t *srv = arg;
+    pop3_server_t *ps = srv->proto_data;
+    if (!result_ok(res, PGRES_TUPLES_OK)) {
+        log_warn("maildrop locks of stopped pop3d processes not looked for",
+                 "error=\"%s\"", result_error(res));
+        return;
+    }
+    for (int i = 0; ps && i < PQntuples(res); i++) {
+        const char *instance = PQgetvalue(res, i, 0), *run = PQgetvalue(res, i, 1);
+        if (!run_gone(ps, instance, run))
+            continue;
+        stale_req_t *r = calloc(1, sizeof *r);
+        if (!r)
+            return;
+        r->srv = srv;
+        snprintf(r->instance, sizeof r->instance, "%s", instance);
+        snprintf(r->run, sizeof r->run, "%s", run);
+        const char *params[2] = { r->instance, r->run };
+        if (db_query(srv->db, release_run_sql, 2, params, NULL, NULL, release_run_cb, r) < 0)
+            free(r);
+    }
+}
+
+int pop3_maildrop_start(fe_server_t *srv)
+{
+    pop3_server_t *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return -1;
+    unsigned char r[8];
+    if (RAND_bytes(r, sizeof r) != 1) {
+        free(ps);
+        return -1;
+    }
+    snprintf(ps->run, sizeof ps->run, "%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7]);
+    srv->proto_data = ps;
+    /* "node:" of this instance (node:pid) */
+    char node[sizeof srv->instance];
+    snprintf(node, sizeof node, "%s", srv->instance);
+    char *colon = strrchr(node, ':');
+    if (colon)
+        colon[1] = '\0';
+    const char *params[1] = { node };
+    db_query(srv->db, runs_sql, 1, params, NULL, NULL, runs_cb, srv);
+    return 0;
+}
+
+void pop3_maildrop_stop(fe_server_t *srv)
+{
+    free(srv->proto_data);
+    srv->proto_data = NULL;
 }
 
 /* ---- RETR and TOP ------------------------------------------------------------------ */

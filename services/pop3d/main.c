@@ -35,6 +35,8 @@ static const fe_protocol_t pop3_protocol = {
     .release = pop3_release,
     .blocked = pop3_blocked,
     .overloaded = pop3_overloaded,
+    .start = pop3_maildrop_start,
+    .stop = pop3_maildrop_stop,
 };
 
 /* RFC 1939 section 4. No APOP (it needs the password in the clear on the server), so no

@@ -88,7 +88,7 @@ typedef struct pop3_maildrop {
     size_t live;        /* not marked deleted */
     uint64_t live_size;
     mailstore_t *store; /* the mail store over the server's database (RETR, TOP) */
-    char owner[128];    /* this session's lock owner id */
+    char owner[400];    /* this session's lock owner id: instance/run/session/random */
     bool locked;        /* the lock row is (believed to be) ours */
     bool lost;          /* a renewal found the lock taken over */
 } pop3_maildrop_t;
@@ -127,6 +127,11 @@ void pop3_resume(pop3_session_t *s);
 void pop3_blocked_reply(pop3_session_t *s, const char *reason, const char *until);
 long pop3_setting(pop3_session_t *s, const char *key, long fallback);
 
+/* The server-wide state (fe_server_t.proto_data). */
+typedef struct pop3_server {
+    char run[17]; /* random, per process: tells this run's locks from an earlier one's */
+} pop3_server_t;
+
 /* cmd.c */
 extern const fe_cmd_table_t pop3_cmd_table;
 void pop3_dispatch(pop3_session_t *s, char *line, size_t len, unsigned flags);
@@ -145,5 +150,9 @@ void pop3_maildrop_send(pop3_session_t *s, unsigned long n, long body_lines);
 void pop3_maildrop_update(pop3_session_t *s);
 /* The session is going away: frees the listing and gives the lock back (no deletions). */
 void pop3_maildrop_release(pop3_session_t *s);
+/* fe_protocol_t.start/stop: the server's state, and the release of the maildrop locks an
+ * earlier pop3d on this machine left when it died (see maildrop.c). */
+int pop3_maildrop_start(fe_server_t *srv);
+void pop3_maildrop_stop(fe_server_t *srv);
 
 #endif

@@ -243,6 +243,7 @@ class Frontend:
 class Stack:
     """The running system. One per session."""
 
+    in_containers = False  # the services run in a compose project
     def __init__(self, tmp, binpath):
         self.dir = tmp
         self.bin = binpath
@@ -866,6 +867,7 @@ class ComposeStack(Stack):
     """The stack of a compose project started by tests/deploy/e2e_docker.sh, reached on the
     host ports it published."""
 
+    in_containers = True
     def __init__(self, tmp, binpath):
         super().__init__(tmp, binpath)
         port = lambda name: int(os.environ[name])  # noqa: E731

@@ -627,6 +627,48 @@ def test_sigterm_releases_the_lock_of_an_open_session(postern, pop3, mailbox, sq
     q.ok("QUIT")
 
 
+def test_locks_of_a_killed_pop3d_are_released_when_pop3d_starts_again(postern, pop3, mailbox,
+                                                                       new_user, sql,
+                                                                       service_control):
+    """A pop3d that dies leaves its lock rows; the next pop3d started on that machine (a
+    restarted container keeps its name) releases those whose process is gone, at once rather
+    than after pop3.lock_lease (120 s), and leaves those of a live process alone."""
+    svc = postern.services["pop3d"]
+    found = re.findall(r'msg="started" instance=(\S+)', svc.since(svc.started_at))
+    assert found, "pop3d logged no instance"
+    node = found[-1].rsplit(":", 1)[0]
+    (user_id,) = sql("SELECT id FROM users WHERE address = %s", (mailbox.address,))[0]
+    p = pop3()
+    p.login(mailbox.address, mailbox.password)
+    # Two more runs' locks on this machine: one of a process that is alive (this test's own,
+    # locally; in a container every other pid is gone), one of a pid that does not exist.
+    local = not postern.in_containers
+    live_user, gone_user = (sql("SELECT id FROM users WHERE address = %s", (new_user(),))[0][0]
+                            for _ in range(2))
+    rows = [(gone_user, f"{node}:4194303/feedfeedfeedfeed/1/00")]
+    if local:
+        rows.append((live_user, f"{node}:{os.getpid()}/feedfeedfeedfeed/1/00"))
+    try:
+        for uid, owner in rows:
+            sql("INSERT INTO pop3_locks (user_id, owner, since, expires)"
+                " VALUES (%s, %s, now(), now() + interval '1 hour')", (uid, owner))
+        service_control.stop("pop3d", kill=True)
+        p.close()
+        service_control.start("pop3d")
+        # well within the lease: the new pop3d's first statements release the dead runs' rows
+        wait_until(lambda: sql("SELECT count(*) FROM pop3_locks WHERE user_id IN (%s, %s)",
+                               (user_id, gone_user))[0][0] == 0,
+                   timeout=20, what="the dead runs' locks released")
+        if local:
+            assert sql("SELECT count(*) FROM pop3_locks WHERE user_id = %s",
+                       (live_user,))[0][0] == 1, "a live process's lock was released"
+        q = pop3()
+        q.login(mailbox.address, mailbox.password)
+        q.ok("QUIT")
+    finally:
+        sql("DELETE FROM pop3_locks WHERE user_id IN (%s, %s)", (live_user, gone_user))
+
+
 @pytest.fixture
 def raw_setting(postern, sql):
     """raw_setting(key, value): a system setting written straight into the table (for keys

@@ -193,6 +193,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fake_db_answer = db_answer;
     fake_db_ok_all = true;
     fake_streaming = true; /* multi-line responses are written with their status lines */
+    static bool started;
+    if (!started) { /* the server-wide state; its look for stale locks finds none here */
+        if (pop3_maildrop_start(&fake_srv) < 0)
+            abort();
+        started = true;
+    }
     unsigned flags = data[0], seed = data[1] | 1u;
     size_t n = (size_t)data[2] << 8 | data[3];
     data += 4;
