@@ -26,7 +26,8 @@ db_t *db_create(uv_loop_t *loop, const char *conninfo, int pool_size);
 void db_destroy(db_t **db);
 
 /* Parameters are text-format unless binary[i] is set (lengths used only for binary).
- * Results are text-format. Returns 0; -1 only if db is NULL. */
+ * sql and the parameters are copied before db_query() returns: the caller's buffers may go
+ * at once. Results are text-format. Returns 0; -1 only if db is NULL. */
 int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
              const int *lengths, const int *binary, db_cb cb, void *arg);
 

@@ -1,0 +1,132 @@
+/* The byte buffer (lib/base/buf.c): the data stays NUL-terminated, a capped buffer never
+ * grows past its cap and is left as it was when an append does not fit, prepend moves the
+ * data, and consume gives a large emptied buffer's memory back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "base/buf.h"
+
+static void test_append_keeps_a_nul_after_the_data(void **state)
+{
+    (void)state;
+    buf_t b;
+    buf_init(&b);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
+    assert_int_equal(buf_append(&b, "abc", 3), 0);
+    assert_int_equal(buf_puts(&b, "def"), 0);
+    assert_int_equal(buf_printf(&b, "%d", 42), 0);
+    assert_int_equal(b.len, 8);
+    assert_string_equal(b.data, "abcdef42");
+    buf_reset(&b);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
+    assert_true(b.cap > 0); /* kept for reuse */
+    buf_free(&b);
+    assert_int_equal(b.cap, 0);
+}
+
+static void test_capped_never_grows_past_the_cap(void **state)
+{
+    (void)state;
+    char chunk[1000];
+    memset(chunk, 'x', sizeof chunk);
+    buf_t b;
+    buf_init(&b);
+    const size_t cap = 5000; /* the NUL counts: 4999 bytes of data at most */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(buf_append_capped(&b, chunk, sizeof chunk, cap), 0);
+    assert_true(b.cap <= cap);
+    /* 4000 held: 999 more fit, 1000 do not; a refused append changes nothing */
+    assert_int_equal(buf_append_capped(&b, chunk, 1000, cap), -1);
+    assert_int_equal(b.len, 4000);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_int_equal(buf_append_capped(&b, chunk, 999, cap), 0);
+    assert_int_equal(b.len, 4999);
+    assert_int_equal(b.cap, cap);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_int_equal(buf_append_capped(&b, "y", 1, cap), -1);
+    assert_int_equal(b.len, 4999);
+    /* a length that would wrap the arithmetic is refused, not wrapped */
+    assert_int_equal(buf_append_capped(&b, chunk, (size_t)-1, cap), -1);
+    assert_int_equal(buf_append_capped(&b, chunk, (size_t)-1, (size_t)-1), -1);
+    assert_int_equal(b.len, 4999);
+    buf_free(&b);
+}
+
+static void test_capped_on_an_empty_buffer(void **state)
+{
+    (void)state;
+    buf_t b;
+    buf_init(&b);
+    /* a cap below the first allocation's 256 bytes is kept to */
+    assert_int_equal(buf_append_capped(&b, "0123456789", 10, 11), 0);
+    assert_int_equal(b.cap, 11);
+    assert_string_equal(b.data, "0123456789");
+    assert_int_equal(buf_append_capped(&b, "a", 1, 11), -1);
+    buf_free(&b);
+    buf_init(&b);
+    assert_int_equal(buf_append_capped(&b, "abc", 3, 3), -1); /* no room for the NUL */
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.cap, 0);
+    buf_free(&b);
+}
+
+static void test_prepend_moves_the_data(void **state)
+{
+    (void)state;
+    buf_t b;
+    buf_init(&b);
+    assert_int_equal(buf_prepend(&b, "tail", 4), 0); /* on an empty buffer */
+    assert_string_equal(b.data, "tail");
+    assert_int_equal(buf_prepend(&b, "head ", 5), 0);
+    assert_string_equal(b.data, "head tail");
+    assert_int_equal(b.len, 9);
+    assert_int_equal(buf_prepend(&b, "", 0), 0);
+    assert_string_equal(b.data, "head tail");
+    /* past the first allocation: the whole content moves with the growth */
+    char big[600];
+    memset(big, 'z', sizeof big);
+    assert_int_equal(buf_prepend(&b, big, sizeof big), 0);
+    assert_int_equal(b.len, 609);
+    assert_memory_equal(b.data, big, sizeof big);
+    assert_string_equal(b.data + sizeof big, "head tail");
+    buf_free(&b);
+}
+
+static void test_consume_gives_a_large_buffer_back(void **state)
+{
+    (void)state;
+    buf_t b;
+    buf_init(&b);
+    assert_int_equal(buf_puts(&b, "abcdef"), 0);
+    buf_consume(&b, 2);
+    assert_string_equal(b.data, "cdef");
+    buf_consume(&b, 4);
+    assert_int_equal(b.len, 0);
+    assert_true(b.cap > 0); /* small: kept */
+    static char burst[BUF_KEEP * 2];
+    assert_int_equal(buf_append(&b, burst, sizeof burst), 0);
+    assert_true(b.cap > BUF_KEEP);
+    buf_consume(&b, sizeof burst);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.cap, 0); /* given back */
+    assert_string_equal(b.data, "");
+    buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_append_keeps_a_nul_after_the_data),
+        cmocka_unit_test(test_capped_never_grows_past_the_cap),
+        cmocka_unit_test(test_capped_on_an_empty_buffer),
+        cmocka_unit_test(test_prepend_moves_the_data),
+        cmocka_unit_test(test_consume_gives_a_large_buffer_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
