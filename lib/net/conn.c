@@ -1,12 +1,14 @@
 #include "net/conn.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "base/log.h"
 #include "base/net.h"
@@ -28,6 +30,7 @@ struct conn {
     buf_t in;
     size_t input_max;
     size_t pending_out;
+    uint64_t sent_out;    /* bytes handed to the kernel since the start */
     size_t low_water;     /* CONN_WRITABLE wanted at this level */
     bool want_writable;
     uv_idle_t writable_idle; /* reports CONN_WRITABLE asked for while already writable */
@@ -85,6 +88,8 @@ static void write_cb(uv_write_t *req, int status)
     write_req_t *w = (write_req_t *)req;
     conn_t *c = w->conn;
     c->pending_out -= w->len;
+    if (status >= 0)
+        c->sent_out += w->len;
     free(w);
     if (status < 0 && status != UV_ECANCELED) {
         conn_fail(c, true, "%s", uv_strerror(status));
@@ -517,6 +522,19 @@ int conn_printf(conn_t *c, const char *fmt, ...)
 size_t conn_pending_output(const conn_t *c)
 {
     return c->pending_out;
+}
+
+uint64_t conn_output_delivered(const conn_t *c)
+{
+    /* What the kernel holds is in its send queue until the peer acknowledges it (SIOCOUTQ,
+     * tcp(7)): subtracted, the figure moves as the peer reads, not only when a whole write
+     * request leaves libuv, which with a large send buffer can be seconds apart. */
+    uv_os_fd_t fd;
+    int unsent = 0;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &unsent) == 0 &&
+        unsent > 0 && (uint64_t)unsent <= c->sent_out)
+        return c->sent_out - (uint64_t)unsent;
+    return c->sent_out;
 }
 
 static void close_timeout_cb(uv_timer_t *t)

@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "base/buf.h"
@@ -68,6 +69,9 @@ int conn_write(conn_t *c, const void *data, size_t len);
 int conn_printf(conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Bytes written but not yet handed to the kernel. */
 size_t conn_pending_output(const conn_t *c);
+/* Bytes of output the peer has acknowledged since the conn began (TCP): grows while the
+ * peer reads what it was sent. */
+uint64_t conn_output_delivered(const conn_t *c);
 /* One CONN_WRITABLE event once the unsent output is at most low_water bytes: from the
  * loop, never from inside this call (also when it is already that low). */
 void conn_notify_writable(conn_t *c, size_t low_water);

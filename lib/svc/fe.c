@@ -64,6 +64,14 @@ static void idle_cb(uv_timer_t *t)
     fe_session_t *s = t->data;
     if (s->closing)
         return;
+    /* A client still reading what it asked for (a long RETR or FETCH on a slow link) is
+     * not idle: the timeout counts again from now while its reading makes progress. */
+    uint64_t sent = s->conn ? conn_output_delivered(s->conn) : 0;
+    if (sent != s->idle_sent) {
+        s->idle_sent = sent;
+        uv_timer_start(&s->idle_timer, idle_cb, (uint64_t)fe_idle_ms(s), 0);
+        return;
+    }
     log_info("session idle timeout", "session=%lu client=%s", s->id, s->peer);
     if (s->srv->proto->timeout)
         s->srv->proto->timeout(s);
@@ -72,8 +80,10 @@ static void idle_cb(uv_timer_t *t)
 
 static void fe_session_touch(fe_session_t *s)
 {
-    if (!s->closing)
-        uv_timer_start(&s->idle_timer, idle_cb, (uint64_t)fe_idle_ms(s), 0);
+    if (s->closing)
+        return;
+    s->idle_sent = s->conn ? conn_output_delivered(s->conn) : 0;
+    uv_timer_start(&s->idle_timer, idle_cb, (uint64_t)fe_idle_ms(s), 0);
 }
 
 static void fe_session_process(fe_session_t *s)

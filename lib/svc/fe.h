@@ -132,6 +132,7 @@ struct fe_session {
     unsigned long id;
     char peer[64];
     uv_timer_t idle_timer;
+    uint64_t idle_sent;     /* conn_output_delivered() at the idle timer's last start */
     uv_timer_t delay_timer;  /* for deliberate delays (failed auth, tarpits) */
     void (*delay_cb)(fe_session_t *s); /* pending delay, holding a reference */
     line_reader_t reader;

@@ -16,14 +16,13 @@
 #include "pop3d.h"
 
 #include <errno.h>
-#include <signal.h>
-#include <unistd.h>
-
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "bus/mailwatch.h"
@@ -59,6 +58,7 @@ static const char update_sql[] =
     "(SELECT max(modseq) FROM d)";
 
 #define POP3_FETCH_CHUNK (1024 * 1024) /* bytes read from the store per query */
+#define POP3_OUTPUT_HIGH (256 * 1024)  /* the next chunk waits while more is unsent */
 
 static long lease_seconds(pop3_session_t *s)
 {
@@ -414,6 +414,12 @@ static void fetch_next(pop3_session_t *s)
     }
 }
 
+static void fetch_resume(fe_session_t *fs)
+{
+    fe_session_ref(fs);
+    fetch_next((pop3_session_t *)fs);
+}
+
 static void fetch_cb(void *arg, int status, const unsigned char *data, size_t len,
                      uint64_t total)
 {
@@ -454,6 +460,14 @@ static void fetch_cb(void *arg, int status, const unsigned char *data, size_t le
     }
     s->send_off += len;
     if (len > 0 && s->send_off < total && !s->send_st.done) {
+        if (s->fe.conn && conn_pending_output(s->fe.conn) > POP3_OUTPUT_HIGH) {
+            /* The client reads slower than the store answers: the next chunk is read once
+             * it has caught up, so a session holds about one chunk of a message, not all of
+             * it. A session that closes meanwhile is never called back: no reference kept. */
+            fe_session_when_writable(&s->fe, fetch_resume);
+            fe_session_unref(&s->fe);
+            return;
+        }
         fetch_next(s); /* keeps the reference */
         return;
     }

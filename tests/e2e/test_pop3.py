@@ -784,3 +784,38 @@ def test_idle_timeout(postern, pop3, raw_setting):
             return time.monotonic() - start < 8
 
     wait_until(times_out, timeout=60, what="pop3d to close an idle session")
+
+
+def test_a_client_reading_a_long_retr_slowly_is_not_idle(postern, pop3, mailbox, raw_setting):
+    """The idle timeout counts from the client's last sign of life, and reading what it asked
+    for is one: a client that takes several idle timeouts to read a large message gets all of
+    it (a slow link, a large attachment)."""
+    # Reading takes 20 s: more than the idle timeout (2 s) and the time a closing session
+    # still gives the client to read what was already written.
+    body = (b"x" * 1022 + b"\r\n") * (10 * 1024)  # 10 MiB
+    deliver(postern, mailbox.address, b"Subject: large\r\n\r\n" + body)
+    raw_setting("pop3.idle_timeout", 2)
+
+    def idle_closed():
+        with Pop3(postern.pop3) as p:
+            return p.closed_by_server(timeout=10)
+
+    wait_until(idle_closed, timeout=60, what="pop3d to close an idle session after 2 s")
+    p = pop3()
+    p.login(mailbox.address, mailbox.password)
+    # a small receive window: pop3d writes only as fast as this client reads
+    p.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    p.send(b"RETR 1\r\n")
+    got, start = b"", time.monotonic()
+    while b"\r\n.\r\n" not in got:
+        chunk = p.sock.recv(64 * 1024)
+        if not chunk:
+            break
+        got += chunk
+        time.sleep(len(chunk) / (512 * 1024))  # about 0.5 MiB/s
+    took = time.monotonic() - start
+    assert got.startswith(b"+OK"), got[:100]
+    assert b"\r\n.\r\n" in got, \
+        f"RETR cut off after {len(got)} bytes and {took:.1f} s: {got[-200:]!r}"
+    assert body in got
+    assert took > 3, f"read in {took:.1f} s, faster than the idle timeout: nothing was shown"
