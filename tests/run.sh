@@ -110,22 +110,32 @@ run_unit() {
     unit_db_stop
 }
 
-run_e2e_with() { # run_e2e_with BINDIR WRAPPER
-    if ! [ -d "$1" ]; then
-        echo "== $1 does not exist: run 'make' first"
-        record "e2e ($1, not built)" 1
-        return
+# One pytest directory against the programs in BINDIR, run through WRAPPER (plain or san).
+run_pytest_with() { # run_pytest_with NAME DIR BINDIR WRAPPER
+    if ! [ -d "$3" ]; then
+        echo "== $3 does not exist: run 'make' first"
+        record "$1 ($3, not built)" 1
+        return 1
     fi
-    echo "== e2e with POSTERN_BIN=$1"
-    POSTERN_BIN=$ROOT/$1 $2 "$PYTHON" -m pytest -q tests/e2e
-    record "e2e ($1)" $?
+    echo "== $1 ($2) with POSTERN_BIN=$3"
+    POSTERN_BIN=$ROOT/$3 $4 "$PYTHON" -m pytest -q "$2"
+    status=$?
+    record "$1 ($3)" $status
+    return $status
+}
+
+# Both builds: build/bin, then build/san/bin (AddressSanitizer + UBSan) when it exists.
+run_pytest_builds() { # run_pytest_builds NAME DIR [AFTER]  (AFTER BUILD runs after each)
+    run_pytest_with "$1" "$2" build/bin plain
+    [ -z "${3:-}" ] || "$3" plain
+    if [ -d build/san/bin ]; then
+        run_pytest_with "$1" "$2" build/san/bin san
+        [ -z "${3:-}" ] || "$3" san
+    fi
 }
 
 run_e2e() {
-    run_e2e_with build/bin plain
-    if [ -d build/san/bin ]; then
-        run_e2e_with build/san/bin san
-    fi
+    run_pytest_builds e2e tests/e2e
 }
 
 # Every fuzz harness for a short while on a copy of its corpus; a crash, leak, timeout or
@@ -141,27 +151,14 @@ run_fuzz() {
     record "fuzz smoke (tests/fuzz)" $?
 }
 
-# The fault matrix (tests/faults/README.md) against build/bin, then against build/san/bin
-# (AddressSanitizer + UBSan) if it exists: failure paths are where memory errors hide.
-run_faults_with() { # run_faults_with BINDIR WRAPPER NAME
-    if ! [ -d "$1" ]; then
-        echo "== $1 does not exist: run 'make' first"
-        record "faults ($1, not built)" 1
-        return
-    fi
-    echo "== faults (tests/faults) with POSTERN_BIN=$1"
-    POSTERN_BIN=$ROOT/$1 $2 "$PYTHON" -m pytest -q tests/faults
-    status=$?
-    # the figures of each build, side by side
-    [ -f build/faults/results.md ] && mv build/faults/results.md "build/faults/results-$3.md"
-    record "faults ($1)" $status
+# The fault matrix (tests/faults/README.md) on both builds (failure paths are where memory
+# errors hide); each build's figures are kept side by side.
+keep_fault_results() { # keep_fault_results BUILD
+    [ -f build/faults/results.md ] && mv build/faults/results.md "build/faults/results-$1.md"
 }
 
 run_faults() {
-    run_faults_with build/bin plain plain
-    if [ -d build/san/bin ]; then
-        run_faults_with build/san/bin san san
-    fi
+    run_pytest_builds faults tests/faults keep_fault_results
 }
 
 # The Helm chart and compose file checks, then the compose stack end to end where a
