@@ -131,18 +131,72 @@ static int listing_load(pop3_maildrop_t *d, PGresult *res)
 
 /* ---- the lock ---------------------------------------------------------------------- */
 
+/* A lock row to delete. When the database cannot be reached (a restart), the deletion is
+ * tried again every POP3_UNLOCK_RETRY_MS until it succeeds or the lease has run out anyway:
+ * otherwise a session cut off by a database restart would leave its user locked out for the
+ * whole lease. Requests waiting for their next try are listed in the server's state, and
+ * dropped when the server stops. */
+#define POP3_UNLOCK_RETRY_MS 1000
+
 typedef struct unlock_req {
+    fe_server_t *srv;
+    uv_timer_t timer;
+    uint64_t give_up_ms; /* the loop's clock: the lease has run out by then */
+    struct unlock_req *next, **prev; /* in pop3_server_t.retries while waiting */
     char user_id[24];
     char owner[sizeof ((pop3_maildrop_t *)0)->owner];
 } unlock_req_t;
 
+static void unlock_send(unlock_req_t *u);
+
+static void unlock_free_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void unlock_drop(unlock_req_t *u)
+{
+    uv_close((uv_handle_t *)&u->timer, unlock_free_cb);
+}
+
+static void unlock_retry_cb(uv_timer_t *t)
+{
+    unlock_req_t *u = t->data;
+    *u->prev = u->next; /* off the waiting list */
+    if (u->next)
+        u->next->prev = u->prev;
+    unlock_send(u);
+}
+
 static void unlock_cb(void *arg, PGresult *res)
 {
     unlock_req_t *u = arg;
-    if (!result_ok(res, PGRES_COMMAND_OK))
+    pop3_server_t *ps = u->srv->proto_data;
+    if (result_ok(res, PGRES_COMMAND_OK) || !ps) {
+        unlock_drop(u); /* done, or the server is stopping: the lease expires on its own */
+        return;
+    }
+    if (uv_now(u->srv->loop) + POP3_UNLOCK_RETRY_MS >= u->give_up_ms) {
         log_warn("maildrop lock not released, its lease will expire", "user_id=%s error=\"%s\"",
                  u->user_id, result_error(res));
-    free(u);
+        unlock_drop(u);
+        return;
+    }
+    log_info("maildrop lock not released yet, trying again", "user_id=%s error=\"%s\"",
+             u->user_id, result_error(res));
+    u->next = ps->retries;
+    u->prev = &ps->retries;
+    if (ps->retries)
+        ps->retries->prev = &u->next;
+    ps->retries = u;
+    uv_timer_start(&u->timer, unlock_retry_cb, POP3_UNLOCK_RETRY_MS, 0);
+}
+
+static void unlock_send(unlock_req_t *u)
+{
+    const char *params[2] = { u->user_id, u->owner };
+    if (!u->srv->db || db_query(u->srv->db, unlock_sql, 2, params, NULL, NULL, unlock_cb, u) < 0)
+        unlock_drop(u); /* shutting down: the lease expires on its own */
 }
 
 /* Removes the lock row without the session (which may be going away). */
@@ -154,11 +208,16 @@ static void unlock(fe_server_t *srv, pop3_maildrop_t *d)
     unlock_req_t *u = calloc(1, sizeof *u);
     if (!u)
         return;
+    u->srv = srv;
+    uv_timer_init(srv->loop, &u->timer);
+    u->timer.data = u;
+    long lease_ms = srv->cfg ? config_get_long(srv->cfg, POP3_LOCK_LEASE_KEY) * 1000 : 0;
+    if (lease_ms <= 0)
+        lease_ms = POP3_LOCK_LEASE_DEFAULT * 1000L;
+    u->give_up_ms = uv_now(srv->loop) + (uint64_t)lease_ms;
     snprintf(u->user_id, sizeof u->user_id, "%lld", (long long)d->user_id);
     snprintf(u->owner, sizeof u->owner, "%s", d->owner);
-    const char *params[2] = { u->user_id, u->owner };
-    if (db_query(srv->db, unlock_sql, 2, params, NULL, NULL, unlock_cb, u) < 0)
-        free(u); /* shutting down: the lease expires on its own */
+    unlock_send(u);
 }
 
 static void renew_start(fe_session_t *fs);
@@ -360,7 +419,16 @@ int pop3_maildrop_start(fe_server_t *srv)
 
 void pop3_maildrop_stop(fe_server_t *srv)
 {
-    free(srv->proto_data);
+    pop3_server_t *ps = srv->proto_data;
+    if (!ps)
+        return;
+    while (ps->retries) { /* their leases expire on their own */
+        unlock_req_t *u = ps->retries;
+        ps->retries = u->next;
+        uv_timer_stop(&u->timer);
+        unlock_drop(u);
+    }
+    free(ps);
     srv->proto_data = NULL;
 }
 

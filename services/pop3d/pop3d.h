@@ -130,6 +130,7 @@ long pop3_setting(pop3_session_t *s, const char *key, long fallback);
 /* The server-wide state (fe_server_t.proto_data). */
 typedef struct pop3_server {
     char run[17]; /* random, per process: tells this run's locks from an earlier one's */
+    struct unlock_req *retries; /* lock deletions waiting to be tried again (maildrop.c) */
 } pop3_server_t;
 
 /* cmd.c */

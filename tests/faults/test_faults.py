@@ -398,7 +398,15 @@ def wait_for_every_kind(load, since, timeout, what):
     def every_kind():
         ops = load.snapshot()
         return all(first_ok_after(ops, k, since) is not None for k in KINDS)
-    wait_until(every_kind, timeout=timeout, interval=0.1, what=what)
+    try:
+        wait_until(every_kind, timeout=timeout, interval=0.1, what=what)
+    except AssertionError as e:
+        ops = load.snapshot()
+        stuck = {k: [f"{op.outcome} {op.detail}"[:160] for op in ops
+                     if op.kind == k and op.start >= since][-3:]
+                 for k in KINDS if first_ok_after(ops, k, since) is None}
+        raise AssertionError(f"{e}; the kinds without a success, their last sessions: "
+                             f"{stuck}") from None
 
 
 def inject(target, fault):
