@@ -338,7 +338,6 @@ void pop3_maildrop_open(pop3_session_t *s)
 /* ---- locks left by a pop3d that died ---------------------------------------------- */
 
 typedef struct stale_req {
-    fe_server_t *srv;
     char instance[300];
     char run[17];
 } stale_req_t;
@@ -384,7 +383,6 @@ static void runs_cb(void *arg, PGresult *res)
         stale_req_t *r = calloc(1, sizeof *r);
         if (!r)
             return;
-        r->srv = srv;
         snprintf(r->instance, sizeof r->instance, "%s", instance);
         snprintf(r->run, sizeof r->run, "%s", run);
         const char *params[2] = { r->instance, r->run };
