@@ -156,4 +156,7 @@ void pop3_maildrop_release(pop3_session_t *s);
 int pop3_maildrop_start(fe_server_t *srv);
 void pop3_maildrop_stop(fe_server_t *srv);
 
+/* protocol.c: the listeners and callbacks fe_main() runs. */
+extern const fe_protocol_t pop3_protocol;
+
 #endif

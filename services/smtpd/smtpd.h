@@ -100,4 +100,7 @@ bool smtp_local_part_routes(const char *local);
 void smtp_data_start(smtp_session_t *s);
 void smtp_data_line(smtp_session_t *s, const char *line, size_t len, unsigned flags);
 
+/* protocol.c: the listeners and callbacks fe_main() runs. */
+extern const fe_protocol_t smtp_protocol;
+
 #endif

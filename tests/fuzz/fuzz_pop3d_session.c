@@ -20,60 +20,7 @@
 #include "fe_fake.h"
 #include "pop3d.h"
 
-/* services/pop3d/main.c's protocol, whose callbacks are static there. */
-static void open_cb(fe_session_t *fs)
-{
-    pop3_ok((pop3_session_t *)fs, "%s Postern POP3 server ready", fs->srv->hostname);
-}
-
-static void line_cb(fe_session_t *fs, char *line, size_t len, unsigned flags)
-{
-    pop3_dispatch((pop3_session_t *)fs, line, len, flags);
-}
-
-static void line_too_long_cb(fe_session_t *fs)
-{
-    fe_dispatch_refuse(fs, &pop3_cmd_table, NULL, FE_REFUSE_TOO_LONG, NULL);
-}
-
-static void tls_ready_cb(fe_session_t *fs)
-{
-    pop3_session_t *s = (pop3_session_t *)fs;
-    s->have_user = false;
-    memset(s->user_arg, 0, sizeof s->user_arg);
-}
-
-static void release_cb(fe_session_t *fs)
-{
-    pop3_session_t *s = (pop3_session_t *)fs;
-    pop3_maildrop_release(s);
-    buf_free(&s->out);
-}
-
-static void blocked_cb(fe_session_t *fs, const char *reason, const char *until)
-{
-    pop3_blocked_reply((pop3_session_t *)fs, reason, until);
-}
-
-static const fe_listener_conf_t listeners[] = {
-    { "pop3", "POP3_PORT", 110, FE_TLS_NONE, 0 },
-};
-
-static const fe_protocol_t protocol = {
-    .name = "pop3d",
-    .service = POSTERN__SERVICE__SERVICE_POP3,
-    .session_size = sizeof(pop3_session_t),
-    .line_max = POP3_AUTH_LINE_MAX + 2,
-    .listeners = listeners,
-    .nlisteners = 1,
-    .idle_timeout_key = POP3_IDLE_TIMEOUT_KEY,
-    .open = open_cb,
-    .line = line_cb,
-    .line_too_long = line_too_long_cb,
-    .tls_ready = tls_ready_cb,
-    .release = release_cb,
-    .blocked = blocked_cb,
-};
+/* The service's own protocol (protocol.c in its folder): its callbacks, its listeners. */
 
 /* ---- the pretend maildrop ------------------------------------------------------------- */
 
@@ -188,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                      POSTERN__VERDICT__VERDICT_BLOCKED };
     if (size < 4)
         return 0;
-    fake_server_init(&protocol);
+    fake_server_init(&pop3_protocol);
     fake_reply_check = reply_check;
     fake_db_answer = db_answer;
     fake_db_ok_all = true;
@@ -218,7 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fake_lim_answer = verdicts[(flags >> 2) & 3];
     in_use = flags & 16;
     fake_plaintext_auth = flags & 32;
-    fe_session_t *s = fake_session_open(&listeners[0], "192.0.2.1");
+    fe_session_t *s = fake_session_open(&pop3_protocol.listeners[0], "192.0.2.1");
     size_t pos = 0;
     while (pos < size && !s->closing) {
         size_t piece = 1 + (seed * (pos + 7)) % 97;

@@ -23,73 +23,7 @@
 #include "fe_fake.h"
 #include "smtpd.h"
 
-/* services/smtpd/main.c's protocol, whose callbacks are static there. */
-static void open_cb(fe_session_t *fs)
-{
-    smtp_session_t *s = (smtp_session_t *)fs;
-    buf_init(&s->data);
-    smtp_reply(s, 220, "%s ESMTP Postern", fs->srv->hostname);
-}
-
-static void line_cb(fe_session_t *fs, char *line, size_t len, unsigned flags)
-{
-    smtp_session_t *s = (smtp_session_t *)fs;
-    if (s->state == SMTP_STATE_DATA)
-        smtp_data_line(s, line, len, flags);
-    else
-        smtp_dispatch(s, line, len, flags);
-}
-
-static void line_too_long_cb(fe_session_t *fs)
-{
-    smtp_session_t *s = (smtp_session_t *)fs;
-    if (s->state == SMTP_STATE_DATA)
-        s->data_long_line = true;
-    else
-        fe_dispatch_refuse(fs, &smtp_cmd_table, NULL, FE_REFUSE_TOO_LONG, NULL);
-}
-
-static void tls_ready_cb(fe_session_t *fs)
-{
-    smtp_session_t *s = (smtp_session_t *)fs;
-    smtp_reset_transaction(s);
-    s->helo[0] = '\0';
-    s->esmtp = false;
-    smtp_enter_state(s, SMTP_STATE_INIT);
-}
-
-static void release_cb(fe_session_t *fs)
-{
-    smtp_session_t *s = (smtp_session_t *)fs;
-    smtp_reset_transaction(s);
-    buf_free(&s->data);
-}
-
-static void blocked_cb(fe_session_t *fs, const char *reason, const char *until)
-{
-    fe_session_reply(fs, "554 5.7.1 %s Your address %s is blocked until %s: %s",
-                     fs->srv->hostname, fs->peer, until, reason);
-}
-
-static const fe_listener_conf_t listeners[] = {
-    { "smtp", "SMTP_PORT", 25, FE_TLS_NONE, SMTP_LISTENER_MX },
-    { "submission", "SUBMISSION_PORT", 587, FE_TLS_NONE, SMTP_LISTENER_SUBMISSION },
-};
-
-static const fe_protocol_t protocol = {
-    .name = "smtpd",
-    .service = POSTERN__SERVICE__SERVICE_SMTP,
-    .session_size = sizeof(smtp_session_t),
-    .line_max = SMTP_AUTH_LINE_MAX + 2,
-    .listeners = listeners,
-    .nlisteners = 2,
-    .open = open_cb,
-    .line = line_cb,
-    .line_too_long = line_too_long_cb,
-    .tls_ready = tls_ready_cb,
-    .release = release_cb,
-    .blocked = blocked_cb,
-};
+/* The service's own protocol (protocol.c in its folder): its callbacks, its listeners. */
 
 /* ---- checks ---------------------------------------------------------------------------- */
 
@@ -124,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                      POSTERN__VERDICT__VERDICT_BLOCKED };
     if (size < 2)
         return 0;
-    fake_server_init(&protocol);
+    fake_server_init(&smtp_protocol);
     fake_reply_check = reply_check;
     fake_db_answer = db_answer;
     unsigned flags = data[0], seed = data[1] | 1u;
@@ -133,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fake_plaintext_auth = flags & 32;
     data += 2;
     size -= 2;
-    fe_session_t *s = fake_session_open(&listeners[flags & 1],
+    fe_session_t *s = fake_session_open(&smtp_protocol.listeners[flags & 1],
                                         flags & 16 ? "127.0.0.1" : "192.0.2.1");
     size_t pos = 0;
     while (pos < size && !s->closing) {
