@@ -1,9 +1,16 @@
 /* Request/reply load over NATS: N requests from C threads, each waiting for its reply,
  * reported as requests per second and p50/p99 latency. With --echo it also serves the
- * subject itself (a bare echo), which is the baseline the limiter is compared with.
+ * subject itself (a bare echo), which is the baseline the limiter is compared with. With
+ * --rate R the threads together send R requests a second on a fixed schedule (each waits
+ * for its reply first), and latency counts from the scheduled time, so a stall is not
+ * hidden by the requests it delays.
  *
  *   lim_bench --url nats://127.0.0.1:4222 --subject postern.limiter.auth --requests 20000
- *             --concurrency 4 [--echo] [--kind auth|send]
+ *             --concurrency 4 [--echo] [--kind auth|send] [--rate R]
+ *
+ * The requester logs in as NATS_USER with NATS_PASSWORD or NATS_PASSWORD_FILE (a front
+ * end's user: the limiter answers front ends' inboxes); the echo as ECHO_NATS_USER with
+ * ECHO_NATS_PASSWORD_FILE (a user that may subscribe to the subject).
  */
 #include <nats/nats.h>
 #include <pthread.h>
@@ -12,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bus/nats_opts.h"
 #include "postern.pb-c.h"
 
 typedef struct bench {
@@ -19,6 +27,9 @@ typedef struct bench {
     const char *subject;
     const char *kind;
     int per_thread;
+    double interval_us; /* per thread, with --rate; 0: as fast as replies come */
+    int threads;        /* the threads' schedules are staggered: arrivals even in time */
+    double start_us;
     double *lat_us; /* one slot per request */
 } bench_t;
 
@@ -67,6 +78,16 @@ static void *worker_main(void *arg)
         size_t len = build_request(b, w->index, i, buf);
         natsMsg *reply = NULL;
         double t0 = now_us();
+        if (b->interval_us > 0) {
+            /* Sleep until the scheduled time (no spinning: on a small machine a spinning
+             * client takes the CPU the servers under test need). */
+            double due = b->start_us + (i + (double)w->index / b->threads) * b->interval_us;
+            time_t sec = (time_t)(due / 1e6);
+            struct timespec ts = { sec, (long)((due - (double)sec * 1e6) * 1e3) };
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0)
+                ;
+            t0 = due;
+        }
         natsStatus s = natsConnection_Request(&reply, b->nc, b->subject, buf, (int)len, 2000);
         double dt = now_us() - t0;
         if (s != NATS_OK)
@@ -90,6 +111,35 @@ static void echo_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg, voi
     natsMsg_Destroy(msg);
 }
 
+/* Connects as user (password from the file, or pass) to url. NULL on failure. */
+static natsConnection *connect_as(const char *url, const char *name, const char *user,
+                                  const char *file, const char *pass)
+{
+    char password[BUS_PASSWORD_MAX + 1] = "", err[256] = "";
+    if (file && *file && bus_password_file(file, password, sizeof password) < 0) {
+        fprintf(stderr, "cannot read %s\n", file);
+        return NULL;
+    }
+    bus_opts_t o = {
+        .url = url, .name = name, .user = user,
+        .password = *password ? password : pass, .tls_ca = getenv("NATS_TLS_CA"),
+    };
+    natsOptions *opts = NULL;
+    natsConnection *nc = NULL;
+    /* Both ends send at once, as the services do (bus.c), so neither waits for the
+     * libnats flusher. */
+    if (natsOptions_Create(&opts) != NATS_OK ||
+        bus_nats_options(opts, &o, err, sizeof err) != NATS_OK ||
+        natsOptions_SetSendAsap(opts, true) != NATS_OK ||
+        natsConnection_Connect(&nc, opts) != NATS_OK) {
+        fprintf(stderr, "cannot connect to %s as %s: %s\n", url, user ? user : "-",
+                *err ? err : nats_GetLastError(NULL));
+        nc = NULL;
+    }
+    natsOptions_Destroy(opts);
+    return nc;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -100,6 +150,7 @@ int main(int argc, char **argv)
 {
     const char *url = "nats://127.0.0.1:4222", *subject = "postern.limiter.auth", *kind = "auth";
     int requests = 20000, concurrency = 4, echo = 0;
+    double rate = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--url") && i + 1 < argc) url = argv[++i];
         else if (!strcmp(argv[i], "--subject") && i + 1 < argc) subject = argv[++i];
@@ -107,9 +158,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--requests") && i + 1 < argc) requests = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--concurrency") && i + 1 < argc) concurrency = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--echo")) echo = 1;
+        else if (!strcmp(argv[i], "--rate") && i + 1 < argc) rate = atof(argv[++i]);
         else {
             fprintf(stderr, "usage: %s [--url U] [--subject S] [--kind auth|send] "
-                            "[--requests N] [--concurrency C] [--echo]\n", argv[0]);
+                            "[--requests N] [--concurrency C] [--echo] [--rate R]\n", argv[0]);
             return 2;
         }
     }
@@ -117,26 +169,26 @@ int main(int argc, char **argv)
         return 2;
     natsConnection *nc = NULL, *echo_nc = NULL;
     natsSubscription *sub = NULL;
-    natsOptions *opts = NULL;
-    /* Both ends send at once, as the services do (bus.c), so neither waits for the
-     * libnats flusher. */
-    natsOptions_Create(&opts);
-    natsOptions_SetURL(opts, url);
-    natsOptions_SetSendAsap(opts, true);
-    if (natsConnection_Connect(&nc, opts) != NATS_OK) {
-        fprintf(stderr, "cannot connect to %s\n", url);
+    nc = connect_as(url, "lim_bench", getenv("NATS_USER"), getenv("NATS_PASSWORD_FILE"),
+                    getenv("NATS_PASSWORD"));
+    if (!nc)
         return 1;
-    }
     if (echo) {
-        natsConnection_Connect(&echo_nc, opts);
+        echo_nc = connect_as(url, "lim_bench-echo", getenv("ECHO_NATS_USER"),
+                             getenv("ECHO_NATS_PASSWORD_FILE"), NULL);
+        if (!echo_nc)
+            return 1;
         natsConnection_Subscribe(&sub, echo_nc, subject, echo_cb, NULL);
         natsConnection_Flush(echo_nc);
     }
-    bench_t b = { nc, subject, kind, requests / concurrency, NULL };
+    bench_t b = { nc, subject, kind, requests / concurrency, 0, concurrency, 0, NULL };
+    if (rate > 0)
+        b.interval_us = 1e6 * concurrency / rate;
     b.lat_us = calloc((size_t)concurrency * (size_t)b.per_thread, sizeof *b.lat_us);
     pthread_t *th = calloc((size_t)concurrency, sizeof *th);
     worker_t *w = calloc((size_t)concurrency, sizeof *w);
     double t0 = now_us();
+    b.start_us = t0 + 1000;
     for (int i = 0; i < concurrency; i++) {
         w[i].b = &b;
         w[i].index = i;
@@ -150,12 +202,12 @@ int main(int argc, char **argv)
     double secs = (now_us() - t0) / 1e6;
     size_t n = (size_t)concurrency * (size_t)b.per_thread;
     qsort(b.lat_us, n, sizeof *b.lat_us, cmp_double);
-    printf("subject=%s requests=%zu failures=%d seconds=%.3f rps=%.0f p50_us=%.0f p99_us=%.0f\n",
-           subject, n, failures, secs, n / secs, b.lat_us[n / 2], b.lat_us[n * 99 / 100]);
+    printf("subject=%s requests=%zu failures=%d seconds=%.3f rps=%.0f p50_us=%.0f p99_us=%.0f"
+           " paced_rps=%.0f\n",
+           subject, n, failures, secs, n / secs, b.lat_us[n / 2], b.lat_us[n * 99 / 100], rate);
     natsSubscription_Destroy(sub);
     natsConnection_Destroy(echo_nc);
     natsConnection_Destroy(nc);
-    natsOptions_Destroy(opts);
     free(b.lat_us);
     free(th);
     free(w);

@@ -1,7 +1,9 @@
 #!/bin/sh
 # `make bench`: the limiter's checks over NATS, beside a bare NATS request/reply echo
 # served in the same run by the same nats-server, so the ratio shows what the limiter
-# itself costs. Results are printed and written to bench/results/limiter.txt. Then the
+# itself costs, at full speed and paced at half of it; and how fast a starting limiter
+# rebuilds its counters from the stream. Results are printed and written to
+# bench/results/limiter.txt. Then the
 # comparisons: POP3 and IMAP with Dovecot, relaying with Postfix (bench/*_bench.sh).
 #   REQUESTS=20000 CONCURRENCY=4 make bench
 #   sh bench/run.sh [limiter] [pop3] [imap] [relay]     only those (default: all)
@@ -22,54 +24,90 @@ if wanted limiter; then
     B=$ROOT/build/bench
     REQUESTS=${REQUESTS:-20000}
     CONCURRENCY=${CONCURRENCY:-4}
+    REPLAY_EVENTS=${REPLAY_EVENTS:-1000000}
     DIR=$(mktemp -d /tmp/postern-bench.XXXXXX)
     chmod 755 "$DIR"
     PG_PORT=$((30000 + $$ % 5000))
     NATS_PORT=$((PG_PORT + 5000))
     limiter_pid=""
+    limiter2_pid=""
 
     cleanup() {
-        [ -n "$limiter_pid" ] && kill "$limiter_pid" 2>/dev/null && wait "$limiter_pid" 2>/dev/null
+        for p in $limiter_pid $limiter2_pid; do
+            kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+        done
         sh deploy/localstack.sh stop "$DIR" >/dev/null 2>&1 || true
         rm -rf "$DIR"
     }
     trap cleanup EXIT INT TERM
 
-    sh deploy/localstack.sh start "$DIR" "$PG_PORT" "$NATS_PORT" >/dev/null
+    # The bus with its users (deploy/nats-auth.sh) and the harness's "test" user, allowed
+    # everything: the echo and the stream filler log in as it.
+    POSTERN_NATS_TEST_USER=1 sh deploy/localstack.sh start "$DIR" "$PG_PORT" "$NATS_PORT" >/dev/null
     set -a
     . "$DIR/postern.env"
     set +a
+    AUTH=$DIR/nats-auth
     "$BIN/mailctl" migrate >/dev/null
     "$BIN/mailctl" domain add bench.test >/dev/null
     # Limits far above the load, so every check does the full work and is allowed.
     "$BIN/mailctl" hamr set --system --max 1000000 --interval 60 >/dev/null
-    "$BIN/limiter" 2>"$DIR/limiter.log" &
+    NATS_USER=limiter NATS_PASSWORD_FILE=$AUTH/limiter.password "$BIN/limiter" 2>"$DIR/limiter.log" &
     limiter_pid=$!
 
+    # Checks ask as smtpd does (the limiter answers the front ends' inboxes); the echo, on a
+    # subject no service may use, is asked and served by the test user.
+    run() {
+        case " $* " in *" --echo "*) user=test ;; *) user=smtpd ;; esac
+        NATS_USER=$user NATS_PASSWORD_FILE=$AUTH/$user.password \
+        ECHO_NATS_USER=test ECHO_NATS_PASSWORD_FILE=$AUTH/test.password \
+            "$B/lim_bench" --url "$NATS_URL" --concurrency "$CONCURRENCY" "$@"
+    }
     # Wait until the limiter answers.
     i=0
-    until "$B/lim_bench" --url "$NATS_URL" --subject postern.limiter.auth --requests 1 \
-            --concurrency 1 >/dev/null 2>&1; do
+    until run --subject postern.limiter.auth --requests "$CONCURRENCY" >/dev/null 2>&1; do
         i=$((i + 1))
         [ $i -lt 100 ] || { echo "limiter did not start"; cat "$DIR/limiter.log"; exit 1; }
         sleep 0.1
     done
 
-    run() {
-        "$B/lim_bench" --url "$NATS_URL" --requests "$REQUESTS" --concurrency "$CONCURRENCY" "$@"
-    }
-    echo_line=$(run --subject bench.echo --echo)
-    auth_line=$(run --subject postern.limiter.auth --kind auth)
-    send_line=$(run --subject postern.limiter.send --kind send)
-
     field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+    echo_line=$(run --requests "$REQUESTS" --subject bench.echo --echo)
+    auth_line=$(run --requests "$REQUESTS" --subject postern.limiter.auth --kind auth)
+    send_line=$(run --requests "$REQUESTS" --subject postern.limiter.send --kind send)
+    # Half of the peak rate of send checks (each one a record in the stream), paced.
+    half=$(awk -v r="$(field "$send_line" rps)" 'BEGIN { printf "%d", r / 2 }')
+    echo_half=$(run --requests "$REQUESTS" --subject bench.echo --echo --rate "$half")
+    send_half=$(run --requests "$REQUESTS" --subject postern.limiter.send --kind send --rate "$half")
+    added_p99=$(( $(field "$send_half" p99_us) - $(field "$echo_half" p99_us) ))
+
+    # Replay: the counters of REPLAY_EVENTS failed logins rebuilt by a limiter that starts,
+    # alone (the first one stopped: it would take them live, blocks and alerts included).
+    kill "$limiter_pid" && wait "$limiter_pid" || true
+    limiter_pid=""
+    fill_line=$(NATS_USER=test NATS_PASSWORD_FILE=$AUTH/test.password \
+        "$B/stream_fill" --url "$NATS_URL" --events "$REPLAY_EVENTS" --networks 50000)
+    started=$(date +%s.%N)
+    NATS_USER=limiter NATS_PASSWORD_FILE=$AUTH/limiter.password "$BIN/limiter" 2>"$DIR/limiter2.log" &
+    limiter2_pid=$!
+    i=0
+    until grep -q 'msg="limiter replica caught up' "$DIR/limiter2.log"; do
+        i=$((i + 1))
+        [ $i -lt 3000 ] || { echo "the second limiter did not catch up"; tail "$DIR/limiter2.log"; exit 1; }
+        sleep 0.05
+    done
+    replay_s=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+    replay_rss=$(ps -o rss= -p "$limiter2_pid" | tr -d ' ')
 
     mkdir -p bench/results
     {
         echo "# Limiter checks over NATS vs a bare NATS request/reply echo (same run)"
         echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores; $REQUESTS requests, $CONCURRENCY client threads"
-        echo "# command: sh bench/run.sh  (build/bench/lim_bench, source bench/lim_bench.c)"
+        echo "# command: sh bench/run.sh limiter  (build/bench/lim_bench, bench/stream_fill; sources in bench/)"
+        echo "# Counters persist in JetStream (services/limiter/replica.h): a send check that"
+        echo "# reserves a slot publishes a record to the stream before it answers; an auth check"
+        echo "# writes nothing. Both run on one limiter, one nats-server with file storage."
         echo "echo    $echo_line"
         echo "auth    $auth_line"
         echo "send    $send_line"
@@ -79,6 +117,16 @@ if wanted limiter; then
         echo "ratio send/echo: throughput $(ratio "$(field "$send_line" rps)" "$(field "$echo_line" rps)")," \
              "p50 latency $(ratio "$(field "$send_line" p50_us)" "$(field "$echo_line" p50_us)")," \
              "p99 latency $(ratio "$(field "$send_line" p99_us)" "$(field "$echo_line" p99_us)")"
+        echo "# at half the peak send rate ($half checks/s), paced, latency from the scheduled time:"
+        echo "echo    $echo_half"
+        echo "send    $send_half"
+        if [ "$added_p99" -lt 1000 ]; then verdict="under 1 ms: met"; else verdict="1 ms or more: MISSED"; fi
+        echo "added p99 of a send check over the echo at half the peak rate: $added_p99 us ($verdict)"
+        echo "# replay: a limiter that starts applies the stream to rebuild its counters"
+        echo "fill    $fill_line"
+        echo "replay  events=$REPLAY_EVENTS seconds=$replay_s (start to caught up)" \
+             "events_per_s=$(awk -v n="$REPLAY_EVENTS" -v s="$replay_s" 'BEGIN { printf "%.0f", n / s }')" \
+             "rss_kb=$replay_rss"
     } | tee bench/results/limiter.txt
 
     cleanup

@@ -8,11 +8,18 @@
 #   localstack.sh nats-stop DIR               stop nats-server only
 #   localstack.sh nats-start DIR              start nats-server again (same port as the last start)
 #   localstack.sh status DIR                  say what is running
+#   localstack.sh nats-env DIR USER           print NATS_USER and NATS_PASSWORD_FILE of a bus user
 #
 # Layout of DIR: pg/ (PostgreSQL data), run/ (its unix socket), pg.log, nats.pid, nats.port,
-# nats.log, postern.env. Both servers listen on 127.0.0.1 only; PostgreSQL trusts local connections.
+# nats.log, nats.conf, nats-auth/ (one password per bus user, made once, mode 0600), nats-js/
+# (JetStream), postern.env. Both servers listen on 127.0.0.1 only; PostgreSQL trusts local
+# connections; every NATS connection logs in as one of the users of deploy/nats-auth.sh, with
+# that user's permissions. postern.env names mailctl's (NATS_USER, NATS_PASSWORD_FILE); a
+# service is given its own with `localstack.sh nats-env DIR USER`.
 # When run as root, PostgreSQL runs as the `postgres` user and owns pg/, run/ and pg.log.
-# Environment: PG_BIN (default: the newest /usr/lib/postgresql/*/bin), NATS_SERVER.
+# Environment: PG_BIN (default: the newest /usr/lib/postgresql/*/bin), NATS_SERVER,
+# POSTERN_NATS_TEST_USER=1 (at start: one more user, `test`, allowed everything; for the e2e
+# harness only).
 set -eu
 
 prog=localstack.sh
@@ -35,6 +42,7 @@ usage: $prog start DIR PGPORT NATSPORT
        $prog nats-stop DIR
        $prog nats-start DIR
        $prog status DIR
+       $prog nats-env DIR USER
 EOF
     exit 2
 }
@@ -84,6 +92,8 @@ set_dirs() {
     PGLOG=$DIR/pg.log
     NATS_PID=$DIR/nats.pid
     NATS_LOG=$DIR/nats.log
+    NATS_CONF=$DIR/nats.conf
+    NATS_AUTH=$DIR/nats-auth
     ENVFILE=$DIR/postern.env
 }
 
@@ -190,6 +200,23 @@ pg_create_db() {
     fi
 }
 
+# The users, their passwords (made once, kept across runs) and their permissions, from the
+# one table (deploy/nats-auth.sh), rewritten at every start so a change of the table applies.
+nats_configure() {
+    auth=$(dirname "$0")/nats-auth.sh
+    sh "$auth" passwords "$NATS_AUTH"
+    test_user=""
+    [ "${POSTERN_NATS_TEST_USER:-}" != 1 ] || test_user=test
+    (
+        umask 077
+        {
+            echo "# Written by deploy/localstack.sh at every start."
+            sh "$auth" config "$NATS_AUTH" $test_user
+        } >"$NATS_CONF.tmp"
+    ) || die "could not write $NATS_CONF"
+    mv "$NATS_CONF.tmp" "$NATS_CONF"
+}
+
 nats_pid() {
     [ -f "$NATS_PID" ] || return 1
     pid=$(cat "$NATS_PID" 2>/dev/null || true)
@@ -202,6 +229,8 @@ nats_start() {
         running=$(cat "$DIR/nats.port" 2>/dev/null || true)
         [ "$running" = "$port" ] ||
             die "nats-server in $DIR already runs on port ${running:-?}; '$prog stop $DIR' first"
+        # the users and permissions nats_configure wrote take effect now
+        kill -HUP "$pid" 2>/dev/null || true
         say "nats-server already running on 127.0.0.1:$port (pid $pid)"
         return
     fi
@@ -211,8 +240,11 @@ nats_start() {
     [ -s "$NATS_LOG" ] && mv "$NATS_LOG" "$NATS_LOG.previous"
     : >"$NATS_LOG"
     # In a session of its own, so a Ctrl-C meant for `make run` reaches us, not it.
-    setsid "$NATS_SERVER" -a 127.0.0.1 -p "$port" -P "$NATS_PID" -l "$NATS_LOG" \
-        </dev/null >>"$NATS_LOG" 2>&1 &
+    # JetStream on, file storage under DIR: the limiter's counters and lease live there
+    # (services/limiter/replica.h) and outlive a restart of either.
+    [ -f "$NATS_CONF" ] || die "no $NATS_CONF; use '$prog start' first"
+    setsid "$NATS_SERVER" -c "$NATS_CONF" -a 127.0.0.1 -p "$port" -P "$NATS_PID" -l "$NATS_LOG" \
+        -js -sd "$DIR/nats-js" </dev/null >>"$NATS_LOG" 2>&1 &
     i=0
     until grep -q "Server is ready" "$NATS_LOG" 2>/dev/null; do
         i=$((i + 1))
@@ -267,12 +299,21 @@ cmd_start() {
     pg_configure "$2"
     pg_start
     pg_create_db
+    nats_configure
     nats_start "$3"
     cat >"$ENVFILE" <<EOF
 DATABASE_URL=postgresql://postgres@127.0.0.1:$2/postern
 NATS_URL=nats://127.0.0.1:$3
+$(nats_env mailctl)
 EOF
     cat "$ENVFILE"
+}
+
+# A bus user's credentials as environment lines.
+nats_env() {
+    [ -s "$NATS_AUTH/$1.password" ] || die "no bus user $1 in $NATS_AUTH"
+    echo "NATS_USER=$1"
+    echo "NATS_PASSWORD_FILE=$NATS_AUTH/$1.password"
 }
 
 cmd_stop() {
@@ -331,5 +372,10 @@ case $cmd in
         nats_start "$port"
         ;;
     status) cmd_status "$@" ;;
+    nats-env)
+        [ $# -eq 2 ] || usage
+        set_dirs "$1"
+        nats_env "$2"
+        ;;
     *) usage ;;
 esac

@@ -82,9 +82,12 @@ if [ ! -f "$VAR/first-login" ]; then
 fi
 read -r login password < "$VAR/first-login"
 
+# Each service logs in to NATS as itself (deploy/nats-auth.sh: its own password and
+# permissions), not as mailctl, whose credentials postern.env holds.
 for svc in limiter notifier smtpd pop3d imapd relayd; do
     [ -x "$BIN/$svc" ] || continue
-    "$BIN/$svc" &
+    creds=$(sh deploy/localstack.sh nats-env "$STACK" "$svc")
+    env -u NATS_PASSWORD $creds "$BIN/$svc" &
     pids="$pids $!"
 done
 
@@ -100,7 +103,7 @@ Postern is running (logs below; Ctrl-C stops everything).
   IMAP             $LISTEN_ADDRESS:$IMAP_PORT   STARTTLS (LOGIN and AUTHENTICATE inside TLS)
   IMAPS            $LISTEN_ADDRESS:$IMAPS_PORT   implicit TLS
   PostgreSQL       $DATABASE_URL
-  NATS             $NATS_URL
+  NATS             $NATS_URL   (users and passwords: $STACK/nats-auth)
 
   First login:     $login   password: $password
   Administer:      build/bin/mailctl --help      (from this folder, no flags needed)

@@ -7,6 +7,7 @@
 #                                                       then say how to add a domain and a user
 #   postern health [healthz|readyz]                     ask the service in this container over
 #                                                       HTTP on HEALTH_PORT; exit 0 on 200
+#   postern idle                                        wait for SIGTERM (a pod to run mailctl in)
 #   postern help
 #
 # TLS_CERT and TLS_KEY default to /etc/postern/tls/cert.pem and key.pem when those exist.
@@ -17,7 +18,7 @@ TLS_DIR=/etc/postern/tls
 
 usage() {
     cat <<USAGE
-usage: postern SERVICE | mailctl ARGS... | migrate | health [healthz|readyz] | help
+usage: postern SERVICE | mailctl ARGS... | migrate | health [healthz|readyz] | idle | help
 services in this image: $(cd "$LIB" && ls | grep -vx mailctl | tr '\n' ' ')
 USAGE
 }
@@ -65,7 +66,7 @@ Postern's schema is up to date. To add a first domain and user (docker compose):
     docker compose run --rm mailctl user add alice@example.org    # asks for a password
 
 Every mailctl command works that way: docker compose run --rm mailctl --help
-(on Kubernetes: kubectl exec deploy/<release>-limiter -- postern mailctl ...)
+(on Kubernetes: kubectl exec deploy/<release>-mailctl -- postern mailctl ...)
 
 MSG
 }
@@ -85,6 +86,11 @@ case $cmd in
     mailctl) exec "$LIB/mailctl" "$@" ;;
     migrate) migrate ;;
     health) health "$@" ;;
+    idle)
+        trap 'exit 0' TERM INT
+        sleep infinity &
+        wait
+        ;;
     help | -h | --help) usage ;;
     *)
         echo "postern: unknown command '$cmd'" >&2

@@ -1,5 +1,6 @@
 #include "bus/bus.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <nats/nats.h>
 #include <pthread.h>
@@ -8,12 +9,21 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "bus/js.h"
+#include "bus/nats_opts.h"
+
+/* A stream follower's NATS thread waits while this many of its messages wait for the
+ * loop: a replay of a long stream is paced by the loop instead of filling memory. */
+#define FOLLOW_QUEUE_MAX 4096
 
 typedef struct bus_sub {
     bus_t *bus;
     bus_msg_cb cb;
+    bus_stream_cb stream_cb; /* a stream follower (bus_follow) instead of cb */
     void *arg;
     natsSubscription *sub;
+    size_t queued;  /* follower: messages handed to the loop, not yet delivered */
+    bool closed;    /* follower: bus_unfollow() was called; nothing more is delivered */
     struct bus_sub *next;
 } bus_sub_t;
 
@@ -39,8 +49,12 @@ struct bus {
     natsOptions *opts;
     natsConnection *nc;
     bus_sub_t *subs;
-    pthread_mutex_t lock; /* guards inbound only */
+    pthread_mutex_t lock; /* guards inbound, follows, js and the followers' queued/closed */
+    pthread_cond_t room;  /* a follower's queue went below FOLLOW_QUEUE_MAX, or closing */
+    bool closing;
     bus_inbound_t *inbound, *inbound_tail;
+    bus_sub_t *follows;   /* stream followers, freed with the bus */
+    jsCtx *js;
     char inbox[64];       /* reply subjects are <inbox>.<id> */
     bus_sub_t *reply_sub;
     uint64_t next_id;
@@ -63,6 +77,17 @@ static void nats_msg_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     in->msg = msg;
     in->next = NULL;
     pthread_mutex_lock(&b->lock);
+    if (s->stream_cb) {
+        while (s->queued >= FOLLOW_QUEUE_MAX && !s->closed && !b->closing)
+            pthread_cond_wait(&b->room, &b->lock);
+        if (s->closed || b->closing) {
+            pthread_mutex_unlock(&b->lock);
+            natsMsg_Destroy(msg);
+            free(in);
+            return;
+        }
+        s->queued++;
+    }
     if (b->inbound_tail)
         b->inbound_tail->next = in;
     else
@@ -70,6 +95,28 @@ static void nats_msg_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     b->inbound_tail = in;
     pthread_mutex_unlock(&b->lock);
     uv_async_send(&b->wakeup);
+}
+
+/* Loop thread: a message of a followed stream, with its sequence and the time the stream
+ * stored it. */
+static void follow_deliver(bus_t *b, bus_sub_t *s, natsMsg *m)
+{
+    pthread_mutex_lock(&b->lock);
+    bool closed = s->closed;
+    if (s->queued-- == FOLLOW_QUEUE_MAX)
+        pthread_cond_broadcast(&b->room);
+    pthread_mutex_unlock(&b->lock);
+    jsMsgMetaData *meta = NULL;
+    if (closed || natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+        if (!closed)
+            log_warn("stream message without metadata dropped", "subject=%s",
+                     natsMsg_GetSubject(m));
+        return;
+    }
+    const char *data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
+    s->stream_cb(s->arg, natsMsg_GetSubject(m), data, (size_t)natsMsg_GetDataLength(m),
+                 meta->Sequence.Stream, meta->Timestamp / 1000000);
+    jsMsgMetaData_Destroy(meta);
 }
 
 /* Loop thread. */
@@ -83,6 +130,13 @@ static void wakeup_cb(uv_async_t *a)
     while (in) {
         bus_inbound_t *next = in->next;
         natsMsg *m = in->msg;
+        if (in->sub->stream_cb) {
+            follow_deliver(b, in->sub, m);
+            natsMsg_Destroy(m);
+            free(in);
+            in = next;
+            continue;
+        }
         /* The server's "no responders" status (to a request nobody serves) arrives as an
          * empty message: hand it on as no data at all. */
         const char *data = NULL;
@@ -96,6 +150,18 @@ static void wakeup_cb(uv_async_t *a)
     }
 }
 
+/* url without "user:password@", for logs. */
+static void url_public(const char *url, char *out, size_t out_len)
+{
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme ? scheme + 3 : url;
+    const char *at = strchr(host, '@');
+    if (at)
+        snprintf(out, out_len, "%.*s%s", (int)(host - url), url, at + 1);
+    else
+        snprintf(out, out_len, "%s", url);
+}
+
 static void disconnected_cb(natsConnection *nc, void *closure)
 {
     (void)nc;
@@ -105,9 +171,11 @@ static void disconnected_cb(natsConnection *nc, void *closure)
 
 static void reconnected_cb(natsConnection *nc, void *closure)
 {
-    (void)nc;
     (void)closure;
-    log_info("bus connected", "%s", "");
+    char url[256] = "", shown[256];
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    url_public(url, shown, sizeof shown);
+    log_info("bus connected", "server=\"%s\"", shown);
 }
 
 static void pending_close_cb(uv_handle_t *h)
@@ -149,21 +217,137 @@ static void request_timeout_cb(uv_timer_t *t)
     pending_finish(t->data, NULL, 0);
 }
 
+int bus_password_file(const char *path, char *out, size_t out_len)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[BUS_PASSWORD_MAX + 2];
+    bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    size_t n = got ? strcspn(line, "\r\n") : 0;
+    if (n == 0 || n > BUS_PASSWORD_MAX || n >= out_len) {
+        errno = n == 0 ? EINVAL : ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(out, line, n);
+    out[n] = '\0';
+    explicit_bzero(line, sizeof line);
+    return 0;
+}
+
+#define BUS_MAX_SERVERS 16
+
+natsStatus bus_nats_options(natsOptions *opts, const bus_opts_t *o, char *err, size_t err_len)
+{
+    /* The comma-separated list, blanks around each URL trimmed. */
+    char list[1024];
+    const char *servers[BUS_MAX_SERVERS];
+    int n = 0;
+    if (snprintf(list, sizeof list, "%s", o->url ? o->url : "") >= (int)sizeof list) {
+        snprintf(err, err_len, "the list of NATS URLs is too long");
+        return NATS_INVALID_ARG;
+    }
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        tok += strspn(tok, " \t");
+        size_t len = strlen(tok);
+        while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
+            tok[--len] = '\0';
+        if (!len)
+            continue;
+        if (n == BUS_MAX_SERVERS) {
+            snprintf(err, err_len, "more than %d NATS URLs", BUS_MAX_SERVERS);
+            return NATS_INVALID_ARG;
+        }
+        servers[n++] = tok;
+    }
+    if (n == 0) {
+        snprintf(err, err_len, "no NATS URL");
+        return NATS_INVALID_ARG;
+    }
+    bool user = o->user && *o->user;
+    bool tls = o->tls_ca && *o->tls_ca;
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "_INBOX.%s", user ? o->user : "");
+    natsStatus s = natsOptions_SetServers(opts, servers, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetIgnoreDiscoveredServers(opts, true);
+    if (s == NATS_OK && o->name)
+        s = natsOptions_SetName(opts, o->name);
+    if (s == NATS_OK && user)
+        s = natsOptions_SetUserInfo(opts, o->user, o->password ? o->password : "");
+    if (s == NATS_OK && user)
+        s = natsOptions_SetCustomInboxPrefix(opts, prefix);
+    if (s == NATS_OK && tls)
+        s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && tls) {
+        s = natsOptions_LoadCATrustedCertificates(opts, o->tls_ca);
+        if (s != NATS_OK) {
+            snprintf(err, err_len, "cannot load the CA certificate %s: %s", o->tls_ca,
+                     nats_GetLastError(NULL));
+            return s;
+        }
+    }
+    if (s != NATS_OK)
+        snprintf(err, err_len, "%s", nats_GetLastError(NULL));
+    return s;
+}
+
+/* NATS thread (libnats's callback thread, which may run after bus_destroy() has freed the
+ * bus: the closure is not touched). The connection is closed for good: after our own close
+ * with no error; otherwise libnats gave up, the server having refused the credentials. */
+static void closed_cb(natsConnection *nc, void *closure)
+{
+    (void)closure;
+    const char *text = NULL;
+    if (natsConnection_GetLastError(nc, &text) == NATS_OK)
+        return;
+    log_error("bus connection closed for good (NATS_USER and its password refused?)",
+              "error=\"%s\"", text ? text : "");
+}
+
+/* NATS thread: an asynchronous error, such as a permissions violation. */
+static void error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    (void)sub;
+    (void)closure;
+    const char *text = NULL;
+    natsConnection_GetLastError(nc, &text);
+    /* The server's text quotes the subject: quotes of its own would end the log value. */
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s", text ? text : "");
+    for (char *q = detail; (q = strchr(q, '"')); q++)
+        *q = '\'';
+    log_warn("bus error", "error=\"%s\" detail=\"%s\"", natsStatus_GetText(err), detail);
+}
+
 bus_t *bus_create(uv_loop_t *loop, const char *url, const char *name)
+{
+    bus_opts_t o = { .url = url, .name = name };
+    return bus_open(loop, &o);
+}
+
+bus_t *bus_open(uv_loop_t *loop, const bus_opts_t *o)
 {
     bus_t *b = calloc(1, sizeof *b);
     if (!b)
         return NULL;
     b->loop = loop;
     pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->room, NULL);
+    /* Reply subjects under the user's own inbox prefix (bus_nats_options), the one part of
+     * _INBOX the server lets this user read. */
     natsInbox *inbox = NULL;
     if (natsInbox_Create(&inbox) != NATS_OK)
         goto fail;
-    snprintf(b->inbox, sizeof b->inbox, "%s", (const char *)inbox);
+    const char *nuid = strrchr((const char *)inbox, '.');
+    snprintf(b->inbox, sizeof b->inbox, "_INBOX.%s%s%s", o->user && *o->user ? o->user : "",
+             o->user && *o->user ? "." : "", nuid ? nuid + 1 : (const char *)inbox);
     natsInbox_Destroy(inbox);
+    char err[256] = "";
     if (natsOptions_Create(&b->opts) != NATS_OK ||
-        natsOptions_SetURL(b->opts, url) != NATS_OK ||
-        natsOptions_SetName(b->opts, name) != NATS_OK ||
+        bus_nats_options(b->opts, o, err, sizeof err) != NATS_OK ||
         natsOptions_SetMaxReconnect(b->opts, -1) != NATS_OK ||
         natsOptions_SetReconnectWait(b->opts, 500) != NATS_OK ||
         natsOptions_SetTimeout(b->opts, 2000) != NATS_OK ||
@@ -171,19 +355,26 @@ bus_t *bus_create(uv_loop_t *loop, const char *url, const char *name)
         /* Checks sit on the path of every login and message: send at once rather than
          * waiting for libnats's flusher (about 1 ms). */
         natsOptions_SetSendAsap(b->opts, true) != NATS_OK ||
+        natsOptions_SetErrorHandler(b->opts, error_cb, b) != NATS_OK ||
+        natsOptions_SetClosedCB(b->opts, closed_cb, b) != NATS_OK ||
         natsOptions_SetDisconnectedCB(b->opts, disconnected_cb, b) != NATS_OK ||
         natsOptions_SetReconnectedCB(b->opts, reconnected_cb, b) != NATS_OK ||
-        natsOptions_SetRetryOnFailedConnect(b->opts, true, reconnected_cb, b) != NATS_OK)
+        natsOptions_SetRetryOnFailedConnect(b->opts, true, reconnected_cb, b) != NATS_OK) {
+        log_error("bad bus settings", "error=\"%s\"", err[0] ? err : "out of memory");
         goto fail;
+    }
     natsStatus s = natsConnection_Connect(&b->nc, b->opts);
     if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
         log_error("bus connect failed", "error=\"%s\"", natsStatus_GetText(s));
         goto fail;
     }
     if (s == NATS_OK)
-        log_info("bus connected", "%s", "");
-    else
-        log_warn("bus not reachable yet, retrying", "%s", "");
+        reconnected_cb(b->nc, b);
+    else {
+        const char *why = NULL;
+        natsConnection_GetLastError(b->nc, &why);
+        log_warn("bus not reachable yet, retrying", "error=\"%s\"", why ? why : "");
+    }
     uv_async_init(loop, &b->wakeup, wakeup_cb);
     b->wakeup.data = b;
     char subject[80];
@@ -196,6 +387,7 @@ bus_t *bus_create(uv_loop_t *loop, const char *url, const char *name)
 fail:
     natsConnection_Destroy(b->nc);
     natsOptions_Destroy(b->opts);
+    pthread_cond_destroy(&b->room);
     pthread_mutex_destroy(&b->lock);
     free(b);
     return NULL;
@@ -204,6 +396,7 @@ fail:
 static void bus_close_cb(uv_handle_t *h)
 {
     bus_t *b = h->data;
+    pthread_cond_destroy(&b->room);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
@@ -214,11 +407,22 @@ void bus_destroy(bus_t **bp)
     if (!b)
         return;
     *bp = NULL;
+    /* Followers' NATS threads waiting for room give up first. */
+    pthread_mutex_lock(&b->lock);
+    b->closing = true;
+    pthread_cond_broadcast(&b->room);
+    pthread_mutex_unlock(&b->lock);
     for (bus_sub_t *s = b->subs, *next; s; s = next) {
         next = s->next;
         natsSubscription_Unsubscribe(s->sub);
         natsSubscription_Destroy(s->sub);
     }
+    for (bus_sub_t *s = b->follows; s; s = s->next)
+        if (s->sub) {
+            natsSubscription_Unsubscribe(s->sub);
+            natsSubscription_Destroy(s->sub);
+        }
+    jsCtx_Destroy(b->js);
     natsConnection_Close(b->nc);
     natsConnection_Destroy(b->nc); /* no NATS thread calls us after this */
     natsOptions_Destroy(b->opts);
@@ -230,6 +434,10 @@ void bus_destroy(bus_t **bp)
     while (b->pending)
         pending_finish(b->pending, NULL, 0);
     for (bus_sub_t *s = b->subs, *next; s; s = next) {
+        next = s->next;
+        free(s);
+    }
+    for (bus_sub_t *s = b->follows, *next; s; s = next) {
         next = s->next;
         free(s);
     }
@@ -308,4 +516,76 @@ int bus_request(bus_t *b, const char *subject, const void *data, size_t len, int
         natsConnection_PublishRequest(b->nc, subject, reply, data, (int)len);
     uv_timer_start(&p->timer, request_timeout_cb, bus_connected(b) ? (uint64_t)timeout_ms : 0, 0);
     return 0;
+}
+
+/* ---- JetStream (bus/js.h) --------------------------------------------------------------- */
+
+jsCtx *bus_js(bus_t *b)
+{
+    pthread_mutex_lock(&b->lock);
+    if (!b->js && !b->closing) {
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Wait = 2000; /* API calls are blocking: the callers are worker threads */
+        if (natsConnection_JetStream(&b->js, b->nc, &o) != NATS_OK)
+            b->js = NULL;
+    }
+    jsCtx *js = b->js;
+    pthread_mutex_unlock(&b->lock);
+    return js;
+}
+
+bus_follow_t *bus_follow(bus_t *b, const char *stream, uint64_t start_seq, bus_stream_cb cb,
+                         void *arg, char *err, size_t err_len)
+{
+    jsCtx *js = bus_js(b);
+    bus_sub_t *s = calloc(1, sizeof *s);
+    if (!js || !s) {
+        snprintf(err, err_len, "out of memory");
+        free(s);
+        return NULL;
+    }
+    s->bus = b;
+    s->stream_cb = cb;
+    s->arg = arg;
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream;
+    so.Ordered = true;
+    if (start_seq > 1) {
+        so.Config.DeliverPolicy = js_DeliverByStartSequence;
+        so.Config.OptStartSeq = start_seq;
+    }
+    jsErrCode jerr = 0;
+    /* ">": every subject of the stream, in the stream's order. */
+    natsStatus st = js_Subscribe(&s->sub, js, ">", nats_msg_cb, s, NULL, &so, &jerr);
+    if (st != NATS_OK) {
+        snprintf(err, err_len, "%s (%d)", nats_GetLastError(NULL), (int)jerr);
+        free(s);
+        return NULL;
+    }
+    /* No limit on libnats's own queue of this subscription: the delivery thread waits for
+     * the loop (FOLLOW_QUEUE_MAX), and JetStream's flow control stops the server from
+     * sending more than a window ahead, so the queue stays bounded; a limit would drop
+     * messages ("slow consumer") and make the ordered consumer start over again and again. */
+    natsSubscription_SetPendingLimits(s->sub, -1, -1);
+    pthread_mutex_lock(&b->lock);
+    s->next = b->follows;
+    b->follows = s;
+    pthread_mutex_unlock(&b->lock);
+    return s;
+}
+
+void bus_unfollow(bus_t *b, bus_follow_t *s)
+{
+    if (!b || !s)
+        return;
+    pthread_mutex_lock(&b->lock);
+    s->closed = true;
+    pthread_cond_broadcast(&b->room);
+    natsSubscription *sub = s->sub;
+    s->sub = NULL;
+    pthread_mutex_unlock(&b->lock);
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub); /* s itself stays until bus_destroy(): queued messages */
 }

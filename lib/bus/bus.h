@@ -20,8 +20,30 @@ typedef void (*bus_msg_cb)(void *arg, const char *subject, const void *data, siz
 /* data is NULL when no reply came in time. */
 typedef void (*bus_reply_cb)(void *arg, const void *data, size_t len);
 
-/* name identifies this client to the server (service name). Returns NULL only on
- * allocation or option errors; an unreachable server is not an error. */
+/* Where the bus is and who connects: what bus_open() and bus_nats_options() take. */
+typedef struct bus_opts {
+    const char *url;      /* a server, or several comma-separated (the nodes of a cluster:
+                             the connection moves to a survivor when its node goes) */
+    const char *name;     /* identifies this client to the server (service name) */
+    const char *user;     /* NULL or "": no credentials */
+    const char *password;
+    const char *tls_ca;   /* NULL or "": no TLS unless a URL says tls://; else TLS is
+                             required and the server's certificate verified with this CA */
+} bus_opts_t;
+
+/* The longest password bus_password_file() reads. */
+#define BUS_PASSWORD_MAX 256
+/* Reads a password file (a mounted Secret): its first line, without the line end.
+ * Returns 0, or -1 with errno set (ENAMETOOLONG: too long, EINVAL: empty). */
+int bus_password_file(const char *path, char *out, size_t out_len);
+
+/* (bus/nats_opts.h applies a bus_opts_t to libnats options, for programs that make a
+ * connection of their own.) */
+
+/* Connects as o says. Returns NULL only on allocation or option errors (logged); an
+ * unreachable server, or one that refuses the credentials, is not an error. */
+bus_t *bus_open(uv_loop_t *loop, const bus_opts_t *o);
+/* bus_open() with a URL and a name only: no credentials, no TLS (tests). */
 bus_t *bus_create(uv_loop_t *loop, const char *url, const char *name);
 /* Closes the connection; pending requests get their callback with NULL. */
 void bus_destroy(bus_t **bus);

@@ -363,29 +363,69 @@ int ev_subscribe_block_changed(bus_t *bus, ev_block_changed_cb cb, void *arg)
     return ev_subscribe(bus, BUS_SUBJECT_BLOCK_CHANGED, block_changed_msg, &t);
 }
 
-int ev_reply_block_list(bus_t *bus, const char *reply, const ev_block_t *blocks, size_t nblocks,
-                        const char *const *exempt, size_t nexempt)
+static int block_list_publish(bus_t *bus, const char *reply, const ev_block_page_t *page,
+                              bool paged)
 {
     if (!reply || !*reply)
         return -1;
-    Postern__Block *items = calloc(nblocks + 1, sizeof *items);
-    Postern__Block **ptrs = calloc(nblocks + 1, sizeof *ptrs);
+    Postern__Block *items = calloc(page->nblocks + 1, sizeof *items);
+    Postern__Block **ptrs = calloc(page->nblocks + 1, sizeof *ptrs);
     int rc = -1;
     if (items && ptrs) {
-        for (size_t i = 0; i < nblocks; i++) {
-            block_to_pb(&blocks[i], &items[i]);
+        for (size_t i = 0; i < page->nblocks; i++) {
+            block_to_pb(&page->blocks[i], &items[i]);
             ptrs[i] = &items[i];
         }
         Postern__BlockList m = POSTERN__BLOCK_LIST__INIT;
         m.blocks = ptrs;
-        m.n_blocks = nblocks;
-        m.exempt = (char **)exempt;
-        m.n_exempt = nexempt;
+        m.n_blocks = page->nblocks;
+        m.exempt = (char **)page->exempt;
+        m.n_exempt = page->exempt ? page->nexempt : 0;
+        if (paged) {
+            m.more = page->more;
+            m.next_after = str(page->more ? page->next_after : "");
+            m.total = page->total;
+        }
         rc = bus_publish_msg(bus, reply, &m.base);
     }
     free(items);
     free(ptrs);
     return rc;
+}
+
+int ev_reply_block_list(bus_t *bus, const char *reply, const ev_block_t *blocks, size_t nblocks,
+                        const char *const *exempt, size_t nexempt)
+{
+    ev_block_page_t page = { .blocks = blocks, .nblocks = nblocks, .exempt = exempt,
+                             .nexempt = nexempt };
+    return block_list_publish(bus, reply, &page, false);
+}
+
+int ev_reply_block_page(bus_t *bus, const char *reply, const ev_block_page_t *page)
+{
+    return block_list_publish(bus, reply, page, true);
+}
+
+/* A length-delimited field of n bytes: its tag (fields 1 and 2: one byte), its length as a
+ * varint, the bytes. */
+static size_t field_size(size_t n)
+{
+    size_t len = 1 + 1;
+    for (size_t v = n; v >= 0x80; v >>= 7)
+        len++;
+    return len + n;
+}
+
+size_t ev_block_list_block_size(const ev_block_t *block)
+{
+    Postern__Block pb;
+    block_to_pb(block, &pb);
+    return field_size(protobuf_c_message_get_packed_size(&pb.base));
+}
+
+size_t ev_block_list_exempt_size(const char *network)
+{
+    return field_size(strlen(network ? network : ""));
 }
 
 /* ---- postern.account.changed ------------------------------------------------------------- */
@@ -414,6 +454,7 @@ static void alert_to_pb(const ev_alert_t *a, Postern__Alert *m)
     m->time_ms = a->time_ms;
     m->detail = str(a->detail);
     m->notify_owner = a->notify_owner;
+    m->interval_s = a->interval_s;
 }
 
 int ev_publish_alert(bus_t *bus, const ev_alert_t *alert)
@@ -451,6 +492,7 @@ static void alert_msg(void *arg, const char *subject, const void *data, size_t l
         .time_ms = m->time_ms,
         .detail = m->detail,
         .notify_owner = m->notify_owner,
+        .interval_s = m->interval_s,
     };
     s->cb.alert(s->arg, &a);
     postern__alert__free_unpacked(m, NULL);
@@ -575,22 +617,95 @@ static void block_list_request_msg(void *arg, const char *subject, const void *d
 {
     (void)subject;
     ev_sub_t *s = arg;
-    /* A BlockListRequest has no fields, so there is nothing in it to read. protobuf-c 1.4.1
-     * unpacks a message type without fields by offsetting its NULL field table (undefined
-     * behaviour, protobuf-c.c:3035): such a request is answered without being unpacked. */
-    if (postern__block_list_request__descriptor.n_fields > 0) {
-        Postern__BlockListRequest *m = postern__block_list_request__unpack(NULL, len, data);
-        if (!m) {
-            ev_drop(s, len, "not a BlockListRequest");
-            return;
-        }
-        postern__block_list_request__free_unpacked(m, NULL);
+    Postern__BlockListRequest *m = postern__block_list_request__unpack(NULL, len, data);
+    if (!m) {
+        ev_drop(s, len, "not a BlockListRequest");
+        return;
     }
-    s->cb.block_list_request(s->arg, reply);
+    ev_block_list_request_t req = { .paged = m->paged, .after = m->after ? m->after : "" };
+    s->cb.block_list_request(s->arg, &req, reply);
+    postern__block_list_request__free_unpacked(m, NULL);
 }
 
 int ev_subscribe_block_list_request(bus_t *bus, ev_block_list_request_cb cb, void *arg)
 {
     ev_sub_t t = { .cb.block_list_request = cb, .arg = arg };
     return ev_subscribe(bus, BUS_SUBJECT_LIMITER_BLOCKS, block_list_request_msg, &t);
+}
+
+/* ---- the limiter's stream ----------------------------------------------------------------- */
+
+int ev_publish_limiter_log(bus_t *bus, const ev_limiter_log_t *rec)
+{
+    Postern__LimiterLog m = POSTERN__LIMITER_LOG__INIT;
+    m.kind = (Postern__LimiterLog__Kind)rec->kind;
+    m.replica = str(rec->replica);
+    m.time_ms = rec->time_ms;
+    m.user = str(rec->user);
+    m.queue_id = str(rec->queue_id);
+    m.rcpt_count = rec->rcpt_count;
+    m.max_messages = rec->max_messages;
+    m.interval_s = rec->interval_s;
+    m.client_addr = str(rec->client_addr);
+    m.service = rec->service;
+    const char *subject = BUS_SUBJECT_LIMITER_LOG_FORGET;
+    if (rec->kind == EV_LIMITER_LOG_RESERVE)
+        subject = BUS_SUBJECT_LIMITER_LOG_RESERVE;
+    else if (rec->kind == EV_LIMITER_LOG_RCPT_FAILURE)
+        subject = BUS_SUBJECT_LIMITER_LOG_RCPT;
+    return bus_publish_msg(bus, subject, &m.base);
+}
+
+static void limiter_log_msg(const ev_stream_handlers_t *h, ev_sub_t *s, const void *data,
+                            size_t len)
+{
+    Postern__LimiterLog *m = postern__limiter_log__unpack(NULL, len, data);
+    if (!m || m->kind < POSTERN__LIMITER_LOG__KIND__KIND_RESERVE ||
+        m->kind > POSTERN__LIMITER_LOG__KIND__KIND_CLEAR_USER) {
+        ev_drop(s, len, "not a LimiterLog");
+        if (m)
+            postern__limiter_log__free_unpacked(m, NULL);
+        return;
+    }
+    ev_limiter_log_t rec = {
+        .kind = (ev_limiter_log_kind_t)m->kind,
+        .replica = m->replica,
+        .time_ms = m->time_ms,
+        .user = m->user,
+        .queue_id = m->queue_id,
+        .rcpt_count = m->rcpt_count,
+        .max_messages = m->max_messages,
+        .interval_s = m->interval_s,
+        .client_addr = m->client_addr,
+        .service = m->service,
+    };
+    h->limiter_log(h->arg, &rec);
+    postern__limiter_log__free_unpacked(m, NULL);
+}
+
+int ev_stream_dispatch(const ev_stream_handlers_t *h, const char *subject, const void *data,
+                       size_t len)
+{
+    /* A record like a subscription's, for the decoders above; drops are counted in it. */
+    static __thread ev_sub_t rec;
+    rec.subject = subject;
+    rec.arg = h->arg;
+    unsigned long dropped = rec.dropped;
+    if (strcmp(subject, BUS_SUBJECT_EVENT_AUTH) == 0 && h->auth) {
+        rec.cb.auth = h->auth;
+        auth_msg(&rec, subject, data, len, NULL);
+    } else if (strcmp(subject, BUS_SUBJECT_EVENT_MESSAGE) == 0 && h->message) {
+        rec.cb.message = h->message;
+        message_msg(&rec, subject, data, len, NULL);
+    } else if (strcmp(subject, BUS_SUBJECT_LIMITER_RELEASE) == 0 && h->send_release) {
+        rec.cb.send_release = h->send_release;
+        send_release_msg(&rec, subject, data, len, NULL);
+    } else if (strncmp(subject, BUS_SUBJECT_LIMITER_LOG_PREFIX,
+                       sizeof BUS_SUBJECT_LIMITER_LOG_PREFIX - 1) == 0 &&
+               h->limiter_log) {
+        limiter_log_msg(h, &rec, data, len);
+    } else {
+        ev_drop(&rec, len, "not a subject of the limiter's stream");
+    }
+    return rec.dropped == dropped ? 0 : -1;
 }

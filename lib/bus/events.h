@@ -129,6 +129,7 @@ typedef struct ev_alert {
     int64_t time_ms;
     const char *detail;
     bool notify_owner;
+    uint32_t interval_s;          /* the interval the limit counts over; 0: not given */
 } ev_alert_t;
 
 int ev_publish_alert(bus_t *bus, const ev_alert_t *alert);
@@ -155,9 +156,27 @@ typedef struct ev_check_reply {
 
 /* A CheckReply on reply; -1 also when reply is NULL or "". */
 int ev_reply_check(bus_t *bus, const char *reply, const ev_check_reply_t *r);
-/* A BlockList on reply. */
+/* A BlockList on reply: the whole list, for a request without paging. */
 int ev_reply_block_list(bus_t *bus, const char *reply, const ev_block_t *blocks, size_t nblocks,
                         const char *const *exempt, size_t nexempt);
+
+/* One page of the block list (BlockListRequest paged): at most EV_BLOCK_PAGE_BYTES, counted
+ * with ev_block_list_block_size() and ev_block_list_exempt_size(), so that a reply stays
+ * well under NATS's payload limit (1 MiB by default). */
+#define EV_BLOCK_PAGE_BYTES (256 * 1024)
+typedef struct ev_block_page {
+    const ev_block_t *blocks;     /* in the order of their network text, after the request's */
+    size_t nblocks;
+    const char *const *exempt;    /* the first page only */
+    size_t nexempt;
+    bool more;                    /* another page follows, after next_after */
+    const char *next_after;       /* the network of the last block here, when more */
+    uint32_t total;               /* the active blocks the limiter has */
+} ev_block_page_t;
+int ev_reply_block_page(bus_t *bus, const char *reply, const ev_block_page_t *page);
+/* The bytes a block, and an exempt network, add to a BlockList. */
+size_t ev_block_list_block_size(const ev_block_t *block);
+size_t ev_block_list_exempt_size(const char *network);
 
 /* postern.limiter.auth (AuthCheck) */
 typedef struct ev_auth_check {
@@ -194,7 +213,49 @@ typedef void (*ev_rcpt_failure_cb)(void *arg, const ev_rcpt_failure_t *req, cons
 int ev_subscribe_rcpt_failure(bus_t *bus, ev_rcpt_failure_cb cb, void *arg);
 
 /* postern.limiter.blocks (BlockListRequest) */
-typedef void (*ev_block_list_request_cb)(void *arg, const char *reply);
+typedef struct ev_block_list_request {
+    bool paged;                   /* false: an older front end, which wants the whole list */
+    const char *after;            /* paged: the page starts after this network; "" first */
+} ev_block_list_request_t;
+typedef void (*ev_block_list_request_cb)(void *arg, const ev_block_list_request_t *req,
+                                         const char *reply);
 int ev_subscribe_block_list_request(bus_t *bus, ev_block_list_request_cb cb, void *arg);
+
+/* ---- the limiter's stream (BUS_STREAM_LIMITER) -------------------------------------------- */
+
+/* A decision of the leading limiter that changed its counters (LimiterLog). */
+typedef enum ev_limiter_log_kind {
+    EV_LIMITER_LOG_RESERVE = 1,
+    EV_LIMITER_LOG_RCPT_FAILURE = 2,
+    EV_LIMITER_LOG_FORGET_NETWORK = 3, /* client_addr: the network */
+    EV_LIMITER_LOG_CLEAR_USER = 4,
+} ev_limiter_log_kind_t;
+
+typedef struct ev_limiter_log {
+    ev_limiter_log_kind_t kind;
+    const char *replica;
+    int64_t time_ms;
+    const char *user, *queue_id; /* RESERVE */
+    uint32_t rcpt_count, max_messages, interval_s;
+    const char *client_addr;     /* RCPT_FAILURE */
+    Postern__Service service;
+} ev_limiter_log_t;
+
+/* Publishes rec on postern.limiter.log.reserve, .rcpt or .forget. Returns 0, or -1. */
+int ev_publish_limiter_log(bus_t *bus, const ev_limiter_log_t *rec);
+
+/* What a follower of the stream does with each kind of message it holds. */
+typedef struct ev_stream_handlers {
+    void *arg;
+    ev_auth_cb auth;
+    ev_message_cb message;
+    ev_send_release_cb send_release;
+    void (*limiter_log)(void *arg, const ev_limiter_log_t *rec);
+} ev_stream_handlers_t;
+
+/* Unpacks a message of the limiter's stream by its subject and calls its handler. Returns
+ * 0, or -1 when the subject is not the stream's or the message does not unpack (logged). */
+int ev_stream_dispatch(const ev_stream_handlers_t *h, const char *subject, const void *data,
+                       size_t len);
 
 #endif

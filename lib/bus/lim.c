@@ -5,27 +5,51 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "base/blockset.h"
 #include "base/log.h"
 #include "base/net.h"
 #include "bus/events.h"
 
 #define LIM_SYNC_MS 30000
 
-typedef struct lim_block {
-    net_cidr_t net;
+/* A resync stops after this many pages (a limiter whose pages never end), and after this
+ * many broadcasts received while it runs (they are also in the live copy). */
+#define LIM_PAGES_MAX 100000
+#define LIM_JOURNAL_MAX 200000
+#define LIM_PAGE_TIMEOUT_MS 2000
+
+/* A broadcast received during a resync. */
+typedef struct lim_change {
+    bool added; /* else lifted or expired */
     int64_t until_ms;
-    char reason[200];
-} lim_block_t;
+    char *reason; /* after network, in the same allocation */
+    char network[];
+} lim_change_t;
+
+/* A resync in progress: the copy made from the pages so far, and the broadcasts received
+ * since its first request, which go on top once the last page has come (proto/postern.proto,
+ * BlockListRequest, says why that is the list of the end). */
+typedef struct lim_sync {
+    blockset_t *next;
+    net_cidr_t *exempt; /* from the first page */
+    size_t nexempt;
+    lim_change_t **journal;
+    size_t njournal, cap;
+    char after[64]; /* the network the last page ended with */
+    unsigned pages;
+    bool failed;
+    uint64_t started_ns;
+} lim_sync_t;
 
 struct lim {
     bus_t *bus;
     metrics_t *metrics;
     config_t *cfg;
     uv_timer_t sync_timer;
-    lim_block_t *blocks;
-    size_t nblocks;
+    blockset_t *blocks; /* the live copy */
     net_cidr_t *exempt;
     size_t nexempt;
+    lim_sync_t *sync; /* NULL: no resync running */
     bool synced;
 };
 
@@ -153,84 +177,187 @@ int lim_rcpt_failure(lim_t *lim, Postern__Service service, const char *client,
 
 /* ---- the local copy of blocks ------------------------------------------------------ */
 
-static void block_remove(lim_t *lim, const net_cidr_t *net)
+static void blocks_metric(lim_t *lim)
 {
-    for (size_t i = 0; i < lim->nblocks; i++)
-        if (lim->blocks[i].net.prefix == net->prefix &&
-            memcmp(&lim->blocks[i].net.addr, &net->addr, sizeof net->addr) == 0) {
-            lim->blocks[i] = lim->blocks[--lim->nblocks];
-            return;
-        }
+    metrics_set(lim->metrics, "postern_blocks", "Active blocks in the local copy", NULL,
+                (double)blockset_count(lim->blocks));
 }
 
-static void block_add(lim_t *lim, const char *network, int64_t until_ms, const char *reason)
+static void sync_free(lim_sync_t **sp)
 {
-    net_cidr_t net;
-    if (!network || net_cidr_parse(network, &net) < 0)
+    lim_sync_t *s = *sp;
+    if (!s)
         return;
-    block_remove(lim, &net);
-    lim_block_t *nb = realloc(lim->blocks, (lim->nblocks + 1) * sizeof *nb);
-    if (!nb)
-        return;
-    lim->blocks = nb;
-    nb[lim->nblocks].net = net;
-    nb[lim->nblocks].until_ms = until_ms;
-    snprintf(nb[lim->nblocks].reason, sizeof nb[lim->nblocks].reason, "%s",
-             reason ? reason : "");
-    lim->nblocks++;
+    *sp = NULL;
+    blockset_destroy(&s->next);
+    free(s->exempt);
+    for (size_t i = 0; i < s->njournal; i++)
+        free(s->journal[i]);
+    free(s->journal);
+    free(s);
+}
+
+/* Keeps a broadcast received during a resync, to be applied on top of its pages. False when
+ * it cannot (memory, or too many): the resync is then given up. */
+static bool journal_add(lim_sync_t *s, bool added, const char *network, int64_t until_ms,
+                        const char *reason)
+{
+    if (s->njournal == LIM_JOURNAL_MAX)
+        return false;
+    if (s->njournal == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 64;
+        lim_change_t **grown = realloc(s->journal, cap * sizeof *grown);
+        if (!grown)
+            return false;
+        s->journal = grown;
+        s->cap = cap;
+    }
+    if (!reason)
+        reason = "";
+    size_t nlen = strlen(network), rlen = strnlen(reason, BLOCKSET_REASON_MAX);
+    lim_change_t *c = malloc(sizeof *c + nlen + 1 + rlen + 1);
+    if (!c)
+        return false;
+    c->added = added;
+    c->until_ms = until_ms;
+    c->reason = c->network + nlen + 1;
+    memcpy(c->network, network, nlen + 1);
+    memcpy(c->reason, reason, rlen);
+    c->reason[rlen] = '\0';
+    s->journal[s->njournal++] = c;
+    return true;
 }
 
 static void block_changed_cb(void *arg, ev_block_change_t change, const ev_block_t *b)
 {
     lim_t *lim = arg;
-    if (change == EV_BLOCK_ADDED) {
-        block_add(lim, b->network, b->until_ms, b->reason);
+    bool added = change == EV_BLOCK_ADDED;
+    if (added) {
+        if (blockset_put(lim->blocks, b->network, b->until_ms, b->reason) < 0)
+            log_warn("block not kept", "network=%s", b->network);
         log_info("block added", "network=%s until_ms=%lld", b->network, (long long)b->until_ms);
     } else {
-        net_cidr_t net;
-        if (net_cidr_parse(b->network, &net) == 0)
-            block_remove(lim, &net);
+        blockset_remove(lim->blocks, b->network);
         log_info("block removed", "network=%s", b->network);
+    }
+    blocks_metric(lim);
+    if (lim->sync && !journal_add(lim->sync, added, b->network, b->until_ms, b->reason)) {
+        log_warn("block resync given up: too many changes while it ran",
+                 "changes=%zu", lim->sync->njournal);
+        sync_free(&lim->sync);
     }
 }
 
-static void sync_reply_cb(void *arg, const void *data, size_t len)
+static void sync_page_cb(void *arg, const void *data, size_t len);
+
+/* Asks for the page after lim->sync->after. */
+static int sync_ask(lim_t *lim)
+{
+    Postern__BlockListRequest m = POSTERN__BLOCK_LIST_REQUEST__INIT;
+    m.paged = true;
+    m.after = lim->sync->after;
+    uint8_t buf[sizeof lim->sync->after + 16];
+    size_t len = protobuf_c_message_pack(&m.base, buf);
+    return bus_request(lim->bus, BUS_SUBJECT_LIMITER_BLOCKS, buf, len, LIM_PAGE_TIMEOUT_MS,
+                       sync_page_cb, lim);
+}
+
+/* The last page has come: the broadcasts received since the first request go on top, in
+ * the order they came, and the new copy replaces the old. */
+static void sync_finish(lim_t *lim)
+{
+    lim_sync_t *s = lim->sync;
+    for (size_t i = 0; i < s->njournal; i++) {
+        const lim_change_t *c = s->journal[i];
+        if (c->added)
+            blockset_put(s->next, c->network, c->until_ms, c->reason);
+        else
+            blockset_remove(s->next, c->network);
+    }
+    blockset_destroy(&lim->blocks);
+    lim->blocks = s->next;
+    s->next = NULL;
+    free(lim->exempt);
+    lim->exempt = s->exempt;
+    lim->nexempt = s->nexempt;
+    s->exempt = NULL;
+    double seconds = (double)(uv_hrtime() - s->started_ns) / 1e9;
+    blocks_metric(lim);
+    metrics_observe(lim->metrics, "postern_blocks_sync_seconds",
+                    "Time a full resync of the local copy of blocks took", NULL, seconds);
+    log_msg(lim->synced ? LOG_DEBUG : LOG_INFO, "blocks synchronised",
+            "blocks=%zu exempt=%zu pages=%u changes_meanwhile=%zu ms=%.0f",
+            blockset_count(lim->blocks), lim->nexempt, s->pages, s->njournal, seconds * 1000);
+    lim->synced = true;
+    sync_free(&lim->sync);
+}
+
+static void sync_page_cb(void *arg, const void *data, size_t len)
 {
     lim_t *lim = arg;
-    /* lim_destroy() clears bus; no answer keeps the copy until the next sync. */
-    if (!lim->bus || !data)
+    lim_sync_t *s = lim->sync;
+    /* lim_destroy() clears bus; a resync given up has no sync. No answer (or a bad one)
+     * keeps the copy until the next resync. */
+    if (!lim->bus || !s)
         return;
+    if (!data) {
+        log_warn("block list not answered; the local copy is kept", "pages=%u", s->pages);
+        sync_free(&lim->sync);
+        return;
+    }
     Postern__BlockList *l = postern__block_list__unpack(NULL, len, data);
     if (!l) {
         log_warn("bad block list dropped", "bytes=%zu", len);
+        sync_free(&lim->sync);
         return;
     }
-    lim->nblocks = 0;
-    for (size_t i = 0; i < l->n_blocks; i++)
+    for (size_t i = 0; i < l->n_blocks; i++) /* a network that does not parse is skipped */
         if (l->blocks[i])
-            block_add(lim, l->blocks[i]->network, l->blocks[i]->until_ms,
-                      l->blocks[i]->reason);
-    free(lim->exempt);
-    lim->exempt = calloc(l->n_exempt + 1, sizeof *lim->exempt);
-    lim->nexempt = 0;
-    for (size_t i = 0; lim->exempt && i < l->n_exempt; i++)
-        if (net_cidr_parse(l->exempt[i], &lim->exempt[lim->nexempt]) == 0)
-            lim->nexempt++;
-    metrics_set(lim->metrics, "postern_blocks", "Active blocks in the local copy", NULL,
-                (double)lim->nblocks);
-    if (!lim->synced)
-        log_info("blocks synchronised", "blocks=%zu exempt=%zu", lim->nblocks, lim->nexempt);
-    lim->synced = true;
+            blockset_put(s->next, l->blocks[i]->network, l->blocks[i]->until_ms,
+                         l->blocks[i]->reason);
+    if (s->pages++ == 0) {
+        s->exempt = calloc(l->n_exempt + 1, sizeof *s->exempt);
+        for (size_t i = 0; s->exempt && i < l->n_exempt; i++)
+            if (l->exempt[i] && net_cidr_parse(l->exempt[i], &s->exempt[s->nexempt]) == 0)
+                s->nexempt++;
+        if (!s->exempt)
+            s->failed = true;
+    }
+    const char *next = l->more && l->next_after ? l->next_after : "";
+    bool more = l->more, advances = strcmp(next, s->after) > 0 && strlen(next) < sizeof s->after;
+    if (more && advances)
+        snprintf(s->after, sizeof s->after, "%s", next);
     postern__block_list__free_unpacked(l, NULL);
+    if (s->failed) {
+        log_warn("block resync given up: out of memory", "pages=%u", s->pages);
+        sync_free(&lim->sync);
+    } else if (more && (!advances || s->pages >= LIM_PAGES_MAX)) {
+        log_warn("block resync given up: the pages do not advance", "pages=%u", s->pages);
+        sync_free(&lim->sync);
+    } else if (more) {
+        if (sync_ask(lim) < 0)
+            sync_free(&lim->sync);
+    } else {
+        sync_finish(lim);
+    }
+}
+
+void lim_resync(lim_t *lim)
+{
+    if (!lim || !lim->bus || lim->sync)
+        return; /* shutting down, or one is running */
+    lim->sync = calloc(1, sizeof *lim->sync);
+    if (!lim->sync)
+        return;
+    lim->sync->next = blockset_create();
+    lim->sync->started_ns = uv_hrtime();
+    if (!lim->sync->next || sync_ask(lim) < 0)
+        sync_free(&lim->sync);
 }
 
 static void sync_timer_cb(uv_timer_t *t)
 {
-    lim_t *lim = t->data;
-    Postern__BlockListRequest m = POSTERN__BLOCK_LIST_REQUEST__INIT;
-    uint8_t buf[16];
-    size_t len = protobuf_c_message_pack(&m.base, buf);
-    bus_request(lim->bus, BUS_SUBJECT_LIMITER_BLOCKS, buf, len, 2000, sync_reply_cb, lim);
+    lim_resync(t->data);
 }
 
 lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics)
@@ -238,6 +365,11 @@ lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics
     lim_t *lim = calloc(1, sizeof *lim);
     if (!lim)
         return NULL;
+    lim->blocks = blockset_create();
+    if (!lim->blocks) {
+        free(lim);
+        return NULL;
+    }
     lim->bus = bus;
     lim->metrics = metrics;
     lim->cfg = cfg;
@@ -251,7 +383,8 @@ lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics
 static void lim_close_cb(uv_handle_t *h)
 {
     lim_t *lim = h->data;
-    free(lim->blocks);
+    sync_free(&lim->sync);
+    blockset_destroy(&lim->blocks);
     free(lim->exempt);
     free(lim);
 }
@@ -275,16 +408,5 @@ bool lim_blocked(const lim_t *lim, const char *client, char *reason, size_t reas
     for (size_t i = 0; i < lim->nexempt; i++)
         if (net_cidr_contains(&lim->exempt[i], &a))
             return false;
-    int64_t now = now_ms();
-    for (size_t i = 0; i < lim->nblocks; i++) {
-        const lim_block_t *b = &lim->blocks[i];
-        if (b->until_ms > now && net_cidr_contains(&b->net, &a)) {
-            if (reason)
-                snprintf(reason, reason_len, "%s", b->reason);
-            if (until_ms_r)
-                *until_ms_r = b->until_ms;
-            return true;
-        }
-    }
-    return false;
+    return blockset_lookup(lim->blocks, &a, now_ms(), reason, reason_len, until_ms_r);
 }

@@ -1,7 +1,8 @@
 /* The front ends' side of the limiter: checks as NATS requests with a short timeout
  * (limiter.timeout_ms), and a local copy of the active blocks and exempt networks, kept
  * current by the limiter's broadcasts (postern.block.changed) and a full resync at start
- * and every 30 seconds, so a blocked address is refused at connect without a round trip.
+ * and every 30 seconds (fetched page by page, lib/bus/subjects.h), so a blocked address is
+ * refused at connect without a round trip.
  * Callers never see the wire format. */
 #ifndef POSTERN_LIM_H
 #define POSTERN_LIM_H
@@ -43,8 +44,13 @@ void lim_release(lim_t *lim, const char *user, const char *queue_id);
 int lim_rcpt_failure(lim_t *lim, Postern__Service service, const char *client,
                      const char *recipient, lim_cb cb, void *arg);
 
+/* Starts a resync of the local copy of blocks now, unless one is running (they also run at
+ * start and every 30 seconds). The copy is replaced once the last page has come. */
+void lim_resync(lim_t *lim);
+
 /* True when client is blocked in the local copy (and not exempt); fills reason (may be
- * NULL) and until. */
+ * NULL) and until. Costs one hash lookup per prefix length in use among the blocks of the
+ * client's family (base/blockset.h). */
 bool lim_blocked(const lim_t *lim, const char *client, char *reason, size_t reason_len,
                  int64_t *until_ms_r);
 

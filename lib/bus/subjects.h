@@ -52,7 +52,12 @@
 #define BUS_SUBJECT_LIMITER_RCPT "postern.limiter.rcpt"
 
 /* BlockListRequest -> BlockList. Request from every front end (lib/bus/lim.c) at start and
- * every 30 seconds: the active blocks and exempt networks. Served by the limiter. */
+ * every 30 seconds: the active blocks and exempt networks, in pages of at most about
+ * 256 KiB (EV_BLOCK_PAGE_BYTES) in the order of the networks' text, each request naming
+ * where the previous page ended (the exempt networks come with the first page). The front
+ * end replaces its copy once the last page has come, with the postern.block.changed
+ * broadcasts it received meanwhile applied on top (proto/postern.proto, BlockListRequest).
+ * A request without paging gets the whole list in one reply. Served by the limiter. */
 #define BUS_SUBJECT_LIMITER_BLOCKS "postern.limiter.blocks"
 
 /* BlockChange. The limiter, when a block is added, lifted or expires. Subscribed by every
@@ -62,6 +67,27 @@
 /* AccountChange. The limiter, when an account's sending is disabled or enabled again.
  * No subscriber yet (smtpd learns it from its SendCheck replies). */
 #define BUS_SUBJECT_ACCOUNT_CHANGED "postern.account.changed"
+
+/* LimiterLog. The leading limiter replica, for each decision that changes its counters
+ * (a reserved send slot, a counted invalid recipient), before it answers. Nobody subscribes:
+ * the stream below keeps them for the standby replicas and for a limiter starting. */
+#define BUS_SUBJECT_LIMITER_LOG_RESERVE "postern.limiter.log.reserve"
+#define BUS_SUBJECT_LIMITER_LOG_RCPT "postern.limiter.log.rcpt"
+/* ... and for each lifted block and each account enabled again: the counters they clear. */
+#define BUS_SUBJECT_LIMITER_LOG_FORGET "postern.limiter.log.forget"
+#define BUS_SUBJECT_LIMITER_LOG_PREFIX "postern.limiter.log."
+#define BUS_SUBJECT_LIMITER_LOG_ALL BUS_SUBJECT_LIMITER_LOG_PREFIX ">"
+
+/* ---- JetStream ------------------------------------------------------------------------- */
+
+/* The stream holding everything the limiter's counters are made of, in order: the events
+ * postern.event.auth, postern.event.message, postern.limiter.release (captured as the front
+ * ends publish them) and the leader's postern.limiter.log.*, for the longest interval a
+ * limit counts over. Every limiter replica follows it (services/limiter/replica.c). */
+#define BUS_STREAM_LIMITER "POSTERN_LIMITER"
+/* The key-value bucket holding the limiter's lease (key "leader"): which replica answers. */
+#define BUS_BUCKET_LIMITER "postern_limiter"
+#define BUS_BUCKET_LIMITER_LEADER "leader"
 
 /* Alert. The limiter, when a limit asks for the administrators to be told (queued while
  * the bus is down). Subscribed by the notifier, which mails them. */

@@ -26,7 +26,8 @@ typedef struct svc_run {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t flush_timer;
     const char *database_url;
-    const char *nats_url;
+    bus_opts_t bus;  /* NATS_URL, NATS_USER, NATS_PASSWORD(_FILE), NATS_TLS_CA */
+    char nats_password[BUS_PASSWORD_MAX + 1]; /* from NATS_PASSWORD_FILE */
     int db_pool;
     int health_port;
     bool started;   /* def->start was called */
@@ -67,6 +68,37 @@ static int svc_parse_size(const char *text, size_t *out)
     return 0;
 }
 
+/* How to reach NATS and log in: NATS_URL (one URL or a comma-separated list), NATS_USER
+ * with NATS_PASSWORD or NATS_PASSWORD_FILE (a mounted Secret), NATS_TLS_CA. Returns 0, or
+ * -1 after logging what is wrong. */
+static int svc_bus_settings(svc_run_t *run)
+{
+    bus_opts_t *o = &run->bus;
+    o->name = run->svc.def->name;
+    o->url = env_or("NATS_URL", "nats://127.0.0.1:4222");
+    o->user = env_or("NATS_USER", NULL);
+    o->password = env_or("NATS_PASSWORD", NULL);
+    o->tls_ca = env_or("NATS_TLS_CA", NULL);
+    const char *file = env_or("NATS_PASSWORD_FILE", NULL);
+    if (file && o->password) {
+        log_error("set NATS_PASSWORD or NATS_PASSWORD_FILE, not both", "%s", "");
+        return -1;
+    }
+    if (file) {
+        if (bus_password_file(file, run->nats_password, sizeof run->nats_password) < 0) {
+            log_error("cannot read NATS_PASSWORD_FILE", "file=\"%s\" error=\"%s\"", file,
+                      errno == EINVAL ? "empty" : strerror(errno));
+            return -1;
+        }
+        o->password = run->nats_password;
+    }
+    if (o->password && !o->user) {
+        log_error("a NATS password without NATS_USER", "%s", "");
+        return -1;
+    }
+    return 0;
+}
+
 /* The environment. Returns 0, or -1 after logging what is wrong. */
 static int svc_settings(svc_run_t *run)
 {
@@ -77,7 +109,8 @@ static int svc_settings(svc_run_t *run)
         log_error("DATABASE_URL is not set", "%s", "");
         return -1;
     }
-    run->nats_url = env_or("NATS_URL", "nats://127.0.0.1:4222");
+    if (svc_bus_settings(run) < 0)
+        return -1;
     run->db_pool = atoi(env_or("DB_POOL", "0"));
     if (run->db_pool <= 0)
         run->db_pool = def->db_pool > 0 ? def->db_pool : SVC_DEFAULT_POOL;
@@ -267,7 +300,7 @@ static int svc_open(svc_run_t *run)
                 "MEMORY_BUDGET: resident memory past which new work is refused (0: none)", NULL,
                 (double)svc->memory_budget);
     svc->db = db_create(svc->loop, run->database_url, run->db_pool);
-    svc->bus = bus_create(svc->loop, run->nats_url, def->name);
+    svc->bus = bus_open(svc->loop, &run->bus);
     if (!svc->metrics || !svc->db || !svc->bus) {
         log_error("cannot start the database or bus client", "%s", "");
         return -1;
@@ -310,6 +343,7 @@ int svc_main(const svc_def_t *def)
     svc_t *svc = &run->svc;
     svc->def = def;
     if (svc_settings(run) < 0) {
+        explicit_bzero(run->nats_password, sizeof run->nats_password);
         free(run);
         return 2;
     }
@@ -339,6 +373,7 @@ int svc_main(const svc_def_t *def)
     metrics_destroy(&svc->metrics);
     nats_Close();
     log_info("stopped", "instance=%s status=%d", svc->instance, status);
+    explicit_bzero(run->nats_password, sizeof run->nats_password);
     free(run);
     return status;
 }

@@ -5,18 +5,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "table.h"
+#include "base/table.h"
 
 typedef struct exempt {
     net_cidr_t cidr;
     char text[BLOCK_NETWORK_MAX];
 } exempt_t;
 
+typedef char netkey_t[BLOCK_NETWORK_MAX];
+
 struct blocks {
     table_t *active;    /* block_t */
     table_t *offenders; /* offender_t */
     exempt_t *exempt;
     size_t nexempt;
+    netkey_t *order;    /* paging: the networks of the active blocks, sorted */
+    size_t norder;
+    bool order_stale;   /* a block was added since the order was made */
 };
 
 static const char *block_key(const void *item)
@@ -36,6 +41,7 @@ blocks_t *blocks_create(void)
         return NULL;
     b->active = table_create(block_key);
     b->offenders = table_create(offender_key);
+    b->order_stale = true;
     if (!b->active || !b->offenders) {
         blocks_destroy(&b);
         return NULL;
@@ -63,6 +69,7 @@ void blocks_destroy(blocks_t **bp)
     table_free_all(&b->active);
     table_free_all(&b->offenders);
     free(b->exempt);
+    free(b->order);
     free(b);
 }
 
@@ -167,6 +174,7 @@ block_t *blocks_put(blocks_t *b, const block_t *blk)
         free(copy);
         return NULL;
     }
+    b->order_stale = true;
     return copy;
 }
 
@@ -193,6 +201,57 @@ void blocks_delete_at(blocks_t *b, size_t pos)
         table_remove_at(b->active, pos);
         free(blk);
     }
+}
+
+/* ---- paging --------------------------------------------------------------------------- */
+
+static int netkey_cmp(const void *x, const void *y)
+{
+    return strcmp(*(const netkey_t *)x, *(const netkey_t *)y);
+}
+
+/* Makes the order again; keeps the old one when memory runs out. */
+static void order_make(blocks_t *b)
+{
+    size_t n = table_count(b->active);
+    netkey_t *order = malloc((n ? n : 1) * sizeof *order);
+    if (!order)
+        return;
+    size_t k = 0, pos = 0;
+    block_t *blk;
+    while ((blk = table_next(b->active, &pos)) && k < n)
+        memcpy(order[k++], blk->network, sizeof order[0]);
+    qsort(order, k, sizeof order[0], netkey_cmp);
+    free(b->order);
+    b->order = order;
+    b->norder = k;
+    b->order_stale = false;
+}
+
+void blocks_order_seek(blocks_t *b, const char *after, bool fresh, size_t *pos)
+{
+    if (b->order_stale && (fresh || !b->order))
+        order_make(b);
+    size_t lo = 0, hi = b->norder;
+    if (after && *after)
+        while (lo < hi) { /* the first network sorting after `after` */
+            size_t mid = lo + (hi - lo) / 2;
+            if (strcmp(b->order[mid], after) <= 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    *pos = lo;
+}
+
+block_t *blocks_order_next(blocks_t *b, size_t *pos)
+{
+    while (*pos < b->norder) {
+        block_t *blk = table_get(b->active, b->order[(*pos)++]);
+        if (blk)
+            return blk;
+    }
+    return NULL;
 }
 
 /* ---- offenders ------------------------------------------------------------------------ */

@@ -24,6 +24,8 @@ typedef enum persist_state {
     PERSIST_CLEAN, /* PostgreSQL has it as it is here */
     PERSIST_DIRTY, /* to be written (again) */
     PERSIST_BUSY,  /* a write is in flight */
+    PERSIST_QUIET, /* reached by a replica that does not answer (policy.h, quiet): the one
+                      that answers writes it; a new leader writes it again when recent */
 } persist_state_t;
 
 typedef struct block {
@@ -73,6 +75,17 @@ size_t blocks_count(const blocks_t *b);
 /* Walks the blocks: pos starts at 0. Deleting the block just returned is allowed. */
 block_t *blocks_next(blocks_t *b, size_t *pos);
 void blocks_delete_at(blocks_t *b, size_t pos);
+
+/* Paging through the active blocks in the bytewise order of their network text, for a front
+ * end's resync (BlockListRequest): each page starts after the last network of the one before,
+ * so no page state is kept here. The order is a sorted copy of the networks, made again when
+ * a block was added since and fresh is set (a resync's first page: the order then holds every
+ * block added before that request). A block lifted since the order was made is skipped; one
+ * added since is missing from the later pages, and reaches the front end by its broadcast.
+ * blocks_order_seek() sets *pos to the first network sorting after `after` ("": the first);
+ * blocks_order_next() returns the block there and moves on, or NULL at the end. */
+void blocks_order_seek(blocks_t *b, const char *after, bool fresh, size_t *pos);
+block_t *blocks_order_next(blocks_t *b, size_t *pos);
 
 /* The history of a network; created (with no offenses) when create is set. */
 offender_t *blocks_offender(blocks_t *b, const char *network, bool create);

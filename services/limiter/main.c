@@ -11,6 +11,7 @@ static const svc_def_t limiter = {
     .start = server_start,
     .ready = server_ready,
     .stop = server_stop,
+    .busy = server_busy,
     .destroy = server_destroy,
 };
 

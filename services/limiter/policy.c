@@ -60,6 +60,7 @@ enum { T_USERS, T_RESERVATIONS, T_DISABLED, T_AUTH, T_RCPT, T_ACCOUNTS, T_COUNT 
 
 struct limiter {
     limiter_hooks_t hooks;
+    bool quiet; /* a follower: no hook is called */
     hamr_conf_t hamr;
     harvest_conf_t harvest[CONF_NSERVICES];
     uint32_t gen;
@@ -243,6 +244,51 @@ void limiter_stats(const limiter_t *L, limiter_stats_t *st)
     st->offenders = blocks_offender_count(L->blocks);
 }
 
+void limiter_set_quiet(limiter_t *L, bool quiet, int64_t now)
+{
+    bool was = L->quiet;
+    L->quiet = quiet;
+    if (quiet || !was)
+        return;
+    size_t pos = 0;
+    block_t *b;
+    while ((b = blocks_next(L->blocks, &pos))) {
+        if (b->persist != PERSIST_QUIET)
+            continue;
+        if (now - b->since_ms >= LIMITER_QUIET_KEEP_MS || b->until_ms <= now) {
+            b->persist = PERSIST_CLEAN; /* PostgreSQL has it, or it was lifted since */
+            continue;
+        }
+        b->persist = PERSIST_DIRTY;
+        if (L->hooks.block)
+            L->hooks.block(L->hooks.arg, b, LIMITER_ADDED, false);
+    }
+}
+
+/* True when PostgreSQL's view of b is the truth: it wrote it, or a quiet replica's block is
+ * old enough for the leader to have written it (or an administrator to have lifted it). */
+static bool pg_decides(const block_t *b, int64_t now)
+{
+    return b->persist == PERSIST_CLEAN ||
+           (b->persist == PERSIST_QUIET && now - b->since_ms >= LIMITER_QUIET_KEEP_MS);
+}
+
+int64_t limiter_history_ms(const limiter_t *L)
+{
+    int64_t longest = 3600LL * 1000;
+    if ((int64_t)L->hamr.interval_s * 1000 > longest)
+        longest = (int64_t)L->hamr.interval_s * 1000;
+    for (int s = 0; s < CONF_NSERVICES; s++)
+        if ((int64_t)L->harvest[s].interval_s * 1000 > longest)
+            longest = (int64_t)L->harvest[s].interval_s * 1000;
+    size_t pos = 0;
+    const hamr_user_t *u;
+    while ((u = table_next(L->t[T_USERS], &pos)))
+        if (u->gen && (int64_t)u->conf.interval_s * 1000 > longest)
+            longest = (int64_t)u->conf.interval_s * 1000;
+    return longest;
+}
+
 /* ---- settings ------------------------------------------------------------------------- */
 
 void limiter_set_conf(limiter_t *L, const hamr_conf_t *hamr,
@@ -387,7 +433,7 @@ static disabled_t *disable_user(limiter_t *L, const char *user, const char *reas
         free(d);
         return NULL;
     }
-    if (L->hooks.account)
+    if (L->hooks.account && !L->quiet)
         L->hooks.account(L->hooks.arg, d, true, false);
     return d;
 }
@@ -429,8 +475,9 @@ static void hamr_alert(limiter_t *L, hamr_user_t *u, const hamr_conf_t *c, bool 
         .time_ms = now,
         .detail = detail,
         .notify_owner = c->alert_owner,
+        .interval_s = c->interval_s,
     };
-    if (L->hooks.alert)
+    if (L->hooks.alert && !L->quiet)
         L->hooks.alert(L->hooks.arg, &a);
 }
 
@@ -555,6 +602,27 @@ void limiter_send_check(limiter_t *L, const char *user, const char *client,
         reservation_add(L, queue_id, user, now);
     reply(out, LIMITER_ALLOW, "%u of %u messages within %u s", win_len(&u->win),
           c->max_messages, c->interval_s);
+    out->reserved = true;
+    out->max_messages = c->max_messages;
+    out->interval_s = c->interval_s;
+}
+
+void limiter_apply_reserve(limiter_t *L, const char *user, const char *queue_id,
+                           uint32_t rcpt_count, uint32_t max_messages, uint32_t interval_s,
+                           int64_t now)
+{
+    if (!user || !*user || !max_messages)
+        return;
+    hamr_user_t *u = user_get(L, user, true, now);
+    if (!u)
+        return;
+    int64_t ival = (int64_t)(interval_s ? interval_s : 1) * 1000;
+    win_expire(&u->win, now, ival);
+    if (win_push(&u->win, now, rcpt_count, 0, max_messages) < 0)
+        return;
+    u->expire_ms = max64(u->expire_ms, now + max64(ival, LIMITER_USER_CACHE_MS));
+    if (queue_id && *queue_id && !table_get(L->t[T_RESERVATIONS], queue_id))
+        reservation_add(L, queue_id, user, now);
 }
 
 void limiter_send_release(limiter_t *L, const char *user, const char *queue_id, int64_t now)
@@ -665,7 +733,7 @@ static block_t *block_network(limiter_t *L, const char *network, int service,
     b.until_ms = now + dur;
     b.offense = offense;
     b.service = (uint8_t)service;
-    b.persist = PERSIST_DIRTY;
+    b.persist = L->quiet ? PERSIST_QUIET : PERSIST_DIRTY; /* quiet: the leader writes it */
     if (count_field == HARVEST_HARD_LIMIT)
         snprintf(b.reason, sizeof b.reason,
                  "dictionary attack: %u invalid recipients within %u s; blocked for %s "
@@ -681,7 +749,7 @@ static block_t *block_network(limiter_t *L, const char *network, int service,
         return NULL;
     if (stored->until_ms < L->next_expiry)
         L->next_expiry = stored->until_ms;
-    if (L->hooks.block)
+    if (L->hooks.block && !L->quiet)
         L->hooks.block(L->hooks.arg, stored, LIMITER_ADDED, false);
     if (!o)
         return stored;
@@ -708,8 +776,9 @@ static block_t *block_network(limiter_t *L, const char *network, int service,
         .action = "block",
         .time_ms = now,
         .detail = detail,
+        .interval_s = hc->interval_s,
     };
-    if (L->hooks.alert)
+    if (L->hooks.alert && !L->quiet)
         L->hooks.alert(L->hooks.arg, &a);
     return stored;
 }
@@ -756,8 +825,9 @@ static void account_alert(limiter_t *L, account_t *a, const harvest_conf_t *hc, 
         .action = "delay",
         .time_ms = now,
         .detail = detail,
+        .interval_s = hc->interval_s,
     };
-    if (L->hooks.alert)
+    if (L->hooks.alert && !L->quiet)
         L->hooks.alert(L->hooks.arg, &al);
 }
 
@@ -917,13 +987,33 @@ void limiter_rcpt_failure(limiter_t *L, int service, const char *client, int64_t
     }
 }
 
+void limiter_apply_forget(limiter_t *L, const char *network)
+{
+    char key[BLOCK_NETWORK_MAX];
+    if (!network || blocks_canonical(network, key, sizeof key) < 0)
+        return;
+    network_forget(L, key);
+    block_t *b = blocks_get(L->blocks, key);
+    if (b && b->persist == PERSIST_QUIET)
+        blocks_delete(L->blocks, key);
+}
+
+void limiter_apply_clear_user(limiter_t *L, const char *user)
+{
+    hamr_user_t *u = user ? table_get(L->t[T_USERS], user) : NULL;
+    if (u) {
+        win_clear(&u->win);
+        u->alert_ms = INT64_MIN;
+    }
+}
+
 /* ---- exemptions, PostgreSQL's view, time passing ------------------------------------- */
 
 /* Removes a block, telling the hooks first. pos: its walk position, or SIZE_MAX. */
 static void block_end(limiter_t *L, block_t *b, limiter_change_t change, bool from_store,
                       size_t pos)
 {
-    if (L->hooks.block)
+    if (L->hooks.block && !L->quiet)
         L->hooks.block(L->hooks.arg, b, change, from_store);
     if (change == LIMITER_LIFTED)
         network_forget(L, b->network);
@@ -958,7 +1048,7 @@ void limiter_sync_blocks(limiter_t *L, const block_t *rows, size_t n, uint64_t w
         if (r->until_ms <= now || blocks_network_exempt(L->blocks, r->network))
             continue;
         if (cur) {
-            if (cur->persist != PERSIST_CLEAN)
+            if (!pg_decides(cur, now))
                 continue; /* ours is newer than what the query saw */
             if (cur->until_ms == r->until_ms && cur->offense == r->offense &&
                 strcmp(cur->reason, r->reason) == 0)
@@ -973,13 +1063,13 @@ void limiter_sync_blocks(limiter_t *L, const block_t *rows, size_t n, uint64_t w
             continue;
         if (stored->until_ms < L->next_expiry)
             L->next_expiry = stored->until_ms;
-        if (announce && L->hooks.block)
+        if (announce && L->hooks.block && !L->quiet)
             L->hooks.block(L->hooks.arg, stored, LIMITER_ADDED, true);
     }
     size_t pos = 0;
     block_t *b;
     while ((b = blocks_next(L->blocks, &pos)))
-        if (b->mark != mark && b->persist == PERSIST_CLEAN && b->written <= written)
+        if (b->mark != mark && pg_decides(b, now) && b->written <= written)
             block_end(L, b, LIMITER_LIFTED, true, pos - 1);
 }
 
@@ -1008,7 +1098,7 @@ void limiter_sync_disabled(limiter_t *L, const disabled_t *const *rows, size_t n
             free(d);
             continue;
         }
-        if (announce && L->hooks.account)
+        if (announce && L->hooks.account && !L->quiet)
             L->hooks.account(L->hooks.arg, d, true, true);
     }
     size_t pos = 0;
@@ -1023,7 +1113,7 @@ void limiter_sync_disabled(limiter_t *L, const disabled_t *const *rows, size_t n
             win_clear(&u->win);
             u->alert_ms = INT64_MIN;
         }
-        if (L->hooks.account)
+        if (L->hooks.account && !L->quiet)
             L->hooks.account(L->hooks.arg, d, false, true);
         free(d);
     }

@@ -61,6 +61,10 @@ typedef struct limiter_reply {
     uint32_t retry_after_s; /* THROTTLE */
     int64_t until_ms;       /* BLOCKED */
     uint32_t delay_ms;      /* wait before answering the client */
+    /* limiter_send_check: a slot was taken now (the standbys must count it too), in a
+     * window of max_messages over interval_s */
+    bool reserved;
+    uint32_t max_messages, interval_s;
 } limiter_reply_t;
 
 /* An account whose sending is disabled. */
@@ -83,6 +87,7 @@ typedef struct limiter_alert {
     int64_t time_ms;
     const char *detail;
     bool notify_owner;
+    uint32_t interval_s; /* the interval the limit counts over */
 } limiter_alert_t;
 
 typedef struct limiter_hooks {
@@ -103,6 +108,30 @@ typedef struct limiter limiter_t;
 /* Starts with the default settings and no exemptions. hooks may have NULL members. */
 limiter_t *limiter_create(const limiter_hooks_t *hooks);
 void limiter_destroy(limiter_t **L);
+
+/* Quiet: this limiter only follows the one that answers (replica.h). It counts as usual,
+ * but calls no hook: it blocks nothing outside itself, writes nothing, announces nothing
+ * and sends no alert. A block it reaches is kept (PERSIST_QUIET) for LIMITER_QUIET_KEEP_MS
+ * whatever PostgreSQL says, then PostgreSQL decides as for any block. Leaving quiet, the
+ * blocks reached quietly in that time are written and announced: the last leader may have
+ * died before it did. */
+#define LIMITER_QUIET_KEEP_MS (30LL * 1000)
+void limiter_set_quiet(limiter_t *L, bool quiet, int64_t now_ms);
+
+/* A slot the answering limiter reserved (limiter_reply_t.reserved), applied by a follower:
+ * what limiter_send_check did to user's window, without deciding. */
+void limiter_apply_reserve(limiter_t *L, const char *user, const char *queue_id,
+                           uint32_t rcpt_count, uint32_t max_messages, uint32_t interval_s,
+                           int64_t now_ms);
+
+/* A block of network was lifted (or user enabled again) at the answering limiter, which
+ * forgot the counters that led there: the same here. A quiet block of network goes too. */
+void limiter_apply_forget(limiter_t *L, const char *network);
+void limiter_apply_clear_user(limiter_t *L, const char *user);
+
+/* The longest interval any limit counts over now (settings known so far), at least an hour:
+ * what the limiter's stream must keep. */
+int64_t limiter_history_ms(const limiter_t *L);
 
 /* ---- settings ------------------------------------------------------------------------- */
 

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "bus/events.h"
 #include "policy.h"
+#include "replica.h"
 #include "store.h"
 
 #define TICK_MS 1000
@@ -17,16 +18,20 @@
 #define STATS_TICKS 600        /* the key counts are logged this often */
 #define PRUNE_BUDGET 20000     /* entries looked at per table and tick */
 #define ALERT_QUEUE_MAX 256    /* alerts kept while the bus is down */
+#define HISTORY_TICKS 60       /* the stream's maximum age is looked at this often */
 
 typedef struct server {
     svc_t *svc;
     limiter_t *lim;
     store_t *store;
+    replica_t *replica;
     uv_timer_t tick;
     uv_timer_t reload;
     bool timers;      /* tick and reload are initialised */
     int open_timers;  /* not closed yet: the server is freed when none is left */
     int64_t last_now; /* the clock never goes back */
+    int64_t stream_ms; /* the time of the stream message being applied */
+    int64_t stream_last; /* the latest stream time applied while following */
     unsigned long ticks;
     buf_t alerts[ALERT_QUEUE_MAX]; /* packed Alerts, oldest first */
     size_t nalerts;
@@ -121,6 +126,17 @@ static void hook_block(void *arg, block_t *b, limiter_change_t change, bool from
             b->network, conf_service_name(b->service), b->offense, (long long)b->until_ms,
             from_store ? "postgresql" : "limiter", sent ? "yes" : "no",
             logq(b->reason, reason, sizeof reason));
+    if (change == LIMITER_LIFTED) {
+        /* The counters that led to it were forgotten here: a replica following the stream,
+         * or this one replaying it after a restart, forgets them at the same point. */
+        ev_limiter_log_t rec = {
+            .kind = EV_LIMITER_LOG_FORGET_NETWORK, .replica = replica_id(srv->replica),
+            .time_ms = server_now(srv), .client_addr = b->network,
+        };
+        if (ev_publish_limiter_log(srv->svc->bus, &rec) < 0)
+            log_warn("lifted block not logged: a replay would count its failures again",
+                     "network=%s", b->network);
+    }
     if (from_store || !srv->store)
         return;
     if (change == LIMITER_ADDED)
@@ -141,6 +157,15 @@ static void hook_account(void *arg, disabled_t *d, bool disabled, bool from_stor
             logq(why, reason, sizeof reason));
     if (disabled && !from_store && srv->store)
         store_disabled_write(srv->store, d);
+    if (!disabled) {
+        ev_limiter_log_t rec = {
+            .kind = EV_LIMITER_LOG_CLEAR_USER, .replica = replica_id(srv->replica),
+            .time_ms = server_now(srv), .user = d->user,
+        };
+        if (ev_publish_limiter_log(srv->svc->bus, &rec) < 0)
+            log_warn("enabled account not logged: a replay would count its window again",
+                     "user=\"%s\"", user);
+    }
 }
 
 /* Publishes the queued alerts, oldest first, while the bus takes them. */
@@ -171,6 +196,7 @@ static void hook_alert(void *arg, const limiter_alert_t *a)
         .time_ms = a->time_ms,
         .detail = a->detail,
         .notify_owner = a->notify_owner,
+        .interval_s = a->interval_s,
     };
     char user[256], limit[200];
     log_warn("alert", "cause=%s action=%s user=\"%s\" limit=\"%s\"", a->cause, a->action,
@@ -200,10 +226,11 @@ static void hook_alert(void *arg, const limiter_alert_t *a)
 /* Until the first load from PostgreSQL has completed the limiter knows neither the blocks
  * nor the disabled accounts: it does not answer checks then, so front ends fall back to
  * what they do when it is down (451 for messages, their local copy of blocks for logins)
- * instead of being told "allowed" or "no blocks". Once stopping, it takes nothing more. */
+ * instead of being told "allowed" or "no blocks". Only the leading replica answers
+ * (replica.h); the others leave every request to it. Once stopping, it takes nothing more. */
 static bool not_serving(server_t *srv, const char *what)
 {
-    if (srv->svc->stopping)
+    if (srv->svc->stopping || !replica_leading(srv->replica))
         return true;
     if (store_loaded(srv->store))
         return false;
@@ -265,7 +292,19 @@ static void send_decide(server_t *srv, const char *reply, const char *user, cons
                         uint32_t rcpt, const char *queue_id)
 {
     limiter_reply_t r;
-    limiter_send_check(srv->lim, user, client, rcpt, queue_id, server_now(srv), &r);
+    int64_t now = server_now(srv);
+    limiter_send_check(srv->lim, user, client, rcpt, queue_id, now, &r);
+    if (r.reserved) {
+        /* Before the answer: once smtpd has it, the standbys will count the slot too. */
+        ev_limiter_log_t rec = {
+            .kind = EV_LIMITER_LOG_RESERVE, .replica = replica_id(srv->replica),
+            .time_ms = now, .user = user, .queue_id = queue_id, .rcpt_count = rcpt,
+            .max_messages = r.max_messages, .interval_s = r.interval_s,
+        };
+        if (ev_publish_limiter_log(srv->svc->bus, &rec) < 0)
+            log_warn("reserved slot not logged: a takeover now would not count it",
+                     "queue_id=%s", queue_id);
+    }
     throttle_note_t *t = r.verdict == LIMITER_THROTTLE && db_available(srv->svc->db)
                              ? calloc(1, sizeof *t)
                              : NULL;
@@ -346,7 +385,7 @@ static void release_cb(void *arg, const char *user, const char *queue_id)
     char *lower = lower_dup(user);
     if (!lower)
         return;
-    limiter_send_release(srv->lim, lower, queue_id, server_now(srv));
+    limiter_send_release(srv->lim, lower, queue_id, srv->stream_ms);
     log_debug("reservation released", "queue_id=%s", queue_id);
     free(lower);
 }
@@ -357,18 +396,24 @@ static void rcpt_cb(void *arg, const ev_rcpt_failure_t *req, const char *reply)
     if (not_serving(srv, "rcpt"))
         return;
     limiter_reply_t r;
-    limiter_rcpt_failure(srv->lim, req->service, req->client_addr, server_now(srv), &r);
+    int64_t now = server_now(srv);
+    limiter_rcpt_failure(srv->lim, req->service, req->client_addr, now, &r);
+    ev_limiter_log_t rec = {
+        .kind = EV_LIMITER_LOG_RCPT_FAILURE, .replica = replica_id(srv->replica),
+        .time_ms = now, .client_addr = req->client_addr, .service = req->service,
+    };
+    if (ev_publish_limiter_log(srv->svc->bus, &rec) < 0)
+        log_warn("invalid recipient not logged", "client=%s", req->client_addr);
     send_reply(srv, reply, &r);
     log_msg(r.delay_ms || r.verdict != LIMITER_ALLOW ? LOG_INFO : LOG_DEBUG, "invalid recipient",
             "client=%s verdict=%s delay_ms=%u", req->client_addr, verdict_name(r.verdict),
             r.delay_ms);
 }
 
-static void blocks_cb(void *arg, const char *reply)
+/* The whole list in one reply, for a front end that does not page (older than paging):
+ * past about 15,000 blocks NATS refuses it, and that front end keeps its copy. */
+static void blocks_whole(server_t *srv, const char *reply)
 {
-    server_t *srv = arg;
-    if (not_serving(srv, "blocks") || !reply || !*reply)
-        return;
     blocks_t *bl = limiter_blocks(srv->lim);
     size_t n = blocks_count(bl), ne = blocks_exempt_count(bl);
     ev_block_t *items = calloc(n + 1, sizeof *items);
@@ -387,35 +432,183 @@ static void blocks_cb(void *arg, const char *reply)
     for (size_t i = 0; i < ne; i++)
         exempt[i] = blocks_exempt_at(bl, i);
     if (ev_reply_block_list(srv->svc->bus, reply, items, k, exempt, ne) < 0)
-        log_warn("block list not sent", "blocks=%zu exempt=%zu", k, ne);
+        log_warn("block list not sent (a front end without paging)", "blocks=%zu exempt=%zu", k,
+                 ne);
     free(items);
     free(exempt);
+}
+
+/* One page: the active blocks whose network sorts after `after`, as many as fit in
+ * EV_BLOCK_PAGE_BYTES (at least one), and the exempt networks with the first page. The
+ * pages' consistency is the front end's business (proto/postern.proto, BlockListRequest). */
+static void blocks_page(server_t *srv, const char *after, const char *reply)
+{
+    blocks_t *bl = limiter_blocks(srv->lim);
+    bool first = !after || !*after;
+    size_t ne = first ? blocks_exempt_count(bl) : 0, cap = 256, k = 0;
+    const char **exempt = calloc(ne + 1, sizeof *exempt);
+    ev_block_t *items = malloc(cap * sizeof *items);
+    size_t used = 64; /* more, next_after, total */
+    for (size_t i = 0; exempt && i < ne; i++) {
+        exempt[i] = blocks_exempt_at(bl, i);
+        used += ev_block_list_exempt_size(exempt[i]);
+    }
+    bool more = false;
+    if (exempt && items) {
+        int64_t now = server_now(srv);
+        size_t pos;
+        block_t *b;
+        blocks_order_seek(bl, after, first, &pos);
+        while ((b = blocks_order_next(bl, &pos))) {
+            if (b->until_ms <= now)
+                continue;
+            ev_block_t ev = block_event(b);
+            size_t size = ev_block_list_block_size(&ev);
+            if (k > 0 && used + size > EV_BLOCK_PAGE_BYTES) {
+                more = true;
+                break;
+            }
+            if (k == cap) {
+                ev_block_t *grown = realloc(items, 2 * cap * sizeof *items);
+                if (!grown) {
+                    more = true; /* a shorter page */
+                    break;
+                }
+                items = grown;
+                cap *= 2;
+            }
+            items[k++] = ev;
+            used += size;
+        }
+    }
+    if (!exempt || !items) {
+        free(items);
+        free(exempt);
+        return; /* the front end asks again */
+    }
+    ev_block_page_t page = {
+        .blocks = items,
+        .nblocks = k,
+        .exempt = exempt,
+        .nexempt = ne,
+        .more = more,
+        .next_after = more ? items[k - 1].network : "",
+        .total = (uint32_t)blocks_count(bl),
+    };
+    if (ev_reply_block_page(srv->svc->bus, reply, &page) < 0)
+        log_warn("block list page not sent", "blocks=%zu bytes=%zu", k, used);
+    free(items);
+    free(exempt);
+}
+
+static void blocks_cb(void *arg, const ev_block_list_request_t *req, const char *reply)
+{
+    server_t *srv = arg;
+    if (not_serving(srv, "blocks") || !reply || !*reply)
+        return;
+    if (req->paged)
+        blocks_page(srv, req->after, reply);
+    else
+        blocks_whole(srv, reply);
+}
+
+/* ---- the stream: events and the leader's records, on every replica ------------------- */
+
+/* The time a message of the stream counts at. Following, when the stream stored it (a
+ * leader's record: when it decided), never before the last one: a replica that replays an
+ * hour of the stream counts each event at its own time, as the leader did. Leading, now:
+ * the events it applies are a few milliseconds old, and its own decisions count at now. */
+static int64_t stream_now(server_t *srv, int64_t time_ms)
+{
+    if (replica_leading(srv->replica))
+        return server_now(srv);
+    if (time_ms > srv->stream_last)
+        srv->stream_last = time_ms;
+    return srv->stream_last;
 }
 
 static void auth_event_cb(void *arg, const ev_auth_t *ev)
 {
     server_t *srv = arg;
-    if (srv->svc->stopping)
-        return;
     char *user = lower_dup(ev->user);
     if (!user)
         return;
     limiter_auth_event(srv->lim, ev->service, user, ev->client_addr, ev->result,
-                       ev->attempt_digest, ev->attempt_digest_len, server_now(srv));
+                       ev->attempt_digest, ev->attempt_digest_len, srv->stream_ms);
     free(user);
 }
 
 static void message_event_cb(void *arg, const ev_message_t *ev)
 {
     server_t *srv = arg;
-    if (srv->svc->stopping)
-        return;
     char *user = lower_dup(ev->user);
     if (!user)
         return;
     limiter_message(srv->lim, user, ev->queue_id, ev->authenticated, ev->rcpt_count,
-                    ev->client_addr, server_now(srv));
+                    ev->client_addr, srv->stream_ms);
     free(user);
+}
+
+/* A decision of the leading replica. The leader applied its own when it made it. */
+static void limiter_log_cb(void *arg, const ev_limiter_log_t *rec)
+{
+    server_t *srv = arg;
+    if (replica_leading(srv->replica) && strcmp(rec->replica, replica_id(srv->replica)) == 0)
+        return;
+    int64_t t = stream_now(srv, rec->time_ms);
+    char *user = NULL;
+    limiter_reply_t ignored;
+    switch (rec->kind) {
+    case EV_LIMITER_LOG_RESERVE:
+        if ((user = lower_dup(rec->user)))
+            limiter_apply_reserve(srv->lim, user, rec->queue_id, rec->rcpt_count,
+                                  rec->max_messages, rec->interval_s, t);
+        break;
+    case EV_LIMITER_LOG_RCPT_FAILURE:
+        limiter_rcpt_failure(srv->lim, rec->service, rec->client_addr, t, &ignored);
+        break;
+    case EV_LIMITER_LOG_FORGET_NETWORK:
+        limiter_apply_forget(srv->lim, rec->client_addr);
+        break;
+    case EV_LIMITER_LOG_CLEAR_USER:
+        if ((user = lower_dup(rec->user)))
+            limiter_apply_clear_user(srv->lim, user);
+        break;
+    }
+    free(user);
+}
+
+static void stream_apply(void *arg, const char *subject, const void *data, size_t len,
+                         int64_t time_ms, bool replay)
+{
+    (void)replay; /* the policy is quiet unless leading (leading_cb) */
+    server_t *srv = arg;
+    if (srv->svc->stopping)
+        return;
+    srv->stream_ms = stream_now(srv, time_ms);
+    const ev_stream_handlers_t h = {
+        .arg = srv,
+        .auth = auth_event_cb,
+        .message = message_event_cb,
+        .send_release = release_cb,
+        .limiter_log = limiter_log_cb,
+    };
+    ev_stream_dispatch(&h, subject, data, len);
+}
+
+/* This replica starts or stops answering. A new leader reads PostgreSQL at once: the last
+ * leader's blocks and disabled accounts are there, and its own copy may be a reload old. */
+static void leading_cb(void *arg, bool leading)
+{
+    server_t *srv = arg;
+    if (srv->stream_last > srv->last_now)
+        srv->last_now = srv->stream_last; /* windows never see time go back */
+    limiter_set_quiet(srv->lim, !leading, server_now(srv));
+    if (leading) {
+        limiter_invalidate(srv->lim);
+        store_reload(srv->store);
+        replica_set_history(srv->replica, limiter_history_ms(srv->lim));
+    }
 }
 
 static void config_changed_cb(void *arg, const char *what)
@@ -441,6 +634,8 @@ static void tick_cb(uv_timer_t *t)
     limiter_prune(srv->lim, now, PRUNE_BUDGET);
     if (srv->ticks % RETRY_TICKS == 0)
         store_retry(srv->store);
+    if (srv->ticks % HISTORY_TICKS == 0 && replica_leading(srv->replica))
+        replica_set_history(srv->replica, limiter_history_ms(srv->lim));
     if (srv->nalerts)
         alerts_flush(srv);
     if (srv->ticks % STATS_TICKS == 0) {
@@ -479,6 +674,14 @@ int server_start(svc_t *svc)
         log_error("cannot start the policy or its store", "%s", "");
         return -1;
     }
+    limiter_set_quiet(srv->lim, true, 0); /* until this replica leads */
+    const char *js_replicas = getenv("NATS_JS_REPLICAS");
+    replica_hooks_t rh = { .arg = srv, .apply = stream_apply, .leading = leading_cb };
+    srv->replica = replica_create(svc->loop, svc->bus, js_replicas ? atoi(js_replicas) : 1, &rh);
+    if (!srv->replica) {
+        log_error("cannot start the replica", "%s", "");
+        return -1;
+    }
     uv_timer_init(svc->loop, &srv->tick);
     uv_timer_init(svc->loop, &srv->reload);
     srv->tick.data = srv->reload.data = srv;
@@ -486,11 +689,8 @@ int server_start(svc_t *svc)
     bus_t *bus = svc->bus;
     if (ev_subscribe_auth_check(bus, auth_check_cb, srv) < 0 ||
         ev_subscribe_send_check(bus, send_check_cb, srv) < 0 ||
-        ev_subscribe_send_release(bus, release_cb, srv) < 0 ||
         ev_subscribe_rcpt_failure(bus, rcpt_cb, srv) < 0 ||
         ev_subscribe_block_list_request(bus, blocks_cb, srv) < 0 ||
-        ev_subscribe_auth(bus, auth_event_cb, srv) < 0 ||
-        ev_subscribe_message(bus, message_event_cb, srv) < 0 ||
         ev_subscribe_config_changed(bus, config_changed_cb, srv) < 0) {
         log_error("cannot subscribe to the limiter's subjects", "%s", "");
         return -1;
@@ -505,10 +705,22 @@ int server_start(svc_t *svc)
 bool server_ready(svc_t *svc, char *why, size_t why_len)
 {
     server_t *srv = svc->data;
-    if (srv && store_loaded(srv->store))
-        return true;
-    snprintf(why, why_len, "first load from the database");
-    return false;
+    if (!srv || !store_loaded(srv->store)) {
+        snprintf(why, why_len, "first load from the database");
+        return false;
+    }
+    return replica_ready(srv->replica, why, why_len);
+}
+
+bool server_busy(svc_t *svc)
+{
+    server_t *srv = svc->data;
+    return srv && replica_busy(srv->replica);
+}
+
+static void replica_stopped_cb(void *arg)
+{
+    svc_stopped(arg);
 }
 
 /* Nothing new is taken (the handlers look at svc->stopping); writes in flight finish while
@@ -523,7 +735,8 @@ void server_stop(svc_t *svc)
     uv_timer_stop(&srv->tick);
     uv_timer_stop(&srv->reload);
     store_stop(srv->store); /* what db_destroy() still calls back finds nothing to do */
-    svc_stopped(svc);
+    /* The lease is given up so that a standby answers at once, not a lease later. */
+    replica_stop(srv->replica, replica_stopped_cb, svc);
 }
 
 static void timer_closed_cb(uv_handle_t *h)
@@ -542,6 +755,7 @@ void server_destroy(svc_t *svc)
         return;
     svc->data = NULL;
     store_stop(srv->store);
+    replica_destroy(&srv->replica);
     store_destroy(&srv->store);
     limiter_destroy(&srv->lim);
     if (srv->nalerts)

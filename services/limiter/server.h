@@ -14,6 +14,8 @@
 int server_start(svc_t *svc);
 bool server_ready(svc_t *svc, char *why, size_t why_len);
 void server_stop(svc_t *svc);
+/* True while a JetStream call of the replica is in flight. */
+bool server_busy(svc_t *svc);
 void server_destroy(svc_t *svc);
 
 #endif

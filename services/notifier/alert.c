@@ -191,6 +191,7 @@ int ntf_alert_from_ev(const ev_alert_t *in, int64_t now_ms, ntf_alert_t *a, char
     if (a->time_ms <= 0 || a->time_ms > now_ms + 86400000 || a->time_ms < now_ms - 86400000LL * 365)
         a->time_ms = now_ms;
     a->notify_owner = in->notify_owner && a->user[0];
+    a->interval_s = in->interval_s;
     return 0;
 }
 
@@ -207,6 +208,7 @@ int ntf_alert_from_pb(const Postern__Alert *pb, int64_t now_ms, ntf_alert_t *a, 
         .time_ms = pb->time_ms,
         .detail = pb->detail,
         .notify_owner = pb->notify_owner,
+        .interval_s = pb->interval_s,
     };
     return ntf_alert_from_ev(&ev, now_ms, a, why, why_len);
 }
@@ -465,6 +467,12 @@ int ntf_compose(const ntf_alert_t *a, const ntf_mail_t *m, buf_t *out)
         body_harvest(a, &body);
     if (a->limit[0])
         field(&body, "Limit:", a->limit);
+    if (a->interval_s) {
+        char interval[96];
+        snprintf(interval, sizeof interval, "%u s (the limit counts what happened in the last "
+                 "%u seconds)", a->interval_s, a->interval_s);
+        field(&body, "Interval:", interval);
+    }
     if (a->action[0])
         field(&body, "Action:", action_meaning(a->action));
     utc_text(a->time_ms, when, sizeof when);

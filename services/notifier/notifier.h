@@ -60,6 +60,7 @@ typedef struct ntf_alert {
     int64_t time_ms;                      /* when the limit was hit (Unix ms) */
     char detail[NTF_DETAIL_MAX + 1];
     bool notify_owner;
+    uint32_t interval_s;                  /* the interval the limit counts over; 0: unknown */
 } ntf_alert_t;
 
 /* "hamr" or "harvest": the value of alerts.cause. */

@@ -91,7 +91,7 @@ timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml -f tests/deploy/compose
 }
 
 # The long-running services in the file; each must report healthy (its /readyz says 200).
-SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|migrate|mailctl' | tr '\n' ' ')
+SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|nats-secrets|migrate|mailctl' | tr '\n' ' ')
 step "waiting for healthy: postgres nats $SERVICES(at most ${TIMEOUT}s)"
 # shellcheck disable=SC2086
 wait_healthy "$TIMEOUT" postgres nats $SERVICES || exit 1
@@ -120,6 +120,12 @@ printf '%s\n' "$PASSWORD" | compose run --rm -T mailctl user add "$USER" --passw
 }
 # Mail for example.org goes to a port where nothing listens: relayd tries it, defers it, and
 # it stays queued (the stack has no way out to the Internet anyway).
+# mailctl logged in to the bus (TLS, its own user) and announced each change.
+if grep -q "could not be announced" "$LOGDIR/mailctl.log"; then
+    cat "$LOGDIR/mailctl.log"
+    fail "mailctl could not announce its changes on the bus"
+fi
+
 step "mailctl (compose run): transport set example.org 127.0.0.1:9"
 compose run --rm -T mailctl transport set example.org 127.0.0.1:9 >>"$LOGDIR/mailctl.log" 2>&1 || {
     cat "$LOGDIR/mailctl.log"

@@ -290,7 +290,7 @@ timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml up -d --no-build \
     cat "$LOGDIR/up.log"
     fail "compose up"
 }
-SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|migrate|mailctl' | tr '\n' ' ')
+SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|nats-secrets|migrate|mailctl' | tr '\n' ' ')
 step "waiting for healthy: postgres nats $SERVICES(at most ${TIMEOUT}s)"
 # shellcheck disable=SC2086
 wait_healthy "$TIMEOUT" postgres nats $SERVICES || fail "the stack did not come up"
@@ -382,8 +382,11 @@ item_limiter() {
     r=$(smtpc send "$(echo $SUB_PORTS | cut -d' ' -f1)" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "pre-$RUN")
     [ "${r%% *}" = 250 ] || { bad "an authenticated message before the kill was refused: $r"; return 1; }
     compose kill limiter >>"$LOGDIR/limiter.log" 2>&1 || { bad "compose kill limiter"; return 1; }
-    state=$(docker inspect -f '{{.State.Status}}' "$(ids limiter)")
-    [ "$state" != running ] || { bad "the limiter still runs after compose kill"; return 1; }
+    # every replica of it (docker-compose.yml runs two)
+    for id in $(ids limiter); do
+        state=$(docker inspect -f '{{.State.Status}}' "$id")
+        [ "$state" != running ] || { bad "the limiter still runs after compose kill"; return 1; }
+    done
     step "   limiter killed (now $state)"
     i=1 toks=""
     for port in $SUB_PORTS; do

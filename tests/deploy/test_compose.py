@@ -2,7 +2,9 @@
 the image's services listen on, every long-running service has a health check and starts
 only after the schema and the bus, images come from variables with the offline images as
 defaults, mailctl runs on demand, and no Postern container has privileges or a writable
-root. tests/deploy/e2e_docker.sh runs the same file for real.
+root; the bus is three clustered nats-server nodes with JetStream and TLS, each service logs
+in as its own user with only its own password mounted, the limiter runs twice.
+tests/deploy/e2e_docker.sh runs the same file for real.
 Run: /usr/bin/python3 -m pytest -q tests/deploy/test_compose.py
 """
 
@@ -18,6 +20,8 @@ SERVICES = COMPOSE["services"]
 DOCKERFILE = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
 POSTERN = ["migrate", "smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl"]
 LONG_RUNNING = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd"]
+NATS_NODES = ["nats", "nats-1", "nats-2"]
+NATS_USERS = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl"]
 # The front ends: the variable that names their greeting (from SMTP_HOSTNAME).
 HOSTNAME_ENV = {"smtpd": "SMTP_HOSTNAME", "pop3d": "POP3_HOSTNAME", "imapd": "IMAP_HOSTNAME"}
 
@@ -66,10 +70,12 @@ def test_health_port_is_set_and_checked():
         assert s["healthcheck"]["test"] == ["CMD", "postern", "health", "readyz"], svc
         deps = s["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", svc
-        assert deps["nats"]["condition"] == "service_healthy", svc
+        for node in NATS_NODES:
+            assert deps[node]["condition"] == "service_healthy", svc
         assert s["restart"] == "unless-stopped"
     assert "pg_isready" in SERVICES["postgres"]["healthcheck"]["test"]
-    assert "/healthz" in " ".join(SERVICES["nats"]["healthcheck"]["test"])
+    for node in NATS_NODES:
+        assert "/healthz?js-enabled-only=true" in " ".join(SERVICES[node]["healthcheck"]["test"])
 
 
 def test_one_shot_jobs_and_order():
@@ -82,9 +88,12 @@ def test_one_shot_jobs_and_order():
     # The same certificate volume, read-only where it is used.
     assert certs["volumes"] == ["${POSTERN_TLS:-tls}:/etc/postern/tls"]
     for svc in HOSTNAME_ENV:
-        assert SERVICES[svc]["volumes"] == ["${POSTERN_TLS:-tls}:/etc/postern/tls:ro"]
+        assert SERVICES[svc]["volumes"] == ["${POSTERN_TLS:-tls}:/etc/postern/tls:ro",
+                                            f"nats-user-{svc}:/etc/postern/nats:ro"]
     assert SERVICES["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
-    assert set(COMPOSE["volumes"]) == {"pgdata", "tls"}
+    assert set(COMPOSE["volumes"]) == ({"pgdata", "tls", "nats-ca", "nats-conf"}
+                                       | {f"nats-data-{i}" for i in range(3)}
+                                       | {f"nats-user-{u}" for u in NATS_USERS})
 
 
 @pytest.mark.parametrize("svc", sorted(HOSTNAME_ENV))
@@ -127,7 +136,8 @@ def test_mailctl_runs_on_demand():
 
 def test_images_from_variables_with_offline_defaults():
     assert SERVICES["postgres"]["image"] == "${POSTGRES_IMAGE:-postern-postgres:15}"
-    assert SERVICES["nats"]["image"] == "${NATS_IMAGE:-postern-nats:2.9}"
+    for node in NATS_NODES:
+        assert SERVICES[node]["image"] == "${NATS_IMAGE:-postern-nats:2.9}"
     for svc in POSTERN:
         s = SERVICES[svc]
         assert s["image"] == "${POSTERN_IMAGE:-postern:latest}", svc
@@ -137,7 +147,7 @@ def test_images_from_variables_with_offline_defaults():
 
 
 def test_postern_containers_are_locked_down():
-    for svc in POSTERN + ["certs"]:
+    for svc in POSTERN + ["certs", "nats-secrets"]:
         s = SERVICES[svc]
         assert s["read_only"] is True, svc
         assert s["cap_drop"] == ["ALL"], svc
@@ -149,3 +159,62 @@ def test_database_password_is_one_variable():
     pw = SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert pw == "${POSTGRES_PASSWORD:-postern}"
     assert pw in SERVICES["smtpd"]["environment"]["DATABASE_URL"]
+
+
+# ---- the bus -----------------------------------------------------------------------------------
+def test_bus_is_a_cluster_of_three_with_jetstream():
+    conf = (ROOT / "deploy" / "docker" / "make-nats-secrets.sh").read_text()
+    assert 'NODES=${NATS_NODES:-nats nats-1 nats-2}' in conf
+    for script in ("server_name:", "cluster {", "nats-route://$n:6222", "jetstream {",
+                   "verify: true", 'include "auth.conf"'):
+        assert script in conf, script
+    data = set()
+    for i, node in enumerate(NATS_NODES):
+        s = SERVICES[node]
+        assert s["command"] == ["-c", f"/etc/nats/conf/{node}.conf"], node
+        assert "nats-conf:/etc/nats/conf:ro" in s["volumes"], node
+        vol = [v for v in s["volumes"] if v.endswith(":/data")]
+        assert len(vol) == 1, node
+        data.add(vol[0])
+        assert s["depends_on"]["nats-secrets"]["condition"] == "service_completed_successfully"
+        assert s["restart"] == "unless-stopped"
+    assert len(data) == 3   # a volume of its own per node
+
+
+def test_services_know_every_node_and_verify_them():
+    url = SERVICES["smtpd"]["environment"]["NATS_URL"]
+    assert url == ",".join(f"tls://{n}:4222" for n in NATS_NODES)
+    for svc in LONG_RUNNING + ["mailctl"]:
+        env = SERVICES[svc]["environment"]
+        assert env["NATS_URL"] == url, svc
+        assert env["NATS_TLS_CA"] == "/etc/postern/nats/ca.pem", svc
+
+
+def test_each_service_logs_in_as_itself_with_only_its_own_password():
+    secrets = SERVICES["nats-secrets"]
+    assert secrets["build"]["target"] == "certs" and secrets["restart"] == "no"
+    assert secrets["entrypoint"] == ["postern-make-nats-secrets"]
+    for user in NATS_USERS:
+        s = SERVICES[user]
+        env = s["environment"]
+        assert env["NATS_USER"] == user
+        assert env["NATS_PASSWORD_FILE"] == "/etc/postern/nats/password"
+        assert "NATS_PASSWORD" not in env
+        mine = [v for v in s["volumes"] if ":/etc/postern/nats" in v]
+        assert mine == [f"nats-user-{user}:/etc/postern/nats:ro"], user
+        assert f"nats-user-{user}:/etc/postern/nats-secrets/users/{user}" in secrets["volumes"]
+    # Nothing else mounts the CA's key or the nodes' configuration.
+    for name, s in SERVICES.items():
+        vols = " ".join(s.get("volumes", []))
+        if name != "nats-secrets":
+            assert "nats-ca:" not in vols, name
+        if name not in ["nats-secrets"] + NATS_NODES:
+            assert "nats-conf:" not in vols, name
+    # Compose's own e2e override adds the suite's user, nothing in the file itself does.
+    assert secrets["environment"]["NATS_TEST_USER"] == "${NATS_TEST_USER:-}"
+
+
+def test_the_limiter_runs_twice_with_three_copies():
+    lim = SERVICES["limiter"]
+    assert lim["scale"] == "${LIMITER_REPLICAS:-2}"
+    assert lim["environment"]["NATS_JS_REPLICAS"] == "3"

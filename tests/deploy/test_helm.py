@@ -1,16 +1,19 @@
 """The Helm chart (helm/postern), linted and rendered with several sets of values; the
 rendered objects are read back and checked for what a running system depends on: ports on
-Services and containers, probes, replicas, autoscalers, the single limiter, Secrets that
+Services and containers, probes, replicas, autoscalers, the limiter's replicas, Secrets that
 exist and are mounted, the security context, the migration hook, bundled or external
-PostgreSQL and NATS, the PROXY protocol setting, the front ends' drain deadline and grace
-period.
+PostgreSQL and NATS (a cluster of three with JetStream, TLS with the chart's own CA, a bus
+user per service with the permissions of the one table that deploy/nats-auth.sh reads too),
+the PROXY protocol setting, the front ends' drain deadline and grace period.
 
 helm comes from $HELM, the PATH, build/tools/helm, or else `go install` from the Go module
 proxy into build/tools (a few minutes, once); without Go or the proxy the tests are skipped
 with the reason. Run: /usr/bin/python3 -m pytest -rs tests/deploy/test_helm.py
 """
 
+import base64
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -254,20 +257,40 @@ def test_invariants(render, name):
                 if "configMapRef" in src:
                     assert src["configMapRef"]["name"] in configmaps
 
-    # The limiter: exactly one, never two at once, never autoscaled.
+    # The limiter: two replicas (each key decided by one at a time), three copies of its
+    # JetStream state, never autoscaled.
     limiter = r.get("Deployment", f"{FULL}-limiter")
-    assert limiter["spec"]["replicas"] == 1
-    assert limiter["spec"]["strategy"]["type"] == "Recreate"
+    assert limiter["spec"]["replicas"] == 2
     assert container(limiter)["args"] == ["limiter"]
+    assert env_value(container(limiter), "NATS_JS_REPLICAS") == "3"
     for hpa in r.all("HorizontalPodAutoscaler"):
         assert hpa["spec"]["scaleTargetRef"]["name"] != f"{FULL}-limiter"
     assert not r.maybe("PodDisruptionBudget", f"{FULL}-limiter")
 
+    # Every Postern container logs in to NATS as the user named like its service, and its
+    # pod holds that user's password only (the mailctl pod, mailctl's).
+    for w in r.all("Deployment"):
+        c = container(w)
+        user = w["metadata"]["name"][len(FULL) + 1:]
+        env = env_of(c)
+        assert env_value(c, "NATS_USER") == user, w["metadata"]["name"]
+        assert env_value(c, "NATS_PASSWORD_FILE") == "/etc/postern/nats/password"
+        assert "NATS_PASSWORD" not in env
+        vols = {v["name"]: v for v in pod_spec(w)["volumes"]}
+        assert vols["nats-auth"]["secret"]["items"] == [{"key": user, "path": "password"}]
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["nats-auth"]["mountPath"] == "/etc/postern/nats"
+        if "NATS_TLS_CA" in env:
+            assert mounts["nats-ca"]["mountPath"] + "/ca.crt" == env_value(c, "NATS_TLS_CA")
+
     # Probes: liveness on /healthz, readiness on /readyz, on the container's health port,
-    # which is the HEALTH_PORT the services are told.
+    # which is the HEALTH_PORT the services are told (the mailctl pod runs no service).
     health_port = int(r.get("ConfigMap", FULL)["data"]["HEALTH_PORT"])
     for w in r.all("Deployment"):
         c = container(w)
+        if w["metadata"]["name"] == f"{FULL}-mailctl":
+            assert c["args"] == ["idle"] and "ports" not in c and "livenessProbe" not in c
+            continue
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["health"] == health_port
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -328,7 +351,7 @@ def frontend_checks(r, name, replicas=None, service_ports=None):
 def test_defaults(render):
     r = render()
     assert r.names("Deployment") == sorted(f"{FULL}-{n}" for n in ("smtpd", "pop3d", "imapd", "limiter",
-                                                                   "notifier", "relayd"))
+                                                                   "notifier", "relayd", "mailctl"))
     for name in ("smtpd", "pop3d", "imapd"):
         dep, svc = frontend_checks(r, name, replicas=2)
         assert svc["spec"]["type"] == "LoadBalancer"
@@ -354,9 +377,11 @@ def test_defaults(render):
     assert pg["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
     assert r.get("Service", f"{FULL}-postgresql")["spec"]["ports"][0]["port"] == 5432
     nats = r.get("StatefulSet", f"{FULL}-nats")
-    assert container(nats)["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "monitor"}
+    assert container(nats)["readinessProbe"]["httpGet"] == {
+        "path": "/healthz?js-enabled-only=true", "port": "monitor"}
     assert r.get("Service", f"{FULL}-nats")["spec"]["ports"][0]["port"] == 4222
-    assert r.get("Secret", FULL)["stringData"]["NATS_URL"] == f"nats://{FULL}-nats:4222"
+    assert r.get("Secret", FULL)["stringData"]["NATS_URL"] == ",".join(
+        f"tls://{FULL}-nats-{i}.{FULL}-nats-headless:4222" for i in range(3))
     assert len(r.get("Secret", f"{FULL}-postgresql")["data"]["password"]) > 20
 
     # Every Postern pod reaches the bundled database with its password from the Secret.
@@ -446,12 +471,14 @@ def test_replicas(render):
     for name in ("smtpd", "pop3d", "imapd"):
         frontend_checks(r, name, replicas=3)
     assert r.all("HorizontalPodAutoscaler") == []
-    assert r.get("Deployment", f"{FULL}-limiter")["spec"]["replicas"] == 1
+    assert r.get("Deployment", f"{FULL}-limiter")["spec"]["replicas"] == 2
 
 
-def test_limiter_replicas_cannot_be_changed(render):
-    r = render({"limiter": {"replicas": 3, "autoscaling": {"enabled": True}}})
-    assert r.get("Deployment", f"{FULL}-limiter")["spec"]["replicas"] == 1
+def test_limiter_replicas(render):
+    r = render({"limiter": {"replicas": 3, "jsReplicas": 1, "autoscaling": {"enabled": True}}})
+    limiter = r.get("Deployment", f"{FULL}-limiter")
+    assert limiter["spec"]["replicas"] == 3
+    assert env_value(container(limiter), "NATS_JS_REPLICAS") == "1"
     assert r.all("HorizontalPodAutoscaler") == []
 
 
@@ -590,3 +617,165 @@ def test_bundled_images_for_machines_without_a_registry(render):
     assert container(r.get("StatefulSet", f"{FULL}-postgresql"))["image"] == "postern-postgres:15"
     assert container(r.get("StatefulSet", f"{FULL}-nats"))["image"] == "postern-nats:2.9"
     assert container(r.get("Deployment", f"{FULL}-smtpd"))["image"] == "postern:0.1.0"
+
+
+# ---- the bus: users, permissions, TLS, the cluster ------------------------------------------
+NATS_USERS = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl", "web"]
+NATS_AUTH_SH = ROOT / "deploy" / "nats-auth.sh"
+
+
+def parse_authorization(text):
+    """{user: (publish allow, publish deny, subscribe allow, allow_responses)} of a
+    nats-server authorization block (either generator's output)."""
+    users = {}
+    for m in re.finditer(r'\{\s*user:\s*"([^"]+)"(.*?)\n\s*\}\n', text, re.S):
+        body = m.group(2)
+
+        def subjects(kind, verb):
+            found = re.search(kind + r":\s*\{\s*" + verb + r":\s*\[([^\]]*)\]", body)
+            return sorted(re.findall(r'"([^"]+)"', found.group(1))) if found else []
+
+        users[m.group(1)] = (subjects("publish", "allow"), subjects("publish", "deny"),
+                             subjects("subscribe", "allow"), "allow_responses: true" in body)
+    return users
+
+
+def test_one_permission_table_for_every_generator(render, tmp_path):
+    """The chart's authorization block and deploy/nats-auth.sh's (make run, the harness,
+    Compose) give every user the same rights, from the one table."""
+    r = render()
+    chart = parse_authorization(r.get("ConfigMap", f"{FULL}-nats-config")["data"]["auth.conf"])
+    subprocess.run(["sh", str(NATS_AUTH_SH), "passwords", str(tmp_path)], check=True, timeout=60)
+    out = subprocess.run(["sh", str(NATS_AUTH_SH), "config", str(tmp_path)], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    script = parse_authorization(out)
+    assert sorted(chart) == sorted(script) == sorted(NATS_USERS)
+    assert chart == script
+    # What the issue asks for, spelled out: front ends may not publish what the limiter or
+    # mailctl publish, nor answer requests; each user reads its own inbox only.
+    for fe in ("smtpd", "pop3d", "imapd"):
+        pub, deny, sub, responses = chart[fe]
+        assert not {"postern.config.changed", "postern.block.changed", "postern.account.changed",
+                    "postern.alert"} & set(pub)
+        assert not any(p.startswith("_INBOX") or p in (">", "postern.>") for p in pub)
+        assert not responses
+    for user, (pub, deny, sub, responses) in chart.items():
+        assert [s for s in sub if s.startswith("_INBOX")] == [f"_INBOX.{user}.>"], user
+        assert ">" not in pub and ">" not in sub, user
+    assert [u for u, v in chart.items() if "postern.config.changed" in v[0]] == ["mailctl", "web"]
+    # The limiter answers the front ends in their inboxes (not with allow_responses, which
+    # slows the following of its stream down); nobody else writes into an inbox.
+    assert [u for u, v in chart.items() if v[3]] == []
+    for user, (pub, deny, sub, responses) in chart.items():
+        inboxes = sorted(p for p in pub if p.startswith("_INBOX"))
+        want = ["_INBOX.imapd.>", "_INBOX.pop3d.>", "_INBOX.smtpd.>"] if user == "limiter" else []
+        assert inboxes == want, user
+    web, mailctl = chart["web"], chart["mailctl"]   # the same rights, inboxes of their own
+    assert web[:2] == mailctl[:2] and web[3] == mailctl[3]
+    assert [x for x in web[2] if x != "_INBOX.web.>"] == [x for x in mailctl[2] if x != "_INBOX.mailctl.>"]
+    # Passwords come from the Secret, one variable per user, never in the ConfigMap.
+    auth = r.get("ConfigMap", f"{FULL}-nats-config")["data"]["auth.conf"]
+    assert sorted(re.findall(r"password: \$POSTERN_NATS_PW_(\w+)", auth)) == sorted(u.upper() for u in NATS_USERS)
+
+
+def test_bus_passwords_are_secret_and_per_user(render):
+    r = render()
+    auth = r.get("Secret", f"{FULL}-nats-auth")
+    assert sorted(auth["data"]) == sorted(NATS_USERS)
+    passwords = {base64.b64decode(v).decode() for v in auth["data"].values()}
+    assert len(passwords) == len(NATS_USERS) and all(len(p) >= 32 for p in passwords)
+    nats = container(r.get("StatefulSet", f"{FULL}-nats"))
+    env = env_of(nats)
+    for u in NATS_USERS:
+        assert env[f"POSTERN_NATS_PW_{u.upper()}"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{FULL}-nats-auth", "key": u}
+    # An existing Secret of the user's instead.
+    r = render({"nats": {"auth": {"existingSecret": "bus-passwords"}}})
+    assert not r.maybe("Secret", f"{FULL}-nats-auth")
+    for w in r.all("Deployment"):
+        vols = {v["name"]: v for v in pod_spec(w)["volumes"]}
+        assert vols["nats-auth"]["secret"]["secretName"] == "bus-passwords"
+
+
+def test_bundled_cluster(render):
+    r = render()
+    sts = r.get("StatefulSet", f"{FULL}-nats")
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["serviceName"] == f"{FULL}-nats-headless"
+    headless = r.get("Service", f"{FULL}-nats-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert {p["port"] for p in headless["spec"]["ports"]} == {4222, 6222}
+    c = container(sts)
+    assert c["args"] == ["-c", "/etc/nats/conf/nats.conf"]
+    assert env_of(c)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/data", "/etc/nats/conf", "/etc/nats/tls"}
+    conf = r.get("ConfigMap", f"{FULL}-nats-config")["data"]["nats.conf"]
+    assert "server_name: $POD_NAME" in conf            # unique per node
+    assert 'name: "postern"' in conf                    # the cluster
+    routes = re.findall(r'"nats-route://([^"]+)"', conf)
+    assert routes == [f"{FULL}-nats-{i}.{FULL}-nats-headless:6222" for i in range(3)]
+    assert re.search(r"jetstream \{\s*store_dir: \"/data\"", conf)
+    assert "verify: true" in conf                       # routes verified both ways
+    assert 'include "auth.conf"' in conf
+    # JetStream on an emptyDir instead.
+    r = render({"nats": {"bundled": {"jetstream": {"persistence": False}}}})
+    sts = r.get("StatefulSet", f"{FULL}-nats")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    assert {v["name"]: v for v in pod_spec(sts)["volumes"]}["data"] == {"name": "data", "emptyDir": {}}
+    # One node: no cluster block.
+    r = render({"nats": {"bundled": {"replicas": 1}}})
+    assert "cluster {" not in r.get("ConfigMap", f"{FULL}-nats-config")["data"]["nats.conf"]
+    assert r.get("Secret", FULL)["stringData"]["NATS_URL"] == f"tls://{FULL}-nats-0.{FULL}-nats-headless:4222"
+
+
+def test_bus_tls(render, tmp_path):
+    r = render()
+    tls = r.get("Secret", f"{FULL}-nats-tls")
+    assert set(tls["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    for key in ("ca.crt", "tls.crt"):
+        (tmp_path / key).write_bytes(base64.b64decode(tls["data"][key]))
+    # The certificate is the CA's, names every node, and serves for routes (client auth) too.
+    v = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.crt"),
+                        str(tmp_path / "tls.crt")], capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0, v.stdout + v.stderr
+    text = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", str(tmp_path / "tls.crt")],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    assert f"DNS:*.{FULL}-nats-headless" in text and f"DNS:{FULL}-nats" in text
+    assert "TLS Web Server Authentication" in text and "TLS Web Client Authentication" in text
+    conf = r.get("ConfigMap", f"{FULL}-nats-config")["data"]["nats.conf"]
+    assert 'ca_file: "/etc/nats/tls/ca.crt"' in conf
+    # The services verify the servers with the CA and nothing else of the Secret.
+    smtpd = r.get("Deployment", f"{FULL}-smtpd")
+    assert env_value(container(smtpd), "NATS_TLS_CA") == "/etc/postern/nats-ca/ca.crt"
+    vols = {v["name"]: v for v in pod_spec(smtpd)["volumes"]}
+    assert vols["nats-ca"]["secret"] == {"secretName": f"{FULL}-nats-tls",
+                                         "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    # A Secret of the user's (cert-manager's, say).
+    r = render({"nats": {"tls": {"existingSecret": "bus-tls"}}})
+    assert not r.maybe("Secret", f"{FULL}-nats-tls")
+    vols = {v["name"]: v for v in pod_spec(r.get("StatefulSet", f"{FULL}-nats"))["volumes"]}
+    assert vols["tls"]["secret"]["secretName"] == "bus-tls"
+    # Off: plain nats:// URLs, no CA anywhere.
+    r = render({"nats": {"tls": {"enabled": False}}})
+    assert not r.maybe("Secret", f"{FULL}-nats-tls")
+    assert r.get("Secret", FULL)["stringData"]["NATS_URL"].startswith("nats://")
+    assert "tls {" not in r.get("ConfigMap", f"{FULL}-nats-config")["data"]["nats.conf"]
+    assert "NATS_TLS_CA" not in env_of(container(r.get("Deployment", f"{FULL}-smtpd")))
+
+
+def test_external_bus_with_a_private_ca(render):
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    r = render(deep(EXTERNAL, **{"nats.external.url": "tls://a:4222,tls://b:4222",
+                                 "nats.external.caCert": ca}))
+    cm = r.get("ConfigMap", f"{FULL}-nats-config")["data"]
+    assert cm["ca.crt"] == ca and "nats.conf" not in cm and "authorization {" in cm["auth.conf"]
+    assert r.get("Secret", FULL)["stringData"]["NATS_URL"] == "tls://a:4222,tls://b:4222"
+    smtpd = r.get("Deployment", f"{FULL}-smtpd")
+    assert env_value(container(smtpd), "NATS_TLS_CA") == "/etc/postern/nats-ca/ca.crt"
+    vols = {v["name"]: v for v in pod_spec(smtpd)["volumes"]}
+    assert vols["nats-ca"]["configMap"]["name"] == f"{FULL}-nats-config"
+    # Without a CA: the system's trust, no NATS_TLS_CA.
+    r = render(EXTERNAL)
+    assert "NATS_TLS_CA" not in env_of(container(r.get("Deployment", f"{FULL}-smtpd")))

@@ -1,10 +1,11 @@
 """`make run` (deploy/run.sh) stopped with Ctrl-C: the signal reaches the whole process group
 (the services too), and the stop handler still stops PostgreSQL and nats-server and says
-"Stopped.". The script runs on free ports with its state in a folder of its own
+"Stopped."; every service logs in to NATS as its own user, with passwords made once. The script runs on free ports with its state in a folder of its own
 (POSTERN_VAR), with the binaries of $POSTERN_BIN (default build/bin).
 Run: /usr/bin/python3 -m pytest -q tests/deploy/test_run_sh.py
 """
 
+import json
 import os
 import shutil
 import signal
@@ -90,3 +91,80 @@ def test_ctrl_c_stops_postgres_and_nats(var):
     assert proc.returncode == 0, text[-3000:]
     assert not alive(nats), "nats-server still running"
     wait_for("the postmaster to go", lambda: not alive(postgres), 10)
+
+
+def nats_text(var, *commands, user=None, password=None):
+    """The server's answers to CONNECT (verbose) and commands, over the NATS text protocol."""
+    port = int((var / "nats.port").read_text())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"INFO ")
+        login = {"verbose": True, "pedantic": False, "name": "test-run-sh"}
+        if user:
+            login.update(user=user, **{"pass": password})
+        s.sendall(b"CONNECT " + json.dumps(login).encode() + b"\r\n"
+                  + b"".join(c.encode() + b"\r\n" for c in commands))
+        answers = []
+        for _ in range(1 + len(commands)):
+            line = f.readline()
+            if not line:
+                break
+            answers.append(line.decode().strip())
+        return answers
+
+
+def test_every_service_logs_in_as_itself(var):
+    """make run makes the bus's passwords once (mode 0600, kept across runs), starts every
+    service with its own user, and gives mailctl (var/postern.env) mailctl's."""
+    for prog in ("mailctl", "smtpd", "limiter"):
+        if not (BIN / prog).exists():
+            pytest.skip(f"no {BIN / prog}: build first (make)")
+    env = dict(os.environ, POSTERN_BIN=str(BIN), POSTERN_VAR=str(var),
+               LISTEN_ADDRESS="127.0.0.1")
+    env.update({k: str(p) for k, p in zip(PORT_VARS, free_ports(len(PORT_VARS)))})
+    passwords = {}
+    for run in range(2):
+        log = var / f"run{run}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(["sh", str(ROOT / "deploy" / "run.sh")], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+        try:
+            wait_for("Postern is running", lambda: "Postern is running" in log.read_text(), 120)
+            wait_for("the services on the bus",
+                     lambda: log.read_text().count('msg="bus connected"') >= 6, 60)
+            auth = var / "nats-auth"
+            assert (auth.stat().st_mode & 0o777) == 0o700
+            now = {}
+            for f in sorted(auth.glob("*.password")):
+                assert (f.stat().st_mode & 0o777) == 0o600, f
+                now[f.stem] = f.read_text().strip()
+            assert set(now) >= {"smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd",
+                                "mailctl"}
+            assert "test" not in now    # the harness's user is the harness's only
+            if run == 1:
+                assert now == passwords, "the passwords changed between runs"
+            passwords = now
+            assert (var / "nats.conf").stat().st_mode & 0o777 == 0o600
+            envfile = (var / "postern.env").read_text()
+            assert "NATS_USER=mailctl\n" in envfile
+            assert f"NATS_PASSWORD_FILE={auth}/mailctl.password" in envfile
+            # No credentials: refused. smtpd's: may not announce a configuration change.
+            assert nats_text(var)[0].startswith("-ERR 'Authorization Violation'")
+            ok, denied = nats_text(var, "PUB postern.config.changed 0\r\n", user="smtpd",
+                                   password=now["smtpd"])
+            assert ok == "+OK" and denied.startswith("-ERR 'Permissions Violation"), denied
+            # mailctl as make run set it up: announced without a warning.
+            r = subprocess.run([str(BIN / "mailctl"), "config", "set", "smtp.max_errors", "20"],
+                               cwd=str(var.parent), env=dict(os.environ, **{
+                                   k: v for k, v in (line.split("=", 1) for line in
+                                                     envfile.splitlines() if "=" in line)}),
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0 and "could not be announced" not in r.stderr, r.stderr
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=90)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        text = log.read_text()
+        assert "bus error" not in text and "closed for good" not in text, text[-3000:]

@@ -7,6 +7,12 @@ Binaries come
 from $POSTERN_BIN (default build/bin). Set POSTERN_E2E_KEEP=1 to keep the session's
 directory (logs, data) afterwards; it is always kept when something went wrong.
 
+The bus has users (deploy/nats-auth.sh): every program the harness starts logs in as itself
+(Service.start gives it its own NATS_USER and NATS_PASSWORD_FILE, whatever environment it
+was built with), mailctl as mailctl (postern.env), and the harness's own NATS clients
+(support.py's helpers, the nats fixture) as "test", a user allowed everything that only the
+harness's nats-server has. A service refused anything by the server fails the session.
+
 Fixtures:
   postern   the running stack (ports, env, cert, inbox/queue lookups, pg_stop/pg_start)
   mailctl   mailctl(*args, input=None, check=True) -> CompletedProcess
@@ -59,6 +65,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+import support
 from support import (ALICE, ALICE_PW, BOB, BOB_PW, DOMAIN, SMTP_HOSTNAME, NatsSubscriber,
                      SMTPClient, client_tls_context, free_ports, nats_request, wait_until)
 
@@ -104,6 +111,22 @@ def sanitizer_findings(text):
     return [m for m in SANITIZER_MARKS if m in text]
 
 
+# The programs that log in to NATS as a bus user of their own (deploy/nats-auth.sh).
+BUS_USERS = ("smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl")
+
+
+def as_bus_user(env, user):
+    """env with the NATS credentials of user instead of mailctl's, which postern.env (and so
+    client_env()) gives: every password file of the harness's stack lies in one folder."""
+    env = dict(env)
+    if env.get("NATS_PASSWORD_FILE") and user in BUS_USERS:
+        env["NATS_USER"] = user
+        env["NATS_PASSWORD_FILE"] = str(Path(env["NATS_PASSWORD_FILE"]).parent
+                                        / f"{user}.password")
+        env.pop("NATS_PASSWORD", None)
+    return env
+
+
 class Service:
     """One Postern program run by the harness, its output in DIR/<name>.log."""
 
@@ -115,10 +138,12 @@ class Service:
     def start(self, wait=True):
         """Starts the program and (wait) waits until it is ready."""
         self.started_at = self.size()  # where this run's output begins in the log
+        # Whoever built the environment, the program logs in to NATS as itself.
+        env = as_bus_user(self.env, Path(self.exe).name)
         with open(self.log, "ab") as log:
             log.write(f"--- harness: starting {self.exe} ---\n".encode())
             log.flush()
-            self.proc = subprocess.Popen([str(self.exe)], env=self.env, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([str(self.exe)], env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, cwd=str(self.log.parent))
         if wait:
             self.wait_ready()
@@ -268,8 +293,11 @@ class Stack:
 
     # --- infrastructure ------------------------------------------------------------------
     def localstack(self, *args):
+        # The harness's nats-server has one more user, "test", allowed everything: the
+        # harness's own clients (support.NATS_LOGIN) log in as it.
+        env = dict(os.environ, POSTERN_NATS_TEST_USER="1")
         r = subprocess.run(["sh", str(LOCALSTACK), *args], capture_output=True, text=True,
-                           stdin=subprocess.DEVNULL, timeout=180)
+                           stdin=subprocess.DEVNULL, timeout=180, env=env)
         if r.returncode != 0:
             raise RuntimeError(f"localstack.sh {' '.join(args)} failed ({r.returncode}):\n"
                                f"{r.stdout}{r.stderr}")
@@ -282,6 +310,12 @@ class Stack:
                 k, v = line.split("=", 1)
                 self.env[k] = v
         assert "DATABASE_URL" in self.env and "NATS_URL" in self.env, self.env
+        support.NATS_LOGIN = self.nats_login("test")
+
+    def nats_login(self, user):
+        """(user, password) of a bus user of this stack's nats-server (deploy/nats-auth.sh;
+        "test" is the harness's own)."""
+        return user, (self.dir / "nats-auth" / f"{user}.password").read_text().strip()
 
     def close(self):
         """Stops PostgreSQL and NATS; the problems found."""
@@ -376,8 +410,11 @@ class Stack:
         return "imapd" in self.services
 
     def limiter_answering(self):
-        # A read-only request every limiter answers: the list of active blocks.
-        return nats_request(self.env["NATS_URL"], "postern.limiter.blocks", b"", timeout=2) is not None
+        # A read-only request every limiter answers: the first page of the active blocks
+        # (paged: the whole list in one reply is refused past about 15,000 blocks).
+        first_page = self.pb.BlockListRequest(paged=True).SerializeToString()
+        return nats_request(self.env["NATS_URL"], "postern.limiter.blocks", first_page,
+                            timeout=2) is not None
 
     def configure_services(self):
         if not (self.bin / "smtpd").exists():
@@ -809,7 +846,10 @@ class ComposeService(Service):
     def __init__(self, name, ready):
         self.name, self.ready = name, ready
         self.proc = None  # no process of ours
-        self.id = compose_cmd("ps", "-q", name).strip()
+        # A service with replicas (the limiter): the first container stands for them in
+        # logs and state; stop, kill and start reach every one (through compose).
+        ids = compose_cmd("ps", "-q", name).split()
+        self.id = ids[0] if ids else ""
         if not self.id:
             raise RuntimeError(f"compose service {name} has no container")
         self.log = f"docker logs {self.id[:12]} ({name})"
@@ -890,10 +930,38 @@ class ComposeStack(Stack):
 
     def start_servers(self):
         password = os.environ.get("POSTGRES_PASSWORD", "postern")
+        # The bus requires TLS and a login: the CA and the harness's user "test" (made by
+        # nats-secrets with NATS_TEST_USER=1, tests/deploy/compose.e2e.yml) from the first
+        # node, mailctl's password from the mailctl service's own volume.
+        node = compose_cmd("ps", "-q", "nats").split()[0]
+        ca = self.dir / "nats-ca.pem"
+        docker("cp", f"{node}:/etc/nats/conf/ca.pem", str(ca))
+        test_pw = self.dir / "nats-test.password"
+        docker("cp", f"{node}:/etc/nats/conf/test.password", str(test_pw))
+        mailctl_pw = self.dir / "nats-mailctl.password"
+        mailctl_pw.write_text(compose_cmd("run", "--rm", "-T", "--no-deps", "--entrypoint", "cat",
+                                          "mailctl", "/etc/postern/nats/password"))
+        os.chmod(mailctl_pw, 0o600)
         self.env = {
             "DATABASE_URL": f"postgresql://postern:{password}@127.0.0.1:{self.pg_port}/postern",
-            "NATS_URL": f"nats://127.0.0.1:{self.nats_port}",
+            # localhost: a name in the nodes' certificate
+            "NATS_URL": f"tls://localhost:{self.nats_port}",
+            "NATS_TLS_CA": str(ca),
+            "NATS_USER": "mailctl",
+            "NATS_PASSWORD_FILE": str(mailctl_pw),
         }
+        support.NATS_TLS_CA = str(ca)
+        support.NATS_LOGIN = ("test", test_pw.read_text().strip())
+
+    def nats_login(self, user):
+        if user == "mailctl":
+            return user, Path(self.env["NATS_PASSWORD_FILE"]).read_text().strip()
+        if user == "test":
+            return support.NATS_LOGIN
+        # The services' passwords stay in their own volumes.
+        return user, compose_cmd("run", "--rm", "-T", "--no-deps", "--entrypoint", "cat",
+                                 "-v", f"{COMPOSE_PROJECT}_nats-user-{user}:/x:ro",
+                                 "mailctl", "/x/password").strip()
 
     def pg_stop(self):
         compose_cmd("stop", "postgres")
@@ -1013,9 +1081,15 @@ def postern(pb):
         _STACK = None
         problems += stack.stop_services()
         for svc in stack.services.values():
-            found = sanitizer_findings(svc.text())
+            text = svc.text()
+            found = sanitizer_findings(text)
             if found:
                 problems.append(f"sanitizer reports in {svc.log}: {', '.join(found)}")
+            # A right a service uses and the bus's permission table does not give it.
+            denied = [ln for ln in text.splitlines() if "Permissions Violation" in ln]
+            if denied:
+                problems.append(f"NATS refused {svc.name} (helm/postern/files/"
+                                f"nats-permissions.txt):\n    " + "\n    ".join(denied[:5]))
         problems += stack.crashes
         problems += stack.close()
         if problems or os.environ.get("POSTERN_E2E_KEEP"):

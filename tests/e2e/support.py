@@ -308,25 +308,63 @@ def split_added_headers(raw):
     return return_path, rest[:end], rest[end:]
 
 
+# Who the harness's own NATS clients log in as: (user, password), or None for no
+# credentials. conftest.py sets it to its nats-server's user "test", allowed everything (the
+# harness's server only). Every helper below also takes login= to connect as another user.
+NATS_LOGIN = None
+# The CA that signed the NATS servers' certificate, when they require TLS (a compose stack).
+NATS_TLS_CA = None
+_AS_HARNESS = object()
+
+
+def nats_address(url):
+    """(host, port) of the first server of a NATS_URL (one URL or a comma-separated list)."""
+    m = re.match(r"^(?:nats|tls)://([^:/,]+):(\d+)", url.strip())
+    assert m, f"cannot parse NATS_URL {url!r}"
+    return m.group(1), int(m.group(2))
+
+
+def nats_open(url, timeout=10):
+    """A connection to the first server of url, its INFO read (and returned) and, when the
+    server requires it, TLS started (verified with NATS_TLS_CA)."""
+    sock = socket.create_connection(nats_address(url), timeout=timeout)
+    line = b""
+    while not line.endswith(b"\r\n"):
+        chunk = sock.recv(1)  # byte by byte: nothing of what follows INFO may be lost
+        if not chunk:
+            raise EOFError("NATS connection closed")
+        line += chunk
+    assert line.startswith(b"INFO "), f"NATS server said {line!r}"
+    info = json.loads(line[5:])
+    if info.get("tls_required"):
+        ctx = ssl.create_default_context(cafile=NATS_TLS_CA)
+        sock = ctx.wrap_socket(sock, server_hostname=nats_address(url)[0])
+    return sock, info
+
+
+def nats_connect_line(login=_AS_HARNESS, verbose=False, name="postern-e2e"):
+    """The CONNECT command of the NATS text protocol, with login's user and password."""
+    login = NATS_LOGIN if login is _AS_HARNESS else login
+    opts = {"verbose": verbose, "pedantic": False, "name": name, "lang": "python",
+            "protocol": 1, "headers": False}
+    if login:
+        opts["user"], opts["pass"] = login
+    return b"CONNECT " + json.dumps(opts).encode() + b"\r\n"
+
+
 class NatsSubscriber:
     """Subscribes to one NATS subject and collects the decoded protobuf payloads."""
 
-    def __init__(self, url, subject, msg_type, timeout=15):
-        m = re.match(r"^nats://([^:/]+):(\d+)", url)
-        assert m, f"cannot parse NATS_URL {url!r}"
+    def __init__(self, url, subject, msg_type, timeout=15, login=_AS_HARNESS):
         self.subject = subject
         self.msg_type = msg_type
         self.events = []
         self.errors = []
         self.cond = threading.Condition()
         self.closed = False
-        self.sock = socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout)
+        self.sock, _ = nats_open(url, timeout=timeout)
         self.buf = b""
-        info = self._line()
-        assert info.startswith(b"INFO "), f"NATS server said {info!r}"
-        connect = {"verbose": False, "pedantic": False, "name": "postern-e2e", "lang": "python",
-                   "protocol": 1}
-        self.sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+        self.sock.sendall(nats_connect_line(login)
                           + f"SUB {subject} 1\r\n".encode() + b"PING\r\n")
         # The PONG proves the subscription is registered before anything is published.
         while True:
@@ -412,13 +450,16 @@ class NatsSubscriber:
         self.sock.close()
 
 
-def nats_request(url, subject, payload=b"", timeout=5):
+def nats_request(url, subject, payload=b"", timeout=5, login=_AS_HARNESS):
     """One NATS request: returns the reply payload, or None when nothing answered in time
     (a "no responders" status counts as no answer)."""
-    m = re.match(r"^nats://([^:/]+):(\d+)", url)
-    assert m, f"cannot parse NATS_URL {url!r}"
-    inbox = "_INBOX.e2e." + uuid.uuid4().hex
-    with socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout) as sock:
+    # Replies go to the asker's own inbox, _INBOX.<user>. The harness's user asks the way a
+    # front end does, in smtpd's: the limiter may answer only the front ends' inboxes.
+    who = NATS_LOGIN if login is _AS_HARNESS else login
+    user = who[0] if who and who[0] != "test" else "smtpd"
+    inbox = f"_INBOX.{user}.e2e{uuid.uuid4().hex}"
+    sock, _ = nats_open(url, timeout=timeout)
+    with sock:
         buf = b""
 
         def line():
@@ -441,8 +482,7 @@ def nats_request(url, subject, payload=b"", timeout=5):
             data, buf = buf[:n], buf[n:]
             return data
 
-        assert line().startswith(b"INFO ")
-        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"postern-e2e"}\r\n'
+        sock.sendall(nats_connect_line(login)
                      + f"SUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
                      + payload + b"\r\n")
         try:
@@ -545,14 +585,12 @@ def greeting(frontend, source, port="mx"):
         return c.greeting
 
 
-def nats_publish(url, subject, payload):
+def nats_publish(url, subject, payload, login=_AS_HARNESS):
     """Publishes one message (as any service would) and returns once the server has it."""
-    m = re.match(r"^nats://([^:/]+):(\d+)", url)
-    assert m, f"cannot parse NATS_URL {url!r}"
-    with socket.create_connection((m.group(1), int(m.group(2))), timeout=10) as sock:
+    sock, _ = nats_open(url)
+    with sock:
         f = sock.makefile("rb")
-        assert f.readline().startswith(b"INFO ")
-        sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"postern-e2e"}\r\n'
+        sock.sendall(nats_connect_line(login)
                      + f"PUB {subject} {len(payload)}\r\n".encode() + payload
                      + b"\r\nPING\r\n")
         while True:

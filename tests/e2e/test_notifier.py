@@ -92,13 +92,18 @@ def flush(postern, new_user):
 
 # --- HAMR alerts ---------------------------------------------------------------------------
 
-def test_hamr_alert_once_per_user_and_interval(postern, mailctl, new_user, alerts_to_admin):
+def test_hamr_alert_once_per_user_and_interval(postern, pb, mailctl, nats, new_user,
+                                               alerts_to_admin):
     mailctl("config", "set", "notifier.interval", "8")
     user = hamr_user(postern, new_user, 2, 8)
     postern.limiter_sync()
+    asked = nats("postern.alert", pb.Alert)
 
     # Past the limit several times: one alert.
     exceed(postern, user, 2, 4)
+    # The limiter's Alert carries the interval the limit counts over.
+    event = asked.wait_for(lambda a: a.user == user, timeout=60)
+    assert (event.cause, event.action, event.interval_s) == ("hamr", "throttle", 8), event
     got = wait_until(lambda: alerts(postern, user, "HAMR"), timeout=60,
                      what=f"the HAMR alert about {user}")
     flush(postern, new_user)
@@ -112,6 +117,7 @@ def test_hamr_alert_once_per_user_and_interval(postern, mailctl, new_user, alert
     text = body_text(msg)
     assert f"Account: {user}" in text, text
     assert "Limit: 2 messages (user level) per 8 s (user level)" in text, text
+    assert "Interval: 8 s (the limit counts what happened in the last 8 seconds)" in text, text
     assert "Action: throttle" in text, text
     assert postern.client_address in text, text  # the client address it sent from
     assert "When:" in text, text
@@ -280,10 +286,11 @@ def test_alert_is_pushed_to_an_idle_imap_session(postern, pb, alerts_to_admin):
 # --- harvesting alerts ----------------------------------------------------------------------
 
 @pytest.mark.client_addresses
-def test_block_alert_once_per_address(postern, mailctl, alerts_to_admin):
+def test_block_alert_once_per_address(postern, pb, mailctl, nats, alerts_to_admin):
     mailctl("harvest", "set", "--enabled", "on", "--max-failures", "3", "--interval", "60",
             "--block", "30")
     postern.limiter_sync()
+    asked = nats("postern.alert", pb.Alert)
     attacker, marker = "127.0.3.21", "127.0.3.22"
     fe = postern.frontend()
 
@@ -298,11 +305,14 @@ def test_block_alert_once_per_address(postern, mailctl, alerts_to_admin):
         storm(attacker)
         got = wait_until(lambda: alerts(postern, attacker, "Harvesting"), timeout=60,
                          what=f"the alert about {attacker}")
+        event = asked.wait_for(lambda a: f"{attacker}/32" in a.client_addrs)
+        assert (event.cause, event.action, event.interval_s) == ("harvest", "block", 60), event
         msg = got[0]
         assert msg["Subject"] == f"[Postern] Harvesting: {attacker}/32 blocked", msg["Subject"]
         text = body_text(msg)
         assert f"Address: {attacker}/32" in text, text
         assert "Limit: 3 failed logins (system level) per 60 s (system level)" in text, text
+        assert "Interval: 60 s" in text, text
         assert "Action: block" in text, text
         assert f"mailctl harvest unblock {attacker}/32" in text, text
 

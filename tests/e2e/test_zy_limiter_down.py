@@ -183,7 +183,8 @@ def test_blocks_kept_while_limiter_loads(postern, pb, limiter_control, guarded):
         while time.monotonic() < deadline and (listed is None or check is None):
             if listed is None:
                 raw = nats_request(url, "postern.limiter.blocks",
-                                   pb.BlockListRequest().SerializeToString(), timeout=1)
+                                   pb.BlockListRequest(paged=True).SerializeToString(),
+                                   timeout=1)
                 if raw is not None:
                     listed = [b.network for b in pb.BlockList.FromString(raw).blocks]
             if check is None:

@@ -186,9 +186,11 @@ class ComposeTarget:
     def __init__(self, world, name, service, ready):
         self.world, self.name, self.service, self._ready = world, name, service, ready
         # kept: a stopped container is not listed by `ps` without -a, and `compose start`
-        # starts the same container again
-        self._id = harness.compose_cmd("ps", "-a", "-q", service).strip()
-        assert self._id, f"compose service {service} has no container"
+        # starts the same container again. A service with replicas (the limiter runs two):
+        # the first is the one knocked about (compose stop and start reach all of them).
+        ids = harness.compose_cmd("ps", "-a", "-q", service).split()
+        assert ids, f"compose service {service} has no container"
+        self._id = ids[0]
 
     def id(self):
         return self._id

@@ -80,12 +80,15 @@ int bus_subscribe(bus_t *bus, const char *subject, bus_msg_cb cb, void *arg)
     return 0;
 }
 
+static unsigned long requests;
+
 int bus_request(bus_t *bus, const char *subject, const void *data, size_t len, int timeout_ms,
                 bus_reply_cb cb, void *arg)
 {
     (void)bus, (void)subject, (void)data, (void)len, (void)timeout_ms;
     last_request_cb = cb;
     last_request_arg = arg;
+    requests++;
     return 0;
 }
 
@@ -166,9 +169,10 @@ static void rcpt_failure(void *arg, const ev_rcpt_failure_t *req, const char *re
     need(req->client_addr), need(req->recipient);
 }
 
-static void block_list_request(void *arg, const char *reply)
+static void block_list_request(void *arg, const ev_block_list_request_t *req, const char *reply)
 {
     (void)arg, (void)reply;
+    need(req->after);
 }
 
 static void verdict(void *arg, const lim_verdict_t *v)
@@ -189,8 +193,18 @@ static void mailbox_changed(void *arg, const mailwatch_event_t *ev)
 static bus_t *bus;
 static lim_t *lim;
 static mailwatch_t *mw;
-static bus_reply_cb sync_cb;
-static void *sync_arg;
+
+/* One page of a resync of the blocks, as the answer to the request lim_resync() makes (data
+ * NULL: no answer). A page that asks for more is followed by no answer, which ends the
+ * resync. */
+static void sync_page(const void *data, size_t len)
+{
+    lim_resync(lim);
+    unsigned long before = requests;
+    last_request_cb(last_request_arg, data, len);
+    if (requests != before)
+        last_request_cb(last_request_arg, NULL, 0);
+}
 
 static void setup(void)
 {
@@ -215,8 +229,7 @@ static void setup(void)
     uv_run(&loop, UV_RUN_NOWAIT);
     if (!lim || !last_request_cb)
         abort();
-    sync_cb = last_request_cb;
-    sync_arg = last_request_arg;
+    last_request_cb(last_request_arg, NULL, 0); /* the first resync: no answer */
     mw = mailwatch_create(bus);
     if (!mw || !mailwatch_watch(mw, "User@Example.COM", mailbox_changed, NULL))
         abort();
@@ -249,15 +262,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         last_request_cb(last_request_arg, payload, size);
     } else {
-        /* BlockList: the answer to the periodic sync */
-        sync_cb(sync_arg, payload, size);
+        /* BlockList: a page of the periodic resync */
+        sync_page(payload, size);
     }
     char reason[200];
     int64_t until;
     lim_blocked(lim, "192.0.2.7", reason, sizeof reason, &until);
     lim_blocked(lim, "2001:db8::7", reason, sizeof reason, &until);
     /* Forget the blocks this input added, so that inputs do not pile them up. */
-    sync_cb(sync_arg, "", 0);
+    sync_page("", 0);
     free(payload);
     return 0;
 }

@@ -771,6 +771,72 @@ static void test_alert_content(void **state)
 }
 
 /* Idle state is freed; what still matters is kept. */
+/* A follower (quiet) counts as the leader does but tells no hook; leaving quiet, it writes
+ * and announces the blocks it reached lately. A reserved slot applied from the leader's
+ * record counts like the leader's own. */
+static void test_quiet_follower(void **state)
+{
+    (void)state;
+    rec_t rec = { 0 };
+    limiter_hooks_t hooks = { &rec, rec_block, rec_account, rec_alert };
+    limiter_t *L = limiter_create(&hooks);
+    assert_non_null(L);
+    harvest_conf_t hv[CONF_NSERVICES];
+    for (int s = 0; s < CONF_NSERVICES; s++) {
+        harvest_conf_init(&hv[s], s);
+        hv[s].max_failures = 3;
+        hv[s].interval_s = 60;
+    }
+    hamr_conf_t h;
+    hamr_conf_init(&h);
+    h.enabled = true;
+    h.max_messages = 2;
+    h.interval_s = 60;
+    limiter_set_conf(L, &h, hv);
+    limiter_set_quiet(L, true, 0);
+    int64_t t = 1000000;
+    for (int i = 0; i < 3; i++) {
+        uint8_t digest[8] = { (uint8_t)(i + 1) };
+        limiter_auth_event(L, CONF_SVC_SMTP, "x@example.test", "192.0.2.9",
+                           LIMITER_AUTH_BAD_CREDENTIALS, digest, sizeof digest, t + i);
+    }
+    assert_int_equal(rec.added + rec.alerts, 0); /* blocked quietly */
+    limiter_reply_t r;
+    limiter_auth_check(L, CONF_SVC_SMTP, "192.0.2.9", "", t + 10, &r);
+    assert_int_equal(r.verdict, LIMITER_BLOCKED);
+
+    /* The leader's two reserved slots fill the user's window here too. */
+    limiter_apply_reserve(L, "u@example.test", "Q1", 1, 2, 60, t + 20);
+    limiter_apply_reserve(L, "u@example.test", "Q2", 1, 2, 60, t + 21);
+    limiter_apply_reserve(L, "u@example.test", "Q2", 1, 2, 60, t + 22); /* a repeat: no more */
+
+    limiter_set_quiet(L, false, t + 30);
+    assert_int_equal(rec.added, 1); /* written and announced now */
+    assert_string_equal(rec.last_block.network, "192.0.2.9/32");
+    limiter_send_check(L, "u@example.test", "192.0.2.1", 1, "Q3", t + 40, &r);
+    assert_int_equal(r.verdict, LIMITER_THROTTLE);
+    assert_false(r.reserved);
+    /* A confirmed reservation does not count twice; a released one frees its slot. */
+    limiter_message(L, "u@example.test", "Q1", true, 1, "192.0.2.1", t + 41);
+    limiter_send_release(L, "u@example.test", "Q2", t + 42);
+    limiter_send_check(L, "u@example.test", "192.0.2.1", 1, "Q4", t + 43, &r);
+    assert_int_equal(r.verdict, LIMITER_ALLOW);
+    assert_true(r.reserved);
+    assert_int_equal(r.max_messages, 2);
+    assert_int_equal(r.interval_s, 60);
+
+    /* Quiet blocks older than LIMITER_QUIET_KEEP_MS are PostgreSQL's to say: not re-announced. */
+    limiter_set_quiet(L, true, 0);
+    for (int i = 0; i < 3; i++) {
+        uint8_t digest[8] = { (uint8_t)(i + 1) };
+        limiter_auth_event(L, CONF_SVC_SMTP, "", "192.0.2.10", LIMITER_AUTH_BAD_CREDENTIALS,
+                           digest, sizeof digest, t + 100 + i);
+    }
+    limiter_set_quiet(L, false, t + 102 + LIMITER_QUIET_KEEP_MS);
+    assert_int_equal(rec.added, 1);
+    limiter_destroy(&L);
+}
+
 static void test_prune(void **state)
 {
     (void)state;
@@ -814,6 +880,7 @@ int main(void)
         cmocka_unit_test(test_inheritance),
         cmocka_unit_test(test_harvest_settings),
         cmocka_unit_test(test_alert_content),
+        cmocka_unit_test(test_quiet_follower),
         cmocka_unit_test(test_prune),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "table.h"
+#include "base/table.h"
 #include "window.h"
 
 /* ---- windows -------------------------------------------------------------------------- */

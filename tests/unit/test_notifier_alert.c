@@ -167,6 +167,7 @@ typedef struct compose_case {
     const char *subject;       /* the Subject: header, exactly */
     const char *must[6];       /* in the message */
     const char *must_not[3];   /* nowhere in the message */
+    uint32_t interval_s;       /* Alert.interval_s */
 } compose_case_t;
 
 static const compose_case_t compose_cases[] = {
@@ -176,41 +177,43 @@ static const compose_case_t compose_cases[] = {
       { "Account:   alice@example.test\r\n", "Limit:     100 messages per 3600 s (domain level)",
         "Action:    throttle", "When:      2026-11-27 23:09:24 UTC\r\n",
         "Clients:   192.0.2.7, 2001:db8::5\r\n", "mailctl hamr show --user alice@example.test" },
-      { "hamr enable", "owner was told", NULL } },
+      { "hamr enable", "owner was told", NULL }, 0 },
     { "hamr disable, owner told", "hamr", "Bob@Example.TEST", { "198.51.100.1" },
       "3 messages per 60 s (user level)", "disable", "", true,
       " [Postern] HAMR: bob@example.test disabled",
       { "mailctl hamr enable --user bob@example.test\r\n", "Client:    198.51.100.1\r\n",
-        "The account's owner was told too.", "550 5.7.1", NULL },
-      { NULL } },
+        "The account's owner was told too.", "550 5.7.1",
+        "Limit:     3 messages per 60 s (user level)\r\nInterval:  60 s (the limit counts what "
+        "happened in the last 60 seconds)\r\n", NULL },
+      { NULL }, 60 },
     { "harvest block", "harvest", "", { "203.0.113.9" }, "10 failed logins in 600 s (imap)",
       "block", "10 failures for 7 accounts", false,
       " [Postern] Harvesting: 203.0.113.9 blocked",
       { "Address:   203.0.113.9\r\n", "mailctl harvest unblock 203.0.113.9\r\n",
         "mailctl harvest exempt add CIDR", NULL },
-      { "Client:", "Account:", NULL } },
+      { "Client:", "Account:", "Interval:" }, 0 },
     { "harvest on an account from many addresses", "harvest", "carol@example.test", { NULL },
       "50 failed logins in 600 s", "delay", "", false,
       " [Postern] Harvesting: carol@example.test slowed down",
       { "Account:   carol@example.test\r\n", "mailctl user passwd carol@example.test",
         "password checks are slowed down", NULL },
-      { "harvest unblock", "Client", NULL } },
+      { "harvest unblock", "Client", NULL }, 0 },
     { "unknown action word", "harvest", "", { "192.0.2.5/32" }, "", "tarpit", "", false,
       " [Postern] Harvesting: 192.0.2.5/32 tarpit",
       { "Action:    tarpit\r\n", "mailctl harvest unblock 192.0.2.5/32", NULL },
-      { "Limit:", NULL } },
+      { "Limit:", NULL }, 0 },
     { "CR and LF in every free text", "hamr", "dave@example.test", { "192.0.2.1" },
       "100\r\nBcc: evil@attacker.example", "throttle\r\nX-Evil: 1",
       "line one\r\nBcc: evil@attacker.example\r\n\r\nX-Evil: yes\n.\r\nQUIT", false,
       " [Postern] HAMR: dave@example.test throttle x-evil: 1",
       { "line one Bcc: evil@attacker.example X-Evil: yes . QUIT", NULL },
-      { "\r\n.\r\n", NULL } },
+      { "\r\n.\r\n", NULL }, 0 },
     { "control characters, bidi overrides, invalid UTF-8", "hamr", "erin@example.test",
       { NULL }, "ten \x1b[31mred\x1b[0m", "disable",
       "caf\xc3\xa9 \xe2\x80\xae\x65vil \xff\xfe tab\there \xe2\x80\xa8next", false,
       " [Postern] HAMR: erin@example.test disabled",
       { "ten [31mred [0m", "caf\xc3\xa9 ?evil ?? tab here next", "8bit", NULL },
-      { "\x1b", "\xe2\x80\xae", NULL } },
+      { "\x1b", "\xe2\x80\xae", NULL }, 0 },
 };
 
 static void test_compose_table(void **state)
@@ -227,6 +230,7 @@ static void test_compose_table(void **state)
         }
         Postern__Alert pb =
             pb_alert(c->cause, c->user, addrs, naddrs, c->limit, c->action, c->detail, c->owner);
+        pb.interval_s = c->interval_s;
         ntf_alert_t a;
         char why[128];
         if (ntf_alert_from_pb(&pb, NOW_MS, &a, why, sizeof why) != 0)

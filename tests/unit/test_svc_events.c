@@ -368,16 +368,39 @@ static void serve_release(void *arg, const char *user, const char *queue_id)
     l->w->calls++;
 }
 
-static void serve_blocks(void *arg, const char *reply)
+/* Two pages: 192.0.2.128/25, 198.51.100.0/24 (ended) and 203.0.113.0/24 with the exempt
+ * network, then 2001:db8::/64, after the network the first page ended with. While it serves
+ * the second page the limiter lifts 192.0.2.128/25 (in the first page) and adds
+ * 198.18.0.0/24 (behind the cursor, in no page): the front end's copy must end without the
+ * one and with the other. A request without paging gets nothing. */
+static void serve_blocks(void *arg, const ev_block_list_request_t *req, const char *reply)
 {
     limiter_side_t *l = arg;
     l->asked++;
-    ev_block_t blocks[] = {
-        { .network = "203.0.113.0/24", .reason = "harvesting", .until_ms = INT64_MAX / 2 },
+    snprintf(l->last, sizeof l->last, "blocks paged=%d after=%s", req->paged, req->after);
+    ev_block_t first[] = {
+        { .network = "192.0.2.128/25", .reason = "lifted soon", .until_ms = INT64_MAX / 2 },
         { .network = "198.51.100.0/24", .reason = "old", .until_ms = 1 },
+        { .network = "203.0.113.0/24", .reason = "harvesting", .until_ms = INT64_MAX / 2 },
+    };
+    ev_block_t second[] = {
+        { .network = "2001:db8::/64", .reason = "v6", .until_ms = INT64_MAX / 2 },
     };
     const char *exempt[] = { "203.0.113.9/32" };
-    assert_int_equal(ev_reply_block_list(l->w->bus, reply, blocks, 2, exempt, 1), 0);
+    ev_block_page_t page = { .blocks = first, .nblocks = 3, .exempt = exempt, .nexempt = 1,
+                             .more = true, .next_after = "203.0.113.0/24", .total = 4 };
+    if (!req->paged)
+        return;
+    if (*req->after) {
+        assert_string_equal(req->after, "203.0.113.0/24");
+        page = (ev_block_page_t){ .blocks = second, .nblocks = 1, .total = 4 };
+        ev_block_t added = { .network = "198.18.0.0/24", .reason = "new", .until_ms = INT64_MAX / 2 };
+        assert_int_equal(ev_publish_block_changed(l->w->bus, EV_BLOCK_LIFTED, &first[0]), 0);
+        assert_int_equal(ev_publish_block_changed(l->w->bus, EV_BLOCK_ADDED, &added), 0);
+    }
+    assert_true(ev_block_list_block_size(&first[0]) > strlen(first[0].network));
+    assert_int_equal(ev_block_list_exempt_size(exempt[0]), 2 + strlen(exempt[0]));
+    assert_int_equal(ev_reply_block_page(l->w->bus, reply, &page), 0);
     l->w->calls++;
 }
 
@@ -404,12 +427,18 @@ static void test_limiter_requests(void **state)
     assert_int_equal(ev_subscribe_block_list_request(w->bus, serve_blocks, &l), 0);
     assert_int_equal(ev_reply_check(w->bus, NULL, &(ev_check_reply_t){ 0 }), -1);
 
-    /* lim_create() asks for the blocks at once. */
+    /* lim_create() asks for the blocks at once, page by page. */
     lim_t *lim = lim_create(&w->loop, w->bus, NULL, NULL);
-    for (int i = 0; i < 100 && !lim_blocked(lim, "203.0.113.5", NULL, 0, NULL); i++)
+    for (int i = 0; i < 100 && !(lim_blocked(lim, "2001:db8::5", NULL, 0, NULL) &&
+                                 lim_blocked(lim, "198.18.0.5", NULL, 0, NULL));
+         i++)
         run_until(w, w->calls + 100, 50);
     assert_true(lim_blocked(lim, "203.0.113.5", NULL, 0, NULL));
-    assert_int_equal(l.asked, 1);
+    assert_true(lim_blocked(lim, "2001:db8::5", NULL, 0, NULL)); /* the second page */
+    assert_true(lim_blocked(lim, "198.18.0.5", NULL, 0, NULL));  /* added meanwhile */
+    assert_false(lim_blocked(lim, "192.0.2.130", NULL, 0, NULL)); /* lifted meanwhile */
+    assert_int_equal(l.asked, 2);
+    assert_string_equal(l.last, "blocks paged=1 after=203.0.113.0/24");
     assert_false(lim_blocked(lim, "203.0.113.9", NULL, 0, NULL));  /* exempt */
     assert_false(lim_blocked(lim, "198.51.100.5", NULL, 0, NULL)); /* over */
 

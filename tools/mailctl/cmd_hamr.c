@@ -392,7 +392,9 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
         out_json_rows(thr, thr_cols, sizeof thr_cols / sizeof thr_cols[0]);
         printf(",\"alerts_24h\":");
         out_json_rows(recent, recent_cols, sizeof recent_cols / sizeof recent_cols[0]);
-        printf("}\n");
+        printf(",\"limiter\":{");
+        limiter_status_print(ctl, true);
+        printf("}}\n");
     } else {
         if (nd == 0) {
             printf("no account is disabled by HAMR\n");
@@ -428,6 +430,7 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
                        PQgetvalue(recent, i, 1), PQgetvalue(recent, i, 2),
                        PQgetvalue(recent, i, 3));
         }
+        limiter_status_print(ctl, false); /* who counts: a NATS failure is shown, not fatal */
     }
     PQclear(thr);
     PQclear(recent);

@@ -8,6 +8,7 @@
 #define MAILCTL_H
 
 #include <libpq-fe.h>
+#include <nats/nats.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -23,6 +24,9 @@ typedef struct ctl {
     const char *domain;  /* --domain D */
     char *database_url;  /* from DATABASE_URL or var/postern.env */
     char *nats_url;      /* from NATS_URL or var/postern.env, or the default */
+    char *nats_user;     /* NATS_USER, NATS_PASSWORD (or NATS_PASSWORD_FILE), NATS_TLS_CA: */
+    char *nats_password; /* from the environment when it sets NATS_USER, else from */
+    char *nats_tls_ca;   /* var/postern.env; NULL when unset */
     char actor[128];     /* who runs the command, for audit_log */
     PGconn *pg;
     bool in_tx;
@@ -92,6 +96,11 @@ int ctl_audit(ctl_t *ctl, const char *action, const char *detail);
 int ctl_audit_commit(ctl_t *ctl, const char *action, const char *detail);
 
 /* ---- announce.c: NATS -------------------------------------------------------------- */
+/* Connects to NATS as mailctl (the URLs, user, password and CA of ctl), without
+ * reconnecting, waiting at most timeout_ms. Returns NATS_OK with *nc_r to destroy with
+ * natsConnection_Destroy(), or the error (its text in err). */
+natsStatus ctl_nats_connect(ctl_t *ctl, int timeout_ms, natsConnection **nc_r, char *err,
+                            size_t err_len);
 /* Publishes ConfigChanged{what} on postern.config.changed; warns (only) when it cannot. */
 void ctl_announce(ctl_t *ctl, const char *what);
 
@@ -252,6 +261,10 @@ int cmd_hamr_show(ctl_t *ctl, char **args, int nargs);
 int cmd_hamr_reset(ctl_t *ctl, char **args, int nargs);
 int cmd_hamr_status(ctl_t *ctl, char **args, int nargs);
 int cmd_hamr_enable(ctl_t *ctl, char **args, int nargs);
+/* cmd_limiter.c */
+int cmd_limiter_status(ctl_t *ctl, char **args, int nargs);
+/* The limiter's replicas, stream and bucket: JSON members (no braces) or text. */
+int limiter_status_print(ctl_t *ctl, bool json);
 int cmd_harvest_set(ctl_t *ctl, char **args, int nargs);
 int cmd_harvest_unset(ctl_t *ctl, char **args, int nargs);
 int cmd_harvest_show(ctl_t *ctl, char **args, int nargs);

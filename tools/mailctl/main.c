@@ -10,6 +10,7 @@
 enum {
     CMD_PASSWORD = 1 << 0, /* --password-stdin */
     CMD_DOMAIN = 1 << 1,   /* --domain D */
+    CMD_NO_DB = 1 << 3,    /* asks NATS only: runs while PostgreSQL is down */
     CMD_OPTIONS = 1 << 2,  /* parses its own options (opts.c): gets every word after the
                               command words except --json */
 };
@@ -82,6 +83,9 @@ static const command_t commands[] = {
       "delete the user-level HAMR settings of every user, of a domain's users, or of one" },
     { "hamr", "status", NULL, 0, 0, 0, cmd_hamr_status, "",
       "users throttled now, accounts whose sending is disabled, recent HAMR alerts" },
+    { "limiter", "status", NULL, 0, 0, CMD_NO_DB, cmd_limiter_status, "",
+      "which limiter replica answers, since when, the last takeover; the stream and bucket "
+      "holding its counters and lease" },
     { "hamr", "enable", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_enable, "--user U",
       "let an account disabled by HAMR send again" },
     { "harvest", "set", NULL, 0, 0, CMD_OPTIONS, cmd_harvest_set,
@@ -294,7 +298,7 @@ static bool global_flag(const char *a)
 static int command_run(ctl_t *ctl, const command_t *cmd, char **args, int nargs)
 {
     int rc = ctl_config_load(ctl);
-    if (rc == CTL_OK)
+    if (rc == CTL_OK && !(cmd->flags & CMD_NO_DB))
         rc = ctl_connect(ctl);
     if (rc == CTL_OK) {
         rc = cmd->run(ctl, args, nargs);

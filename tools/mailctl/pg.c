@@ -1,15 +1,17 @@
 /* mailctl: where the database is, the connection, statements, transactions, audit. */
 #include <ctype.h>
+#include <errno.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "bus/bus.h"
 #include "mailctl.h"
 
 #define ENV_FILE "var/postern.env"
-#define NATS_DEFAULT_URL "nats://127.0.0.1:4222"
+#define CTL_NATS_URL "nats://127.0.0.1:4222"
 
 /* The value of key in ENV_FILE (malloc'd), or NULL. Lines are KEY=VALUE; blank lines,
  * '#' comments, a leading "export " and quotes around the value are tolerated. */
@@ -44,6 +46,13 @@ static char *env_file_get(const char *key)
     return found;
 }
 
+/* The environment's value of key (malloc'd), or NULL when it is unset or empty. */
+static char *env_get(const char *key)
+{
+    const char *v = getenv(key);
+    return v && *v ? strdup(v) : NULL;
+}
+
 /* The environment's value of key, else the env file's (malloc'd), else NULL. */
 static char *config_value(const char *key)
 {
@@ -51,6 +60,38 @@ static char *config_value(const char *key)
     if (v && *v)
         return strdup(v);
     return env_file_get(key);
+}
+
+/* The bus's credentials come as a whole: from the environment when it sets NATS_USER,
+ * else from ENV_FILE, so that a NATS_USER of the caller's never meets the password of
+ * another user. NATS_PASSWORD_FILE is read here. Returns CTL_OK, or CTL_USAGE after
+ * printing why. */
+static int nats_credentials_load(ctl_t *ctl)
+{
+    const char *user = getenv("NATS_USER");
+    bool from_env = user && *user;
+    char *(*get)(const char *) = from_env ? env_get : env_file_get;
+    ctl->nats_user = get("NATS_USER");
+    ctl->nats_password = get("NATS_PASSWORD");
+    ctl->nats_tls_ca = config_value("NATS_TLS_CA");
+    char *file = get("NATS_PASSWORD_FILE");
+    if (file && ctl->nats_password) {
+        free(file);
+        return ctl_error("set NATS_PASSWORD or NATS_PASSWORD_FILE, not both");
+    }
+    if (file) {
+        char pw[BUS_PASSWORD_MAX + 1];
+        if (bus_password_file(file, pw, sizeof pw) < 0) {
+            ctl_error("cannot read NATS_PASSWORD_FILE %s: %s", file,
+                      errno == EINVAL ? "empty" : strerror(errno));
+            free(file);
+            return CTL_USAGE;
+        }
+        ctl->nats_password = strdup(pw);
+        explicit_bzero(pw, sizeof pw);
+        free(file);
+    }
+    return CTL_OK;
 }
 
 int ctl_config_load(ctl_t *ctl)
@@ -65,7 +106,9 @@ int ctl_config_load(ctl_t *ctl)
     }
     ctl->nats_url = config_value("NATS_URL");
     if (!ctl->nats_url)
-        ctl->nats_url = strdup(NATS_DEFAULT_URL);
+        ctl->nats_url = strdup(CTL_NATS_URL);
+    if (nats_credentials_load(ctl) != CTL_OK)
+        return CTL_USAGE;
 
     const char *sudo = getenv("SUDO_USER");
     struct passwd *pw = getpwuid(getuid());
@@ -82,7 +125,13 @@ void ctl_config_free(ctl_t *ctl)
 {
     free(ctl->database_url);
     free(ctl->nats_url);
-    ctl->database_url = ctl->nats_url = NULL;
+    free(ctl->nats_user);
+    if (ctl->nats_password)
+        explicit_bzero(ctl->nats_password, strlen(ctl->nats_password));
+    free(ctl->nats_password);
+    free(ctl->nats_tls_ca);
+    ctl->database_url = ctl->nats_url = ctl->nats_user = ctl->nats_password = NULL;
+    ctl->nats_tls_ca = NULL;
 }
 
 /* "host H port P database D" from the connection string, never the password. */

@@ -48,11 +48,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (not .Values.nats.external.url) .Values.nats.bundled.enabled -}}true{{- end -}}
 {{- end -}}
 
+{{/* Every node of the bundled cluster, by its own name (in the certificate): the services
+reconnect to a survivor when one goes. */}}
 {{- define "postern.natsUrl" -}}
 {{- if .Values.nats.external.url -}}
 {{- .Values.nats.external.url -}}
 {{- else if .Values.nats.bundled.enabled -}}
-{{- printf "nats://%s-nats:4222" (include "postern.fullname" .) -}}
+{{- $full := include "postern.fullname" . -}}
+{{- $scheme := ternary "tls" "nats" .Values.nats.tls.enabled -}}
+{{- $urls := list -}}
+{{- range $i := until (int .Values.nats.bundled.replicas) -}}
+{{- $urls = append $urls (printf "%s://%s-nats-%d.%s-nats-headless:4222" $scheme $full $i $full) -}}
+{{- end -}}
+{{- join "," $urls -}}
 {{- else -}}
 {{- fail "NATS: set nats.external.url, or nats.bundled.enabled=true" -}}
 {{- end -}}
@@ -97,7 +105,10 @@ NAME is the Secret holding DATABASE_URL when postgresql.external.url is used.
 {{/*
 A Postern pod template: postern.pod (dict "root" $ "component" NAME "command" SERVICE
 "values" COMPONENT-VALUES "ports" LIST-OF-(dict name env port) "tls" BOOL
-"hostnameEnv" VARIABLE "drainTimeout" SECONDS): tls mounts the certificate; hostnameEnv is
+"hostnameEnv" VARIABLE "drainTimeout" SECONDS "env" LIST "idle" BOOL): tls mounts the
+certificate; the pod logs in to NATS as the bus user named like its command (only that
+user's password is mounted); env adds variables (a list of name/value dicts); idle: a pod
+without a service (the mailctl pod: no health port, no probes); hostnameEnv is
 the variable that carries .Values.hostname to a front end (SMTP_HOSTNAME, POP3_HOSTNAME,
 ...); drainTimeout (front ends, already checked) becomes DRAIN_TIMEOUT, and the grace period
 is drainTimeout + 5 seconds, or the component's terminationGracePeriodSeconds when that is
@@ -112,6 +123,7 @@ metadata:
   annotations:
     checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
     checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+    checksum/nats: {{ include (print $root.Template.BasePath "/nats-secrets.yaml") $root | sha256sum }}
     {{- if and .tls (not $root.Values.tls.existingSecret) }}
     checksum/tls: {{ include (print $root.Template.BasePath "/tls-secret.yaml") $root | sha256sum }}
     {{- end }}
@@ -159,7 +171,7 @@ spec:
     - name: {{ .component }}
       image: {{ include "postern.image" $root }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-      args: [{{ .command | quote }}]
+      args: [{{ ternary "idle" .command (.idle | default false) | quote }}]
       envFrom:
         - configMapRef:
             name: {{ include "postern.fullname" $root }}
@@ -170,6 +182,11 @@ spec:
             secretKeyRef:
               name: {{ include "postern.fullname" $root }}
               key: NATS_URL
+        {{- include "postern.natsEnv" (dict "root" $root "user" .command) | nindent 8 }}
+        {{- range .env }}
+        - name: {{ .name }}
+          value: {{ .value | quote }}
+        {{- end }}
         {{- range .ports }}
         - name: {{ .env }}
           value: {{ .port | quote }}
@@ -188,6 +205,7 @@ spec:
         - name: DRAIN_TIMEOUT
           value: {{ .drainTimeout | quote }}
         {{- end }}
+      {{- if not .idle }}
       ports:
         {{- range .ports }}
         - name: {{ .name }}
@@ -207,6 +225,7 @@ spec:
           path: /readyz
           port: health
         {{- toYaml $root.Values.probes.readiness | nindent 8 }}
+      {{- end }}
       securityContext:
         {{- toYaml $root.Values.securityContext | nindent 8 }}
       resources:
@@ -214,6 +233,7 @@ spec:
       volumeMounts:
         - name: tmp
           mountPath: /tmp
+        {{- include "postern.natsVolumeMounts" (dict "root" $root) | nindent 8 }}
         {{- if .tls }}
         - name: tls
           mountPath: /etc/postern/tls
@@ -223,6 +243,7 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: 64Mi
+    {{- include "postern.natsVolumes" (dict "root" $root "user" .command) | nindent 4 }}
     {{- if .tls }}
     - name: tls
       secret:
@@ -246,4 +267,147 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end -}}
+
+{{/*
+The bus (NATS). The users and their permissions come from files/nats-permissions.txt, the
+one table deploy/nats-auth.sh reads too: "USER publish|subscribe SUBJECT...", "USER
+responses", "USER like OTHER"; every user also subscribes to its own inbox _INBOX.<user>.>.
+*/}}
+{{- define "postern.natsUsers" -}}
+{{- $users := list -}}
+{{- range $line := splitList "\n" (.Files.Get "files/nats-permissions.txt") -}}
+{{- $l := trim $line -}}
+{{- if and $l (not (hasPrefix "#" $l)) -}}
+{{- $u := first (regexSplit "\\s+" $l -1) -}}
+{{- if not (has $u $users) -}}{{- $users = append $users $u -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- join " " $users -}}
+{{- end -}}
+
+{{/* A list of subjects in nats-server's syntax (toJson would write ">" as \u003e). */}}
+{{- define "postern.natsList" -}}
+{{- $q := list -}}
+{{- range . -}}{{- $q = append $q (quote .) -}}{{- end -}}
+[{{ join ", " $q }}]
+{{- end -}}
+
+{{/* The authorization block of nats-server: passwords as $POSTERN_NATS_PW_<USER>. */}}
+{{- define "postern.natsAuthorization" -}}
+{{- $pub := dict -}}
+{{- $sub := dict -}}
+{{- $resp := dict -}}
+{{- $users := list -}}
+{{- range $line := splitList "\n" (.Files.Get "files/nats-permissions.txt") -}}
+{{- $l := trim $line -}}
+{{- if and $l (not (hasPrefix "#" $l)) -}}
+{{- $f := regexSplit "\\s+" $l -1 -}}
+{{- $u := index $f 0 -}}
+{{- $rule := index $f 1 | default "" -}}
+{{- $subjects := rest (rest $f) -}}
+{{- if not (has $u $users) -}}{{- $users = append $users $u -}}{{- end -}}
+{{- if eq $rule "publish" -}}
+{{- $_ := set $pub $u (concat (get $pub $u | default list) $subjects) -}}
+{{- else if eq $rule "subscribe" -}}
+{{- $_ := set $sub $u (concat (get $sub $u | default list) $subjects) -}}
+{{- else if eq $rule "responses" -}}
+{{- $_ := set $resp $u true -}}
+{{- else if eq $rule "like" -}}
+{{- $other := first $subjects -}}
+{{- $_ := set $pub $u (get $pub $other | default list) -}}
+{{- $_ := set $sub $u (get $sub $other | default list) -}}
+{{- if hasKey $resp $other -}}{{- $_ := set $resp $u true -}}{{- end -}}
+{{- else -}}
+{{- fail (printf "files/nats-permissions.txt: unknown rule %q" $rule) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+# From files/nats-permissions.txt (the chart's copy of the one table): edit it, not this.
+authorization {
+  users = [
+{{- range $u := $users }}
+    {
+      user: {{ $u | quote }}
+      password: $POSTERN_NATS_PW_{{ upper $u }}
+      permissions: {
+        {{- if get $pub $u }}
+        publish: { allow: {{ include "postern.natsList" (get $pub $u) }} }
+        {{- else }}
+        publish: { deny: [">"] }
+        {{- end }}
+        subscribe: { allow: {{ include "postern.natsList" (append (get $sub $u | default list) (printf "_INBOX.%s.>" $u)) }} }
+        {{- if hasKey $resp $u }}
+        allow_responses: true
+        {{- end }}
+      }
+    }
+{{- end }}
+  ]
+}
+{{- end -}}
+
+{{- define "postern.natsAuthSecretName" -}}
+{{- .Values.nats.auth.existingSecret | default (printf "%s-nats-auth" (include "postern.fullname" .)) -}}
+{{- end -}}
+
+{{- define "postern.natsTlsSecretName" -}}
+{{- .Values.nats.tls.existingSecret | default (printf "%s-nats-tls" (include "postern.fullname" .)) -}}
+{{- end -}}
+
+{{/* Where the services find the CA of the bus's certificate: "secret", "configmap" or "". */}}
+{{- define "postern.natsCaSource" -}}
+{{- if .Values.nats.external.url -}}
+{{- if .Values.nats.external.caCert -}}configmap{{- end -}}
+{{- else if and .Values.nats.bundled.enabled .Values.nats.tls.enabled -}}secret{{- end -}}
+{{- end -}}
+
+{{/* The credentials of bus user .user in a Postern container: env entries. */}}
+{{- define "postern.natsEnv" -}}
+- name: NATS_USER
+  value: {{ .user | quote }}
+- name: NATS_PASSWORD_FILE
+  value: /etc/postern/nats/password
+{{- if include "postern.natsCaSource" .root }}
+- name: NATS_TLS_CA
+  value: /etc/postern/nats-ca/ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "postern.natsVolumeMounts" -}}
+- name: nats-auth
+  mountPath: /etc/postern/nats
+  readOnly: true
+{{- if include "postern.natsCaSource" .root }}
+- name: nats-ca
+  mountPath: /etc/postern/nats-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Only the pod's own password, and the CA. */}}
+{{- define "postern.natsVolumes" -}}
+- name: nats-auth
+  secret:
+    secretName: {{ include "postern.natsAuthSecretName" .root }}
+    defaultMode: 0440
+    items:
+      - key: {{ .user }}
+        path: password
+{{- $ca := include "postern.natsCaSource" .root }}
+{{- if eq $ca "secret" }}
+- name: nats-ca
+  secret:
+    secretName: {{ include "postern.natsTlsSecretName" .root }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- else if eq $ca "configmap" }}
+- name: nats-ca
+  configMap:
+    name: {{ include "postern.fullname" .root }}-nats-config
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- end -}}
