@@ -8,16 +8,20 @@
 #   1. HAMR across replicas: `mailctl hamr set --user U --max 3 --interval 300`; U sends one
 #      message through each replica (3 accepted, each replica logs its own), then more through
 #      each replica: every one is `451 4.7.1`. Exactly 3 are stored.
-#   2. The limiter killed (`kill limiter`): an authenticated message gets 451 4.7.1 from every
-#      replica and nothing is stored, mail from other servers still flows, smtpd stays up;
-#      `start limiter`: the client's retry goes through (waited for with a deadline), once.
-#   3. PostgreSQL restarted under load: messages (MX to a mailbox, authenticated submissions
+#   2. The answering limiter killed (docker-compose.yml runs two): a user limited to 6 per
+#      hour sends 3, the limiter that answers (`mailctl limiter status`) is killed, the other
+#      one takes over; 3 more are accepted (retried while the takeover is under way), the 7th
+#      is throttled: the count held. The killed one is started again (a standby).
+#   3. Every limiter killed (`kill limiter`): an authenticated message gets 451 4.7.1 from
+#      every replica and nothing is stored, mail from other servers still flows, smtpd stays
+#      up; `start limiter`: the client's retry goes through (waited for with a deadline), once.
+#   4. PostgreSQL restarted under load: messages (MX to a mailbox, authenticated submissions
 #      to the relay queue, round robin over the replicas) sent in a loop while
 #      `restart postgres` happens in the middle; every queue id acknowledged with 250 is then
 #      in a mailbox or in the queue, exactly once, every failure was 4xx, smtpd stayed up, and
 #      every replica accepts both kinds of mail again.
 #
-# Ends with `N passed, N failed` (the three items) and a non-zero status when one failed.
+# Ends with `N passed, N failed` (the four items) and a non-zero status when one failed.
 # The project and its volumes are removed at the end whatever happens (down -v).
 #
 # Environment:
@@ -46,7 +50,7 @@ T0=$(date +%s)
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/postern-e2e-scale.XXXXXX")
 PASSED=0
 FAILED=0
-ITEMS="hamr limiter postgres"
+ITEMS="hamr failover limiter postgres"
 DONE=""
 LOAD_PID=""
 
@@ -70,6 +74,8 @@ DOMAIN=example.test
 RUN=$$-$(date +%s)
 HAMR_USER=hamr@$DOMAIN       # item 1: HAMR, HAMR_MAX messages per 300 s
 HAMR_MAX=3
+FAILOVER_USER=failover@$DOMAIN  # item 2: FAILOVER_MAX per 3600 s, the answering limiter killed
+FAILOVER_MAX=6
 SENDER=sender@$DOMAIN        # items 2 and 3: authenticated mail (HAMR's defaults)
 INBOX_USER=alice@$DOMAIN     # items 2 and 3: MX mail lands here
 OUTSIDE=someone@example.org  # relayed: the outbound queue
@@ -313,7 +319,7 @@ mailctl domain add "$DOMAIN" || fail "mailctl domain add"
 # Relayed mail goes to a port where nothing listens in relayd's container: deferred, it stays
 # in the queue where the counts below look for it.
 mailctl transport set example.org 127.0.0.1:9 || fail "mailctl transport set"
-for u in "$HAMR_USER" "$SENDER" "$INBOX_USER"; do
+for u in "$HAMR_USER" "$FAILOVER_USER" "$SENDER" "$INBOX_USER"; do
     printf '%s\n' "$PASSWORD" | compose run --rm -T mailctl user add "$u" --password-stdin \
         >>"$LOGDIR/mailctl.log" 2>&1 || {
         tail -n 20 "$LOGDIR/mailctl.log"
@@ -322,6 +328,8 @@ for u in "$HAMR_USER" "$SENDER" "$INBOX_USER"; do
 done
 # Before the user's first message: the limiter reads a user's settings when it first sees it.
 mailctl hamr set --user "$HAMR_USER" --max "$HAMR_MAX" --interval 300 --action throttle ||
+    fail "mailctl hamr set"
+mailctl hamr set --user "$FAILOVER_USER" --max "$FAILOVER_MAX" --interval 3600 --action throttle ||
     fail "mailctl hamr set"
 
 # The domain reaches every replica over the bus (config.changed); it may take a moment.
@@ -375,7 +383,66 @@ item_hamr() {
     step "   exactly $HAMR_MAX accepted and stored for $HAMR_USER across $REPLICAS replicas"
 }
 
-# ---- 2. the limiter killed and started again --------------------------------------------
+# ---- 2. the answering limiter killed: the other one counts on ---------------------------
+# The replica that answers, from `mailctl limiter status` (its id starts with its host name,
+# which is the container's id); prints the container id.
+answering_limiter() {
+    holder=$(compose run --rm -T mailctl --json limiter status 2>>"$LOGDIR/failover.log" |
+        "$PYTHON" -c 'import json, sys; l = json.load(sys.stdin)["lease"]; print(l["replica"] if l and l["owns"] else "")') || return 1
+    [ -n "$holder" ] || return 1
+    for id in $(ids limiter); do
+        case $id in "${holder%%:*}"*) echo "$id"; return 0 ;; esac
+    done
+    return 1
+}
+
+item_failover() {
+    n=$(ids limiter | wc -l)
+    [ "$n" -ge 2 ] || { bad "$n limiter containers running, not 2 (docker-compose.yml's default)"; return 1; }
+    first=$(answering_limiter) || { bad "no limiter answers (mailctl limiter status)"; return 1; }
+    k=0
+    half=$((FAILOVER_MAX / 2))
+    while [ "$k" -lt "$half" ]; do
+        port=$(echo $SUB_PORTS | cut -d' ' -f"$((k % REPLICAS + 1))")
+        r=$(smtpc send "$port" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-$k")
+        echo "message $((k + 1)) :$port $r" >>"$LOGDIR/failover.log"
+        [ "${r%% *}" = 250 ] || { bad "message $((k + 1)) of $FAILOVER_MAX refused: $(said "$r")"; return 1; }
+        k=$((k + 1))
+    done
+    step "   $half messages accepted; limiter ${first%"${first#????????????}"} answers; killing it"
+    t0=$(date +%s)
+    docker kill "$first" >>"$LOGDIR/failover.log" 2>&1 || { bad "docker kill $first"; return 1; }
+    second=""
+    while [ -z "$second" ] || [ "$second" = "$first" ]; do
+        [ "$(($(date +%s) - t0))" -lt 30 ] || { bad "no other limiter answers 30 s after the kill"; return 1; }
+        sleep 0.5
+        second=$(answering_limiter) || second=""
+    done
+    step "   limiter ${second%"${second#????????????}"} answers, $(($(date +%s) - t0)) s after the kill (as seen by mailctl)"
+    deadline=$(($(date +%s) + 60))
+    while [ "$k" -lt "$FAILOVER_MAX" ]; do
+        port=$(echo $SUB_PORTS | cut -d' ' -f"$((k % REPLICAS + 1))")
+        r=$(send_until_accepted "$deadline" "$port" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-$k")
+        echo "message $((k + 1)) :$port $r" >>"$LOGDIR/failover.log"
+        [ "${r%% *}" = 250 ] || { bad "message $((k + 1)) of $FAILOVER_MAX, after the takeover, refused: $(said "$r")"; return 1; }
+        k=$((k + 1))
+    done
+    r=$(smtpc send "$(echo $SUB_PORTS | cut -d' ' -f1)" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-over")
+    echo "message $((k + 1)) $r" >>"$LOGDIR/failover.log"
+    case $r in
+        "451 - 4.7.1 "*"try again in"*) ;;
+        *) bad "message $((k + 1)), past the limit of $FAILOVER_MAX after the takeover: $(said "$r") (want 451 4.7.1, try again in)"; return 1 ;;
+    esac
+    stored_n=$(sql "SELECT count(*) FROM outbound_queue WHERE sender = '$FAILOVER_USER'")
+    [ "$stored_n" = "$FAILOVER_MAX" ] || { bad "$stored_n queued for $FAILOVER_USER, not $FAILOVER_MAX"; return 1; }
+    step "   $FAILOVER_MAX accepted and stored in all, the next one $(said "$r" | cut -c1-60)..."
+    docker start "$first" >>"$LOGDIR/failover.log" 2>&1 || { bad "docker start $first"; return 1; }
+    # shellcheck disable=SC2086
+    wait_healthy 60 limiter || { bad "the killed limiter did not come back healthy"; return 1; }
+    step "   the killed limiter started again and healthy (a standby now)"
+}
+
+# ---- 3. the limiter killed and started again --------------------------------------------
 item_limiter() {
     before=$(fingerprint smtpd)
     # One accepted first: the sender's settings are known, the path works.
@@ -430,7 +497,7 @@ item_limiter() {
     [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; return 1; }
 }
 
-# ---- 3. PostgreSQL restarted under load -------------------------------------------------
+# ---- 4. PostgreSQL restarted under load -------------------------------------------------
 item_postgres() {
     before=$(fingerprint smtpd)
     out=$LOGDIR/load.txt
@@ -519,8 +586,9 @@ item_postgres() {
 for item in $ITEMS; do
     case $item in
         hamr) title="1. HAMR: $HAMR_USER limited to $HAMR_MAX per 300 s across $REPLICAS smtpd replicas" ;;
-        limiter) title="2. the limiter killed: 451 4.7.1, nothing lost, smtpd up; started again: mail flows" ;;
-        postgres) title="3. PostgreSQL restarted under load: every 250 is stored, failures only 4xx" ;;
+        failover) title="2. the answering limiter killed: the other takes over, $FAILOVER_MAX accepted in all, then 451" ;;
+        limiter) title="3. every limiter killed: 451 4.7.1, nothing lost, smtpd up; started again: mail flows" ;;
+        postgres) title="4. PostgreSQL restarted under load: every 250 is stored, failures only 4xx" ;;
     esac
     step "$title"
     if "item_$item"; then

@@ -352,7 +352,31 @@ def nats_connect_line(login=_AS_HARNESS, verbose=False, name="postern-e2e"):
     return b"CONNECT " + json.dumps(opts).encode() + b"\r\n"
 
 
-class NatsSubscriber:
+class NatsWire:
+    """Reads the NATS text protocol off self.sock (with self.buf): CRLF lines, payloads."""
+
+    buf = b""
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("NATS connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("NATS connection closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+
+class NatsSubscriber(NatsWire):
     """Subscribes to one NATS subject and collects the decoded protobuf payloads."""
 
     def __init__(self, url, subject, msg_type, timeout=15, login=_AS_HARNESS):
@@ -376,23 +400,6 @@ class NatsSubscriber:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("NATS connection closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("NATS connection closed")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
 
     def _run(self):
         try:

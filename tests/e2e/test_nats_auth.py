@@ -20,7 +20,7 @@ LIMITER_ONLY = ("postern.block.changed", "postern.account.changed", "postern.ale
 MAILCTL_ONLY = ("postern.config.changed",)
 
 
-class Nats:
+class Nats(support.NatsWire):
     """One connection in verbose mode: each command gets its +OK or -ERR."""
 
     def __init__(self, url, login, verbose=True, timeout=5):
@@ -30,22 +30,10 @@ class Nats:
         self.connected = self.answer()
 
     def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("NATS connection closed")
-            self.buf += chunk
-        ln, self.buf = self.buf.split(b"\r\n", 1)
-        return ln.decode("utf-8", "replace")
+        return self._line().decode("utf-8", "replace")
 
     def exact(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("NATS connection closed")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
+        return self._exact(n)
 
     def answer(self):
         """The server's next +OK or -ERR line (PINGs answered, INFO skipped); "closed" when
