@@ -17,6 +17,8 @@
 /* This many JetStream failures in a row (about 2 s) and the stream and bucket are set up
  * again: they may have been deleted, or the servers' storage lost. */
 #define FAILURES_RESETUP 12
+/* The stream's presence is checked at every this many looks at the lease (about 1 s). */
+#define STREAM_CHECK_LOOKS 5
 #define VALUE_MAX 512
 #define ID_MAX 160
 
@@ -36,8 +38,10 @@ typedef struct job {
     char value[VALUE_MAX];
     int64_t history_ms; /* RENEW: also set the stream's maximum age to this */
     bool want_seq;      /* RENEW: also read the stream's last message */
+    bool check_stream;  /* WATCH, RENEW: also see that the stream is still there */
     /* out */
     bool history_ok;
+    bool stream_missing; /* check_stream: it is not (deleted, or the servers' storage lost) */
     bool ok;
     bool found;          /* WATCH, failed RENEW: the key exists */
     uint64_t found_rev;
@@ -66,6 +70,7 @@ struct replica {
     bus_follow_t *follow;
     uint64_t applied_seq, target_seq;
     int failures; /* JetStream calls failed in a row */
+    unsigned long looks; /* WATCH and RENEW jobs made */
     bool caught_up_once;
     /* standby: the lease's revision as last seen, and since when (monotonic) */
     uint64_t seen_rev;
@@ -179,8 +184,10 @@ static void job_setup(job_t *j, replica_t *r)
         si->State.FirstSeq <= j->applied_seq + 1)
         start = j->applied_seq + 1;
     else if (j->applied_seq)
-        j->restart = true;
+        j->restart = true; /* set up again from 0, once the loop has forgotten applied_seq */
     jsStreamInfo_Destroy(si);
+    if (j->restart)
+        return;
 
     kvConfig kc;
     kvConfig_Init(&kc);
@@ -204,6 +211,19 @@ static void job_setup(job_t *j, replica_t *r)
         return;
     }
     j->ok = true;
+}
+
+/* Without the stream, nothing the front ends publish is counted, and the follower cannot
+ * say so (its consumer is gone with it): asked every few looks at the lease. */
+static void stream_check(job_t *j, replica_t *r)
+{
+    if (!j->check_stream)
+        return;
+    jsStreamInfo *si = NULL;
+    jsErrCode je = 0;
+    j->stream_missing =
+        js_GetStreamInfo(&si, bus_js(r->bus), BUS_STREAM_LIMITER, NULL, &je) == NATS_NOT_FOUND;
+    jsStreamInfo_Destroy(si);
 }
 
 /* The leader keeps the stream's maximum age at the longest interval of the settings. */
@@ -250,12 +270,15 @@ static void work_cb(uv_work_t *req)
     job_t *j = req->data;
     replica_t *r = j->r;
     natsStatus s;
+    if (j->kind == JOB_RENEW)
+        stream_check(j, r);
     switch (j->kind) {
     case JOB_SETUP:
         job_setup(j, r);
         break;
     case JOB_WATCH:
         lease_get(j, r->kv);
+        stream_check(j, r);
         break;
     case JOB_TAKE:
         s = j->rev ? kvStore_Update(&j->new_rev, r->kv, BUS_BUCKET_LIMITER_LEADER, j->value,
@@ -412,6 +435,15 @@ static void follow_cb(void *arg, const char *subject, const void *data, size_t l
 
 static void after_setup(replica_t *r, job_t *j)
 {
+    if (j->restart) {
+        log_warn("the stream no longer holds what follows the last message applied (made "
+                 "anew, or aged past it): following it from its start",
+                 "replica=%s applied_seq=%" PRIu64 " last_seq=%" PRIu64, r->id, r->applied_seq,
+                 j->last_seq);
+        r->applied_seq = 0;
+        r->last_job_ms = 0; /* set up again at the next tick */
+        return;
+    }
     if (!j->ok) {
         if (strcmp(r->error, j->err) != 0)
             log_warn("JetStream not ready, retrying", "error=\"%s\"", j->err);
@@ -423,12 +455,6 @@ static void after_setup(replica_t *r, job_t *j)
     r->kv = j->kv;
     r->follow = j->follow;
     r->failures = 0;
-    if (j->restart) {
-        log_warn("the limiter stream was made anew: following it from its start",
-                 "replica=%s applied_seq=%" PRIu64 " last_seq=%" PRIu64, r->id, r->applied_seq,
-                 j->last_seq);
-        r->applied_seq = 0;
-    }
     r->target_seq = j->last_seq;
     r->state = S_STANDBY;
     r->seen_rev = 0;
@@ -454,6 +480,8 @@ static void take_lease(replica_t *r, uint64_t rev, const char *from)
 
 static void after_watch(replica_t *r, job_t *j)
 {
+    if (r->state != S_STANDBY)
+        return;
     if (!j->ok) {
         snprintf(r->error, sizeof r->error, "%s", j->err);
         return;
@@ -491,6 +519,8 @@ static void after_watch(replica_t *r, job_t *j)
 
 static void after_take(replica_t *r, job_t *j)
 {
+    if (r->state == S_STOPPED)
+        return; /* stopping while it was taken: it runs out in REPLICA_LEASE_MS */
     if (!j->ok) {
         log_info("limiter lease not taken", "replica=%s error=\"%s\"", r->id, j->err);
         r->seen_rev = 0; /* look again */
@@ -543,16 +573,20 @@ static void after_renew(replica_t *r, job_t *j)
  * answer, not a failure. */
 static void note_outcome(replica_t *r, const job_t *j)
 {
-    if (j->ok || j->found || r->state == S_STOPPED) {
+    const char *why = NULL;
+    if (r->state == S_STOPPED)
+        return;
+    if (j->stream_missing)
+        why = "the limiter stream is gone: setting it up again";
+    else if (j->ok || j->found)
         r->failures = 0;
+    else if (++r->failures >= FAILURES_RESETUP)
+        why = "JetStream keeps failing: setting the stream and bucket up again";
+    if (!why)
         return;
-    }
-    if (++r->failures < FAILURES_RESETUP)
-        return;
-    log_warn("JetStream keeps failing: setting the stream and bucket up again",
-             "replica=%s error=\"%s\"", r->id, j->err);
+    log_warn(why, "replica=%s error=\"%s\"", r->id, j->err);
     if (r->state == S_LEADING || r->state == S_CATCHING_UP)
-        step_down(r, "JetStream keeps failing");
+        step_down(r, why);
     if (r->follow)
         bus_unfollow(r->bus, r->follow);
     r->follow = NULL;
@@ -642,6 +676,8 @@ static void tick_cb(uv_timer_t *t)
         if (now - r->last_job_ms < REPLICA_WATCH_MS || !r->caught_up_once)
             return;
         j = job_start(r, JOB_WATCH);
+        if (j)
+            j->check_stream = ++r->looks % STREAM_CHECK_LOOKS == 0;
         break;
     case S_CATCHING_UP:
     case S_LEADING:
@@ -649,6 +685,7 @@ static void tick_cb(uv_timer_t *t)
             return;
         j = job_start(r, JOB_RENEW);
         if (j) {
+            j->check_stream = ++r->looks % STREAM_CHECK_LOOKS == 0;
             j->rev = r->my_rev;
             j->want_seq = r->target_seq == UINT64_MAX;
             if (r->state == S_LEADING && r->history_ms && r->history_ms != r->history_set_ms)

@@ -276,3 +276,32 @@ def test_an_unblock_outlives_a_restart(postern, mailctl, new_user):
                    what=f"{source} to be blocked at its 3rd failure since the lift")
     finally:
         mailctl("harvest", "unblock", source, check=False)
+
+
+@pytest.mark.client_addresses
+def test_a_deleted_stream_is_made_again(postern, mailctl, new_user):
+    """Without its stream nothing the front ends publish would be counted, and the follower
+    cannot tell (its consumer goes with the stream): the limiter looks for the stream, makes
+    it again and follows it, and failed logins count and block again."""
+    from support import nats_request
+    source = "127.0.6.10"
+    mailctl("harvest", "set", "--enabled", "on", "--max-failures", "3", "--interval", "3600",
+            "--block", "600")
+    postern.limiter_sync()
+    user = new_user(PW)
+    svc = postern.services["limiter"]
+    offset = svc.size()
+    reply = nats_request(postern.env["NATS_URL"], "$JS.API.STREAM.DELETE.POSTERN_LIMITER", b"",
+                         timeout=5)
+    assert reply and b'"success":true' in reply, reply
+    wait_until(lambda: 'msg="the limiter stream is gone' in svc.since(offset), timeout=30,
+               what="the limiter to see its stream gone")
+    wait_until(lambda: 'msg="following the limiter stream"' in svc.since(offset)
+               and leads(svc), timeout=30, what="the limiter to follow a new stream and lead")
+    try:
+        for i in range(3):
+            assert smtp_failure(postern, user, source, i), i
+        wait_until(lambda: not smtp_served(postern, source), timeout=30,
+                   what=f"{source} blocked: failures counted through the new stream")
+    finally:
+        mailctl("harvest", "unblock", source, check=False)
