@@ -7,7 +7,8 @@
 #
 #   sh deploy/docker/build-base.sh [all|base|postgres|nats]     (default all)
 #
-# An image that exists already is left alone (REBUILD=1 builds it again). With a registry,
+# The base image, once there, is left alone (REBUILD=1 builds it again); the PostgreSQL and
+# NATS images are built again each time from Docker's cache. With a registry,
 # none of this is needed: point POSTERN_BASE_IMAGE, POSTGRES_IMAGE and NATS_IMAGE at
 # debian:bookworm-slim, postgres:15 and nats:2.9-alpine instead (see README, "Deploying").
 #
@@ -175,11 +176,9 @@ EOF
 }
 
 build_from_base() { # build_from_base IMAGE DIR
-    if have_image "$1"; then
-        say "$1 exists (REBUILD=1 to build it again)"
-        return
-    fi
-    say "building $1"
+    # Built every time: Docker's cache makes an unchanged image a matter of seconds, and an
+    # image whose Dockerfile changed (a mount point's owner, say) is not left stale.
+    say "building $1 (cached layers reused)"
     log=$(mktemp "${TMPDIR:-/tmp}/postern-build.XXXXXX")
     docker build --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$1" "$2" >"$log" 2>&1 || {
         tail -n 30 "$log" >&2
