@@ -635,7 +635,8 @@ int ev_subscribe_block_list_request(bus_t *bus, ev_block_list_request_cb cb, voi
 
 /* ---- the limiter's stream ----------------------------------------------------------------- */
 
-int ev_publish_limiter_log(bus_t *bus, const ev_limiter_log_t *rec)
+static void limiter_log_pb(const ev_limiter_log_t *rec, Postern__LimiterLog *pm,
+                           const char **subject)
 {
     Postern__LimiterLog m = POSTERN__LIMITER_LOG__INIT;
     m.kind = (Postern__LimiterLog__Kind)rec->kind;
@@ -648,12 +649,62 @@ int ev_publish_limiter_log(bus_t *bus, const ev_limiter_log_t *rec)
     m.interval_s = rec->interval_s;
     m.client_addr = str(rec->client_addr);
     m.service = rec->service;
-    const char *subject = BUS_SUBJECT_LIMITER_LOG_FORGET;
+    *subject = BUS_SUBJECT_LIMITER_LOG_FORGET;
     if (rec->kind == EV_LIMITER_LOG_RESERVE)
-        subject = BUS_SUBJECT_LIMITER_LOG_RESERVE;
+        *subject = BUS_SUBJECT_LIMITER_LOG_RESERVE;
     else if (rec->kind == EV_LIMITER_LOG_RCPT_FAILURE)
-        subject = BUS_SUBJECT_LIMITER_LOG_RCPT;
+        *subject = BUS_SUBJECT_LIMITER_LOG_RCPT;
+    *pm = m;
+}
+
+int ev_publish_limiter_log(bus_t *bus, const ev_limiter_log_t *rec)
+{
+    Postern__LimiterLog m;
+    const char *subject;
+    limiter_log_pb(rec, &m, &subject);
     return bus_publish_msg(bus, subject, &m.base);
+}
+
+/* The stream's answer to a publish with a reply subject: {"stream":..,"seq":N} when it
+ * stored the message, {"error":..} when not. */
+static bool pub_ack_ok(const void *data, size_t len)
+{
+    return data && !memmem(data, len, "\"error\"", 7) && memmem(data, len, "\"seq\"", 5);
+}
+
+typedef struct log_ack {
+    ev_log_ack_cb cb;
+    void *arg;
+} log_ack_t;
+
+static void log_ack_reply(void *arg, const void *data, size_t len)
+{
+    log_ack_t *a = arg;
+    a->cb(a->arg, data && pub_ack_ok(data, len));
+    free(a);
+}
+
+int ev_record_limiter_log(bus_t *bus, const ev_limiter_log_t *rec, int timeout_ms,
+                          ev_log_ack_cb cb, void *arg)
+{
+    Postern__LimiterLog m;
+    const char *subject;
+    limiter_log_pb(rec, &m, &subject);
+    log_ack_t *a = malloc(sizeof *a);
+    uint8_t *buf = malloc(protobuf_c_message_get_packed_size(&m.base) + 1);
+    if (!a || !buf) {
+        free(a);
+        free(buf);
+        return -1;
+    }
+    a->cb = cb;
+    a->arg = arg;
+    size_t len = protobuf_c_message_pack(&m.base, buf);
+    int rc = bus_request(bus, subject, buf, len, timeout_ms, log_ack_reply, a);
+    free(buf);
+    if (rc < 0)
+        free(a);
+    return rc;
 }
 
 static void limiter_log_msg(const ev_stream_handlers_t *h, ev_sub_t *s, const void *data,

@@ -243,6 +243,13 @@ typedef struct ev_limiter_log {
 
 /* Publishes rec on postern.limiter.log.reserve, .rcpt or .forget. Returns 0, or -1. */
 int ev_publish_limiter_log(bus_t *bus, const ev_limiter_log_t *rec);
+/* The same, asking the stream to say it stored rec: cb(arg, true) once it has, cb(arg,
+ * false) when it said no, nobody answered (no stream leader, during an election) or
+ * timeout_ms passed; called once, on the loop, never from inside. Returns 0, or -1 (cb is
+ * not called). */
+typedef void (*ev_log_ack_cb)(void *arg, bool stored);
+int ev_record_limiter_log(bus_t *bus, const ev_limiter_log_t *rec, int timeout_ms,
+                          ev_log_ack_cb cb, void *arg);
 
 /* What a follower of the stream does with each kind of message it holds. */
 typedef struct ev_stream_handlers {

@@ -19,12 +19,15 @@
 #define PRUNE_BUDGET 20000     /* entries looked at per table and tick */
 #define ALERT_QUEUE_MAX 256    /* alerts kept while the bus is down */
 #define HISTORY_TICKS 60       /* the stream's maximum age is looked at this often */
+#define RESERVE_ACK_MS 300     /* the stream's acknowledgement of a reserved slot, at most */
+#define RESERVE_RETRY_S 5      /* the sender's wait when it did not come */
 
 typedef struct server {
     svc_t *svc;
     limiter_t *lim;
     store_t *store;
     replica_t *replica;
+    struct reserve_wait *reserving; /* slots waiting for the stream's acknowledgement */
     uv_timer_t tick;
     uv_timer_t reload;
     bool timers;      /* tick and reload are initialised */
@@ -288,23 +291,101 @@ static const char throttle_sql[] =
     "  refused = CASE WHEN t.until < now() THEN 1 ELSE t.refused + 1 END,"
     "  until = EXCLUDED.until, reason = EXCLUDED.reason";
 
+/* An allowed send whose slot the stream must hold before smtpd is told: a replica that
+ * takes over counts from the stream, and a slot it did not hear of would be given twice. */
+typedef struct reserve_wait {
+    server_t *srv; /* NULL once the server is gone (the bus answers it at its destroy) */
+    limiter_reply_t r;
+    char *reply, *user, *queue_id;
+    struct reserve_wait *prev, *next;
+} reserve_wait_t;
+
+static void reserve_wait_free(reserve_wait_t *w)
+{
+    if (w->srv) {
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            w->srv->reserving = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+    }
+    free(w->reply);
+    free(w->user);
+    free(w->queue_id);
+    free(w);
+}
+
+static void reserve_recorded_cb(void *arg, bool stored)
+{
+    reserve_wait_t *w = arg;
+    server_t *srv = w->srv;
+    if (!srv || srv->svc->stopping || !srv->lim) {
+        reserve_wait_free(w);
+        return; /* unanswered: the front end's timeout applies */
+    }
+    if (!stored) {
+        /* Not in the stream (no stream leader, an election under way, or NATS away): the
+         * slot is given back and the sender asked to come back soon, as when no limiter
+         * answers. */
+        limiter_send_release(srv->lim, w->user, w->queue_id, server_now(srv));
+        limiter_reply_t r;
+        memset(&r, 0, sizeof r);
+        r.verdict = LIMITER_THROTTLE;
+        r.retry_after_s = RESERVE_RETRY_S;
+        snprintf(r.reason, sizeof r.reason,
+                 "the limiter could not record the message's slot; try again shortly");
+        log_warn("reserved slot not stored by the stream: released, sender asked to retry",
+                 "queue_id=%s", w->queue_id);
+        send_reply(srv, w->reply, &r);
+    } else {
+        send_reply(srv, w->reply, &w->r);
+    }
+    reserve_wait_free(w);
+}
+
+/* Sends the record of a reserved slot, asking the stream to acknowledge it; the answer to
+ * the front end waits for that. Returns 0, or -1 when it could not even be sent (the
+ * caller answers at once, as before persistence). */
+static int reserve_record(server_t *srv, const char *reply, const char *user,
+                          const char *queue_id, uint32_t rcpt, int64_t now,
+                          const limiter_reply_t *r)
+{
+    reserve_wait_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return -1;
+    w->srv = srv;
+    w->r = *r;
+    w->next = srv->reserving;
+    if (w->next)
+        w->next->prev = w;
+    srv->reserving = w;
+    w->reply = strdup(reply ? reply : "");
+    w->user = strdup(user);
+    w->queue_id = strdup(queue_id ? queue_id : "");
+    ev_limiter_log_t rec = {
+        .kind = EV_LIMITER_LOG_RESERVE, .replica = replica_id(srv->replica),
+        .time_ms = now, .user = user, .queue_id = queue_id, .rcpt_count = rcpt,
+        .max_messages = r->max_messages, .interval_s = r->interval_s,
+    };
+    if (!w->reply || !w->user || !w->queue_id ||
+        ev_record_limiter_log(srv->svc->bus, &rec, RESERVE_ACK_MS, reserve_recorded_cb, w) < 0) {
+        log_warn("reserved slot not logged: a takeover now would not count it", "queue_id=%s",
+                 queue_id);
+        reserve_wait_free(w);
+        return -1;
+    }
+    return 0;
+}
+
 static void send_decide(server_t *srv, const char *reply, const char *user, const char *client,
                         uint32_t rcpt, const char *queue_id)
 {
     limiter_reply_t r;
     int64_t now = server_now(srv);
     limiter_send_check(srv->lim, user, client, rcpt, queue_id, now, &r);
-    if (r.reserved) {
-        /* Before the answer: once smtpd has it, the standbys will count the slot too. */
-        ev_limiter_log_t rec = {
-            .kind = EV_LIMITER_LOG_RESERVE, .replica = replica_id(srv->replica),
-            .time_ms = now, .user = user, .queue_id = queue_id, .rcpt_count = rcpt,
-            .max_messages = r.max_messages, .interval_s = r.interval_s,
-        };
-        if (ev_publish_limiter_log(srv->svc->bus, &rec) < 0)
-            log_warn("reserved slot not logged: a takeover now would not count it",
-                     "queue_id=%s", queue_id);
-    }
+    if (r.reserved && reserve_record(srv, reply, user, queue_id, rcpt, now, &r) == 0)
+        return; /* answered once the stream has it */
     throttle_note_t *t = r.verdict == LIMITER_THROTTLE && db_available(srv->svc->db)
                              ? calloc(1, sizeof *t)
                              : NULL;
@@ -756,6 +837,10 @@ void server_destroy(svc_t *svc)
     svc->data = NULL;
     store_stop(srv->store);
     replica_destroy(&srv->replica);
+    /* Acknowledgements still to come are answered (with none) by bus_destroy(), after us. */
+    for (struct reserve_wait *w = srv->reserving; w; w = w->next)
+        w->srv = NULL;
+    srv->reserving = NULL;
     store_destroy(&srv->store);
     limiter_destroy(&srv->lim);
     if (srv->nalerts)
