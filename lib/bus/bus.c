@@ -150,13 +150,13 @@ static void wakeup_cb(uv_async_t *a)
     }
 }
 
-/* url without "user:password@", for logs. */
-static void url_public(const char *url, char *out, size_t out_len)
+void bus_url_public(const char *url, char *out, size_t out_len)
 {
     const char *scheme = strstr(url, "://");
     const char *host = scheme ? scheme + 3 : url;
     const char *at = strchr(host, '@');
-    if (at)
+    const char *slash = strchr(host, '/');
+    if (at && (!slash || at < slash))
         snprintf(out, out_len, "%.*s%s", (int)(host - url), url, at + 1);
     else
         snprintf(out, out_len, "%s", url);
@@ -174,7 +174,7 @@ static void reconnected_cb(natsConnection *nc, void *closure)
     (void)closure;
     char url[256] = "", shown[256];
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
-    url_public(url, shown, sizeof shown);
+    bus_url_public(url, shown, sizeof shown);
     log_info("bus connected", "server=\"%s\"", shown);
 }
 
@@ -417,13 +417,13 @@ void bus_destroy(bus_t **bp)
         natsSubscription_Unsubscribe(s->sub);
         natsSubscription_Destroy(s->sub);
     }
-    for (bus_sub_t *s = b->follows; s; s = s->next)
-        if (s->sub) {
-            natsSubscription_Unsubscribe(s->sub);
-            natsSubscription_Destroy(s->sub);
-        }
     jsCtx_Destroy(b->js);
     natsConnection_Close(b->nc);
+    /* After the close: for a JetStream subscription an unsubscribe would ask the server to
+     * delete the consumer and wait for the answer; ordered consumers are ephemeral and the
+     * server drops them once nobody listens. */
+    for (bus_sub_t *s = b->follows; s; s = s->next)
+        natsSubscription_Destroy(s->sub);
     natsConnection_Destroy(b->nc); /* no NATS thread calls us after this */
     natsOptions_Destroy(b->opts);
     for (bus_inbound_t *in = b->inbound, *next; in; in = next) {
@@ -580,12 +580,12 @@ void bus_unfollow(bus_t *b, bus_follow_t *s)
 {
     if (!b || !s)
         return;
+    /* Only marked: nothing more reaches the loop. Unsubscribing here would make libnats
+     * ask the server to delete the consumer and wait for the answer, on the loop thread (up
+     * to 2 s with JetStream away); the subscription goes with the bus, and a consumer the
+     * stream lost sends nothing meanwhile. */
     pthread_mutex_lock(&b->lock);
     s->closed = true;
     pthread_cond_broadcast(&b->room);
-    natsSubscription *sub = s->sub;
-    s->sub = NULL;
     pthread_mutex_unlock(&b->lock);
-    natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub); /* s itself stays until bus_destroy(): queued messages */
 }

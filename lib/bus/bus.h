@@ -31,6 +31,9 @@ typedef struct bus_opts {
                              required and the server's certificate verified with this CA */
 } bus_opts_t;
 
+/* url without "user:password@", for logs and messages. */
+void bus_url_public(const char *url, char *out, size_t out_len);
+
 /* The longest password bus_password_file() reads. */
 #define BUS_PASSWORD_MAX 256
 /* Reads a password file (a mounted Secret): its first line, without the line end.

@@ -12,19 +12,6 @@
 
 #define ANNOUNCE_TIMEOUT_MS 1000
 
-/* url without "user:password@", for messages. */
-static void url_public(const char *url, char *out, size_t out_len)
-{
-    const char *scheme = strstr(url, "://");
-    const char *host = scheme ? scheme + 3 : url;
-    const char *at = strchr(host, '@');
-    const char *slash = strchr(host, '/');
-    if (at && (!slash || at < slash))
-        snprintf(out, out_len, "%.*s%s", (int)(host - url), url, at + 1);
-    else
-        snprintf(out, out_len, "%s", url);
-}
-
 natsStatus ctl_nats_connect(ctl_t *ctl, int timeout_ms, natsConnection **nc_r, char *err,
                             size_t err_len)
 {
@@ -84,7 +71,7 @@ void ctl_announce(ctl_t *ctl, const char *what)
     }
     if (s != NATS_OK) {
         char url[256];
-        url_public(ctl->nats_url, url, sizeof url);
+        bus_url_public(ctl->nats_url, url, sizeof url);
         if (!err[0])
             snprintf(err, sizeof err, "%s", natsStatus_GetText(s));
         ctl_warn("the change is saved but could not be announced on NATS (%s: %s); "
