@@ -417,13 +417,13 @@ void bus_destroy(bus_t **bp)
         natsSubscription_Unsubscribe(s->sub);
         natsSubscription_Destroy(s->sub);
     }
+    for (bus_sub_t *s = b->follows; s; s = s->next)
+        if (s->sub) {
+            natsSubscription_Unsubscribe(s->sub);
+            natsSubscription_Destroy(s->sub);
+        }
     jsCtx_Destroy(b->js);
     natsConnection_Close(b->nc);
-    /* After the close: for a JetStream subscription an unsubscribe would ask the server to
-     * delete the consumer and wait for the answer; ordered consumers are ephemeral and the
-     * server drops them once nobody listens. */
-    for (bus_sub_t *s = b->follows; s; s = s->next)
-        natsSubscription_Destroy(s->sub);
     natsConnection_Destroy(b->nc); /* no NATS thread calls us after this */
     natsOptions_Destroy(b->opts);
     for (bus_inbound_t *in = b->inbound, *next; in; in = next) {
@@ -580,12 +580,15 @@ void bus_unfollow(bus_t *b, bus_follow_t *s)
 {
     if (!b || !s)
         return;
-    /* Only marked: nothing more reaches the loop. Unsubscribing here would make libnats
-     * ask the server to delete the consumer and wait for the answer, on the loop thread (up
-     * to 2 s with JetStream away); the subscription goes with the bus, and a consumer the
-     * stream lost sends nothing meanwhile. */
     pthread_mutex_lock(&b->lock);
     s->closed = true;
     pthread_cond_broadcast(&b->room);
+    natsSubscription *sub = s->sub;
+    s->sub = NULL;
     pthread_mutex_unlock(&b->lock);
+    /* May wait for the server (a JetStream consumer is deleted): only at stop and when the
+     * stream is set up again, never on a request. A kept subscription would instead report
+     * missed heartbeats for ever. */
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub); /* s itself stays until bus_destroy(): queued messages */
 }

@@ -26,8 +26,8 @@ typedef void (*bus_stream_cb)(void *arg, const char *subject, const void *data, 
  * failure. */
 bus_follow_t *bus_follow(bus_t *bus, const char *stream, uint64_t start_seq, bus_stream_cb cb,
                          void *arg, char *err, size_t err_len);
-/* Stops a follower: nothing more is delivered. Never blocks; the subscription itself is
- * closed with the bus. Loop thread. */
+/* Stops a follower; nothing more is delivered. Loop thread (libnats may wait for the
+ * server to delete the consumer: not for request paths). */
 void bus_unfollow(bus_t *bus, bus_follow_t *f);
 
 #endif
