@@ -3,7 +3,7 @@
 # folders before it in ORDER, never one after it. Prints each include that breaks the
 # rule, and exits 1 if there is any.
 cd "$(dirname "$0")/../.." || exit 1
-ORDER="base net auth store mail bus svc"
+ORDER="base net auth store mail bus svc admin"
 rank() { i=0; for d in $ORDER; do [ "$d" = "$1" ] && { echo $i; return; }; i=$((i + 1)); done; echo 99; }
 bad=0
 checked=0

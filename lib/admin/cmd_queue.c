@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 
 #define QUEUE_ID_MAX 64
 /* queue show reads at most this much of a message to find its header section. */
@@ -44,19 +44,19 @@ static char *one_line(const char *s)
 static void print_line_value(const char *s)
 {
     char *safe = one_line(s);
-    fputs(safe ? safe : "?", stdout);
+    fputs(safe ? safe : "?", ctl_out());
     free(safe);
 }
 
 /* The value of a column as JSON: null for SQL NULL, else a string. */
 static void json_col(const PGresult *res, int row, int col)
 {
-    json_str(stdout, PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col));
+    json_str(ctl_out(), PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col));
 }
 
 static void json_bool_col(const PGresult *res, int row, int col)
 {
-    fputs(strcmp(PQgetvalue(res, row, col), "t") == 0 ? "true" : "false", stdout);
+    fputs(strcmp(PQgetvalue(res, row, col), "t") == 0 ? "true" : "false", ctl_out());
 }
 
 /* A column that may be NULL, for people: "-" for NULL or empty. */
@@ -194,52 +194,52 @@ static const char LIST_SQL[] =
 /* The '\n'-separated list s as a JSON array of strings. */
 static void json_lines(const char *s)
 {
-    printf("[");
+    fprintf(ctl_out(), "[");
     bool first = true;
     while (*s) {
         size_t n = strcspn(s, "\n");
         char *item = strndup(s, n);
-        printf("%s", first ? "" : ",");
-        json_str(stdout, item ? item : "");
+        fprintf(ctl_out(), "%s", first ? "" : ",");
+        json_str(ctl_out(), item ? item : "");
         free(item);
         first = false;
         s += n;
         if (*s == '\n')
             s++;
     }
-    printf("]");
+    fprintf(ctl_out(), "]");
 }
 
 static void list_json(const PGresult *res)
 {
-    printf("{\"messages\":[");
+    fprintf(ctl_out(), "{\"messages\":[");
     for (int i = 0; i < PQntuples(res); i++) {
-        printf("%s{\"id\":%s,\"queue_id\":", i ? "," : "", PQgetvalue(res, i, L_ID));
+        fprintf(ctl_out(), "%s{\"id\":%s,\"queue_id\":", i ? "," : "", PQgetvalue(res, i, L_ID));
         json_col(res, i, L_QID);
-        printf(",\"sender\":");
+        fprintf(ctl_out(), ",\"sender\":");
         json_col(res, i, L_SENDER);
-        printf(",\"pending_recipients\":");
+        fprintf(ctl_out(), ",\"pending_recipients\":");
         json_lines(PQgetvalue(res, i, L_PENDING));
-        printf(",\"pending\":%s,\"delivered\":%s,\"bounced\":%s,\"attempts\":%s",
+        fprintf(ctl_out(), ",\"pending\":%s,\"delivered\":%s,\"bounced\":%s,\"attempts\":%s",
                PQgetvalue(res, i, L_NPENDING), PQgetvalue(res, i, L_NDELIVERED),
                PQgetvalue(res, i, L_NBOUNCED), PQgetvalue(res, i, L_ATTEMPTS));
-        printf(",\"next_attempt\":");
+        fprintf(ctl_out(), ",\"next_attempt\":");
         json_col(res, i, L_NEXT);
-        printf(",\"due\":");
+        fprintf(ctl_out(), ",\"due\":");
         json_bool_col(res, i, L_DUE);
-        printf(",\"lease_owner\":");
+        fprintf(ctl_out(), ",\"lease_owner\":");
         json_col(res, i, L_OWNER);
-        printf(",\"lease_until\":");
+        fprintf(ctl_out(), ",\"lease_until\":");
         json_col(res, i, L_UNTIL);
-        printf(",\"created_at\":");
+        fprintf(ctl_out(), ",\"created_at\":");
         json_col(res, i, L_CREATED);
-        printf(",\"age_seconds\":%s,\"last_reply\":", PQgetvalue(res, i, L_AGE));
+        fprintf(ctl_out(), ",\"age_seconds\":%s,\"last_reply\":", PQgetvalue(res, i, L_AGE));
         json_col(res, i, L_REPLY);
-        printf(",\"cancelled_by\":");
+        fprintf(ctl_out(), ",\"cancelled_by\":");
         json_col(res, i, L_CANCELLED);
-        printf("}");
+        fprintf(ctl_out(), "}");
     }
-    printf("]}\n");
+    fprintf(ctl_out(), "]}\n");
 }
 
 /* The RECIPIENTS column: up to LIST_RCPTS_SHOWN pending ones, how many more, and the
@@ -320,17 +320,17 @@ static void list_table(const PGresult *res)
             if (!v)
                 v = "?";
             if (c == C_REPLY)
-                printf("%s\n", v);
+                fprintf(ctl_out(), "%s\n", v);
             else if (c == C_TRIES)
-                printf("%*s  ", width[c], v);
+                fprintf(ctl_out(), "%*s  ", width[c], v);
             else
-                printf("%-*s  ", width[c], v);
+                fprintf(ctl_out(), "%-*s  ", width[c], v);
         }
     }
     for (size_t k = 0; k < (size_t)n * C_N; k++)
         free(cells[k]);
     free(cells);
-    printf("%d message%s in the outbound queue\n", n, n == 1 ? "" : "s");
+    fprintf(ctl_out(), "%d message%s in the outbound queue\n", n, n == 1 ? "" : "s");
 }
 
 int cmd_queue_list(ctl_t *ctl, char **args, int nargs)
@@ -343,7 +343,7 @@ int cmd_queue_list(ctl_t *ctl, char **args, int nargs)
     if (ctl->json)
         list_json(res);
     else if (PQntuples(res) == 0)
-        printf("the outbound queue is empty\n");
+        fprintf(ctl_out(), "the outbound queue is empty\n");
     else
         list_table(res);
     PQclear(res);
@@ -416,76 +416,76 @@ static void print_headers(const char *text)
     bool line_start = true;
     for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
         if (line_start)
-            fputs("  ", stdout);
+            fputs("  ", ctl_out());
         line_start = *p == '\n';
         if (*p == '\r')
             continue;
         if (*p == '\n' || *p == '\t' || (*p >= 0x20 && *p != 0x7f))
-            putchar(*p);
+            fputc(*p, ctl_out());
         else
-            putchar('?');
+            fputc('?', ctl_out());
     }
     if (!line_start)
-        putchar('\n');
+        fputc('\n', ctl_out());
 }
 
 static void show_json(const PGresult *res, int row, const PGresult *rcpts, const char *headers,
                       bool cut)
 {
-    printf("{\"id\":%s,\"queue_id\":", PQgetvalue(res, row, S_ID));
+    fprintf(ctl_out(), "{\"id\":%s,\"queue_id\":", PQgetvalue(res, row, S_ID));
     json_col(res, row, S_QID);
-    printf(",\"sender\":");
+    fprintf(ctl_out(), ",\"sender\":");
     json_col(res, row, S_SENDER);
-    printf(",\"created_at\":");
+    fprintf(ctl_out(), ",\"created_at\":");
     json_col(res, row, S_CREATED);
-    printf(",\"age_seconds\":%s,\"size\":%s,\"attempts\":%s,\"last_attempt\":",
+    fprintf(ctl_out(), ",\"age_seconds\":%s,\"size\":%s,\"attempts\":%s,\"last_attempt\":",
            PQgetvalue(res, row, S_AGE), PQgetvalue(res, row, S_SIZE),
            PQgetvalue(res, row, S_ATTEMPTS));
     json_col(res, row, S_LAST_ATTEMPT);
-    printf(",\"next_attempt\":");
+    fprintf(ctl_out(), ",\"next_attempt\":");
     json_col(res, row, S_NEXT);
-    printf(",\"due\":");
+    fprintf(ctl_out(), ",\"due\":");
     json_bool_col(res, row, S_DUE);
-    printf(",\"lease_owner\":");
+    fprintf(ctl_out(), ",\"lease_owner\":");
     json_col(res, row, S_OWNER);
-    printf(",\"lease_until\":");
+    fprintf(ctl_out(), ",\"lease_until\":");
     json_col(res, row, S_UNTIL);
-    printf(",\"lease_live\":");
+    fprintf(ctl_out(), ",\"lease_live\":");
     json_bool_col(res, row, S_LEASED);
-    printf(",\"warned_at\":");
+    fprintf(ctl_out(), ",\"warned_at\":");
     json_col(res, row, S_WARNED);
-    printf(",\"cancelled_by\":");
+    fprintf(ctl_out(), ",\"cancelled_by\":");
     json_col(res, row, S_CANCELLED);
-    printf(",\"last_reply\":");
+    fprintf(ctl_out(), ",\"last_reply\":");
     json_col(res, row, S_REPLY);
-    printf(",\"recipients\":[");
+    fprintf(ctl_out(), ",\"recipients\":[");
     bool first = true;
     for (int r = 0; r < PQntuples(rcpts); r++) {
         if (strcmp(PQgetvalue(rcpts, r, R_MESSAGE), PQgetvalue(res, row, S_ID)) != 0)
             continue;
-        printf("%s{\"recipient\":", first ? "" : ",");
+        fprintf(ctl_out(), "%s{\"recipient\":", first ? "" : ",");
         json_col(rcpts, r, R_RCPT);
-        printf(",\"state\":");
+        fprintf(ctl_out(), ",\"state\":");
         json_col(rcpts, r, R_STATE);
-        printf(",\"last_reply\":");
+        fprintf(ctl_out(), ",\"last_reply\":");
         json_col(rcpts, r, R_REPLY);
-        printf(",\"remote\":");
+        fprintf(ctl_out(), ",\"remote\":");
         json_col(rcpts, r, R_REMOTE);
-        printf(",\"updated_at\":");
+        fprintf(ctl_out(), ",\"updated_at\":");
         json_col(rcpts, r, R_UPDATED);
-        printf("}");
+        fprintf(ctl_out(), "}");
         first = false;
     }
-    printf("],\"headers\":");
-    json_str(stdout, headers);
-    printf(",\"headers_truncated\":%s}", cut ? "true" : "false");
+    fprintf(ctl_out(), "],\"headers\":");
+    json_str(ctl_out(), headers);
+    fprintf(ctl_out(), ",\"headers_truncated\":%s}", cut ? "true" : "false");
 }
 
 static void show_field(const char *name, const char *value)
 {
-    printf("%-13s ", name);
+    fprintf(ctl_out(), "%-13s ", name);
     print_line_value(value);
-    putchar('\n');
+    fputc('\n', ctl_out());
 }
 
 static void show_text(const PGresult *res, int row, const PGresult *rcpts, const char *headers,
@@ -539,7 +539,7 @@ static void show_text(const PGresult *res, int row, const PGresult *rcpts, const
     show_field("cancelled:", buf);
     show_field("last reply:", or_dash(res, row, S_REPLY));
 
-    printf("recipients:\n");
+    fprintf(ctl_out(), "recipients:\n");
     const char *id = PQgetvalue(res, row, S_ID);
     int wr = 9, ws = 5, wm = 6;
     for (int r = 0; r < PQntuples(rcpts); r++) {
@@ -552,22 +552,22 @@ static void show_text(const PGresult *res, int row, const PGresult *rcpts, const
         if (PQgetlength(rcpts, r, R_REMOTE) > wm)
             wm = PQgetlength(rcpts, r, R_REMOTE);
     }
-    printf("  %-*s  %-*s  %-*s  %-20s  %s\n", wr, "RECIPIENT", ws, "STATE", wm, "REMOTE",
+    fprintf(ctl_out(), "  %-*s  %-*s  %-*s  %-20s  %s\n", wr, "RECIPIENT", ws, "STATE", wm, "REMOTE",
            "UPDATED", "LAST REPLY");
     for (int r = 0; r < PQntuples(rcpts); r++) {
         if (strcmp(PQgetvalue(rcpts, r, R_MESSAGE), id) != 0)
             continue;
         char *rcpt = one_line(PQgetvalue(rcpts, r, R_RCPT));
         char *remote = one_line(or_dash(rcpts, r, R_REMOTE));
-        printf("  %-*s  %-*s  %-*s  %-20s  ", wr, rcpt ? rcpt : "?", ws,
+        fprintf(ctl_out(), "  %-*s  %-*s  %-*s  %-20s  ", wr, rcpt ? rcpt : "?", ws,
                PQgetvalue(rcpts, r, R_STATE), wm, remote ? remote : "?",
                PQgetvalue(rcpts, r, R_UPDATED));
         print_line_value(or_dash(rcpts, r, R_REPLY));
-        putchar('\n');
+        fputc('\n', ctl_out());
         free(rcpt);
         free(remote);
     }
-    printf("header section%s:\n", cut ? " (cut: longer than mailctl reads)" : "");
+    fprintf(ctl_out(), "header section%s:\n", cut ? " (cut: longer than mailctl reads)" : "");
     print_headers(headers);
 }
 
@@ -600,7 +600,7 @@ int cmd_queue_show(ctl_t *ctl, char **args, int nargs)
         return queue_not_found(qid);
     }
     if (ctl->json)
-        printf("{\"messages\":[");
+        fprintf(ctl_out(), "{\"messages\":[");
     for (int i = 0; i < n && rc == CTL_OK; i++) {
         bool cut = false;
         char *headers = show_headers(res, i, &cut);
@@ -609,19 +609,19 @@ int cmd_queue_show(ctl_t *ctl, char **args, int nargs)
             break;
         }
         if (ctl->json) {
-            printf("%s", i ? "," : "");
+            fprintf(ctl_out(), "%s", i ? "," : "");
             show_json(res, i, rcpts, headers, cut);
         } else {
             if (i)
-                putchar('\n');
+                fputc('\n', ctl_out());
             show_text(res, i, rcpts, headers, cut);
         }
         g_free(headers);
     }
     if (ctl->json && rc == CTL_OK)
-        printf("]}\n");
+        fprintf(ctl_out(), "]}\n");
     if (!ctl->json && n > 1)
-        printf("\nnote: %d messages share queue id %s; retry and delete act on all of them\n",
+        fprintf(ctl_out(), "\nnote: %d messages share queue id %s; retry and delete act on all of them\n",
                n, qid);
     PQclear(res);
     PQclear(rcpts);
@@ -650,21 +650,21 @@ static bool target_leased(const PGresult *res, int row)
 /* The messages under a live lease, as JSON members of "in_progress". */
 static void json_in_progress(const PGresult *res)
 {
-    printf(",\"in_progress\":[");
+    fprintf(ctl_out(), ",\"in_progress\":[");
     bool first = true;
     for (int i = 0; i < PQntuples(res); i++) {
         if (!target_leased(res, i))
             continue;
-        printf("%s{\"queue_id\":", first ? "" : ",");
+        fprintf(ctl_out(), "%s{\"queue_id\":", first ? "" : ",");
         json_col(res, i, T_QID);
-        printf(",\"lease_owner\":");
+        fprintf(ctl_out(), ",\"lease_owner\":");
         json_col(res, i, T_OWNER);
-        printf(",\"lease_until\":");
+        fprintf(ctl_out(), ",\"lease_until\":");
         json_col(res, i, T_UNTIL);
-        printf("}");
+        fprintf(ctl_out(), "}");
         first = false;
     }
-    printf("]");
+    fprintf(ctl_out(), "]");
 }
 
 static int queue_retry(ctl_t *ctl, const char *qid)
@@ -686,9 +686,9 @@ static int queue_retry(ctl_t *ctl, const char *qid)
             return queue_not_found(qid);
         if (ctl->json) {
             out_json_ok("queue retry", "queue_id", NULL);
-            printf(",\"all\":true,\"retried\":0,\"in_progress\":[]}\n");
+            fprintf(ctl_out(), ",\"all\":true,\"retried\":0,\"in_progress\":[]}\n");
         } else {
-            printf("the outbound queue is empty: nothing to retry\n");
+            fprintf(ctl_out(), "the outbound queue is empty: nothing to retry\n");
         }
         return CTL_OK;
     }
@@ -717,25 +717,25 @@ static int queue_retry(ctl_t *ctl, const char *qid)
 
     if (ctl->json) {
         out_json_ok("queue retry", "queue_id", *qid ? qid : NULL);
-        printf(",\"all\":%s,\"retried\":%d", *qid ? "false" : "true", retried);
+        fprintf(ctl_out(), ",\"all\":%s,\"retried\":%d", *qid ? "false" : "true", retried);
         json_in_progress(res);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else {
         if (retried == 1 && *qid)
-            printf("%s is due now: relayd tries it at once\n", qid);
+            fprintf(ctl_out(), "%s is due now: relayd tries it at once\n", qid);
         else if (retried > 1 && *qid)
-            printf("%s: %d messages due now: relayd tries them at once\n", qid, retried);
+            fprintf(ctl_out(), "%s: %d messages due now: relayd tries them at once\n", qid, retried);
         else if (retried > 0)
-            printf("%d message%s due now: relayd tries %s at once\n", retried,
+            fprintf(ctl_out(), "%d message%s due now: relayd tries %s at once\n", retried,
                    retried == 1 ? "" : "s", retried == 1 ? "it" : "them");
         for (int i = 0; i < n; i++)
             if (target_leased(res, i))
-                printf("%s is being delivered right now (lease held by %s until %s): left as "
+                fprintf(ctl_out(), "%s is being delivered right now (lease held by %s until %s): left as "
                        "it is\n",
                        PQgetvalue(res, i, T_QID), PQgetvalue(res, i, T_OWNER),
                        PQgetvalue(res, i, T_UNTIL));
     }
-    fflush(stdout);
+    fflush(ctl_out());
     PQclear(res);
     if (retried > 0)
         ctl_announce(ctl, "queue");
@@ -759,29 +759,29 @@ static void delete_print(const PGresult *res, int row, bool silent)
     long pending = atol(PQgetvalue(res, row, T_PENDING));
     bool leased = target_leased(res, row);
     if (silent) {
-        printf("deleted %s from the outbound queue without a notice to its sender %s "
+        fprintf(ctl_out(), "deleted %s from the outbound queue without a notice to its sender %s "
                "(%ld pending recipient%s dropped)\n",
                qid, sender_shown(sender), pending, pending == 1 ? "" : "s");
         if (leased)
-            printf("note: %s was being delivered by %s (lease until %s) and is deleted "
+            fprintf(ctl_out(), "note: %s was being delivered by %s (lease until %s) and is deleted "
                    "anyway; the attempt under way may still reach some recipients\n",
                    qid, PQgetvalue(res, row, T_OWNER), PQgetvalue(res, row, T_UNTIL));
         return;
     }
     if (!changed) {
-        printf("%s was cancelled already (by %s; nothing changed)\n", qid,
+        fprintf(ctl_out(), "%s was cancelled already (by %s; nothing changed)\n", qid,
                PQgetvalue(res, row, T_CANCELLED));
     } else if (*sender) {
-        printf("cancelled %s: relayd will return it to the sender %s (%ld pending "
+        fprintf(ctl_out(), "cancelled %s: relayd will return it to the sender %s (%ld pending "
                "recipient%s)\n",
                qid, sender, pending, pending == 1 ? "" : "s");
     } else {
-        printf("cancelled %s: its sender is the null sender <>, so nothing is returned; "
+        fprintf(ctl_out(), "cancelled %s: its sender is the null sender <>, so nothing is returned; "
                "relayd will remove it\n",
                qid);
     }
     if (leased)
-        printf("note: %s is being delivered right now by %s (lease until %s); the "
+        fprintf(ctl_out(), "note: %s is being delivered right now by %s (lease until %s); the "
                "cancellation takes effect at its next try after that attempt (once the "
                "attempt is over, mailctl queue retry %s makes that now)\n",
                qid, PQgetvalue(res, row, T_OWNER), PQgetvalue(res, row, T_UNTIL), qid);
@@ -842,17 +842,17 @@ static int queue_delete(ctl_t *ctl, const char *qid, bool silent)
 
     if (ctl->json) {
         out_json_ok("queue delete", "queue_id", qid);
-        printf(",\"silent\":%s,\"changed\":%s,\"messages\":%d,\"pending_recipients\":%ld",
+        fprintf(ctl_out(), ",\"silent\":%s,\"changed\":%s,\"messages\":%d,\"pending_recipients\":%ld",
                silent ? "true" : "false", changed > 0 ? "true" : "false", n, pending);
-        printf(",\"returned_to_sender\":%s",
+        fprintf(ctl_out(), ",\"returned_to_sender\":%s",
                !silent && *PQgetvalue(res, 0, T_SENDER) ? "true" : "false");
         json_in_progress(res);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else {
         for (int i = 0; i < n; i++)
             delete_print(res, i, silent);
     }
-    fflush(stdout);
+    fflush(ctl_out());
     PQclear(res);
     if (changed > 0)
         ctl_announce(ctl, "queue");

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 #include "base/settings.h"
 
 #define HAMR_PREFIX "hamr."
@@ -181,37 +181,37 @@ int cmd_hamr_show(ctl_t *ctl, char **args, int nargs)
     int first = is_user ? LVL_USER : is_domain ? LVL_DOMAIN : LVL_SYSTEM;
     int rows = PQntuples(res);
     if (ctl->json) {
-        printf("{\"scope\":");
-        json_str(stdout, scope.scope);
-        printf(",\"target\":");
-        json_str(stdout, scope.name[0] ? scope.name : NULL);
+        fprintf(ctl_out(), "{\"scope\":");
+        json_str(ctl_out(), scope.scope);
+        fprintf(ctl_out(), ",\"target\":");
+        json_str(ctl_out(), scope.name[0] ? scope.name : NULL);
         if (is_user) {
-            printf(",\"domain\":");
-            json_str(stdout, scope.domain);
+            fprintf(ctl_out(), ",\"domain\":");
+            json_str(ctl_out(), scope.domain);
             if (PQntuples(dis) == 1) {
-                printf(",\"send_disabled\":{\"since\":");
-                json_str(stdout, PQgetvalue(dis, 0, 0));
-                printf(",\"reason\":");
-                json_str(stdout, PQgetvalue(dis, 0, 1));
-                printf("}");
+                fprintf(ctl_out(), ",\"send_disabled\":{\"since\":");
+                json_str(ctl_out(), PQgetvalue(dis, 0, 0));
+                fprintf(ctl_out(), ",\"reason\":");
+                json_str(ctl_out(), PQgetvalue(dis, 0, 1));
+                fprintf(ctl_out(), "}");
             } else {
-                printf(",\"send_disabled\":null");
+                fprintf(ctl_out(), ",\"send_disabled\":null");
             }
         }
-        printf(",\"settings\":[");
+        fprintf(ctl_out(), ",\"settings\":[");
     } else {
         char label[NAME_BUF + 16];
-        printf("HAMR settings for %s%s%s%s\n", tier_scope_label(&scope, label, sizeof label),
+        fprintf(ctl_out(), "HAMR settings for %s%s%s%s\n", tier_scope_label(&scope, label, sizeof label),
                is_user ? " (domain " : "", is_user ? scope.domain : "", is_user ? ")" : "");
-        printf("%-16s  %-9s  %-7s", "OPTION", "VALUE", "FROM");
+        fprintf(ctl_out(), "%-16s  %-9s  %-7s", "OPTION", "VALUE", "FROM");
         for (int l = first; l < LVL_N; l++) {
             char up[16];
             snprintf(up, sizeof up, "%s", level_names[l]);
             for (char *c = up; *c; c++)
                 *c = (char)(*c - 'a' + 'A');
-            printf("  %-9s", up);
+            fprintf(ctl_out(), "  %-9s", up);
         }
-        printf("  %s\n", "DEFAULT");
+        fprintf(ctl_out(), "  %s\n", "DEFAULT");
     }
     for (size_t i = 0; i < HAMR_NFIELDS; i++) {
         const setting_def_t *def = settings_find(hamr_fields[i].key);
@@ -227,40 +227,40 @@ int cmd_hamr_show(ctl_t *ctl, char **args, int nargs)
         tier_value_t v;
         tier_resolve(def, stored + first, level_names + first, (size_t)(LVL_N - first), &v);
         if (ctl->json) {
-            printf("%s{\"key\":", i ? "," : "");
-            json_str(stdout, def->key);
-            printf(",\"option\":");
-            json_str(stdout, hamr_fields[i].option);
-            printf(",\"value\":");
-            json_str(stdout, v.value);
-            printf(",\"source\":");
-            json_str(stdout, v.source);
+            fprintf(ctl_out(), "%s{\"key\":", i ? "," : "");
+            json_str(ctl_out(), def->key);
+            fprintf(ctl_out(), ",\"option\":");
+            json_str(ctl_out(), hamr_fields[i].option);
+            fprintf(ctl_out(), ",\"value\":");
+            json_str(ctl_out(), v.value);
+            fprintf(ctl_out(), ",\"source\":");
+            json_str(ctl_out(), v.source);
             for (int l = first; l < LVL_N; l++) {
-                printf(",\"%s\":", level_names[l]);
-                json_str(stdout, stored[l]);
+                fprintf(ctl_out(), ",\"%s\":", level_names[l]);
+                json_str(ctl_out(), stored[l]);
             }
-            printf(",\"default\":");
-            json_str(stdout, def->default_value);
-            printf("}");
+            fprintf(ctl_out(), ",\"default\":");
+            json_str(ctl_out(), def->default_value);
+            fprintf(ctl_out(), "}");
         } else {
-            printf("%-16s  %-9s  %-7s", hamr_fields[i].option + 2, v.value, v.source);
+            fprintf(ctl_out(), "%-16s  %-9s  %-7s", hamr_fields[i].option + 2, v.value, v.source);
             for (int l = first; l < LVL_N; l++)
-                printf("  %-9s", stored[l] ? stored[l] : "-");
-            printf("  %s", def->default_value);
+                fprintf(ctl_out(), "  %-9s", stored[l] ? stored[l] : "-");
+            fprintf(ctl_out(), "  %s", def->default_value);
             if (v.invalid)
-                printf("  (the %s value is invalid and ignored)", v.invalid);
-            printf("\n");
+                fprintf(ctl_out(), "  (the %s value is invalid and ignored)", v.invalid);
+            fprintf(ctl_out(), "\n");
         }
     }
     if (ctl->json) {
-        printf("]}\n");
+        fprintf(ctl_out(), "]}\n");
     } else if (is_user) {
         if (PQntuples(dis) == 1)
-            printf("sending: DISABLED since %s (%s); re-enable with: mailctl hamr enable "
+            fprintf(ctl_out(), "sending: DISABLED since %s (%s); re-enable with: mailctl hamr enable "
                    "--user %s\n",
                    PQgetvalue(dis, 0, 0), PQgetvalue(dis, 0, 1), scope.name);
         else
-            printf("sending: allowed\n");
+            fprintf(ctl_out(), "sending: allowed\n");
     }
     PQclear(dis);
     PQclear(res);
@@ -311,24 +311,24 @@ int cmd_hamr_reset(ctl_t *ctl, char **args, int nargs)
               2, p, &disabled);
     if (ctl->json) {
         out_json_ok("hamr reset", "scope", scope.scope);
-        printf(",\"target\":");
-        json_str(stdout, scope.name[0] ? scope.name : NULL);
-        printf(",\"settings_deleted\":%ld,\"users\":%ld,\"changed\":%s,"
+        fprintf(ctl_out(), ",\"target\":");
+        json_str(ctl_out(), scope.name[0] ? scope.name : NULL);
+        fprintf(ctl_out(), ",\"settings_deleted\":%ld,\"users\":%ld,\"changed\":%s,"
                "\"still_disabled\":%ld}\n",
                settings, users, settings ? "true" : "false", disabled);
     } else {
         if (settings > 0)
-            printf("%s: cleared %ld user-level HAMR setting%s of %ld user%s; they inherit "
+            fprintf(ctl_out(), "%s: cleared %ld user-level HAMR setting%s of %ld user%s; they inherit "
                    "again\n",
                    label, settings, settings == 1 ? "" : "s", users, users == 1 ? "" : "s");
         else
-            printf("%s: no user-level HAMR settings to clear (nothing changed)\n", label);
+            fprintf(ctl_out(), "%s: no user-level HAMR settings to clear (nothing changed)\n", label);
         if (disabled > 0)
-            printf("note: %ld account%s still may not send (see mailctl hamr status; "
+            fprintf(ctl_out(), "note: %ld account%s still may not send (see mailctl hamr status; "
                    "mailctl hamr enable --user U)\n",
                    disabled, disabled == 1 ? "" : "s");
     }
-    fflush(stdout);
+    fflush(ctl_out());
     if (settings > 0)
         ctl_announce(ctl, "hamr");
     return CTL_OK;
@@ -386,47 +386,47 @@ int cmd_hamr_status(ctl_t *ctl, char **args, int nargs)
     };
     int nd = PQntuples(dis), nr = PQntuples(recent);
     if (ctl->json) {
-        printf("{\"disabled\":");
+        fprintf(ctl_out(), "{\"disabled\":");
         out_json_rows(dis, dis_cols, sizeof dis_cols / sizeof dis_cols[0]);
-        printf(",\"throttled\":");
+        fprintf(ctl_out(), ",\"throttled\":");
         out_json_rows(thr, thr_cols, sizeof thr_cols / sizeof thr_cols[0]);
-        printf(",\"alerts_24h\":");
+        fprintf(ctl_out(), ",\"alerts_24h\":");
         out_json_rows(recent, recent_cols, sizeof recent_cols / sizeof recent_cols[0]);
-        printf(",\"limiter\":{");
+        fprintf(ctl_out(), ",\"limiter\":{");
         limiter_status_print(ctl, true);
-        printf("}}\n");
+        fprintf(ctl_out(), "}}\n");
     } else {
         if (nd == 0) {
-            printf("no account is disabled by HAMR\n");
+            fprintf(ctl_out(), "no account is disabled by HAMR\n");
         } else {
             int w = out_width(dis, 0, 7);
-            printf("disabled accounts (may receive, may not send):\n");
-            printf("  %-*s  %-20s  %s\n", w, "ADDRESS", "SINCE", "REASON");
+            fprintf(ctl_out(), "disabled accounts (may receive, may not send):\n");
+            fprintf(ctl_out(), "  %-*s  %-20s  %s\n", w, "ADDRESS", "SINCE", "REASON");
             for (int i = 0; i < nd; i++)
-                printf("  %-*s  %-20s  %s\n", w, PQgetvalue(dis, i, 0), PQgetvalue(dis, i, 1),
+                fprintf(ctl_out(), "  %-*s  %-20s  %s\n", w, PQgetvalue(dis, i, 0), PQgetvalue(dis, i, 1),
                        PQgetvalue(dis, i, 2));
-            printf("re-enable one with: mailctl hamr enable --user ADDRESS\n");
+            fprintf(ctl_out(), "re-enable one with: mailctl hamr enable --user ADDRESS\n");
         }
         if (nt == 0) {
-            printf("no user is throttled by HAMR now\n");
+            fprintf(ctl_out(), "no user is throttled by HAMR now\n");
         } else {
             int w = out_width(thr, 0, 7);
-            printf("throttled now (messages refused with 451 until the window frees):\n");
-            printf("  %-*s  %-20s  %-7s  %-20s  %s\n", w, "ADDRESS", "SINCE", "REFUSED", "UNTIL",
+            fprintf(ctl_out(), "throttled now (messages refused with 451 until the window frees):\n");
+            fprintf(ctl_out(), "  %-*s  %-20s  %-7s  %-20s  %s\n", w, "ADDRESS", "SINCE", "REFUSED", "UNTIL",
                    "REASON");
             for (int i = 0; i < nt; i++)
-                printf("  %-*s  %-20s  %-7s  %-20s  %s\n", w, PQgetvalue(thr, i, 0),
+                fprintf(ctl_out(), "  %-*s  %-20s  %-7s  %-20s  %s\n", w, PQgetvalue(thr, i, 0),
                        PQgetvalue(thr, i, 1), PQgetvalue(thr, i, 2), PQgetvalue(thr, i, 3),
                        PQgetvalue(thr, i, 4));
         }
         if (nr == 0) {
-            printf("no HAMR alerts in the last 24 hours\n");
+            fprintf(ctl_out(), "no HAMR alerts in the last 24 hours\n");
         } else {
             int w = out_width(recent, 0, 4);
-            printf("HAMR alerts in the last 24 hours (limits reached):\n");
-            printf("  %-*s  %-6s  %-20s  %s\n", w, "USER", "ALERTS", "FIRST", "LAST");
+            fprintf(ctl_out(), "HAMR alerts in the last 24 hours (limits reached):\n");
+            fprintf(ctl_out(), "  %-*s  %-6s  %-20s  %s\n", w, "USER", "ALERTS", "FIRST", "LAST");
             for (int i = 0; i < nr; i++)
-                printf("  %-*s  %-6s  %-20s  %s\n", w, PQgetvalue(recent, i, 0),
+                fprintf(ctl_out(), "  %-*s  %-6s  %-20s  %s\n", w, PQgetvalue(recent, i, 0),
                        PQgetvalue(recent, i, 1), PQgetvalue(recent, i, 2),
                        PQgetvalue(recent, i, 3));
         }
@@ -466,9 +466,9 @@ int cmd_hamr_enable(ctl_t *ctl, char **args, int nargs)
         ctl_rollback(ctl);
         if (ctl->json) {
             out_json_ok("hamr enable", "address", scope.name);
-            printf(",\"changed\":false}\n");
+            fprintf(ctl_out(), ",\"changed\":false}\n");
         } else {
-            printf("%s is not disabled: it may send already (nothing changed)\n", scope.name);
+            fprintf(ctl_out(), "%s is not disabled: it may send already (nothing changed)\n", scope.name);
         }
         return CTL_OK;
     }
@@ -482,13 +482,13 @@ int cmd_hamr_enable(ctl_t *ctl, char **args, int nargs)
         return rc;
     if (ctl->json) {
         out_json_ok("hamr enable", "address", scope.name);
-        printf(",\"changed\":true,\"disabled_since\":");
-        json_str(stdout, since);
-        printf("}\n");
+        fprintf(ctl_out(), ",\"changed\":true,\"disabled_since\":");
+        json_str(ctl_out(), since);
+        fprintf(ctl_out(), "}\n");
     } else {
-        printf("%s may send again (it was disabled since %s)\n", scope.name, since);
+        fprintf(ctl_out(), "%s may send again (it was disabled since %s)\n", scope.name, since);
     }
-    fflush(stdout);
+    fflush(ctl_out());
     ctl_announce(ctl, "accounts");
     return CTL_OK;
 }

@@ -1,4 +1,4 @@
-/* mailctl: where the database is, the connection, statements, transactions, audit. */
+/* Where the database is, the connection, statements, transactions, audit. */
 #include <ctype.h>
 #include <errno.h>
 #include <pwd.h>
@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "bus/bus.h"
-#include "mailctl.h"
+#include "admin/admin.h"
 
 #define ENV_FILE "var/postern.env"
 #define CTL_NATS_URL "nats://127.0.0.1:4222"
@@ -164,7 +164,7 @@ static void print_pq_message(const char *prefix, const char *msg)
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         n--;
-    fprintf(stderr, "mailctl: %s: %.*s\n", prefix, (int)n, msg);
+    fprintf(ctl_err(), "mailctl: %s: %.*s\n", prefix, (int)n, msg);
 }
 
 static void quiet_notice(void *arg, const char *message)
@@ -204,7 +204,7 @@ int ctl_connect(ctl_t *ctl)
 
 void ctl_disconnect(ctl_t *ctl)
 {
-    if (ctl->pg)
+    if (ctl->pg && !ctl->pg_borrowed)
         PQfinish(ctl->pg);
     ctl->pg = NULL;
     ctl->in_tx = false;

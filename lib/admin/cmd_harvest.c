@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 #include "base/settings.h"
 
 #define HARVEST_VALUE_MAX 64
@@ -208,9 +208,9 @@ int cmd_harvest_show(ctl_t *ctl, char **args, int nargs)
     }
     int rows = PQntuples(res);
     if (ctl->json)
-        printf("{\"services\":{");
+        fprintf(ctl_out(), "{\"services\":{");
     else
-        printf("%-13s  %-22s  %-22s  %s\n", "FIELD", "SMTP", "POP3", "IMAP");
+        fprintf(ctl_out(), "%-13s  %-22s  %-22s  %s\n", "FIELD", "SMTP", "POP3", "IMAP");
     tier_value_t v[3][HARVEST_NFIELDS];
     for (int s = 0; settings_services[s]; s++) {
         const char *service = settings_services[s];
@@ -231,37 +231,37 @@ int cmd_harvest_show(ctl_t *ctl, char **args, int nargs)
     }
     if (ctl->json) {
         for (int s = 0; settings_services[s]; s++) {
-            printf("%s\"%s\":{", s ? "," : "", settings_services[s]);
+            fprintf(ctl_out(), "%s\"%s\":{", s ? "," : "", settings_services[s]);
             bool first = true;
             for (size_t f = 0; f < HARVEST_NFIELDS; f++) {
                 if (!harvest_fields[f].per_service && strcmp(settings_services[s], "smtp"))
                     continue;
-                printf("%s\"%s\":{\"value\":", first ? "" : ",", harvest_fields[f].field);
-                json_str(stdout, v[s][f].value);
-                printf(",\"source\":");
-                json_str(stdout, v[s][f].source);
-                printf("}");
+                fprintf(ctl_out(), "%s\"%s\":{\"value\":", first ? "" : ",", harvest_fields[f].field);
+                json_str(ctl_out(), v[s][f].value);
+                fprintf(ctl_out(), ",\"source\":");
+                json_str(ctl_out(), v[s][f].source);
+                fprintf(ctl_out(), "}");
                 first = false;
             }
-            printf("}");
+            fprintf(ctl_out(), "}");
         }
-        printf("},\"active_blocks\":%s,\"exempt_networks\":%s}\n", PQgetvalue(counts, 0, 0),
+        fprintf(ctl_out(), "},\"active_blocks\":%s,\"exempt_networks\":%s}\n", PQgetvalue(counts, 0, 0),
                PQgetvalue(counts, 0, 1));
     } else {
         for (size_t f = 0; f < HARVEST_NFIELDS; f++) {
-            printf("%-13s", harvest_fields[f].field);
+            fprintf(ctl_out(), "%-13s", harvest_fields[f].field);
             for (int s = 0; settings_services[s]; s++) {
                 char cell[64];
                 if (!harvest_fields[f].per_service && strcmp(settings_services[s], "smtp"))
                     snprintf(cell, sizeof cell, "-");
                 else
                     snprintf(cell, sizeof cell, "%s (%s)", v[s][f].value, v[s][f].source);
-                printf(settings_services[s + 1] ? "  %-22s" : "  %s", cell);
+                fprintf(ctl_out(), settings_services[s + 1] ? "  %-22s" : "  %s", cell);
             }
-            printf("\n");
+            fprintf(ctl_out(), "\n");
         }
-        printf("(VALUE (FROM): set for that service, set for the system, or the default)\n");
-        printf("active blocks: %s (mailctl harvest blocks); exempt networks: %s (mailctl "
+        fprintf(ctl_out(), "(VALUE (FROM): set for that service, set for the system, or the default)\n");
+        fprintf(ctl_out(), "active blocks: %s (mailctl harvest blocks); exempt networks: %s (mailctl "
                "harvest exempt list)\n",
                PQgetvalue(counts, 0, 0), PQgetvalue(counts, 0, 1));
     }
@@ -293,21 +293,21 @@ int cmd_harvest_blocks(ctl_t *ctl, char **args, int nargs)
     };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"blocks\":");
+        fprintf(ctl_out(), "{\"blocks\":");
         out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else if (n == 0) {
-        printf("no client address is blocked\n");
+        fprintf(ctl_out(), "no client address is blocked\n");
     } else {
         int w = out_width(res, 0, 7);
-        printf("%-*s  %-7s  %-20s  %-20s  %-7s  %s\n", w, "NETWORK", "SERVICE", "SINCE",
+        fprintf(ctl_out(), "%-*s  %-7s  %-20s  %-20s  %-7s  %s\n", w, "NETWORK", "SERVICE", "SINCE",
                "UNTIL", "OFFENSE", "REASON");
         for (int i = 0; i < n; i++)
-            printf("%-*s  %-7s  %-20s  %-20s  %-7s  %s%s\n", w, PQgetvalue(res, i, 0),
+            fprintf(ctl_out(), "%-*s  %-7s  %-20s  %-20s  %-7s  %s%s\n", w, PQgetvalue(res, i, 0),
                    PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
                    PQgetvalue(res, i, 4), PQgetvalue(res, i, 5),
                    strcmp(PQgetvalue(res, i, 6), "t") == 0 ? " (exempt: not enforced)" : "");
-        printf("lift one with: mailctl harvest unblock ADDRESS\n");
+        fprintf(ctl_out(), "lift one with: mailctl harvest unblock ADDRESS\n");
     }
     PQclear(res);
     return CTL_OK;
@@ -377,15 +377,15 @@ int cmd_harvest_unblock(ctl_t *ctl, char **args, int nargs)
             { "until", 3, OUT_STR },
         };
         out_json_ok("harvest unblock", "address", addr);
-        printf(",\"lifted\":");
+        fprintf(ctl_out(), ",\"lifted\":");
         out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else {
         for (int i = 0; i < n; i++)
-            printf("lifted the block of %s (%s, was until %s)\n", PQgetvalue(res, i, 0),
+            fprintf(ctl_out(), "lifted the block of %s (%s, was until %s)\n", PQgetvalue(res, i, 0),
                    PQgetvalue(res, i, 1), PQgetvalue(res, i, 3));
     }
-    fflush(stdout);
+    fflush(ctl_out());
     PQclear(res);
     ctl_announce(ctl, "blocks");
     return CTL_OK;
@@ -421,7 +421,7 @@ int cmd_harvest_exempt_add(ctl_t *ctl, char **args, int nargs)
     if (rc != CTL_OK || !added)
         return rc;
     if (covered > 0 && !ctl->json)
-        printf("note: %ld active block%s inside it no longer appl%s\n", covered,
+        fprintf(ctl_out(), "note: %ld active block%s inside it no longer appl%s\n", covered,
                covered == 1 ? "" : "s", covered == 1 ? "ies" : "y");
     ctl_announce(ctl, "exempt");
     return CTL_OK;
@@ -444,11 +444,11 @@ int cmd_harvest_exempt_list(ctl_t *ctl, char **args, int nargs)
     if (!res)
         return CTL_DB;
     if (ctl->json) {
-        printf("{\"exempt\":");
+        fprintf(ctl_out(), "{\"exempt\":");
         netlist_print_json(res);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else if (PQntuples(res) == 0) {
-        printf("no exempt networks (every client address may be blocked)\n");
+        fprintf(ctl_out(), "no exempt networks (every client address may be blocked)\n");
     } else {
         netlist_print_table(res, "");
     }

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 #include "base/settings.h"
 
 #define SETTING_VALUE_MAX 256
@@ -30,7 +30,7 @@ int setting_put(ctl_t *ctl, const char *key, const char *value)
 
 void relay_open_warning(void)
 {
-    fprintf(stderr,
+    fprintf(ctl_err(),
             "mailctl: WARNING: relay.mode is now 'anyone': this server is an OPEN RELAY.\n"
             "mailctl: WARNING: anybody on the Internet can send mail through it; spammers find\n"
             "mailctl: WARNING: open relays within hours and block lists follow soon after.\n"
@@ -55,10 +55,10 @@ static const setting_def_t *setting_arg(const char *key, char stored_key[SETTING
         snprintf(stored_key, SETTING_KEY_MAX, "%s", key);
         return def;
     }
-    fprintf(stderr, "mailctl: unknown setting '%s'; the known settings are:\n", key);
+    fprintf(ctl_err(), "mailctl: unknown setting '%s'; the known settings are:\n", key);
     for (const setting_def_t *d = settings_table; d->key; d++)
-        fprintf(stderr, "  %s\n", d->key);
-    fprintf(stderr, "  harvest.<smtp|pop3|imap>.<enabled|max_failures|interval|block>\n");
+        fprintf(ctl_err(), "  %s\n", d->key);
+    fprintf(ctl_err(), "  harvest.<smtp|pop3|imap>.<enabled|max_failures|interval|block>\n");
     return NULL;
 }
 
@@ -100,19 +100,19 @@ int cmd_config_set(ctl_t *ctl, char **args, int nargs)
     const char *was = old ? old : def->default_value;
     if (ctl->json) {
         out_json_ok("config set", "key", key);
-        printf(",\"value\":");
-        json_str(stdout, value);
-        printf(",\"previous\":");
-        json_str(stdout, was);
-        printf("}\n");
+        fprintf(ctl_out(), ",\"value\":");
+        json_str(ctl_out(), value);
+        fprintf(ctl_out(), ",\"previous\":");
+        json_str(ctl_out(), was);
+        fprintf(ctl_out(), "}\n");
     } else {
         if (!old && strcmp(key, def->key) != 0)
-            printf("%s = %s (was not set: inherited from %s)\n", key, shown(value), def->key);
+            fprintf(ctl_out(), "%s = %s (was not set: inherited from %s)\n", key, shown(value), def->key);
         else
-            printf("%s = %s (was %s%s)\n", key, shown(value), shown(was),
+            fprintf(ctl_out(), "%s = %s (was %s%s)\n", key, shown(value), shown(was),
                    old ? "" : ", the default");
     }
-    fflush(stdout);
+    fflush(ctl_out());
     free(old);
     if (strcmp(def->key, "relay.mode") == 0 && strcmp(value, "anyone") == 0)
         relay_open_warning();
@@ -141,11 +141,11 @@ int cmd_config_unset(ctl_t *ctl, char **args, int nargs)
         ctl_rollback(ctl);
         if (ctl->json) {
             out_json_ok("config unset", "key", key);
-            printf(",\"changed\":false}\n");
+            fprintf(ctl_out(), ",\"changed\":false}\n");
         } else if (strcmp(key, def->key) != 0) {
-            printf("%s was not set: it inherits %s (nothing changed)\n", key, def->key);
+            fprintf(ctl_out(), "%s was not set: it inherits %s (nothing changed)\n", key, def->key);
         } else {
-            printf("%s was not set: it has its default, %s (nothing changed)\n", key,
+            fprintf(ctl_out(), "%s was not set: it has its default, %s (nothing changed)\n", key,
                    shown(def->default_value));
         }
         return CTL_OK;
@@ -155,19 +155,19 @@ int cmd_config_unset(ctl_t *ctl, char **args, int nargs)
     bool inherits = strcmp(key, def->key) != 0;
     if (ctl->json) {
         out_json_ok("config unset", "key", key);
-        printf(",\"changed\":true,\"value\":");
-        json_str(stdout, inherits ? NULL : def->default_value);
+        fprintf(ctl_out(), ",\"changed\":true,\"value\":");
+        json_str(ctl_out(), inherits ? NULL : def->default_value);
         if (inherits) {
-            printf(",\"inherits\":");
-            json_str(stdout, def->key);
+            fprintf(ctl_out(), ",\"inherits\":");
+            json_str(ctl_out(), def->key);
         }
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else if (inherits) {
-        printf("%s unset: it inherits %s again\n", key, def->key);
+        fprintf(ctl_out(), "%s unset: it inherits %s again\n", key, def->key);
     } else {
-        printf("%s unset: back to its default, %s\n", key, shown(def->default_value));
+        fprintf(ctl_out(), "%s unset: back to its default, %s\n", key, shown(def->default_value));
     }
-    fflush(stdout);
+    fflush(ctl_out());
     if (strcmp(def->key, "relay.mode") == 0 && strcmp(def->default_value, "anyone") == 0)
         relay_open_warning();
     ctl_announce(ctl, "settings");
@@ -205,9 +205,9 @@ int cmd_config_show(ctl_t *ctl, char **args, int nargs)
                 wv = PQgetlength(res, i, 1);
     }
     if (ctl->json)
-        printf("{\"settings\":[");
+        fprintf(ctl_out(), "{\"settings\":[");
     else
-        printf("%-*s  %-*s  %s\n", wk, "KEY", wv, "VALUE", "SOURCE");
+        fprintf(ctl_out(), "%-*s  %-*s  %s\n", wk, "KEY", wv, "VALUE", "SOURCE");
     bool first = true;
     for (const setting_def_t *d = settings_table; d->key; d++) {
         const char *stored = NULL;
@@ -217,24 +217,24 @@ int cmd_config_show(ctl_t *ctl, char **args, int nargs)
         bool valid = !stored || settings_valid(d, stored);
         const char *effective = stored && valid ? stored : d->default_value;
         if (ctl->json) {
-            printf("%s{\"key\":", first ? "" : ",");
-            json_str(stdout, d->key);
-            printf(",\"value\":");
-            json_str(stdout, effective);
-            printf(",\"is_default\":%s,\"default\":", stored && valid ? "false" : "true");
-            json_str(stdout, d->default_value);
+            fprintf(ctl_out(), "%s{\"key\":", first ? "" : ",");
+            json_str(ctl_out(), d->key);
+            fprintf(ctl_out(), ",\"value\":");
+            json_str(ctl_out(), effective);
+            fprintf(ctl_out(), ",\"is_default\":%s,\"default\":", stored && valid ? "false" : "true");
+            json_str(ctl_out(), d->default_value);
             if (!valid) {
-                printf(",\"invalid_stored_value\":");
-                json_str(stdout, stored);
+                fprintf(ctl_out(), ",\"invalid_stored_value\":");
+                json_str(ctl_out(), stored);
             }
-            printf("}");
+            fprintf(ctl_out(), "}");
         } else if (!stored) {
-            printf("%-*s  %-*s  default\n", wk, d->key, wv, shown(effective));
+            fprintf(ctl_out(), "%-*s  %-*s  default\n", wk, d->key, wv, shown(effective));
         } else if (!valid) {
-            printf("%-*s  %-*s  default (the stored value '%s' is invalid)\n", wk, d->key, wv,
+            fprintf(ctl_out(), "%-*s  %-*s  default (the stored value '%s' is invalid)\n", wk, d->key, wv,
                    shown(effective), stored);
         } else {
-            printf("%-*s  %-*s  set (default %s)\n", wk, d->key, wv, shown(effective),
+            fprintf(ctl_out(), "%-*s  %-*s  set (default %s)\n", wk, d->key, wv, shown(effective),
                    shown(d->default_value));
         }
         first = false;
@@ -248,27 +248,27 @@ int cmd_config_show(ctl_t *ctl, char **args, int nargs)
         const setting_def_t *d = settings_find(key);
         bool valid = settings_valid(d, stored);
         if (ctl->json) {
-            printf("%s{\"key\":", first ? "" : ",");
-            json_str(stdout, key);
-            printf(",\"value\":");
-            json_str(stdout, valid ? stored : NULL);
-            printf(",\"is_default\":false,\"inherits\":");
-            json_str(stdout, base);
+            fprintf(ctl_out(), "%s{\"key\":", first ? "" : ",");
+            json_str(ctl_out(), key);
+            fprintf(ctl_out(), ",\"value\":");
+            json_str(ctl_out(), valid ? stored : NULL);
+            fprintf(ctl_out(), ",\"is_default\":false,\"inherits\":");
+            json_str(ctl_out(), base);
             if (!valid) {
-                printf(",\"invalid_stored_value\":");
-                json_str(stdout, stored);
+                fprintf(ctl_out(), ",\"invalid_stored_value\":");
+                json_str(ctl_out(), stored);
             }
-            printf("}");
+            fprintf(ctl_out(), "}");
         } else if (!valid) {
-            printf("%-*s  %-*s  inherited from %s (the stored value '%s' is invalid)\n", wk,
+            fprintf(ctl_out(), "%-*s  %-*s  inherited from %s (the stored value '%s' is invalid)\n", wk,
                    key, wv, "-", base, stored);
         } else {
-            printf("%-*s  %-*s  set (otherwise %s)\n", wk, key, wv, stored, base);
+            fprintf(ctl_out(), "%-*s  %-*s  set (otherwise %s)\n", wk, key, wv, stored, base);
         }
         first = false;
     }
     if (ctl->json)
-        printf("]}\n");
+        fprintf(ctl_out(), "]}\n");
     PQclear(res);
     return CTL_OK;
 }

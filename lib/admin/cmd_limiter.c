@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "bus/subjects.h"
-#include "mailctl.h"
+#include "admin/admin.h"
 
 #define STATUS_TIMEOUT_MS 2000
 
@@ -90,42 +90,42 @@ static void lease_read(kvStore *kv, lease_t *l, char *err, size_t err_len)
 
 static void peers_json(const jsClusterInfo *c)
 {
-    printf("\"cluster\":");
+    fprintf(ctl_out(), "\"cluster\":");
     if (!c) {
-        printf("null");
+        fprintf(ctl_out(), "null");
         return;
     }
-    printf("{\"name\":");
-    json_str(stdout, c->Name);
-    printf(",\"leader\":");
-    json_str(stdout, c->Leader);
-    printf(",\"replicas\":[");
+    fprintf(ctl_out(), "{\"name\":");
+    json_str(ctl_out(), c->Name);
+    fprintf(ctl_out(), ",\"leader\":");
+    json_str(ctl_out(), c->Leader);
+    fprintf(ctl_out(), ",\"replicas\":[");
     for (int i = 0; i < c->ReplicasLen; i++) {
         const jsPeerInfo *p = c->Replicas[i];
-        printf("%s{\"name\":", i ? "," : "");
-        json_str(stdout, p->Name);
-        printf(",\"current\":%s,\"offline\":%s,\"lag\":%" PRIu64 "}", p->Current ? "true" : "false",
+        fprintf(ctl_out(), "%s{\"name\":", i ? "," : "");
+        json_str(ctl_out(), p->Name);
+        fprintf(ctl_out(), ",\"current\":%s,\"offline\":%s,\"lag\":%" PRIu64 "}", p->Current ? "true" : "false",
                p->Offline ? "true" : "false", p->Lag);
     }
-    printf("]}");
+    fprintf(ctl_out(), "]}");
 }
 
 static void peers_text(const jsClusterInfo *c)
 {
     if (!c || !c->Leader) {
-        printf("one server");
+        fprintf(ctl_out(), "one server");
         return;
     }
-    printf("leader %s", c->Leader);
+    fprintf(ctl_out(), "leader %s", c->Leader);
     for (int i = 0; i < c->ReplicasLen; i++) {
         const jsPeerInfo *p = c->Replicas[i];
-        printf(", %s %s", p->Name, p->Offline ? "offline" : p->Current ? "current" : "behind");
+        fprintf(ctl_out(), ", %s %s", p->Name, p->Offline ? "offline" : p->Current ? "current" : "behind");
         if (p->Lag)
-            printf(" (lag %" PRIu64 ")", p->Lag);
+            fprintf(ctl_out(), " (lag %" PRIu64 ")", p->Lag);
     }
 }
 
-/* The status on stdout: as the members of a JSON object ("lease", "stream", "bucket",
+/* The status on ctl_out(): as the members of a JSON object ("lease", "stream", "bucket",
  * "error"; the caller writes the braces) or as text. Returns CTL_OK, or CTL_DB when NATS
  * could not be asked (the error is in the output too). */
 int limiter_status_print(ctl_t *ctl, bool json)
@@ -155,68 +155,68 @@ int limiter_status_print(ctl_t *ctl, bool json)
     int64_t now = wall_ms();
     bool leading = lease.found && strcmp(lease.state, "released") != 0;
     if (json) {
-        printf("\"lease\":");
+        fprintf(ctl_out(), "\"lease\":");
         if (!lease.found) {
-            printf("null");
+            fprintf(ctl_out(), "null");
         } else {
-            printf("{\"replica\":");
-            json_str(stdout, lease.replica);
-            printf(",\"state\":");
-            json_str(stdout, lease.state);
-            printf(",\"revision\":%" PRIu64 ",\"since_ms\":%" PRId64 ",\"renewed_ms\":%" PRId64
+            fprintf(ctl_out(), "{\"replica\":");
+            json_str(ctl_out(), lease.replica);
+            fprintf(ctl_out(), ",\"state\":");
+            json_str(ctl_out(), lease.state);
+            fprintf(ctl_out(), ",\"revision\":%" PRIu64 ",\"since_ms\":%" PRId64 ",\"renewed_ms\":%" PRId64
                    ",\"renewed_ago_ms\":%" PRId64 ",\"takeover_ms\":%" PRId64 ",\"takeover_from\":",
                    lease.revision, lease.since_ms, lease.written_ms, now - lease.written_ms,
                    lease.takeover_ms);
-            json_str(stdout, *lease.from && strcmp(lease.from, "-") ? lease.from : NULL);
-            printf(",\"owns\":%s}", leading ? "\"every key\"" : "null");
+            json_str(ctl_out(), *lease.from && strcmp(lease.from, "-") ? lease.from : NULL);
+            fprintf(ctl_out(), ",\"owns\":%s}", leading ? "\"every key\"" : "null");
         }
-        printf(",\"stream\":");
+        fprintf(ctl_out(), ",\"stream\":");
         if (!si) {
-            printf("null");
+            fprintf(ctl_out(), "null");
         } else {
-            printf("{\"name\":\"%s\",\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64
+            fprintf(ctl_out(), "{\"name\":\"%s\",\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64
                    ",\"first_seq\":%" PRIu64 ",\"last_seq\":%" PRIu64 ",\"first_ms\":%" PRId64
                    ",\"max_age_s\":%" PRId64 ",\"replicas\":%d,\"followers\":%" PRId64 ",",
                    BUS_STREAM_LIMITER, si->State.Msgs, si->State.Bytes, si->State.FirstSeq,
                    si->State.LastSeq, si->State.FirstTime / 1000000,
                    si->Config->MaxAge / 1000000000, (int)si->Config->Replicas, si->State.Consumers);
             peers_json(si->Cluster);
-            printf("}");
+            fprintf(ctl_out(), "}");
         }
-        printf(",\"bucket\":");
+        fprintf(ctl_out(), ",\"bucket\":");
         if (!ki) {
-            printf("null");
+            fprintf(ctl_out(), "null");
         } else {
-            printf("{\"name\":\"%s\",\"replicas\":%d,", BUS_BUCKET_LIMITER,
+            fprintf(ctl_out(), "{\"name\":\"%s\",\"replicas\":%d,", BUS_BUCKET_LIMITER,
                    (int)ki->Config->Replicas);
             peers_json(ki->Cluster);
-            printf("}");
+            fprintf(ctl_out(), "}");
         }
-        printf(",\"error\":");
-        json_str(stdout, *err ? err : NULL);
+        fprintf(ctl_out(), ",\"error\":");
+        json_str(ctl_out(), *err ? err : NULL);
     } else {
         char t1[32], t2[32];
         if (*err && !si && !lease.found)
-            printf("limiter: NATS could not be asked: %s\n", err);
+            fprintf(ctl_out(), "limiter: NATS could not be asked: %s\n", err);
         else if (!lease.found)
-            printf("limiter: no replica has led yet (no lease in the bucket %s)\n",
+            fprintf(ctl_out(), "limiter: no replica has led yet (no lease in the bucket %s)\n",
                    BUS_BUCKET_LIMITER);
         else if (!leading)
-            printf("limiter: no replica answers: %s gave the lease up at %s\n", lease.replica,
+            fprintf(ctl_out(), "limiter: no replica answers: %s gave the lease up at %s\n", lease.replica,
                    iso(lease.since_ms, t1, sizeof t1));
         else
-            printf("limiter: replica %s answers for every key since %s; lease renewed %.1f s "
+            fprintf(ctl_out(), "limiter: replica %s answers for every key since %s; lease renewed %.1f s "
                    "ago (revision %" PRIu64 ")%s\n",
                    lease.replica, iso(lease.since_ms, t1, sizeof t1),
                    (double)(now - lease.written_ms) / 1000, lease.revision,
                    now - lease.written_ms > 1500 ? ": NOT RENEWED, a standby takes over" : "");
         if (lease.found && *lease.from && strcmp(lease.from, "-"))
-            printf("last takeover: %s, from %s\n", iso(lease.takeover_ms, t2, sizeof t2),
+            fprintf(ctl_out(), "last takeover: %s, from %s\n", iso(lease.takeover_ms, t2, sizeof t2),
                    lease.from);
         else if (lease.found)
-            printf("last takeover: %s (the first lease)\n", iso(lease.takeover_ms, t2, sizeof t2));
+            fprintf(ctl_out(), "last takeover: %s (the first lease)\n", iso(lease.takeover_ms, t2, sizeof t2));
         if (si) {
-            printf("stream %s: %" PRIu64 " messages, %" PRIu64 " bytes, sequence %" PRIu64
+            fprintf(ctl_out(), "stream %s: %" PRIu64 " messages, %" PRIu64 " bytes, sequence %" PRIu64
                    "..%" PRIu64 ", oldest %s, kept %" PRId64 " s, followed by %" PRId64
                    " replica(s); %d copies: ",
                    BUS_STREAM_LIMITER, si->State.Msgs, si->State.Bytes, si->State.FirstSeq,
@@ -224,17 +224,17 @@ int limiter_status_print(ctl_t *ctl, bool json)
                    si->Config->MaxAge / 1000000000, si->State.Consumers,
                    (int)si->Config->Replicas);
             peers_text(si->Cluster);
-            printf("\n");
+            fprintf(ctl_out(), "\n");
         } else if (!*err || si || lease.found) {
-            printf("stream %s: not created yet (no limiter has started)\n", BUS_STREAM_LIMITER);
+            fprintf(ctl_out(), "stream %s: not created yet (no limiter has started)\n", BUS_STREAM_LIMITER);
         }
         if (ki) {
-            printf("bucket %s: %d copies: ", BUS_BUCKET_LIMITER, (int)ki->Config->Replicas);
+            fprintf(ctl_out(), "bucket %s: %d copies: ", BUS_BUCKET_LIMITER, (int)ki->Config->Replicas);
             peers_text(ki->Cluster);
-            printf("\n");
+            fprintf(ctl_out(), "\n");
         }
         if (*err && (si || lease.found))
-            printf("warning: %s\n", err);
+            fprintf(ctl_out(), "warning: %s\n", err);
     }
     jsStreamInfo_Destroy(si);
     jsStreamInfo_Destroy(ki);
@@ -251,9 +251,9 @@ int cmd_limiter_status(ctl_t *ctl, char **args, int nargs)
     (void)args;
     (void)nargs;
     if (ctl->json)
-        printf("{");
+        fprintf(ctl_out(), "{");
     int rc = limiter_status_print(ctl, ctl->json);
     if (ctl->json)
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     return rc;
 }

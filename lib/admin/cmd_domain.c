@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 #include "store/migrate.h"
 
 int cmd_migrate(ctl_t *ctl, char **args, int nargs)
@@ -13,7 +13,7 @@ int cmd_migrate(ctl_t *ctl, char **args, int nargs)
     char err[512];
     int applied = migrate_apply(ctl->pg, err, sizeof err);
     if (applied < 0) {
-        fprintf(stderr, "mailctl: migration failed: %s\n", err);
+        fprintf(ctl_err(), "mailctl: migration failed: %s\n", err);
         return CTL_DB;
     }
     int version = migrate_current(ctl->pg);
@@ -31,12 +31,12 @@ int cmd_migrate(ctl_t *ctl, char **args, int nargs)
             return rc;
     }
     if (ctl->json)
-        printf("{\"applied\":%d,\"version\":%d}\n", applied, version);
+        fprintf(ctl_out(), "{\"applied\":%d,\"version\":%d}\n", applied, version);
     else if (applied > 0)
-        printf("applied %d migration%s; the schema is at version %d\n", applied,
+        fprintf(ctl_out(), "applied %d migration%s; the schema is at version %d\n", applied,
                applied == 1 ? "" : "s", version);
     else
-        printf("the schema is up to date (version %d)\n", version);
+        fprintf(ctl_out(), "the schema is up to date (version %d)\n", version);
     return CTL_OK;
 }
 
@@ -63,11 +63,11 @@ int cmd_domain_add(ctl_t *ctl, char **args, int nargs)
         return rc;
     if (ctl->json) {
         out_json_ok("domain add", "domain", name);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else {
-        printf("added domain %s\n", name);
+        fprintf(ctl_out(), "added domain %s\n", name);
     }
-    fflush(stdout);
+    fflush(ctl_out());
     ctl_announce(ctl, "domains");
     return CTL_OK;
 }
@@ -111,11 +111,11 @@ int cmd_domain_del(ctl_t *ctl, char **args, int nargs)
         return rc;
     if (ctl->json) {
         out_json_ok("domain del", "domain", name);
-        printf(",\"users_deleted\":%ld}\n", users);
+        fprintf(ctl_out(), ",\"users_deleted\":%ld}\n", users);
     } else {
-        printf("deleted domain %s and its %ld user%s\n", name, users, users == 1 ? "" : "s");
+        fprintf(ctl_out(), "deleted domain %s and its %ld user%s\n", name, users, users == 1 ? "" : "s");
     }
-    fflush(stdout);
+    fflush(ctl_out());
     ctl_announce(ctl, "domains");
     return CTL_OK;
 }
@@ -138,16 +138,16 @@ int cmd_domain_list(ctl_t *ctl, char **args, int nargs)
     };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"domains\":");
+        fprintf(ctl_out(), "{\"domains\":");
         out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else if (n == 0) {
-        printf("no domains (add one with: mailctl domain add NAME)\n");
+        fprintf(ctl_out(), "no domains (add one with: mailctl domain add NAME)\n");
     } else {
         int w = out_width(res, 0, 6);
-        printf("%-*s  %6s  %s\n", w, "DOMAIN", "USERS", "CREATED");
+        fprintf(ctl_out(), "%-*s  %6s  %s\n", w, "DOMAIN", "USERS", "CREATED");
         for (int i = 0; i < n; i++)
-            printf("%-*s  %6s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+            fprintf(ctl_out(), "%-*s  %6s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
                    PQgetvalue(res, i, 2));
     }
     PQclear(res);

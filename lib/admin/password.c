@@ -1,4 +1,4 @@
-/* mailctl: reading a new password, from the terminal without echo or from stdin. The
+/* Reading a new password, from the terminal without echo or from stdin. The
  * password never reaches argv, the environment, the audit log or an error message, and
  * its buffers are wiped before they are freed. */
 #include <errno.h>
@@ -11,7 +11,7 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 
 #define PASSWORD_MAX 1024
 
@@ -189,9 +189,28 @@ out:
     return rc;
 }
 
+/* A password the caller holds (webd: from the request), checked like one from stdin. */
+static int password_given(const char *given, char **pw_r, size_t *len_r)
+{
+    size_t n = strlen(given);
+    if (n == 0)
+        return ctl_error("the password is empty: nothing changed");
+    if (n > PASSWORD_MAX)
+        return ctl_error("the password is too long (at most %d bytes)", PASSWORD_MAX);
+    char *buf = calloc(1, PASSWORD_MAX + 2);
+    if (!buf)
+        return ctl_error("out of memory");
+    memcpy(buf, given, n);
+    *pw_r = buf;
+    *len_r = n;
+    return CTL_OK;
+}
+
 int password_read_new(ctl_t *ctl, char **pw_r, size_t *len_r)
 {
     *pw_r = NULL;
     *len_r = 0;
+    if (ctl->password)
+        return password_given(ctl->password, pw_r, len_r);
     return ctl->password_stdin ? password_from_stdin(pw_r, len_r) : password_from_tty(pw_r, len_r);
 }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 #include "base/settings.h"
 
 #define TIER_VALUE_MAX 256
@@ -146,14 +146,14 @@ bool tier_value_check(const char *option, const char *key, const char *text, cha
 static void tier_print_change(const tier_change_t *c, const char *label)
 {
     if (c->value && c->changed)
-        printf("%s: %s = %s (was %s)\n", label, c->key, c->value,
+        fprintf(ctl_out(), "%s: %s = %s (was %s)\n", label, c->key, c->value,
                c->old ? c->old : "not set at this level");
     else if (c->value)
-        printf("%s: %s = %s (already so, nothing changed)\n", label, c->key, c->value);
+        fprintf(ctl_out(), "%s: %s = %s (already so, nothing changed)\n", label, c->key, c->value);
     else if (c->changed)
-        printf("%s: %s unset (was %s); it is inherited again\n", label, c->key, c->old);
+        fprintf(ctl_out(), "%s: %s unset (was %s); it is inherited again\n", label, c->key, c->old);
     else
-        printf("%s: %s was not set at this level (nothing changed)\n", label, c->key);
+        fprintf(ctl_out(), "%s: %s was not set at this level (nothing changed)\n", label, c->key);
 }
 
 int tier_apply(ctl_t *ctl, const tier_scope_t *scope, const char *action,
@@ -191,24 +191,24 @@ int tier_apply(ctl_t *ctl, const tier_scope_t *scope, const char *action,
         goto out;
     if (ctl->json) {
         out_json_ok(action, "scope", scope->scope);
-        printf(",\"target\":");
-        json_str(stdout, scope->name[0] ? scope->name : NULL);
-        printf(",\"changed\":%s,\"changes\":[", nchanged ? "true" : "false");
+        fprintf(ctl_out(), ",\"target\":");
+        json_str(ctl_out(), scope->name[0] ? scope->name : NULL);
+        fprintf(ctl_out(), ",\"changed\":%s,\"changes\":[", nchanged ? "true" : "false");
         for (size_t i = 0; i < n; i++) {
-            printf("%s{\"key\":", i ? "," : "");
-            json_str(stdout, changes[i].key);
-            printf(",\"value\":");
-            json_str(stdout, changes[i].value);
-            printf(",\"previous\":");
-            json_str(stdout, changes[i].old);
-            printf(",\"changed\":%s}", changes[i].changed ? "true" : "false");
+            fprintf(ctl_out(), "%s{\"key\":", i ? "," : "");
+            json_str(ctl_out(), changes[i].key);
+            fprintf(ctl_out(), ",\"value\":");
+            json_str(ctl_out(), changes[i].value);
+            fprintf(ctl_out(), ",\"previous\":");
+            json_str(ctl_out(), changes[i].old);
+            fprintf(ctl_out(), ",\"changed\":%s}", changes[i].changed ? "true" : "false");
         }
-        printf("]}\n");
+        fprintf(ctl_out(), "]}\n");
     } else {
         for (size_t i = 0; i < n; i++)
             tier_print_change(&changes[i], label);
     }
-    fflush(stdout);
+    fflush(ctl_out());
     if (nchanged)
         ctl_announce(ctl, what);
 out:

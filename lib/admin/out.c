@@ -1,17 +1,35 @@
-/* mailctl: messages on stderr, JSON strings and table widths for stdout. */
+/* mailctl: messages on ctl_err(), JSON strings and table widths for ctl_out(). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
+
+static _Thread_local FILE *thread_out, *thread_err;
+
+FILE *ctl_out(void)
+{
+    return thread_out ? thread_out : stdout;
+}
+
+FILE *ctl_err(void)
+{
+    return thread_err ? thread_err : stderr;
+}
+
+void ctl_set_streams(FILE *out, FILE *err)
+{
+    thread_out = out;
+    thread_err = err;
+}
 
 int ctl_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("mailctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    fputs("mailctl: ", ctl_err());
+    vfprintf(ctl_err(), fmt, ap);
+    fputc('\n', ctl_err());
     va_end(ap);
     return CTL_USAGE;
 }
@@ -20,9 +38,9 @@ void ctl_warn(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("mailctl: warning: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    fputs("mailctl: warning: ", ctl_err());
+    vfprintf(ctl_err(), fmt, ap);
+    fputc('\n', ctl_err());
     va_end(ap);
 }
 
@@ -79,28 +97,28 @@ int out_width(const PGresult *res, int col, int min)
 
 void out_json_ok(const char *action, const char *key, const char *value)
 {
-    printf("{\"ok\":true,\"action\":");
-    json_str(stdout, action);
-    printf(",\"%s\":", key);
-    json_str(stdout, value);
+    fprintf(ctl_out(), "{\"ok\":true,\"action\":");
+    json_str(ctl_out(), action);
+    fprintf(ctl_out(), ",\"%s\":", key);
+    json_str(ctl_out(), value);
 }
 
 void out_json_rows(const PGresult *res, const out_col_t *cols, size_t ncols)
 {
-    printf("[");
+    fprintf(ctl_out(), "[");
     for (int i = 0; i < PQntuples(res); i++) {
-        printf("%s{", i ? "," : "");
+        fprintf(ctl_out(), "%s{", i ? "," : "");
         for (size_t c = 0; c < ncols; c++) {
             const char *v = PQgetvalue(res, i, cols[c].col);
-            printf("%s\"%s\":", c ? "," : "", cols[c].name);
+            fprintf(ctl_out(), "%s\"%s\":", c ? "," : "", cols[c].name);
             if (cols[c].kind == OUT_NUM)
-                printf("%s", v);
+                fprintf(ctl_out(), "%s", v);
             else if (cols[c].kind == OUT_BOOL)
-                printf("%s", strcmp(v, "t") == 0 ? "true" : "false");
+                fprintf(ctl_out(), "%s", strcmp(v, "t") == 0 ? "true" : "false");
             else
-                json_str(stdout, v);
+                json_str(ctl_out(), v);
         }
-        printf("}");
+        fprintf(ctl_out(), "}");
     }
-    printf("]");
+    fprintf(ctl_out(), "]");
 }

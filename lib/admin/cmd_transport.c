@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 
 #define PORT_MAX 65535
 #define ALL_DOMAINS "*"
@@ -177,19 +177,19 @@ int cmd_transport_set(ctl_t *ctl, char **args, int nargs)
     }
     if (ctl->json) {
         out_json_ok("transport set", "domain", domain);
-        printf(",\"host\":");
-        json_str(stdout, d.host);
-        printf(",\"port\":%s,\"changed\":%s,\"previous\":", d.port, changed ? "true" : "false");
-        json_str(stdout, *old_dest ? old_dest : NULL);
-        printf("}\n");
+        fprintf(ctl_out(), ",\"host\":");
+        json_str(ctl_out(), d.host);
+        fprintf(ctl_out(), ",\"port\":%s,\"changed\":%s,\"previous\":", d.port, changed ? "true" : "false");
+        json_str(ctl_out(), *old_dest ? old_dest : NULL);
+        fprintf(ctl_out(), "}\n");
     } else if (!changed) {
-        printf("mail for %s goes to %s already (nothing changed)\n", domain_shown(domain), dest);
+        fprintf(ctl_out(), "mail for %s goes to %s already (nothing changed)\n", domain_shown(domain), dest);
     } else {
-        printf("mail for %s goes to %s (was %s)\n", domain_shown(domain), dest,
+        fprintf(ctl_out(), "mail for %s goes to %s (was %s)\n", domain_shown(domain), dest,
                *old_dest ? old_dest : strcmp(domain, ALL_DOMAINS) == 0 ? "each domain's MX hosts"
                                                                        : "its MX hosts");
     }
-    fflush(stdout);
+    fflush(ctl_out());
     if (changed)
         ctl_announce(ctl, "transport");
     return CTL_OK;
@@ -224,18 +224,18 @@ int cmd_transport_del(ctl_t *ctl, char **args, int nargs)
         return rc;
     if (ctl->json) {
         out_json_ok("transport del", "domain", domain);
-        printf(",\"previous\":");
-        json_str(stdout, dest);
-        printf("}\n");
+        fprintf(ctl_out(), ",\"previous\":");
+        json_str(ctl_out(), dest);
+        fprintf(ctl_out(), "}\n");
     } else if (strcmp(domain, ALL_DOMAINS) == 0) {
-        printf("removed the transport for * (was %s): mail goes to each domain's MX hosts "
+        fprintf(ctl_out(), "removed the transport for * (was %s): mail goes to each domain's MX hosts "
                "again\n",
                dest);
     } else {
-        printf("removed the transport for %s (was %s): its mail goes to %s\n", domain, dest,
+        fprintf(ctl_out(), "removed the transport for %s (was %s): its mail goes to %s\n", domain, dest,
                "its MX hosts again, or to the transport for * if there is one");
     }
-    fflush(stdout);
+    fflush(ctl_out());
     ctl_announce(ctl, "transport");
     return CTL_OK;
 }
@@ -260,11 +260,11 @@ int cmd_transport_list(ctl_t *ctl, char **args, int nargs)
     };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"transports\":");
+        fprintf(ctl_out(), "{\"transports\":");
         out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else if (n == 0) {
-        printf("no transports: relayd sends mail to each domain's MX hosts\n"
+        fprintf(ctl_out(), "no transports: relayd sends mail to each domain's MX hosts\n"
                "(mailctl transport set DOMAIN HOST:PORT)\n");
     } else {
         int wd = out_width(res, 0, 6), wh = 11;
@@ -274,11 +274,11 @@ int cmd_transport_list(ctl_t *ctl, char **args, int nargs)
             if ((int)strlen(dest) > wh)
                 wh = (int)strlen(dest);
         }
-        printf("%-*s  %-*s  %s\n", wd, "DOMAIN", wh, "DESTINATION", "UPDATED");
+        fprintf(ctl_out(), "%-*s  %-*s  %s\n", wd, "DOMAIN", wh, "DESTINATION", "UPDATED");
         for (int i = 0; i < n; i++) {
             char dest[NAME_BUF + 16];
             dest_text(PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), dest, sizeof dest);
-            printf("%-*s  %-*s  %s%s\n", wd, PQgetvalue(res, i, 0), wh, dest,
+            fprintf(ctl_out(), "%-*s  %-*s  %s%s\n", wd, PQgetvalue(res, i, 0), wh, dest,
                    PQgetvalue(res, i, 3),
                    strcmp(PQgetvalue(res, i, 4), "t") == 0
                        ? "  (hosted here now: not used, its mail is delivered locally)"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 
 /* How alerts reach an address: the SQL expression over column a (an address). */
 #define DELIVERY_SQL(a)                                                                    \
@@ -35,16 +35,16 @@ static void alert_print(ctl_t *ctl, const char *action, const char *address, boo
 {
     if (ctl->json) {
         out_json_ok(action, "address", address);
-        printf(",\"changed\":%s", changed ? "true" : "false");
+        fprintf(ctl_out(), ",\"changed\":%s", changed ? "true" : "false");
         if (delivery) {
-            printf(",\"delivery\":");
-            json_str(stdout, delivery);
+            fprintf(ctl_out(), ",\"delivery\":");
+            json_str(ctl_out(), delivery);
         }
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else {
-        printf("%s %s\n", text, address);
+        fprintf(ctl_out(), "%s %s\n", text, address);
     }
-    fflush(stdout);
+    fflush(ctl_out());
 }
 
 int cmd_alert_address_add(ctl_t *ctl, char **args, int nargs)
@@ -80,7 +80,7 @@ int cmd_alert_address_add(ctl_t *ctl, char **args, int nargs)
                  "until it exists (mailctl user add %s)",
                  address, address);
     else if (strcmp(delivery, "relay") == 0 && !ctl->json)
-        printf("note: %s is not hosted here; alerts to it go through the outbound queue\n",
+        fprintf(ctl_out(), "note: %s is not hosted here; alerts to it go through the outbound queue\n",
                address);
     free(delivery);
     ctl_announce(ctl, "alert-addresses");
@@ -136,17 +136,17 @@ int cmd_alert_address_list(ctl_t *ctl, char **args, int nargs)
     };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"alert_addresses\":");
+        fprintf(ctl_out(), "{\"alert_addresses\":");
         out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else if (n == 0) {
-        printf("no alert addresses: nobody is told about hacked accounts or blocks\n"
+        fprintf(ctl_out(), "no alert addresses: nobody is told about hacked accounts or blocks\n"
                "(mailctl alert-address add ADDRESS)\n");
     } else {
         int w = out_width(res, 0, 7);
-        printf("%-*s  %-20s  %s\n", w, "ADDRESS", "ADDED", "DELIVERY");
+        fprintf(ctl_out(), "%-*s  %-20s  %s\n", w, "ADDRESS", "ADDED", "DELIVERY");
         for (int i = 0; i < n; i++)
-            printf("%-*s  %-20s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+            fprintf(ctl_out(), "%-*s  %-20s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
                    delivery_text(PQgetvalue(res, i, 2)));
     }
     PQclear(res);

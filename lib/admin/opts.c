@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 
 /* The spec named by the option word a ("--max" or "--max=..."); *inline_r points after
  * '=' when the value is given inline, else NULL. */

@@ -1,11 +1,12 @@
-/* mailctl: the administrator's command-line tool. One run is one command: parse the
- * command line, connect to PostgreSQL (blocking libpq: this is a CLI), make the change in
- * one transaction together with its audit_log row, announce it on NATS, print the outcome
- * for people or as JSON.
+/* The administrator's operations, shared by mailctl (the command line) and webd (the JSON
+ * API). One operation is one command of the table (admin_commands): connect to PostgreSQL
+ * (blocking libpq: a CLI, or one of webd's worker threads, never a loop thread), make the
+ * change in one transaction together with its audit_log row (who, from where), announce it
+ * on NATS, print the outcome for people or as JSON on the thread's output stream.
  *
- * Exit status: 0 done, 1 bad input or refused, 2 the database could not be used. */
-#ifndef MAILCTL_H
-#define MAILCTL_H
+ * Status: 0 done, 1 bad input or refused, 2 the database could not be used. */
+#ifndef POSTERN_ADMIN_H
+#define POSTERN_ADMIN_H
 
 #include <libpq-fe.h>
 #include <nats/nats.h>
@@ -27,7 +28,15 @@ typedef struct ctl {
     char *nats_user;     /* NATS_USER, NATS_PASSWORD (or NATS_PASSWORD_FILE), NATS_TLS_CA: */
     char *nats_password; /* from the environment when it sets NATS_USER, else from */
     char *nats_tls_ca;   /* var/postern.env; NULL when unset */
-    char actor[128];     /* who runs the command, for audit_log */
+    char actor[160];     /* who runs the command, for audit_log: a login name, or for webd
+                            "web:NAME from ADDRESS" */
+    const char *password;  /* the new password, given by the caller (webd) instead of
+                              being read from a terminal or stdin; NULL for mailctl */
+    /* Publishes an announcement on the caller's bus connection (webd), returning 0 or -1;
+     * NULL: a connection is made for each announcement (mailctl). */
+    int (*publish)(void *arg, const char *subject, const void *data, size_t len);
+    void *publish_arg;
+    bool pg_borrowed;      /* pg is the caller's: ctl_disconnect leaves it open */
     PGconn *pg;
     bool in_tx;
     bool usage;          /* set with CTL_USAGE when the command line was wrong: main()
@@ -35,6 +44,11 @@ typedef struct ctl {
 } ctl_t;
 
 /* ---- out.c: messages and output ---------------------------------------------------- */
+/* Where this thread's command prints: its outcome (stdout unless set) and its messages
+ * (stderr unless set). webd sets memory streams around each command it runs. */
+FILE *ctl_out(void);
+FILE *ctl_err(void);
+void ctl_set_streams(FILE *out, FILE *err);
 /* "mailctl: ..." on stderr. ctl_error returns CTL_USAGE so handlers can return it. */
 int ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ctl_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -238,6 +252,37 @@ typedef struct tier_value {
 struct setting_def;
 void tier_resolve(const struct setting_def *def, const char *const *stored,
                   const char *const *levels, size_t nlevels, tier_value_t *out);
+
+/* ---- commands.c: the command table ------------------------------------------------- */
+/* Flags: which options a command accepts, and whether it needs the database. */
+enum {
+    CMD_PASSWORD = 1 << 0, /* --password-stdin (webd: ctl->password) */
+    CMD_DOMAIN = 1 << 1,   /* --domain D */
+    CMD_OPTIONS = 1 << 2,  /* parses its own options (opts.c): gets every word after the
+                              command words except --json */
+    CMD_NO_DB = 1 << 3,    /* asks NATS only: runs while PostgreSQL is down */
+};
+
+typedef struct command {
+    const char *group; /* first word */
+    const char *verb;  /* second word, NULL for one-word commands */
+    const char *sub;   /* third word, NULL for one- and two-word commands */
+    int min_args, max_args;
+    unsigned flags;
+    int (*run)(ctl_t *ctl, char **args, int nargs);
+    const char *args_usage;
+    const char *help;
+} command_t;
+
+/* Every command, ended by an entry whose group is NULL. */
+extern const command_t admin_commands[];
+/* The command named by words[0..nwords-1] (a group, a verb, a third word); *used_r says
+ * how many of the words name it, *group_known_r whether words[0] is a group. */
+const command_t *admin_command_find(char **words, int nwords, int *used_r,
+                                    bool *group_known_r);
+/* Runs cmd with args on ctl (configuration loaded): connects unless the command needs no
+ * database or ctl->pg is the caller's, runs, rolls back what is left open, disconnects. */
+int admin_command_run(ctl_t *ctl, const command_t *cmd, char **args, int nargs);
 
 /* ---- commands ---------------------------------------------------------------------- */
 int cmd_migrate(ctl_t *ctl, char **args, int nargs);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 #include "base/settings.h"
 
 #define RELAY_MODE_KEY "relay.mode"
@@ -52,13 +52,13 @@ int cmd_relay_mode(ctl_t *ctl, char **args, int nargs)
     }
     if (ctl->json) {
         out_json_ok("relay mode", "mode", mode);
-        printf(",\"previous\":");
-        json_str(stdout, old);
-        printf("}\n");
+        fprintf(ctl_out(), ",\"previous\":");
+        json_str(ctl_out(), old);
+        fprintf(ctl_out(), "}\n");
     } else {
-        printf("relay mode: %s (was %s)\n", mode, old ? old : "?");
+        fprintf(ctl_out(), "relay mode: %s (was %s)\n", mode, old ? old : "?");
     }
-    fflush(stdout);
+    fflush(ctl_out());
     free(old);
     if (strcmp(mode, "anyone") == 0)
         relay_open_warning();
@@ -91,7 +91,7 @@ int cmd_relay_allow(ctl_t *ctl, char **args, int nargs)
     int rc = netlist_add(ctl, &relay_list, args[0], relay_allowed_cb, &mode, &added);
     if (rc == CTL_OK && added) {
         if (mode && strcmp(mode, "select") != 0)
-            fprintf(stderr,
+            fprintf(ctl_err(),
                     "mailctl: note: relay.mode is %s; the relay list is used only in mode "
                     "select (mailctl relay mode select)\n",
                     mode);
@@ -124,22 +124,22 @@ int cmd_relay_list(ctl_t *ctl, char **args, int nargs)
         return CTL_DB;
     }
     if (ctl->json) {
-        printf("{\"mode\":");
-        json_str(stdout, mode);
-        printf(",\"networks\":");
+        fprintf(ctl_out(), "{\"mode\":");
+        json_str(ctl_out(), mode);
+        fprintf(ctl_out(), ",\"networks\":");
         netlist_print_json(res);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else {
-        printf("relay mode: %s\n", mode);
+        fprintf(ctl_out(), "relay mode: %s\n", mode);
         if (strcmp(mode, "anyone") == 0)
-            printf("WARNING: this server is an OPEN RELAY\n");
+            fprintf(ctl_out(), "WARNING: this server is an OPEN RELAY\n");
         if (PQntuples(res) == 0) {
-            printf("relay list: empty\n");
+            fprintf(ctl_out(), "relay list: empty\n");
         } else {
             if (strcmp(mode, "select") != 0)
-                printf("relay list (used only in mode select):\n");
+                fprintf(ctl_out(), "relay list (used only in mode select):\n");
             else
-                printf("relay list:\n");
+                fprintf(ctl_out(), "relay list:\n");
             netlist_print_table(res, "  ");
         }
     }
@@ -202,23 +202,23 @@ static int tls_policy_list(ctl_t *ctl)
         { "updated_at", 2, OUT_STR },
     };
     if (ctl->json) {
-        printf("{\"tls_policies\":");
+        fprintf(ctl_out(), "{\"tls_policies\":");
         out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
-        printf(",\"default\":");
-        json_str(stdout, fallback);
-        printf("}\n");
+        fprintf(ctl_out(), ",\"default\":");
+        json_str(ctl_out(), fallback);
+        fprintf(ctl_out(), "}\n");
     } else {
         if (n > 0) {
             int w = out_width(res, 0, 6);
-            printf("%-*s  %-7s  %-20s  %s\n", w, "DOMAIN", "POLICY", "UPDATED", "MEANING");
+            fprintf(ctl_out(), "%-*s  %-7s  %-20s  %s\n", w, "DOMAIN", "POLICY", "UPDATED", "MEANING");
             for (int i = 0; i < n; i++)
-                printf("%-*s  %-7s  %-20s  %s\n", w, PQgetvalue(res, i, 0),
+                fprintf(ctl_out(), "%-*s  %-7s  %-20s  %s\n", w, PQgetvalue(res, i, 0),
                        PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
                        tls_policy_text(PQgetvalue(res, i, 1)));
         } else {
-            printf("no TLS policies\n");
+            fprintf(ctl_out(), "no TLS policies\n");
         }
-        printf("a domain without a policy of its own: %s (%s)\n", fallback,
+        fprintf(ctl_out(), "a domain without a policy of its own: %s (%s)\n", fallback,
                tls_policy_text(fallback));
     }
     PQclear(res);
@@ -261,25 +261,25 @@ static int tls_policy_change(ctl_t *ctl, const char *domain, const char *policy)
     }
     if (ctl->json) {
         out_json_ok("relay tls-policy", "domain", domain);
-        printf(",\"policy\":");
-        json_str(stdout, policy);
-        printf(",\"changed\":%s,\"previous\":", changed ? "true" : "false");
-        json_str(stdout, old);
-        printf("}\n");
+        fprintf(ctl_out(), ",\"policy\":");
+        json_str(ctl_out(), policy);
+        fprintf(ctl_out(), ",\"changed\":%s,\"previous\":", changed ? "true" : "false");
+        json_str(ctl_out(), old);
+        fprintf(ctl_out(), "}\n");
     } else if (policy && !changed) {
-        printf("TLS policy for %s is %s already (nothing changed)\n", tls_domain_shown(domain),
+        fprintf(ctl_out(), "TLS policy for %s is %s already (nothing changed)\n", tls_domain_shown(domain),
                policy);
     } else if (policy) {
-        printf("TLS policy for %s: %s, %s (was %s)\n", tls_domain_shown(domain), policy,
+        fprintf(ctl_out(), "TLS policy for %s: %s, %s (was %s)\n", tls_domain_shown(domain), policy,
                tls_policy_text(policy), old ? old : "not set");
     } else if (!changed) {
-        printf("%s has no TLS policy of its own (nothing changed)\n", domain);
+        fprintf(ctl_out(), "%s has no TLS policy of its own (nothing changed)\n", domain);
     } else {
-        printf("TLS policy for %s removed (was %s): %s\n", domain, old,
+        fprintf(ctl_out(), "TLS policy for %s removed (was %s): %s\n", domain, old,
                strcmp(domain, "*") == 0 ? "a domain without a policy of its own gets " TLS_DEFAULT
                                         : "the policy for * applies, else " TLS_DEFAULT);
     }
-    fflush(stdout);
+    fflush(ctl_out());
     free(old);
     if (changed)
         ctl_announce(ctl, "tls-policy");

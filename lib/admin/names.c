@@ -1,11 +1,11 @@
-/* mailctl: the shapes of domain names, addresses and networks an administrator may type.
+/* The shapes of domain names, addresses and networks an administrator may type.
  * Stricter than the RFCs allow where that keeps relay tricks out: no address literals,
  * no quoted local parts, no trailing dots, no source routes. */
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 
 #define DOMAIN_MAX 253
 #define LABEL_MAX 63

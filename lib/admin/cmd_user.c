@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 #include "auth/scram.h"
 
 /* 1 when the query with one parameter returns a row, 0 when not, -1 on error (reported). */
@@ -69,11 +69,11 @@ static int user_secret_write(ctl_t *ctl, const char *action, const char *address
         goto out;
     if (ctl->json) {
         out_json_ok(action, "address", address);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else {
-        printf("%s %s\n", text, address);
+        fprintf(ctl_out(), "%s %s\n", text, address);
     }
-    fflush(stdout);
+    fflush(ctl_out());
     ctl_announce(ctl, "users");
 out:
     OPENSSL_cleanse(secret, sizeof secret);
@@ -161,12 +161,12 @@ int cmd_user_del(ctl_t *ctl, char **args, int nargs)
         return rc;
     if (ctl->json) {
         out_json_ok("user del", "address", address);
-        printf(",\"messages_deleted\":%ld}\n", messages);
+        fprintf(ctl_out(), ",\"messages_deleted\":%ld}\n", messages);
     } else {
-        printf("deleted user %s and its %ld message%s\n", address, messages,
+        fprintf(ctl_out(), "deleted user %s and its %ld message%s\n", address, messages,
                messages == 1 ? "" : "s");
     }
-    fflush(stdout);
+    fflush(ctl_out());
     ctl_announce(ctl, "users");
     return CTL_OK;
 }
@@ -202,16 +202,16 @@ int cmd_user_list(ctl_t *ctl, char **args, int nargs)
     };
     int n = PQntuples(res);
     if (ctl->json) {
-        printf("{\"users\":");
+        fprintf(ctl_out(), "{\"users\":");
         out_json_rows(res, cols, sizeof cols / sizeof cols[0]);
-        printf("}\n");
+        fprintf(ctl_out(), "}\n");
     } else if (n == 0) {
-        printf("no users\n");
+        fprintf(ctl_out(), "no users\n");
     } else {
         int w = out_width(res, 0, 7);
-        printf("%-*s  %s\n", w, "ADDRESS", "CREATED");
+        fprintf(ctl_out(), "%-*s  %s\n", w, "ADDRESS", "CREATED");
         for (int i = 0; i < n; i++)
-            printf("%-*s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+            fprintf(ctl_out(), "%-*s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
     }
     PQclear(res);
     return CTL_OK;

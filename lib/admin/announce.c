@@ -1,4 +1,4 @@
-/* mailctl: tells the services about a committed change (ConfigChanged on NATS). The
+/* Tells the services about a committed change (ConfigChanged on NATS). The
  * change is already in PostgreSQL, so failing here only delays its pick-up. */
 #include <nats/nats.h>
 #include <signal.h>
@@ -8,7 +8,7 @@
 #include "base/buf.h"
 #include "bus/events.h"
 #include "bus/nats_opts.h"
-#include "mailctl.h"
+#include "admin/admin.h"
 
 #define ANNOUNCE_TIMEOUT_MS 1000
 
@@ -55,6 +55,13 @@ void ctl_announce(ctl_t *ctl, const char *what)
         return;
     }
 
+    if (ctl->publish) {
+        if (ctl->publish(ctl->publish_arg, BUS_SUBJECT_CONFIG_CHANGED, msg.data, msg.len) < 0)
+            ctl_warn("the change is saved but could not be announced on NATS; services will "
+                     "pick the change up within 30 seconds");
+        buf_free(&msg);
+        return;
+    }
     natsConnection *nc = NULL;
     char err[512] = "";
     natsStatus s = ctl_nats_connect(ctl, ANNOUNCE_TIMEOUT_MS, &nc, err, sizeof err);

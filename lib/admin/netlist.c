@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailctl.h"
+#include "admin/admin.h"
 
 #define NETLIST_SQL_MAX 256
 
@@ -50,17 +50,17 @@ int network_arg(ctl_t *ctl, const char *text, char *net, size_t net_len)
     return rc;
 }
 
-/* The outcome of a change on stdout. */
+/* The outcome of a change on ctl_out(). */
 static void netlist_print(ctl_t *ctl, const char *action, const char *net, bool changed,
                           const char *text)
 {
     if (ctl->json) {
         out_json_ok(action, "network", net);
-        printf(",\"changed\":%s}\n", changed ? "true" : "false");
+        fprintf(ctl_out(), ",\"changed\":%s}\n", changed ? "true" : "false");
     } else {
-        printf("%s %s\n", text, net);
+        fprintf(ctl_out(), "%s %s\n", text, net);
     }
-    fflush(stdout);
+    fflush(ctl_out());
 }
 
 /* The start of a change: checks the network text into net, begins the transaction and runs
@@ -159,7 +159,7 @@ void netlist_print_json(const PGresult *res)
 void netlist_print_table(const PGresult *res, const char *indent)
 {
     int w = out_width(res, 0, 7);
-    printf("%s%-*s  %s\n", indent, w, "NETWORK", "ADDED");
+    fprintf(ctl_out(), "%s%-*s  %s\n", indent, w, "NETWORK", "ADDED");
     for (int i = 0; i < PQntuples(res); i++)
-        printf("%s%-*s  %s\n", indent, w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+        fprintf(ctl_out(), "%s%-*s  %s\n", indent, w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
 }
