@@ -14,7 +14,8 @@ SANFLAGS =
 OPT      = -O2
 endif
 
-PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto libmicrohttpd gmime-3.0 libcares
+PKGS     = libuv libnats libprotobuf-c libpq libssl libcrypto libmicrohttpd gmime-3.0 libcares \
+           jansson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -79,6 +80,13 @@ $(OBJ)/lib/%.o: lib/%.c | $(PROTO_H)
 $(OBJ)/gen/%.o: $(GEN)/%.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Wno-unused-parameter -c -o $@ $<
+
+# webd's pages, embedded into the binary.
+WWW = $(sort $(shell find services/webd/www -type f 2>/dev/null))
+$(GEN)/www.c: $(WWW) deploy/embed-www.sh
+	@mkdir -p $(GEN)
+	sh deploy/embed-www.sh services/webd/www $(WWW) > $@.tmp && mv $@.tmp $@
+$(BIN)/webd: $(OBJ)/gen/www.o
 
 $(LIBA): $(LIB_OBJ)
 	@rm -f $@

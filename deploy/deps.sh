@@ -7,16 +7,19 @@ set -eu
 
 BUILD_PKGS="build-essential pkg-config libuv1-dev libnats-dev libprotobuf-c-dev
 protobuf-c-compiler libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev libgmime-3.0-dev
-libc-ares-dev"
+libc-ares-dev libjansson-dev"
 RUN_PKGS="postgresql nats-server openssl"
 # dovecot-imapd: tests/e2e/test_mime_diff.py compares lib/mail with a private Dovecot IMAP.
 # python3-aiosmtpd: the remote SMTP servers relayd delivers to in tests; dnsmasq-base: the
 # DNS server (MX records) under the tests' control. clang: the libFuzzer harnesses
 # (tests/fuzz, `make fuzz`, `make fuzz-smoke`), which gcc cannot build; libclang-rt-14-dev
 # holds libFuzzer and clang's sanitizer runtimes (clang 14, Debian 12's, does not pull it in).
+# chromium, chromium-driver, python3-selenium: a headless browser that logs in to the
+# webmail (Roundcube) in the compose stack (tests/deploy/e2e_webmail.sh).
 TEST_PKGS="python3 python3-pytest python3-psycopg2 python3-protobuf python3-yaml protobuf-compiler
 swaks libnet-ssleay-perl msmtp fetchmail curl dovecot-core dovecot-imapd
-python3-aiosmtpd dnsmasq-base clang libclang-rt-14-dev"
+python3-aiosmtpd dnsmasq-base clang libclang-rt-14-dev
+chromium chromium-driver python3-selenium"
 # Only for `make bench`: Dovecot's pop3d and imap run beside pop3d and imapd, as a private
 # instance; Postfix relays beside relayd, its smtp-sink is the host both deliver to
 # (bench/relay_bench.sh, a private instance too).

@@ -3,7 +3,7 @@
 # certificate, a first domain and login, then every Postern service in the foreground.
 # Ctrl-C stops everything. Ports and settings come from the environment:
 #   SMTP_PORT=2525 SUBMISSION_PORT=2587 SMTPS_PORT=2465 POP3_PORT=2110 POP3S_PORT=2995
-#   IMAP_PORT=2143 IMAPS_PORT=2993
+#   IMAP_PORT=2143 IMAPS_PORT=2993 WEB_PORT=2443
 #   PG_PORT=25432 NATS_PORT=24222
 #   POSTERN_DOMAIN=example.test LISTEN_ADDRESS=127.0.0.1 POSTERN_BIN=build/bin
 #   POSTERN_VAR=./var (where PostgreSQL, nats-server, the certificate and the first login live)
@@ -20,6 +20,7 @@ export POP3_PORT=${POP3_PORT:-2110}
 export POP3S_PORT=${POP3S_PORT:-2995}
 export IMAP_PORT=${IMAP_PORT:-2143}
 export IMAPS_PORT=${IMAPS_PORT:-2993}
+export WEB_PORT=${WEB_PORT:-2443}
 export LISTEN_ADDRESS=${LISTEN_ADDRESS:-127.0.0.1}
 PG_PORT=${PG_PORT:-25432}
 NATS_PORT=${NATS_PORT:-24222}
@@ -81,10 +82,18 @@ if [ ! -f "$VAR/first-login" ]; then
     chmod 600 "$VAR/first-login"
 fi
 read -r login password < "$VAR/first-login"
+# The first admin of the web console (webd), separate from mail users.
+if [ ! -f "$VAR/first-admin" ]; then
+    admin_password=$(openssl rand -base64 12 | tr -d '/+=')
+    printf '%s\n' "$admin_password" | "$BIN/mailctl" admin add admin --role system --password-stdin >/dev/null
+    printf 'admin %s\n' "$admin_password" > "$VAR/first-admin"
+    chmod 600 "$VAR/first-admin"
+fi
+read -r admin admin_password < "$VAR/first-admin"
 
 # Each service logs in to NATS as itself (deploy/nats-auth.sh: its own password and
 # permissions), not as mailctl, whose credentials postern.env holds.
-for svc in limiter notifier smtpd pop3d imapd relayd; do
+for svc in limiter notifier smtpd pop3d imapd relayd webd; do
     [ -x "$BIN/$svc" ] || continue
     creds=$(sh deploy/localstack.sh nats-env "$STACK" "$svc")
     env -u NATS_PASSWORD $creds "$BIN/$svc" &
@@ -102,10 +111,12 @@ Postern is running (logs below; Ctrl-C stops everything).
   POP3S            $LISTEN_ADDRESS:$POP3S_PORT   implicit TLS
   IMAP             $LISTEN_ADDRESS:$IMAP_PORT   STARTTLS (LOGIN and AUTHENTICATE inside TLS)
   IMAPS            $LISTEN_ADDRESS:$IMAPS_PORT   implicit TLS
+  Web console      https://localhost:$WEB_PORT/   (self-service: https://localhost:$WEB_PORT/self/)
   PostgreSQL       $DATABASE_URL
   NATS             $NATS_URL   (users and passwords: $STACK/nats-auth)
 
   First login:     $login   password: $password
+  Console login:   $admin   password: $admin_password
   Administer:      build/bin/mailctl --help      (from this folder, no flags needed)
   Try it:          swaks --server localhost:$SMTP_PORT --to $login
   Read it:         curl -k -u $login pop3s://localhost:$POP3S_PORT/1

@@ -293,6 +293,8 @@ int cmd_user_add(ctl_t *ctl, char **args, int nargs);
 int cmd_user_passwd(ctl_t *ctl, char **args, int nargs);
 int cmd_user_del(ctl_t *ctl, char **args, int nargs);
 int cmd_user_list(ctl_t *ctl, char **args, int nargs);
+/* ADDRESS [--limit N]: the login history (table logins), newest first. */
+int cmd_user_logins(ctl_t *ctl, char **args, int nargs);
 int cmd_relay_mode(ctl_t *ctl, char **args, int nargs);
 int cmd_relay_allow(ctl_t *ctl, char **args, int nargs);
 int cmd_relay_deny(ctl_t *ctl, char **args, int nargs);
@@ -321,6 +323,10 @@ int cmd_harvest_exempt_list(ctl_t *ctl, char **args, int nargs);
 int cmd_alert_address_add(ctl_t *ctl, char **args, int nargs);
 int cmd_alert_address_del(ctl_t *ctl, char **args, int nargs);
 int cmd_alert_address_list(ctl_t *ctl, char **args, int nargs);
+int cmd_admin_add(ctl_t *ctl, char **args, int nargs);
+int cmd_admin_passwd(ctl_t *ctl, char **args, int nargs);
+int cmd_admin_del(ctl_t *ctl, char **args, int nargs);
+int cmd_admin_list(ctl_t *ctl, char **args, int nargs);
 
 int cmd_queue_list(ctl_t *ctl, char **args, int nargs);
 int cmd_queue_show(ctl_t *ctl, char **args, int nargs);

@@ -58,7 +58,7 @@ static const setting_def_t *setting_arg(const char *key, char stored_key[SETTING
     fprintf(ctl_err(), "mailctl: unknown setting '%s'; the known settings are:\n", key);
     for (const setting_def_t *d = settings_table; d->key; d++)
         fprintf(ctl_err(), "  %s\n", d->key);
-    fprintf(ctl_err(), "  harvest.<smtp|pop3|imap>.<enabled|max_failures|interval|block>\n");
+    fprintf(ctl_err(), "  harvest.<smtp|pop3|imap|web>.<enabled|max_failures|interval|block>\n");
     return NULL;
 }
 

@@ -1,7 +1,8 @@
 /* mailctl harvest set|unset|show|blocks|unblock|exempt: account-harvesting prevention.
  * Settings are system keys harvest.<field>, some also per service as
- * harvest.<smtp|pop3|imap>.<field>; blocks and exemptions are tables the limiter keeps
+ * harvest.<smtp|pop3|imap|web>.<field>; blocks and exemptions are tables the limiter keeps
  * and reads. Every change is announced so the limiter and the front ends act at once. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #define HARVEST_VALUE_MAX 64
 #define HARVEST_KEY_MAX 64
+#define HARVEST_SERVICES_MAX 8 /* settings_services, at most */
 
 typedef struct harvest_field {
     const char *option;  /* --max-failures */
@@ -71,7 +73,7 @@ static int harvest_options(ctl_t *ctl, char **args, int nargs, bool field_values
             if (strcasecmp(*k, s) == 0)
                 *service_r = *k;
         if (!*service_r)
-            return ctl_error("unknown service '%s': use smtp, pop3 or imap", s);
+            return ctl_error("unknown service '%s': use smtp, pop3, imap or web", s);
         for (size_t i = 0; i < HARVEST_NFIELDS; i++)
             if (values[OPT_FIELDS + i] && !harvest_fields[i].per_service)
                 return ctl_error("%s is about invalid SMTP recipients and has no per-service "
@@ -207,12 +209,25 @@ int cmd_harvest_show(ctl_t *ctl, char **args, int nargs)
         return CTL_DB;
     }
     int rows = PQntuples(res);
-    if (ctl->json)
+    int nservices = 0;
+    while (nservices < HARVEST_SERVICES_MAX && settings_services[nservices])
+        nservices++;
+    if (ctl->json) {
         fprintf(ctl_out(), "{\"services\":{");
-    else
-        fprintf(ctl_out(), "%-13s  %-22s  %-22s  %s\n", "FIELD", "SMTP", "POP3", "IMAP");
-    tier_value_t v[3][HARVEST_NFIELDS];
-    for (int s = 0; settings_services[s]; s++) {
+    } else {
+        fprintf(ctl_out(), "%-13s", "FIELD");
+        for (int s = 0; s < nservices; s++) {
+            char head[16];
+            size_t i = 0;
+            for (; settings_services[s][i] && i < sizeof head - 1; i++)
+                head[i] = (char)toupper((unsigned char)settings_services[s][i]);
+            head[i] = '\0';
+            fprintf(ctl_out(), s + 1 < nservices ? "  %-22s" : "  %s", head);
+        }
+        fprintf(ctl_out(), "\n");
+    }
+    tier_value_t v[HARVEST_SERVICES_MAX][HARVEST_NFIELDS];
+    for (int s = 0; s < nservices; s++) {
         const char *service = settings_services[s];
         for (size_t f = 0; f < HARVEST_NFIELDS; f++) {
             char skey[HARVEST_KEY_MAX], key[HARVEST_KEY_MAX];
@@ -230,7 +245,7 @@ int cmd_harvest_show(ctl_t *ctl, char **args, int nargs)
         }
     }
     if (ctl->json) {
-        for (int s = 0; settings_services[s]; s++) {
+        for (int s = 0; s < nservices; s++) {
             fprintf(ctl_out(), "%s\"%s\":{", s ? "," : "", settings_services[s]);
             bool first = true;
             for (size_t f = 0; f < HARVEST_NFIELDS; f++) {
@@ -250,13 +265,13 @@ int cmd_harvest_show(ctl_t *ctl, char **args, int nargs)
     } else {
         for (size_t f = 0; f < HARVEST_NFIELDS; f++) {
             fprintf(ctl_out(), "%-13s", harvest_fields[f].field);
-            for (int s = 0; settings_services[s]; s++) {
+            for (int s = 0; s < nservices; s++) {
                 char cell[64];
                 if (!harvest_fields[f].per_service && strcmp(settings_services[s], "smtp"))
                     snprintf(cell, sizeof cell, "-");
                 else
                     snprintf(cell, sizeof cell, "%s (%s)", v[s][f].value, v[s][f].source);
-                fprintf(ctl_out(), settings_services[s + 1] ? "  %-22s" : "  %s", cell);
+                fprintf(ctl_out(), s + 1 < nservices ? "  %-22s" : "  %s", cell);
             }
             fprintf(ctl_out(), "\n");
         }

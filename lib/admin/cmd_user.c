@@ -1,4 +1,4 @@
-/* mailctl user add|passwd|del|list. Only the SCRAM secret of a password is stored. */
+/* mailctl user add|passwd|del|list|logins. Only the SCRAM secret of a password is stored. */
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +156,9 @@ int cmd_user_del(ctl_t *ctl, char **args, int nargs)
                       NULL);
     if (rc == CTL_OK)
         rc = ctl_exec(ctl, "DELETE FROM users WHERE id = $1", 1, q, NULL);
+    /* Its login history goes too: whoever gets the address next must not see it. */
+    if (rc == CTL_OK)
+        rc = ctl_exec(ctl, "DELETE FROM logins WHERE address = $1", 1, p, NULL);
     free(id);
     if (rc != CTL_OK || (rc = ctl_audit_commit(ctl, "user del", address)) != CTL_OK)
         return rc;
@@ -212,6 +215,105 @@ int cmd_user_list(ctl_t *ctl, char **args, int nargs)
         fprintf(ctl_out(), "%-*s  %s\n", w, "ADDRESS", "CREATED");
         for (int i = 0; i < n; i++)
             fprintf(ctl_out(), "%-*s  %s\n", w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+    }
+    PQclear(res);
+    return CTL_OK;
+}
+
+/* ---- user logins ------------------------------------------------------------------- */
+
+#define LOGINS_LIMIT_DEFAULT 20
+#define LOGINS_LIMIT_MAX 1000
+
+/* The address and --limit of user logins. */
+static int logins_args(ctl_t *ctl, char **args, int nargs, char address[NAME_BUF],
+                       char limit[16])
+{
+    const opt_spec_t specs[] = { { "--limit", true } };
+    const char *values[1];
+    char **pos = calloc((size_t)nargs + 1, sizeof *pos);
+    if (!pos)
+        return CTL_DB;
+    int npos = 0;
+    int rc = opt_parse(ctl, specs, 1, args, nargs, values, pos, &npos);
+    if (rc == CTL_OK && npos != 1) {
+        ctl->usage = true;
+        rc = npos ? ctl_error("unexpected argument '%s' (one address at a time)", pos[1])
+                  : ctl_error("missing argument: the user's address");
+    }
+    const char *domain;
+    if (rc == CTL_OK)
+        rc = name_address_arg(pos[0], address, &domain);
+    free(pos);
+    if (rc != CTL_OK)
+        return rc;
+    const char *v = values[0];
+    long n = LOGINS_LIMIT_DEFAULT;
+    if (v) {
+        size_t digits = strspn(v, "0123456789");
+        n = digits > 0 && digits < 6 && v[digits] == '\0' ? strtol(v, NULL, 10) : 0;
+        if (n < 1 || n > LOGINS_LIMIT_MAX) {
+            ctl->usage = true;
+            return ctl_error("invalid value for --limit: expected an integer from 1 to %d",
+                             LOGINS_LIMIT_MAX);
+        }
+    }
+    snprintf(limit, 16, "%ld", n);
+    return CTL_OK;
+}
+
+enum { LG_TIME, LG_SERVICE, LG_CLIENT, LG_MECHANISM, LG_TLS, LG_RESULT };
+
+int cmd_user_logins(ctl_t *ctl, char **args, int nargs)
+{
+    char address[NAME_BUF], limit[16];
+    int rc = logins_args(ctl, args, nargs, address, limit);
+    if (rc != CTL_OK)
+        return rc;
+    /* The newest first; the time with milliseconds, which also orders rows of one second. */
+    const char *p[] = { address, limit };
+    PGresult *res = ctl_query(ctl,
+                              "SELECT to_char(at AT TIME ZONE 'UTC',"
+                              " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+                              " service, host(client_addr), mechanism, tls, result"
+                              " FROM logins WHERE address = $1"
+                              " ORDER BY at DESC LIMIT $2::integer",
+                              2, p);
+    if (!res)
+        return CTL_DB;
+    int n = PQntuples(res);
+    if (ctl->json) {
+        /* A bare array: what webd's self-service page shows, as it is. */
+        fprintf(ctl_out(), "[");
+        for (int i = 0; i < n; i++) {
+            fprintf(ctl_out(), "%s{\"time\":", i ? "," : "");
+            json_str(ctl_out(), PQgetvalue(res, i, LG_TIME));
+            fprintf(ctl_out(), ",\"service\":");
+            json_str(ctl_out(), PQgetvalue(res, i, LG_SERVICE));
+            fprintf(ctl_out(), ",\"client_addr\":");
+            json_str(ctl_out(), PQgetisnull(res, i, LG_CLIENT) ? NULL
+                                                                : PQgetvalue(res, i, LG_CLIENT));
+            fprintf(ctl_out(), ",\"mechanism\":");
+            json_str(ctl_out(), PQgetvalue(res, i, LG_MECHANISM));
+            fprintf(ctl_out(), ",\"tls\":%s,\"result\":",
+                    strcmp(PQgetvalue(res, i, LG_TLS), "t") == 0 ? "true" : "false");
+            json_str(ctl_out(), PQgetvalue(res, i, LG_RESULT));
+            fprintf(ctl_out(), "}");
+        }
+        fprintf(ctl_out(), "]\n");
+    } else if (n == 0) {
+        fprintf(ctl_out(), "no logins recorded for %s\n", address);
+    } else {
+        int wc = out_width(res, LG_CLIENT, 6), wm = out_width(res, LG_MECHANISM, 9);
+        fprintf(ctl_out(), "%-24s  %-7s  %-*s  %-*s  %-3s  %s\n", "TIME", "SERVICE", wc, "CLIENT",
+                wm, "MECHANISM", "TLS", "RESULT");
+        for (int i = 0; i < n; i++)
+            fprintf(ctl_out(), "%-24s  %-7s  %-*s  %-*s  %-3s  %s\n", PQgetvalue(res, i, LG_TIME),
+                    PQgetvalue(res, i, LG_SERVICE), wc,
+                    PQgetisnull(res, i, LG_CLIENT) ? "-" : PQgetvalue(res, i, LG_CLIENT), wm,
+                    PQgetvalue(res, i, LG_MECHANISM),
+                    strcmp(PQgetvalue(res, i, LG_TLS), "t") == 0 ? "yes" : "no",
+                    PQgetvalue(res, i, LG_RESULT));
     }
     PQclear(res);
     return CTL_OK;

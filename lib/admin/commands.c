@@ -17,6 +17,8 @@ const command_t admin_commands[] = {
     { "user", "del", NULL, 1, 1, 0, cmd_user_del, "ADDRESS", "delete a user and its mail" },
     { "user", "list", NULL, 0, 0, CMD_DOMAIN, cmd_user_list, "[--domain NAME]",
       "list users, all or one domain's" },
+    { "user", "logins", NULL, 0, 0, CMD_OPTIONS, cmd_user_logins, "ADDRESS [--limit N]",
+      "a user's latest logins, good and bad, newest first" },
     { "relay", "mode", NULL, 1, 1, 0, cmd_relay_mode, "none|select|anyone",
       "who may relay besides authenticated clients" },
     { "relay", "allow", NULL, 1, 1, 0, cmd_relay_allow, "ADDRESS[/PREFIX]",
@@ -67,11 +69,11 @@ const command_t admin_commands[] = {
     { "hamr", "enable", NULL, 0, 0, CMD_OPTIONS, cmd_hamr_enable, "--user U",
       "let an account disabled by HAMR send again" },
     { "harvest", "set", NULL, 0, 0, CMD_OPTIONS, cmd_harvest_set,
-      "[--service smtp|pop3|imap] [--enabled on|off] [--max-failures N] [--interval SECONDS]"
-      " [--block SECONDS] [--soft-limit N] [--hard-limit N]",
+      "[--service smtp|pop3|imap|web] [--enabled on|off] [--max-failures N]"
+      " [--interval SECONDS] [--block SECONDS] [--soft-limit N] [--hard-limit N]",
       "set harvesting limits for every service, or for one" },
     { "harvest", "unset", NULL, 0, 0, CMD_OPTIONS, cmd_harvest_unset,
-      "[--service smtp|pop3|imap] (--all | [--enabled] [--max-failures] [--interval]"
+      "[--service smtp|pop3|imap|web] (--all | [--enabled] [--max-failures] [--interval]"
       " [--block] [--soft-limit] [--hard-limit])",
       "remove harvesting settings (a service's inherit the system's again)" },
     { "harvest", "show", NULL, 0, 0, 0, cmd_harvest_show, "",
@@ -92,6 +94,13 @@ const command_t admin_commands[] = {
       "stop sending alerts to this address" },
     { "alert-address", "list", NULL, 0, 0, 0, cmd_alert_address_list, "",
       "list the alert addresses and how mail reaches each" },
+    { "admin", "add", NULL, 0, 0, CMD_OPTIONS, cmd_admin_add,
+      "NAME [--role system|domain] [--domains D1[,D2...]] [--password-stdin]",
+      "add a web console admin (a domain admin manages only its domains)" },
+    { "admin", "passwd", NULL, 1, 1, CMD_PASSWORD, cmd_admin_passwd,
+      "NAME [--password-stdin]", "set a web admin's password (ends its sessions)" },
+    { "admin", "del", NULL, 1, 1, 0, cmd_admin_del, "NAME", "delete a web admin" },
+    { "admin", "list", NULL, 0, 0, 0, cmd_admin_list, "", "list the web admins" },
     { NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL },
 };
 

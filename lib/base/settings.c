@@ -62,6 +62,9 @@ const setting_def_t settings_table[] = {
       "invalid SMTP recipients from one address before replies are delayed" },
     { "harvest.hard_limit", "20", SETTING_INT, 1, 100000, NULL,
       "invalid SMTP recipients from one address before it is blocked" },
+    /* The login history (table logins), written by the limiter. */
+    { "logins.keep_days", "30", SETTING_INT, 1, 3650, NULL,
+      "days the login history keeps each authentication outcome" },
     /* The front ends' side of the limiter. */
     { "limiter.timeout_ms", "500", SETTING_INT, 50, 10000, NULL,
       "how long a front end waits for the limiter (milliseconds)" },
@@ -97,7 +100,7 @@ const setting_def_t settings_table[] = {
     { NULL, NULL, SETTING_ENUM, 0, 0, NULL, NULL },
 };
 
-const char *const settings_services[] = { "smtp", "pop3", "imap", NULL };
+const char *const settings_services[] = { "smtp", "pop3", "imap", "web", NULL };
 
 /* The harvesting fields that may be set per service. */
 static const char *const per_service_fields[] = { "enabled", "max_failures", "interval",

@@ -7,9 +7,9 @@
  * accepts only that form.
  *
  * HAMR keys (hamr.*) are also stored at scope 'domain' and 'user' with the same keys and
- * rules. Harvesting keys may be set per service as harvest.<smtp|pop3|imap>.<field> for
- * the fields enabled, max_failures, interval and block: settings_find() knows such a key
- * by its system key (the definition returned names harvest.<field>), and an unset
+ * rules. Harvesting keys may be set per service as harvest.<smtp|pop3|imap|web>.<field>
+ * for the fields enabled, max_failures, interval and block: settings_find() knows such a
+ * key by its system key (the definition returned names harvest.<field>), and an unset
  * per-service key falls back to the system key, then to the default
  * (settings_fallback_key()). */
 #ifndef POSTERN_SETTINGS_H
@@ -44,7 +44,8 @@ const setting_def_t *settings_find(const char *key);
  * service, writes the system key it inherits from ("harvest.<field>") into buf and
  * returns buf; NULL for every other key (or when buf is too small). */
 const char *settings_fallback_key(const char *key, char *buf, size_t buf_len);
-/* The services a harvesting key may name, NULL-terminated: "smtp", "pop3", "imap". */
+/* The services a harvesting key may name, NULL-terminated: "smtp", "pop3", "imap", "web"
+ * (webd's logins), in the order of the proto's Service. */
 extern const char *const settings_services[];
 /* True when value is a valid (canonical) value for def. */
 bool settings_valid(const setting_def_t *def, const char *value);

@@ -10,14 +10,15 @@
 /* ---- events -------------------------------------------------------------------------- */
 
 /* AuthEvent. Every authentication outcome of a front end (lib/svc/fe_auth.c: smtpd, pop3d,
- * imapd). Subscribed by the limiter (failed logins count towards harvesting). */
+ * imapd) and of a web login (services/webd/auth.c, service web). Subscribed by the limiter
+ * (failed logins count towards harvesting; the answering replica keeps the login history). */
 #define BUS_SUBJECT_EVENT_AUTH "postern.event.auth"
 
 /* MessageEvent. smtpd (services/smtpd/data.c), for every message PostgreSQL has committed.
  * Subscribed by the limiter (HAMR counts authenticated users' messages). */
 #define BUS_SUBJECT_EVENT_MESSAGE "postern.event.message"
 
-/* ConfigChanged. mailctl (tools/mailctl/announce.c), after a committed change of the
+/* ConfigChanged. mailctl and webd (lib/admin/announce.c), after a committed change of the
  * configuration. Subscribed by every configuration cache (lib/bus/config.c: front ends,
  * notifier, relayd) and by the limiter, which reload at once. */
 #define BUS_SUBJECT_CONFIG_CHANGED "postern.config.changed"

@@ -40,8 +40,17 @@ const char *conf_service_name(int service)
     case CONF_SVC_SMTP: return "smtp";
     case CONF_SVC_POP3: return "pop3";
     case CONF_SVC_IMAP: return "imap";
+    case CONF_SVC_WEB: return "web";
     }
     return "any";
+}
+
+int conf_service_number(const char *name)
+{
+    for (int s = CONF_SVC_NONE + 1; s < CONF_NSERVICES; s++)
+        if (name && strcmp(name, conf_service_name(s)) == 0)
+            return s;
+    return CONF_SVC_NONE;
 }
 
 const char *conf_level_name(conf_level_t level, int service)

@@ -2,7 +2,7 @@
  *
  * HAMR (hamr.*) has three levels, user over domain over system; each field is inherited on
  * its own. Harvesting (harvest.*) is a system setting that a service may override field by
- * field as harvest.<smtp|pop3|imap>.<field>. Rows may come in any order: a value applies
+ * field as harvest.<smtp|pop3|imap|web>.<field>. Rows may come in any order: a value applies
  * unless a higher level has already set the field. Invalid values (by lib/base/settings.h rules)
  * are ignored, so the field is inherited as if it were unset. Defaults come from the same
  * table mailctl uses. */
@@ -15,8 +15,14 @@
 
 /* Services, numbered as in the proto's Service. 0 stands for "no particular service": the
  * system-level harvesting settings, used for per-account counting. */
-enum { CONF_SVC_NONE = 0, CONF_SVC_SMTP = 1, CONF_SVC_POP3 = 2, CONF_SVC_IMAP = 3 };
-#define CONF_NSERVICES 4
+enum {
+    CONF_SVC_NONE = 0,
+    CONF_SVC_SMTP = 1,
+    CONF_SVC_POP3 = 2,
+    CONF_SVC_IMAP = 3,
+    CONF_SVC_WEB = 4, /* webd: the console and the self-service page */
+};
+#define CONF_NSERVICES 5
 
 typedef enum conf_level {
     CONF_DEFAULT = 0,
@@ -84,7 +90,9 @@ const char *harvest_conf_limit(const harvest_conf_t *c, harvest_field_t count_fi
 
 /* "default", "system", "domain", "user", or the service's name for CONF_SERVICE. */
 const char *conf_level_name(conf_level_t level, int service);
-/* "smtp", "pop3", "imap", or "any". */
+/* "smtp", "pop3", "imap", "web", or "any". */
 const char *conf_service_name(int service);
+/* The service named "smtp", "pop3", "imap" or "web"; CONF_SVC_NONE for any other name. */
+int conf_service_number(const char *name);
 
 #endif

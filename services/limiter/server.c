@@ -9,6 +9,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "bus/events.h"
+#include "logins.h"
 #include "policy.h"
 #include "replica.h"
 #include "store.h"
@@ -26,6 +27,7 @@ typedef struct server {
     svc_t *svc;
     limiter_t *lim;
     store_t *store;
+    logins_t *logins; /* the login history, written while this replica answers */
     replica_t *replica;
     struct reserve_wait *reserving; /* slots waiting for the stream's acknowledgement */
     uv_timer_t tick;
@@ -142,10 +144,17 @@ static void hook_block(void *arg, block_t *b, limiter_change_t change, bool from
     }
     if (from_store || !srv->store)
         return;
-    if (change == LIMITER_ADDED)
+    if (change == LIMITER_ADDED) {
+        char labels[48];
+        snprintf(labels, sizeof labels, "service=\"%s\"", conf_service_name(b->service));
+        metrics_add(srv->svc->metrics, "postern_limiter_blocks_total",
+                    "Client networks blocked by the answering limiter, by the service where "
+                    "the failures happened",
+                    labels, 1);
         store_block_write(srv->store, b);
-    else
+    } else {
         store_block_delete(srv->store, b, change == LIMITER_EXPIRED);
+    }
 }
 
 static void hook_account(void *arg, disabled_t *d, bool disabled, bool from_store)
@@ -608,6 +617,8 @@ static int64_t stream_now(server_t *srv, int64_t time_ms)
     return srv->stream_last;
 }
 
+/* Every replica counts the outcome; the one that answers also keeps it in the login
+ * history and counts failed logins per service for /metrics. */
 static void auth_event_cb(void *arg, const ev_auth_t *ev)
 {
     server_t *srv = arg;
@@ -616,6 +627,15 @@ static void auth_event_cb(void *arg, const ev_auth_t *ev)
         return;
     limiter_auth_event(srv->lim, ev->service, user, ev->client_addr, ev->result,
                        ev->attempt_digest, ev->attempt_digest_len, srv->stream_ms);
+    if (replica_leading(srv->replica)) {
+        logins_add(srv->logins, ev, server_now(srv));
+        if (ev->result == POSTERN__AUTH_RESULT__AUTH_BAD_CREDENTIALS) {
+            char labels[48];
+            snprintf(labels, sizeof labels, "service=\"%s\"", conf_service_name(ev->service));
+            metrics_add(srv->svc->metrics, "postern_limiter_failed_logins_total",
+                        "Failed logins counted by the answering limiter, by service", labels, 1);
+        }
+    }
     free(user);
 }
 
@@ -719,6 +739,9 @@ static void tick_cb(uv_timer_t *t)
         replica_set_history(srv->replica, limiter_history_ms(srv->lim));
     if (srv->nalerts)
         alerts_flush(srv);
+    /* Old logins go by the answering replica's hand only, once the settings are known. */
+    bool prune = replica_leading(srv->replica) && store_loaded(srv->store);
+    logins_tick(srv->logins, now, prune ? store_logins_keep_days(srv->store) : 0);
     if (srv->ticks % STATS_TICKS == 0) {
         limiter_stats_t st;
         limiter_stats(srv->lim, &st);
@@ -738,6 +761,18 @@ static void reload_cb(uv_timer_t *t)
 
 /* ---- the service ---------------------------------------------------------------------- */
 
+/* The login history's way to PostgreSQL: the service's pool. */
+static int logins_db_query(void *arg, const char *sql, int nparams, const char *const *values,
+                           db_cb cb, void *cb_arg)
+{
+    return db_query(arg, sql, nparams, values, NULL, NULL, cb, cb_arg);
+}
+
+static bool logins_db_available(void *arg)
+{
+    return db_available(arg);
+}
+
 int server_start(svc_t *svc)
 {
     server_t *srv = calloc(1, sizeof *srv);
@@ -751,7 +786,12 @@ int server_start(svc_t *svc)
     srv->lim = limiter_create(&hooks);
     if (srv->lim)
         srv->store = store_create(svc->loop, svc->db, srv->lim, server_now, srv);
-    if (!srv->lim || !srv->store) {
+    logins_io_t io = {
+        .arg = svc->db, .query = logins_db_query, .available = logins_db_available,
+    };
+    if (srv->store)
+        srv->logins = logins_create(&io, svc->metrics);
+    if (!srv->lim || !srv->store || !srv->logins) {
         log_error("cannot start the policy or its store", "%s", "");
         return -1;
     }
@@ -796,7 +836,7 @@ bool server_ready(svc_t *svc, char *why, size_t why_len)
 bool server_busy(svc_t *svc)
 {
     server_t *srv = svc->data;
-    return srv && replica_busy(srv->replica);
+    return srv && (replica_busy(srv->replica) || logins_busy(srv->logins));
 }
 
 static void replica_stopped_cb(void *arg)
@@ -816,6 +856,7 @@ void server_stop(svc_t *svc)
     uv_timer_stop(&srv->tick);
     uv_timer_stop(&srv->reload);
     store_stop(srv->store); /* what db_destroy() still calls back finds nothing to do */
+    logins_drain(srv->logins); /* the skeleton waits for these writes (bounded) */
     /* The lease is given up so that a standby answers at once, not a lease later. */
     replica_stop(srv->replica, replica_stopped_cb, svc);
 }
@@ -842,6 +883,7 @@ void server_destroy(svc_t *svc)
         w->srv = NULL;
     srv->reserving = NULL;
     store_destroy(&srv->store);
+    logins_destroy(&srv->logins); /* a write in flight frees it when db_destroy() answers */
     limiter_destroy(&srv->lim);
     if (srv->nalerts)
         log_warn("alerts lost at exit: the bus was down", "count=%zu", srv->nalerts);

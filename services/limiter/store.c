@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/settings.h"
 
 #define STORE_RETRY_MS 2000
 #define STORE_COMPLAIN_MS (600 * 1000) /* repeat a warning about bad settings this often */
@@ -39,6 +40,7 @@ struct store {
     int64_t complained_ms; /* last warning about invalid settings */
     hamr_conf_t hamr;      /* the last system settings, to log changes */
     harvest_conf_t harvest[CONF_NSERVICES];
+    int logins_keep_days;  /* logins.keep_days; 0 until the settings are read */
 };
 
 /* Milliseconds since the epoch of a timestamptz column, exactly. */
@@ -53,17 +55,6 @@ static int64_t store_now(store_t *st)
 static void ms_text(char *buf, size_t len, int64_t ms)
 {
     snprintf(buf, len, "%" PRId64, ms);
-}
-
-static int service_number(const char *name)
-{
-    if (strcmp(name, "smtp") == 0)
-        return CONF_SVC_SMTP;
-    if (strcmp(name, "pop3") == 0)
-        return CONF_SVC_POP3;
-    if (strcmp(name, "imap") == 0)
-        return CONF_SVC_IMAP;
-    return CONF_SVC_NONE;
 }
 
 static bool res_ok(PGresult *res, ExecStatusType want)
@@ -115,15 +106,27 @@ static store_t *cycle_step(void *arg, PGresult *res)
     return st;
 }
 
-static void log_settings(const hamr_conf_t *h, const harvest_conf_t *hv)
+static void log_settings(const hamr_conf_t *h, const harvest_conf_t *hv, int keep_days)
 {
     log_info("settings", "hamr.enabled=%s hamr.max_messages=%u hamr.interval=%u hamr.action=%s "
              "hamr.alert=%s hamr.max_recipients=%u harvest.enabled=%s harvest.max_failures=%u "
-             "harvest.interval=%u harvest.block=%u harvest.soft_limit=%u harvest.hard_limit=%u",
+             "harvest.interval=%u harvest.block=%u harvest.soft_limit=%u harvest.hard_limit=%u "
+             "logins.keep_days=%d",
              h->enabled ? "on" : "off", h->max_messages, h->interval_s,
              h->action == HAMR_DISABLE ? "disable" : "throttle", h->alert ? "on" : "off",
              h->max_recipients, hv->enabled ? "on" : "off", hv->max_failures, hv->interval_s,
-             hv->block_s, hv->soft_limit, hv->hard_limit);
+             hv->block_s, hv->soft_limit, hv->hard_limit, keep_days);
+}
+
+/* logins.keep_days from its row (NULL: not set): -1 when the value is not valid. */
+static int keep_days_value(const char *value)
+{
+    const setting_def_t *def = settings_find(LOGINS_KEEP_DAYS_KEY);
+    if (!def)
+        return 30; /* an older settings table: the default of today's */
+    if (value && !settings_valid(def, value))
+        return -1;
+    return (int)settings_int(def, value);
 }
 
 static void settings_cb(void *arg, PGresult *res)
@@ -139,11 +142,18 @@ static void settings_cb(void *arg, PGresult *res)
     int64_t now = store_now(st);
     bool complain = now - st->complained_ms >= STORE_COMPLAIN_MS || !st->loaded;
     bool complained = false;
+    int keep_days = keep_days_value(NULL);
     for (int i = 0; i < PQntuples(res); i++) {
         const char *key = PQgetvalue(res, i, 0), *value = PQgetvalue(res, i, 1);
         int bad = hamr_conf_apply(&h, CONF_SYSTEM, key, value) < 0;
         for (int s = 0; s < CONF_NSERVICES; s++)
             bad |= harvest_conf_apply(&hv[s], key, value) < 0;
+        if (strcmp(key, LOGINS_KEEP_DAYS_KEY) == 0) {
+            int days = keep_days_value(value);
+            bad |= days < 0;
+            if (days > 0)
+                keep_days = days;
+        }
         if (bad && complain) {
             log_warn("invalid setting ignored, the default applies", "key=%s value=\"%.64s\"",
                      key, value);
@@ -153,8 +163,9 @@ static void settings_cb(void *arg, PGresult *res)
     if (complained)
         st->complained_ms = now;
     if (!st->loaded || memcmp(&h, &st->hamr, sizeof h) != 0 ||
-        memcmp(hv, st->harvest, sizeof hv) != 0)
-        log_settings(&h, &hv[CONF_SVC_NONE]);
+        memcmp(hv, st->harvest, sizeof hv) != 0 || keep_days != st->logins_keep_days)
+        log_settings(&h, &hv[CONF_SVC_NONE], keep_days);
+    st->logins_keep_days = keep_days;
     st->hamr = h;
     memcpy(st->harvest, hv, sizeof hv);
     limiter_set_conf(st->L, &h, hv);
@@ -213,7 +224,7 @@ static void blocks_cb(void *arg, PGresult *res)
         block_t *b = &rows[k];
         if (blocks_canonical(PQgetvalue(res, i, 0), b->network, sizeof b->network) < 0)
             continue;
-        b->service = (uint8_t)service_number(PQgetvalue(res, i, 1));
+        b->service = (uint8_t)conf_service_number(PQgetvalue(res, i, 1));
         snprintf(b->reason, sizeof b->reason, "%s", PQgetvalue(res, i, 2));
         b->since_ms = strtoll(PQgetvalue(res, i, 3), NULL, 10);
         b->until_ms = strtoll(PQgetvalue(res, i, 4), NULL, 10);
@@ -273,7 +284,7 @@ static void sweep_cb(void *arg, PGresult *res)
 
 static const char settings_sql[] =
     "SELECT key, value FROM settings WHERE scope = 'system' AND scope_id = 0"
-    " AND (key LIKE 'hamr.%' OR key LIKE 'harvest.%')";
+    " AND (key LIKE 'hamr.%' OR key LIKE 'harvest.%' OR key = '" LOGINS_KEEP_DAYS_KEY "')";
 static const char exempt_sql[] = "SELECT network::text FROM harvest_exempt ORDER BY network";
 static const char offenders_sql[] =
     "SELECT network::text, offenses, " MS("last_blocked") " FROM block_history"
@@ -355,6 +366,11 @@ void store_reload(store_t *st)
 bool store_loaded(const store_t *st)
 {
     return st->loaded;
+}
+
+int store_logins_keep_days(const store_t *st)
+{
+    return st->logins_keep_days;
 }
 
 /* ---- life ----------------------------------------------------------------------------- */

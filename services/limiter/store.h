@@ -1,9 +1,9 @@
 /* The limiter's PostgreSQL side, never blocking the loop (lib/store/db.h).
  *
- * Reads, as one reload cycle: the system HAMR and harvesting settings, the exempt networks,
- * the offense history (first cycle only), the active blocks and the disabled accounts. The
- * limiter keeps answering from memory while a cycle fails; a failed cycle is tried again
- * two seconds later. Resolves one user's HAMR settings with one query.
+ * Reads, as one reload cycle: the system HAMR, harvesting and login history settings, the
+ * exempt networks, the offense history (first cycle only), the active blocks and the
+ * disabled accounts. The limiter keeps answering from memory while a cycle fails; a failed
+ * cycle is tried again two seconds later. Resolves one user's HAMR settings with one query.
  *
  * Writes blocks (with their offense history) and disabled accounts. A write that fails
  * marks its record dirty and store_retry() sends it again. Each completed write bumps a
@@ -34,6 +34,10 @@ void store_destroy(store_t **st);
 void store_reload(store_t *st);
 /* True once a reload cycle has completed. */
 bool store_loaded(const store_t *st);
+/* logins.keep_days as the last reload read it (its default when unset or invalid); 0
+ * before the first reload has read the settings. */
+#define LOGINS_KEEP_DAYS_KEY "logins.keep_days"
+int store_logins_keep_days(const store_t *st);
 
 /* user's HAMR settings: done(arg, true) after limiter_user_conf() has them, done(arg,
  * false) when PostgreSQL could not say. Always called once: later, on the loop, or at once

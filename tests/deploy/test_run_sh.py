@@ -10,9 +10,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("POSTERN_BIN", ROOT / "build" / "bin")).resolve()
 PORT_VARS = ("SMTP_PORT", "SUBMISSION_PORT", "SMTPS_PORT", "POP3_PORT", "POP3S_PORT",
-             "IMAP_PORT", "IMAPS_PORT", "PG_PORT", "NATS_PORT")
+             "IMAP_PORT", "IMAPS_PORT", "WEB_PORT", "PG_PORT", "NATS_PORT")
 
 
 def free_ports(n):
@@ -132,7 +134,7 @@ def test_every_service_logs_in_as_itself(var):
         try:
             wait_for("Postern is running", lambda: "Postern is running" in log.read_text(), 120)
             wait_for("the services on the bus",
-                     lambda: log.read_text().count('msg="bus connected"') >= 6, 60)
+                     lambda: log.read_text().count('msg="bus connected"') >= 7, 60)
             auth = var / "nats-auth"
             assert (auth.stat().st_mode & 0o777) == 0o700
             now = {}
@@ -140,7 +142,17 @@ def test_every_service_logs_in_as_itself(var):
                 assert (f.stat().st_mode & 0o777) == 0o600, f
                 now[f.stem] = f.read_text().strip()
             assert set(now) >= {"smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd",
-                                "mailctl"}
+                                "mailctl", "webd"}
+            # The console login it printed works on webd's port.
+            line = next(l for l in log.read_text().splitlines() if "Console login:" in l)
+            admin, admin_password = line.split()[2], line.split()[4]
+            ctx = ssl.create_default_context(cafile=str(var / "tls" / "cert.pem"))
+            req = urllib.request.Request(
+                f"https://127.0.0.1:{env['WEB_PORT']}/api/v1/login", method="POST",
+                data=json.dumps({"user": admin, "password": admin_password}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+                assert r.status == 200 and "csrf" in json.load(r)
             assert "test" not in now    # the harness's user is the harness's only
             if run == 1:
                 assert now == passwords, "the passwords changed between runs"

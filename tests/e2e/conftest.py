@@ -112,7 +112,7 @@ def sanitizer_findings(text):
 
 
 # The programs that log in to NATS as a bus user of their own (deploy/nats-auth.sh).
-BUS_USERS = ("smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl")
+BUS_USERS = ("smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl", "webd")
 
 
 def as_bus_user(env, user):
@@ -275,6 +275,7 @@ class Stack:
         self.pg_port, self.nats_port, self.mx, self.submission, self.smtps = free_ports(5)
         # used when pop3d and imapd are built; picked together, so they differ
         self.pop3, self.pop3s, self.imap, self.imaps = free_ports(4)
+        self.web = free_ports(1)[0]  # webd's HTTPS port
         self.client_address = "127.0.0.1"  # how the services see the harness's clients
         self.env = {}
         self.cert = tmp / "cert.pem"
@@ -409,6 +410,29 @@ class Stack:
     def has_imapd(self):
         return "imapd" in self.services
 
+    def webd_env(self):
+        env = self.client_env()
+        env.update({
+            "TLS_CERT": str(self.cert),
+            "TLS_KEY": str(self.key),
+            "WEB_PORT": str(self.web),
+            "LISTEN_ADDRESS": "127.0.0.1",
+        })
+        return env
+
+    def webd_listening(self):
+        with socket.create_connection(("127.0.0.1", self.web), timeout=2):
+            pass
+        return True
+
+    @property
+    def has_webd(self):
+        return "webd" in self.services
+
+    @property
+    def web_url(self):
+        return f"https://127.0.0.1:{self.web}"
+
     def limiter_answering(self):
         # A read-only request every limiter answers: the first page of the active blocks
         # (paged: the whole list in one reply is refused past about 15,000 blocks).
@@ -433,6 +457,9 @@ class Stack:
         if (self.bin / "imapd").exists():
             self.services["imapd"] = Service("imapd", self.bin / "imapd", self.imapd_env(),
                                              self.dir / "imapd.log", self.imapd_listening)
+        if (self.bin / "webd").exists():
+            self.services["webd"] = Service("webd", self.bin / "webd", self.webd_env(),
+                                            self.dir / "webd.log", self.webd_listening)
         if "limiter" not in self.services:
             self.baseline_settings.update(BASELINE_WITHOUT_LIMITER)
 
@@ -636,7 +663,7 @@ class Stack:
             self.mailctl("hamr", "unset", "--domain", domain, "--all")
         for (service,) in self.sql("SELECT DISTINCT split_part(key, '.', 2) FROM settings"
                                    " WHERE scope = 'system'"
-                                   " AND key ~ '^harvest[.](smtp|pop3|imap)[.]'"):
+                                   " AND key ~ '^harvest[.](smtp|pop3|imap|web)[.]'"):
             self.mailctl("harvest", "unset", "--service", service, "--all")
 
     def limiter_settings_lines(self, offset):

@@ -93,6 +93,7 @@ typedef enum op {
     ENABLES,   /* want_num = accounts enabled again so far */
     OFFENSE,   /* want_num = the last block's offense */
     DURATION,  /* want_num = the last block's length in ms */
+    SERVICE,   /* want_num = the service of the last block */
 } op_t;
 
 typedef struct step {
@@ -235,6 +236,7 @@ static void run_scenario(const scenario_t *sc)
         case ENABLES: got_num = rec.enabled; break;
         case OFFENSE: got_num = rec.last_block.offense; break;
         case DURATION: got_num = rec.last_block.until_ms - rec.last_block.since_ms; break;
+        case SERVICE: got_num = rec.last_block.service; break;
         case END: break;
         }
         print_message("  t=%lld op=%d who=%s client=%s -> verdict=%d num=%lld reason=%s\n",
@@ -566,6 +568,25 @@ static const step_t harvest_per_service[] = {
     { 0, END, 0, 0, 0, 0, 0, 0 },
 };
 
+/* webd's logins (service web) count on their own with harvest.web.*, and the block they
+ * lead to holds for every service (asked here as IMAP). */
+static const step_t harvest_web[] = {
+    { S(0), AFAIL, NULL, C1, "a", CONF_SVC_WEB, 0, NONE },
+    { S(1), AFAIL, NULL, C1, "b", CONF_SVC_SMTP, 0, NONE }, /* SMTP's own counter */
+    { S(2), ACHECK, NULL, C1, NULL, 0, A, 0 },
+    { S(3), AFAIL, NULL, C1, "c", CONF_SVC_WEB, 0, NONE },
+    { S(4), ACHECK, NULL, C1, NULL, 0, B, S(3) + S(120) },
+    { 0, SERVICE, 0, 0, 0, 0, 0, CONF_SVC_WEB },
+    { 0, DURATION, 0, 0, 0, 0, 0, S(120) },
+    { S(5), AFAIL, NULL, C2, "a", CONF_SVC_SMTP, 0, NONE },
+    { S(6), AFAIL, NULL, C2, "b", CONF_SVC_SMTP, 0, NONE },
+    { S(7), ACHECK, NULL, C2, NULL, 0, A, 0 }, /* two of SMTP's three */
+    { S(8), AFAIL, NULL, C2, "c", CONF_SVC_SMTP, 0, NONE },
+    { S(9), ACHECK, NULL, C2, NULL, 0, B, S(8) + S(3600) },
+    { 0, SERVICE, 0, 0, 0, 0, 0, CONF_SVC_SMTP },
+    { 0, END, 0, 0, 0, 0, 0, 0 },
+};
+
 static const scenario_t scenarios[] = {
     { "HAMR window edges", "hamr.max_messages=3 hamr.interval=60", NULL, hamr_edges },
     { "HAMR reservations", "hamr.max_messages=2 hamr.interval=60", NULL, hamr_reservations },
@@ -597,6 +618,8 @@ static const scenario_t scenarios[] = {
       "harvest.max_failures=3 harvest.pop3.max_failures=2 harvest.pop3.block=60 "
       "harvest.imap.enabled=off",
       NULL, harvest_per_service },
+    { "harvest web", "harvest.max_failures=3 harvest.web.max_failures=2 harvest.web.block=120",
+      NULL, harvest_web },
 };
 
 static void test_scenarios(void **state)
@@ -687,9 +710,10 @@ static void test_inheritance(void **state)
 static void test_harvest_settings(void **state)
 {
     (void)state;
-    harvest_conf_t sys, pop3;
+    harvest_conf_t sys, pop3, web;
     harvest_conf_init(&sys, CONF_SVC_NONE);
     harvest_conf_init(&pop3, CONF_SVC_POP3);
+    harvest_conf_init(&web, CONF_SVC_WEB);
     assert_true(sys.enabled);
     assert_int_equal(sys.max_failures, 10);
     assert_int_equal(sys.interval_s, 600);
@@ -698,24 +722,37 @@ static void test_harvest_settings(void **state)
     assert_int_equal(sys.hard_limit, 20);
     static const struct {
         const char *key, *value;
-        int sys, pop3;
+        int sys, pop3, web;
     } rows[] = {
-        { "harvest.pop3.max_failures", "4", 0, 1 },
-        { "harvest.max_failures", "7", 1, 0 }, /* pop3 has its own already */
-        { "harvest.imap.block", "60", 0, 0 },
-        { "harvest.interval", "300", 1, 1 },
-        { "harvest.pop3.interval", "abc", 0, -1 },
-        { "harvest.pop3.soft_limit", "3", 0, 0 }, /* not a per-service field */
-        { "hamr.max_messages", "5", 0, 0 },
+        { "harvest.pop3.max_failures", "4", 0, 1, 0 },
+        { "harvest.max_failures", "7", 1, 0, 1 }, /* pop3 has its own already */
+        { "harvest.imap.block", "60", 0, 0, 0 },
+        { "harvest.interval", "300", 1, 1, 1 },
+        { "harvest.pop3.interval", "abc", 0, -1, 0 },
+        { "harvest.pop3.soft_limit", "3", 0, 0, 0 }, /* not a per-service field */
+        { "hamr.max_messages", "5", 0, 0, 0 },
+        { "harvest.web.block", "90", 0, 0, 1 },
+        { "harvest.web.enabled", "off", 0, 0, 1 },
+        { "harvest.web.hard_limit", "3", 0, 0, 0 }, /* not a per-service field */
+        { "harvest.www.block", "90", 0, 0, 0 },     /* no such service */
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         assert_int_equal(harvest_conf_apply(&sys, rows[i].key, rows[i].value), rows[i].sys);
         assert_int_equal(harvest_conf_apply(&pop3, rows[i].key, rows[i].value), rows[i].pop3);
+        assert_int_equal(harvest_conf_apply(&web, rows[i].key, rows[i].value), rows[i].web);
     }
     assert_int_equal(sys.max_failures, 7);
     assert_int_equal(pop3.max_failures, 4);
     assert_int_equal(pop3.interval_s, 300);
     assert_int_equal(sys.block_s, 3600);
+    assert_int_equal(web.max_failures, 7);
+    assert_int_equal(web.block_s, 90);
+    assert_false(web.enabled);
+    assert_int_equal(web.level[HARVEST_BLOCK], CONF_SERVICE);
+    assert_string_equal(conf_service_name(CONF_SVC_WEB), "web");
+    assert_int_equal(conf_service_number("web"), CONF_SVC_WEB);
+    assert_int_equal(conf_service_number("imap"), CONF_SVC_IMAP);
+    assert_int_equal(conf_service_number("any"), CONF_SVC_NONE);
     char buf[160];
     assert_string_equal(harvest_conf_limit(&pop3, HARVEST_MAX_FAILURES, "failed logins", buf,
                                            sizeof buf),

@@ -64,7 +64,7 @@ static void usage(FILE *f)
             "  --domain NAME     (user list) only this domain's users\n"
             "  --system, --domain D, --user U\n"
             "                    (hamr) the level: system-wide, a hosted domain, one user\n"
-            "  --service S       (harvest) one service: smtp, pop3 or imap\n"
+            "  --service S       (harvest) one service: smtp, pop3, imap or web\n"
             "  --all             (queue retry) every queued message\n"
             "  --silent          (queue delete) delete without returning it to the sender\n"
             "  --unset           (relay tls-policy) remove a domain's policy\n"
@@ -74,7 +74,7 @@ static void usage(FILE *f)
             "certificate valid for the host).\n"
             "\nsettings for config set (hamr.* are also set per domain and user with\n"
             "hamr set; harvest.enabled, .max_failures, .interval and .block also per service\n"
-            "as harvest.<smtp|pop3|imap>.<field>, with harvest set --service):\n");
+            "as harvest.<smtp|pop3|imap|web>.<field>, with harvest set --service):\n");
     char expected[64];
     int wk = 25;
     for (const setting_def_t *d = settings_table; d->key; d++)
@@ -284,7 +284,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (ctl.password_stdin && !(cmd->flags & CMD_PASSWORD)) {
-        ctl_error("--password-stdin only goes with user add and user passwd");
+        ctl_error("--password-stdin only goes with user add, user passwd, admin add and admin passwd");
         goto out;
     }
     if (ctl.domain && !(cmd->flags & CMD_DOMAIN)) {
