@@ -124,6 +124,9 @@ void ctl_announce(ctl_t *ctl, const char *what);
  * CTL_USAGE after printing why. */
 int password_read_new(ctl_t *ctl, char **pw_r, size_t *len_r);
 void password_free(char *pw, size_t len);
+/* A new password (password_read_new) turned into the RFC 5803 SCRAM secret text that is
+ * stored, in secret (SCRAM_SECRET_TEXT_MAX bytes, auth/scram.h). CTL_OK or CTL_USAGE. */
+int password_secret_new(ctl_t *ctl, char *secret);
 
 /* ---- names.c: what domain names and addresses may look like ------------------------ */
 /* Lowercases name in place and checks it: LDH labels of 1..63, dots between them, no

@@ -32,22 +32,6 @@ static int admin_name_arg(const char *arg, char name[ADMIN_NAME_MAX + 1])
     return CTL_OK;
 }
 
-/* The secret text of a new password (from the caller, stdin or the terminal). */
-static int admin_secret(ctl_t *ctl, char secret[SCRAM_SECRET_TEXT_MAX])
-{
-    char *pw = NULL;
-    size_t len = 0;
-    int rc = password_read_new(ctl, &pw, &len);
-    if (rc != CTL_OK)
-        return rc;
-    scram_secret_t s;
-    bool ok = scram_secret_make(pw, len, SCRAM_DEFAULT_ITERATIONS, &s) == 0 &&
-              scram_secret_encode(&s, secret, SCRAM_SECRET_TEXT_MAX) == 0;
-    OPENSSL_cleanse(&s, sizeof s);
-    password_free(pw, len);
-    return ok ? CTL_OK : ctl_error("could not derive the password secret");
-}
-
 /* Links the admin id to each domain of the comma-separated list, inside the caller's
  * transaction; an unknown domain is refused (rolled back). */
 static int admin_domains_link(ctl_t *ctl, const char *id, const char *list)
@@ -119,7 +103,7 @@ int cmd_admin_add(ctl_t *ctl, char **args, int nargs)
         ctl->password_stdin = true;
 
     char secret[SCRAM_SECRET_TEXT_MAX];
-    if ((rc = admin_secret(ctl, secret)) != CTL_OK)
+    if ((rc = password_secret_new(ctl, secret)) != CTL_OK)
         return rc;
     if ((rc = ctl_begin(ctl)) != CTL_OK)
         goto out;
@@ -169,7 +153,7 @@ int cmd_admin_passwd(ctl_t *ctl, char **args, int nargs)
     if (rc != CTL_OK)
         return rc;
     char secret[SCRAM_SECRET_TEXT_MAX];
-    if ((rc = admin_secret(ctl, secret)) != CTL_OK)
+    if ((rc = password_secret_new(ctl, secret)) != CTL_OK)
         return rc;
     const char *p[] = { name, secret };
     int rows = 0;

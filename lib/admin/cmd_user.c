@@ -15,24 +15,6 @@ static int exists(ctl_t *ctl, const char *sql, const char *param)
     return ctl_exec(ctl, sql, 1, p, &rows) == CTL_OK ? rows > 0 : -1;
 }
 
-/* Asks for a new password and turns it into the stored secret text. */
-static int new_secret(ctl_t *ctl, char secret[SCRAM_SECRET_TEXT_MAX])
-{
-    char *pw = NULL;
-    size_t len = 0;
-    int rc = password_read_new(ctl, &pw, &len);
-    if (rc != CTL_OK)
-        return rc;
-    scram_secret_t s;
-    int ok = scram_secret_make(pw, len, SCRAM_DEFAULT_ITERATIONS, &s) == 0 &&
-             scram_secret_encode(&s, secret, SCRAM_SECRET_TEXT_MAX) == 0;
-    OPENSSL_cleanse(&s, sizeof s);
-    password_free(pw, len);
-    if (!ok)
-        return ctl_error("could not derive the password secret");
-    return CTL_OK;
-}
-
 /* Asks for the new password and, in one transaction, stores its secret with sql, which
  * gets (address, secret, domain) and returns the user's id when it wrote a row; then
  * audits, prints and announces the change. domain: the domain of a new user (user add),
@@ -44,7 +26,7 @@ static int user_secret_write(ctl_t *ctl, const char *action, const char *address
 {
     char secret[SCRAM_SECRET_TEXT_MAX];
     int rc;
-    if ((rc = new_secret(ctl, secret)) != CTL_OK || (rc = ctl_begin(ctl)) != CTL_OK)
+    if ((rc = password_secret_new(ctl, secret)) != CTL_OK || (rc = ctl_begin(ctl)) != CTL_OK)
         goto out;
     const char *p[] = { address, secret, domain };
     PGresult *res = ctl_query(ctl, sql, domain ? 3 : 2, p);

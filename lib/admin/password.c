@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
+#include "auth/scram.h"
 
 #define PASSWORD_MAX 1024
 
@@ -213,4 +214,19 @@ int password_read_new(ctl_t *ctl, char **pw_r, size_t *len_r)
     if (ctl->password)
         return password_given(ctl->password, pw_r, len_r);
     return ctl->password_stdin ? password_from_stdin(pw_r, len_r) : password_from_tty(pw_r, len_r);
+}
+
+int password_secret_new(ctl_t *ctl, char *secret)
+{
+    char *pw = NULL;
+    size_t len = 0;
+    int rc = password_read_new(ctl, &pw, &len);
+    if (rc != CTL_OK)
+        return rc;
+    scram_secret_t s;
+    bool ok = scram_secret_make(pw, len, SCRAM_DEFAULT_ITERATIONS, &s) == 0 &&
+              scram_secret_encode(&s, secret, SCRAM_SECRET_TEXT_MAX) == 0;
+    OPENSSL_cleanse(&s, sizeof s);
+    password_free(pw, len);
+    return ok ? CTL_OK : ctl_error("could not derive the password secret");
 }
