@@ -1,5 +1,5 @@
-/* webd: the pages, embedded at build time (deploy/embed-www.sh): the console at /, its
- * login at /login.html, the self-service page at /self/, the OpenAPI document. */
+/* webd: the pages, embedded at build time (deploy/embed-www.sh): the console at / (its
+ * login form included), the self-service page at /self/, the OpenAPI document. */
 #include <stdio.h>
 #include <string.h>
 
