@@ -4,11 +4,13 @@
 #   postern-base:bookworm   Debian 12 (minbase, by debootstrap), apt set up like debian:bookworm-slim
 #   postern-postgres:15     PostgreSQL 15 from Debian's packages, started like the postgres:15 image
 #   postern-nats:2.9        nats-server from Debian's packages, started like the nats:2.9 image
+#   postern-webmail:latest  Roundcube and Apache from Debian's packages (deploy/docker/webmail;
+#                           docker-compose.yml's profile `webmail`)
 #
-#   sh deploy/docker/build-base.sh [all|base|postgres|nats]     (default all)
+#   sh deploy/docker/build-base.sh [all|base|postgres|nats|webmail]     (default all)
 #
-# The base image, once there, is left alone (REBUILD=1 builds it again); the PostgreSQL and
-# NATS images are built again each time from Docker's cache. With a registry,
+# The base image, once there, is left alone (REBUILD=1 builds it again); the PostgreSQL,
+# NATS and webmail images are built again each time from Docker's cache. With a registry,
 # none of this is needed: point POSTERN_BASE_IMAGE, POSTGRES_IMAGE and NATS_IMAGE at
 # debian:bookworm-slim, postgres:15 and nats:2.9-alpine instead (see README, "Deploying").
 #
@@ -30,6 +32,7 @@ SUITE=bookworm
 BASE_IMAGE=postern-base:bookworm
 POSTGRES_IMAGE=postern-postgres:15
 NATS_IMAGE=postern-nats:2.9
+WEBMAIL_IMAGE=postern-webmail:latest
 
 die() {
     echo "$prog: $*" >&2
@@ -194,12 +197,14 @@ case $what in
         build_base
         build_from_base "$POSTGRES_IMAGE" "$HERE/postgres"
         build_from_base "$NATS_IMAGE" "$HERE/nats"
+        build_from_base "$WEBMAIL_IMAGE" "$HERE/webmail"
         ;;
     base) build_base ;;
     postgres) build_from_base "$POSTGRES_IMAGE" "$HERE/postgres" ;;
     nats) build_from_base "$NATS_IMAGE" "$HERE/nats" ;;
+    webmail) build_from_base "$WEBMAIL_IMAGE" "$HERE/webmail" ;;
     *)
-        echo "usage: $prog [all|base|postgres|nats]" >&2
+        echo "usage: $prog [all|base|postgres|nats|webmail]" >&2
         exit 2
         ;;
 esac

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The entrypoint of the postern image: the first argument picks what runs.
 #
-#   postern smtpd|pop3d|imapd|limiter|notifier|relayd   a service (settings from the environment)
+#   postern smtpd|pop3d|imapd|limiter|notifier|relayd|webd   a service (settings from the environment)
 #   postern mailctl ARGS...                             the administrator's tool
 #   postern migrate                                     apply the schema (waits for PostgreSQL),
 #                                                       then say how to add a domain and a user
@@ -74,7 +74,7 @@ MSG
 cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case $cmd in
-    smtpd | pop3d | imapd | limiter | notifier | relayd)
+    smtpd | pop3d | imapd | limiter | notifier | relayd | webd)
         if [ ! -x "$LIB/$cmd" ]; then
             echo "postern: $cmd is not in this image" >&2
             usage >&2

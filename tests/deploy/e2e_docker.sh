@@ -91,7 +91,7 @@ timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml -f tests/deploy/compose
 }
 
 # The long-running services in the file; each must report healthy (its /readyz says 200).
-SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|nats-secrets|migrate|mailctl' | tr '\n' ' ')
+SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|nats-secrets|migrate|mailctl|webmail' | tr '\n' ' ')
 step "waiting for healthy: postgres nats $SERVICES(at most ${TIMEOUT}s)"
 # shellcheck disable=SC2086
 wait_healthy "$TIMEOUT" postgres nats $SERVICES || exit 1

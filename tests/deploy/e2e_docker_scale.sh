@@ -296,7 +296,7 @@ timeout 300 $COMPOSE -p "$PROJECT" -f docker-compose.yml up -d --no-build \
     cat "$LOGDIR/up.log"
     fail "compose up"
 }
-SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|nats-secrets|migrate|mailctl' | tr '\n' ' ')
+SERVICES=$(compose config --services | grep -vxE 'postgres|nats|certs|nats-secrets|migrate|mailctl|webmail' | tr '\n' ' ')
 step "waiting for healthy: postgres nats $SERVICES(at most ${TIMEOUT}s)"
 # shellcheck disable=SC2086
 wait_healthy "$TIMEOUT" postgres nats $SERVICES || fail "the stack did not come up"

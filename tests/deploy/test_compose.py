@@ -19,9 +19,9 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 DOCKERFILE = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
 POSTERN = ["migrate", "smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl"]
-LONG_RUNNING = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd"]
+LONG_RUNNING = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "webd"]
 NATS_NODES = ["nats", "nats-1", "nats-2"]
-NATS_USERS = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl"]
+NATS_USERS = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl", "webd"]
 # The front ends: the variable that names their greeting (from SMTP_HOSTNAME).
 HOSTNAME_ENV = {"smtpd": "SMTP_HOSTNAME", "pop3d": "POP3_HOSTNAME", "imapd": "IMAP_HOSTNAME"}
 
@@ -93,7 +93,8 @@ def test_one_shot_jobs_and_order():
     assert SERVICES["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     assert set(COMPOSE["volumes"]) == ({"pgdata", "tls", "nats-ca", "nats-conf"}
                                        | {f"nats-data-{i}" for i in range(3)}
-                                       | {f"nats-user-{u}" for u in NATS_USERS})
+                                       | {f"nats-user-{u}" for u in NATS_USERS}
+                                       | {"webmail-data"})
 
 
 @pytest.mark.parametrize("svc", sorted(HOSTNAME_ENV))
@@ -125,6 +126,13 @@ def test_the_image_runs_every_front_end():
     names = {w.strip() for w in case.split("|")}
     for svc in LONG_RUNNING:
         assert svc in names, svc
+
+
+def test_webd_serves_https_on_443_with_the_mail_certificate():
+    s = SERVICES["webd"]
+    assert s["command"] == ["webd"]
+    assert s["ports"] == ["${POSTERN_HOST_IP:-0.0.0.0}:${WEB_HOST_PORT:-443}:2443"]
+    assert "${POSTERN_TLS:-tls}:/etc/postern/tls:ro" in s["volumes"]
 
 
 def test_mailctl_runs_on_demand():
@@ -218,3 +226,59 @@ def test_the_limiter_runs_twice_with_three_copies():
     lim = SERVICES["limiter"]
     assert lim["scale"] == "${LIMITER_REPLICAS:-2}"
     assert lim["environment"]["NATS_JS_REPLICAS"] == "3"
+
+
+# ---- webmail (Roundcube, profile `webmail`) ------------------------------------------------
+WEBMAIL_DIR = ROOT / "deploy" / "docker" / "webmail"
+
+
+def test_webmail_runs_only_with_its_profile_on_8443():
+    w = SERVICES["webmail"]
+    assert w["profiles"] == ["webmail"]
+    assert w["ports"] == ["${POSTERN_HOST_IP:-0.0.0.0}:${WEBMAIL_HOST_PORT:-8443}:8443"]
+    assert w["image"] == "${WEBMAIL_IMAGE:-postern-webmail:latest}"
+    assert w["build"] == {"context": "deploy/docker/webmail",
+                          "args": {"BASE_IMAGE": "${POSTERN_BASE_IMAGE:-postern-base:bookworm}"}}
+    # 443 is webd's: the webmail never claims it.
+    assert not any(":443" in p or p.endswith(":443") for p in w["ports"])
+    assert w["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    for svc in ("imapd", "smtpd"):
+        assert w["depends_on"][svc]["condition"] == "service_healthy"
+    assert w["healthcheck"]["test"] == ["CMD", "postern-webmail", "health"]
+
+
+def test_webmail_is_locked_down_and_keeps_no_secret_in_the_image():
+    w = SERVICES["webmail"]
+    assert w["read_only"] is True and w["tmpfs"] == ["/tmp"]
+    assert w["cap_drop"] == ["ALL"] and "no-new-privileges:true" in w["security_opt"]
+    assert w["volumes"] == ["${POSTERN_TLS:-tls}:/etc/postern/tls:ro",
+                            "webmail-data:/var/lib/postern-webmail"]
+    dockerfile = (WEBMAIL_DIR / "Dockerfile").read_text()
+    assert "USER 10001:10001" in dockerfile and "EXPOSE 8443" in dockerfile
+    assert "ARG BASE_IMAGE=postern-base:bookworm" in dockerfile
+    config = (WEBMAIL_DIR / "config.inc.php").read_text()
+    assert not re.search(r"des_key'\]\s*=\s*'", config)   # the key is never a literal
+    assert "getenv" in config and "ROUNDCUBE_DES_KEY" in config
+
+
+def test_webmail_reaches_imapd_and_submission_over_tls_checking_the_certificate():
+    env = SERVICES["webmail"]["environment"]
+    image = image_env()
+    assert env["WEBMAIL_IMAP_HOST"] == f"ssl://imapd:{image['IMAPS_PORT']}"        # implicit TLS
+    assert env["WEBMAIL_SMTP_HOST"] == f"tls://smtpd:{image['SUBMISSION_PORT']}"   # STARTTLS
+    # The certificate's name (certs makes it for SMTP_HOSTNAME) and the CA to check it with.
+    assert env["WEBMAIL_TLS_NAME"] == "${SMTP_HOSTNAME:-localhost}"
+    assert env["WEBMAIL_TLS_CA"] == "${WEBMAIL_TLS_CA:-/etc/postern/tls/cert.pem}"
+    config = (WEBMAIL_DIR / "config.inc.php").read_text()
+    for want in ("'verify_peer'       => true", "'verify_peer_name'  => true",
+                 "'allow_self_signed' => false", "$config['imap_conn_options'] = ['ssl' => $tls]",
+                 "$config['smtp_conn_options'] = ['ssl' => $tls]",
+                 "$config['smtp_user'] = '%u'", "$config['smtp_pass'] = '%p'"):
+        assert want in config, want
+
+
+def test_webmail_serves_https_only_with_tls_1_2_or_newer():
+    conf = (WEBMAIL_DIR / "apache.conf").read_text()
+    assert re.findall(r"^Listen .*$", conf, re.M) == ["Listen ${WEBMAIL_PORT} https"]
+    assert "SSLProtocol -all +TLSv1.2 +TLSv1.3" in conf
+    assert re.search(r"<VirtualHost \*:\$\{WEBMAIL_PORT\}>\s*SSLEngine on", conf)

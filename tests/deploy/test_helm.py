@@ -120,6 +120,10 @@ class Rendered:
         return [w for w in self.all("Deployment") + self.all("Job")
                 if pod_spec(w)["containers"][0]["image"].startswith("postern:")]
 
+    def postern_deployments(self):
+        """Deployments running the postern image (not the webmail's Roundcube)."""
+        return [w for w in self.postern_workloads() if w["kind"] == "Deployment"]
+
 
 @pytest.fixture(scope="session")
 def render(helm, tmp_path_factory):
@@ -192,6 +196,7 @@ VALUE_SETS = {
     "proxy": {"proxyProtocol": {"trustedNetworks": ["10.0.0.0/8", "2001:db8::/32"]}},
     "drain": {"smtpd": {"drainTimeout": 40}, "pop3d": {"drainTimeout": 0},
               "imapd": {"drainTimeout": 20, "terminationGracePeriodSeconds": 90}},
+    "webmail": {"webmail": {"enabled": True}},
 }
 DRAIN_MARGIN = 5   # seconds of grace beyond a front end's drainTimeout
 
@@ -269,7 +274,7 @@ def test_invariants(render, name):
 
     # Every Postern container logs in to NATS as the user named like its service, and its
     # pod holds that user's password only (the mailctl pod, mailctl's).
-    for w in r.all("Deployment"):
+    for w in r.postern_deployments():
         c = container(w)
         user = w["metadata"]["name"][len(FULL) + 1:]
         env = env_of(c)
@@ -286,7 +291,7 @@ def test_invariants(render, name):
     # Probes: liveness on /healthz, readiness on /readyz, on the container's health port,
     # which is the HEALTH_PORT the services are told (the mailctl pod runs no service).
     health_port = int(r.get("ConfigMap", FULL)["data"]["HEALTH_PORT"])
-    for w in r.all("Deployment"):
+    for w in r.postern_deployments():
         c = container(w)
         if w["metadata"]["name"] == f"{FULL}-mailctl":
             assert c["args"] == ["idle"] and "ports" not in c and "livenessProbe" not in c
@@ -351,7 +356,15 @@ def frontend_checks(r, name, replicas=None, service_ports=None):
 def test_defaults(render):
     r = render()
     assert r.names("Deployment") == sorted(f"{FULL}-{n}" for n in ("smtpd", "pop3d", "imapd", "limiter",
-                                                                   "notifier", "relayd", "mailctl"))
+                                                                   "notifier", "relayd", "mailctl",
+                                                                   "webd"))
+    # webd: HTTPS on 443 inside the cluster, the mail certificate, one replica by default.
+    webd = r.get("Deployment", f"{FULL}-webd")
+    assert container(webd)["args"] == ["webd"] and webd["spec"]["replicas"] == 1
+    assert "tls" in {m["name"] for m in container(webd)["volumeMounts"]}
+    web_svc = r.get("Service", f"{FULL}-webd")
+    assert web_svc["spec"]["type"] == "ClusterIP"
+    assert [(p["name"], p["port"]) for p in web_svc["spec"]["ports"]] == [("https", 443)]
     for name in ("smtpd", "pop3d", "imapd"):
         dep, svc = frontend_checks(r, name, replicas=2)
         assert svc["spec"]["type"] == "LoadBalancer"
@@ -620,7 +633,7 @@ def test_bundled_images_for_machines_without_a_registry(render):
 
 
 # ---- the bus: users, permissions, TLS, the cluster ------------------------------------------
-NATS_USERS = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl", "web"]
+NATS_USERS = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl", "webd"]
 NATS_AUTH_SH = ROOT / "deploy" / "nats-auth.sh"
 
 
@@ -662,7 +675,7 @@ def test_one_permission_table_for_every_generator(render, tmp_path):
     for user, (pub, deny, sub, responses) in chart.items():
         assert [s for s in sub if s.startswith("_INBOX")] == [f"_INBOX.{user}.>"], user
         assert ">" not in pub and ">" not in sub, user
-    assert [u for u, v in chart.items() if "postern.config.changed" in v[0]] == ["mailctl", "web"]
+    assert [u for u, v in chart.items() if "postern.config.changed" in v[0]] == ["mailctl", "webd"]
     # The limiter answers the front ends in their inboxes (not with allow_responses, which
     # slows the following of its stream down); nobody else writes into an inbox.
     assert [u for u, v in chart.items() if v[3]] == []
@@ -670,9 +683,12 @@ def test_one_permission_table_for_every_generator(render, tmp_path):
         inboxes = sorted(p for p in pub if p.startswith("_INBOX"))
         want = ["_INBOX.imapd.>", "_INBOX.pop3d.>", "_INBOX.smtpd.>"] if user == "limiter" else []
         assert inboxes == want, user
-    web, mailctl = chart["web"], chart["mailctl"]   # the same rights, inboxes of their own
-    assert web[:2] == mailctl[:2] and web[3] == mailctl[3]
-    assert [x for x in web[2] if x != "_INBOX.web.>"] == [x for x in mailctl[2] if x != "_INBOX.mailctl.>"]
+    # webd: mailctl's rights (it runs the same commands) and the AuthEvents of web logins;
+    # inboxes of their own.
+    web, mailctl = chart["webd"], chart["mailctl"]
+    assert sorted(web[0]) == sorted(mailctl[0] + ["postern.event.auth"])
+    assert web[1] == mailctl[1] and web[3] == mailctl[3]
+    assert [x for x in web[2] if x != "_INBOX.webd.>"] == [x for x in mailctl[2] if x != "_INBOX.mailctl.>"]
     # Passwords come from the Secret, one variable per user, never in the ConfigMap.
     auth = r.get("ConfigMap", f"{FULL}-nats-config")["data"]["auth.conf"]
     assert sorted(re.findall(r"password: \$POSTERN_NATS_PW_(\w+)", auth)) == sorted(u.upper() for u in NATS_USERS)
@@ -779,3 +795,102 @@ def test_external_bus_with_a_private_ca(render):
     # Without a CA: the system's trust, no NATS_TLS_CA.
     r = render(EXTERNAL)
     assert "NATS_TLS_CA" not in env_of(container(r.get("Deployment", f"{FULL}-smtpd")))
+
+
+# ---- webmail (Roundcube) -------------------------------------------------------------------
+WEBMAIL = f"{FULL}-webmail"
+
+
+def webmail_objects(r):
+    return [d for d in r.docs if d["metadata"]["name"].startswith(WEBMAIL)]
+
+
+def test_webmail_is_off_by_default(render):
+    assert webmail_objects(render()) == []
+
+
+def test_webmail(render):
+    r = render(VALUE_SETS["webmail"])
+    dep = r.get("Deployment", WEBMAIL)
+    spec = pod_spec(dep)
+    c = container(dep)
+    assert c["image"] == "postern-webmail:latest" and c["args"] == ["serve"]
+    # One pod: Roundcube's SQLite on a ReadWriteOnce volume.
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    vols = {v["name"]: v for v in spec["volumes"]}
+    claim = r.get("PersistentVolumeClaim", WEBMAIL)
+    assert vols["data"]["persistentVolumeClaim"]["claimName"] == WEBMAIL
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # imapd over IMAPS, submission with STARTTLS, the chart's certificate checked for its name.
+    env = {k: e.get("value") for k, e in env_of(c).items()}
+    assert env["WEBMAIL_IMAP_HOST"] == f"ssl://{FULL}-imapd:993"
+    assert env["WEBMAIL_SMTP_HOST"] == f"tls://{FULL}-smtpd:587"
+    assert env["WEBMAIL_TLS_NAME"] == "localhost"
+    assert env["WEBMAIL_TLS_CA"] == "/etc/postern/tls/tls.crt"
+    assert env["WEBMAIL_TLS_CERT"] == "/etc/postern/tls/tls.crt"
+    assert env["WEBMAIL_TLS_KEY"] == "/etc/postern/tls/tls.key"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["tls"]["mountPath"] == "/etc/postern/tls" and mounts["tls"]["readOnly"] is True
+    assert vols["tls"]["secret"]["secretName"] == f"{FULL}-tls"
+    assert vols["tls"]["secret"]["defaultMode"] == 0o440
+    # The key: a Secret made by the chart, mounted as the file the image reads.
+    key = r.get("Secret", f"{FULL}-webmail-key")
+    assert len(base64.b64decode(key["data"]["desKey"])) >= 24
+    assert vols["key"]["secret"] == {"secretName": f"{FULL}-webmail-key", "defaultMode": 0o440,
+                                     "items": [{"key": "desKey", "path": "desKey"}]}
+    assert env["ROUNDCUBE_DES_KEY_FILE"] == mounts["key"]["mountPath"] + "/desKey"
+    assert "ROUNDCUBE_DES_KEY" not in env
+    # HTTPS only, probed over HTTPS.
+    assert c["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
+    assert env["WEBMAIL_PORT"] == "8443"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+    svc = r.get("Service", WEBMAIL)
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    # Locked down like Postern's own pods: uid 10001, read-only root, no capabilities.
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 10001
+    assert spec["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert mounts["tmp"]["mountPath"] == "/tmp" and c["resources"]["requests"]
+
+
+def test_webmail_settings(render):
+    r = render({"hostname": "mail.example.org", "tls": {"existingSecret": "mail-example-org-tls"},
+                "webmail": {"enabled": True, "tlsCA": "system",
+                            "desKey": {"existingSecret": "webmail-key"},
+                            "persistence": {"enabled": False},
+                            "image": {"repository": "registry.example/roundcube", "tag": "1.6"},
+                            "service": {"type": "LoadBalancer", "port": 8443,
+                                        "loadBalancerSourceRanges": ["192.0.2.0/24"]}},
+                "imapd": {"service": {"ports": {"imap": 143, "imaps": 1993}}}})
+    dep = r.get("Deployment", WEBMAIL)
+    c = container(dep)
+    env = {k: e.get("value") for k, e in env_of(c).items()}
+    assert c["image"] == "registry.example/roundcube:1.6"
+    assert env["WEBMAIL_TLS_NAME"] == "mail.example.org"
+    assert env["WEBMAIL_TLS_CA"] == "system"
+    assert env["WEBMAIL_IMAP_HOST"] == f"ssl://{FULL}-imapd:1993"
+    vols = {v["name"]: v for v in pod_spec(dep)["volumes"]}
+    assert vols["tls"]["secret"]["secretName"] == "mail-example-org-tls"
+    assert vols["key"]["secret"]["secretName"] == "webmail-key"
+    assert not r.maybe("Secret", f"{FULL}-webmail-key")
+    assert vols["data"] == {"name": "data", "emptyDir": {}}
+    assert not r.maybe("PersistentVolumeClaim", WEBMAIL)
+    svc = r.get("Service", WEBMAIL)["spec"]
+    assert svc["type"] == "LoadBalancer" and svc["ports"][0]["port"] == 8443
+    assert svc["loadBalancerSourceRanges"] == ["192.0.2.0/24"]
+    r = render({"webmail": {"enabled": True, "tlsName": "imap.example.org", "tlsCA": "/etc/ca.pem"}})
+    env = {k: e.get("value") for k, e in env_of(container(r.get("Deployment", WEBMAIL))).items()}
+    assert env["WEBMAIL_TLS_NAME"] == "imap.example.org" and env["WEBMAIL_TLS_CA"] == "/etc/ca.pem"
+
+
+@pytest.mark.parametrize("off", ["imapd", "smtpd"])
+def test_webmail_needs_imapd_and_smtpd(render, off):
+    r = render({"webmail": {"enabled": True}, off: {"enabled": False}}, check=False)
+    assert r.returncode != 0
+    assert "webmail.enabled needs imapd.enabled and smtpd.enabled" in r.stderr
