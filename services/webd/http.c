@@ -2,6 +2,7 @@
  * connection; every response carries HSTS, a strict Content-Security-Policy and the
  * usual hardening headers. A request body is collected up to WEB_BODY_MAX, then the
  * request goes to the API (/api/v1), the self-service API (/api/v1/self) or the pages. */
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -227,8 +228,15 @@ struct MHD_Daemon *http_start(web_t *web, int listen_fd, const char *cert, const
 {
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_TLS | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    /* The daemon listens on a duplicate of the caller's socket: libmicrohttpd closes the
+     * socket it was given when it does not start (a certificate that does not load at a
+     * reload), and the caller's must stay open for the daemon that goes on serving. The
+     * daemon closes its duplicate when it stops, or hands it back when quiesced. */
+    int fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, web,
-                            MHD_OPTION_LISTEN_SOCKET, listen_fd,
+                            MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_HTTPS_MEM_KEY, key,
                             MHD_OPTION_HTTPS_MEM_CERT, cert,
                             /* TLS 1.2 and 1.3 only */

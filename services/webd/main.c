@@ -13,6 +13,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,7 @@ typedef struct webd {
 typedef struct retired {
     uv_work_t work;
     struct MHD_Daemon *daemon;
+    int fd;          /* its listening socket (a duplicate of webd_t.fd), closed after it */
     svc_t *svc;      /* set when this is the stop: svc_stopped() afterwards */
 } retired_t;
 
@@ -91,7 +94,34 @@ static int listen_socket(const char *address, const char *port)
     return fd;
 }
 
-/* Reads TLS_CERT and TLS_KEY into d (replacing what was there). */
+static int no_passphrase_cb(char *buf, int size, int rwflag, void *arg)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)arg;
+    return 0; /* never ask on a terminal: an encrypted key is not usable here */
+}
+
+/* True when cert (PEM: the chain, the server's certificate first) and key (PEM) are a
+ * certificate and its private key. Checked before libmicrohttpd gets them: a broken pair at
+ * a reload then changes nothing (libmicrohttpd would leak GnuTLS's half-made credentials). */
+static bool cert_key_pair(const char *cert, const char *key)
+{
+    BIO *cb = BIO_new_mem_buf(cert, -1), *kb = BIO_new_mem_buf(key, -1);
+    X509 *x = cb ? PEM_read_bio_X509(cb, NULL, no_passphrase_cb, NULL) : NULL;
+    EVP_PKEY *k = kb ? PEM_read_bio_PrivateKey(kb, NULL, no_passphrase_cb, NULL) : NULL;
+    bool ok = x && k && X509_check_private_key(x, k) == 1;
+    X509_free(x);
+    EVP_PKEY_free(k);
+    BIO_free(cb);
+    BIO_free(kb);
+    ERR_clear_error();
+    return ok;
+}
+
+/* Reads TLS_CERT and TLS_KEY into d, replacing what was there only when they are a usable
+ * pair. */
 static int load_cert(webd_t *d)
 {
     const char *cert = getenv("TLS_CERT"), *key = getenv("TLS_KEY");
@@ -103,6 +133,14 @@ static int load_cert(webd_t *d)
     if (!c || !k) {
         log_error("cannot read the certificate or key", "cert=%s key=%s error=\"%s\"", cert, key,
                   strerror(errno));
+        free(c);
+        free(k);
+        return -1;
+    }
+    if (!cert_key_pair(c, k)) {
+        log_error("the certificate or key is not usable (not PEM, or not a pair)",
+                  "cert=%s key=%s", cert, key);
+        OPENSSL_cleanse(k, strlen(k));
         free(c);
         free(k);
         return -1;
@@ -143,6 +181,8 @@ static void retire_work(uv_work_t *w)
     for (int waited = 0; waited < WEB_DRAIN_MS && http_connections(r->daemon) > 0; waited += 50)
         usleep(50 * 1000);
     MHD_stop_daemon(r->daemon);
+    if (r->fd >= 0)
+        close(r->fd);
 }
 
 static void retire_done(uv_work_t *w, int status)
@@ -159,18 +199,25 @@ static void retire_done(uv_work_t *w, int status)
 static void retire(webd_t *d, struct MHD_Daemon *daemon, svc_t *svc)
 {
     retired_t *r = calloc(1, sizeof *r);
-    MHD_quiesce_daemon(daemon); /* the listening socket stays open: it is d->fd */
+    /* The daemon's own duplicate of d->fd comes back, to be closed once it has stopped
+     * (d->fd stays open for the next daemon). */
+    int fd = MHD_quiesce_daemon(daemon);
     if (!r) {
         MHD_stop_daemon(daemon);
+        if (fd >= 0)
+            close(fd);
         if (svc)
             svc_stopped(svc);
         return;
     }
     r->daemon = daemon;
+    r->fd = fd;
     r->svc = svc;
     r->work.data = r;
     if (uv_queue_work(d->svc->loop, &r->work, retire_work, retire_done) != 0) {
         MHD_stop_daemon(daemon);
+        if (fd >= 0)
+            close(fd);
         if (svc)
             svc_stopped(svc);
         free(r);
@@ -234,8 +281,13 @@ static int webd_start(svc_t *svc)
 static void webd_hup(svc_t *svc)
 {
     webd_t *d = svc->data;
-    if (!d || !d->daemon || load_cert(d) < 0)
+    if (!d || !d->daemon)
         return;
+    if (load_cert(d) < 0) {
+        log_error("certificate reload failed: the old one stays", "cert=%s",
+                  getenv("TLS_CERT"));
+        return;
+    }
     /* The new daemon starts on the same socket before the old one stops accepting: a
      * certificate that does not load leaves the old one serving. */
     struct MHD_Daemon *old = d->daemon;
