@@ -21,7 +21,6 @@
 #define HEADER_FETCH_MAX 1048576
 /* queue list shows this many pending recipients of a message, then how many more. */
 #define LIST_RCPTS_SHOWN 3
-#define CANCELLED_BY "mailctl"
 
 /* ---- text for people and for JSON ---------------------------------------------------- */
 
@@ -813,7 +812,7 @@ static int queue_delete(ctl_t *ctl, const char *qid, bool silent)
                       &changed);
     } else {
         /* Due now, so that relayd returns it at once rather than at its next try. */
-        const char *q[] = { qid, CANCELLED_BY };
+        const char *q[] = { qid, ctl->actor }; /* cancelled by whom: the login, or web:NAME */
         rc = ctl_exec(ctl,
                       "UPDATE outbound_queue SET cancelled_by = $2,"
                       " next_attempt = least(next_attempt, now())"

@@ -575,7 +575,10 @@ void web_api(web_t *web, const web_req_t *r, web_resp_t *w)
         return;
     }
     if (strcmp(path, "/api/v1/session") == 0) {
-        web_session_json(&s, w);
+        if (strcmp(r->method, "GET") != 0)
+            web_json_error(w, 405, "%s is not allowed on %s", r->method, path);
+        else
+            web_session_json(&s, w);
         return;
     }
     if (strcmp(path, "/api/v1/dashboard") == 0 && strcmp(r->method, "GET") == 0) {
@@ -608,7 +611,7 @@ void web_api(web_t *web, const web_req_t *r, web_resp_t *w)
     json_t *body = NULL;
     if (r->body_len) {
         const char *ct = web_header(r, "Content-Type");
-        if (!ct || strncmp(ct, "application/json", 16) != 0) {
+        if (!web_is_json(ct)) {
             web_json_error(w, 415, "send the body as application/json");
             return;
         }

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include "auth/scram.h"
@@ -52,30 +54,6 @@ static void token_hash(const char *token, char hex[65])
     EVP_Digest(token, strlen(token), md, &len, EVP_sha256(), NULL);
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
-}
-
-/* The harvesting block covering addr now: 1 with its end and reason, 0 none, -1 error.
- * An exemption beats a block, as in the limiter. */
-static int blocked(PGconn *pg, const char *addr, char *until, size_t until_len)
-{
-    const char *p[] = { addr };
-    PGresult *res = PQexecParams(pg,
-                                 "SELECT to_char(b.until AT TIME ZONE 'UTC',"
-                                 " 'YYYY-MM-DD HH24:MI:SS \"UTC\"')"
-                                 " FROM blocks b WHERE b.network >>= $1::inet AND b.until > now()"
-                                 " AND NOT EXISTS (SELECT 1 FROM harvest_exempt e"
-                                 " WHERE e.network >>= $1::inet) LIMIT 1",
-                                 1, NULL, p, NULL, NULL, 0);
-    int rc = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        rc = PQntuples(res) > 0;
-        if (rc)
-            snprintf(until, until_len, "%s", PQgetvalue(res, 0, 0));
-    } else if (strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE) ?: "", "22P02") == 0) {
-        rc = 0; /* not an address (a unix socket in tests): nothing can block it */
-    }
-    PQclear(res);
-    return rc;
 }
 
 void web_publish_auth(web_t *web, const web_req_t *r, const char *user, const char *password,
@@ -237,25 +215,35 @@ void web_login(web_t *web, const web_req_t *r, web_kind_t kind, web_resp_t *w)
     if (!origin_ok(r, w))
         return;
     const char *ct = web_header(r, "Content-Type");
-    if (!ct || strncmp(ct, "application/json", 16) != 0) {
+    if (!web_is_json(ct)) {
         web_json_error(w, 415, "send the body as application/json");
         return;
     }
     if (!login_body(r, name_key, name, sizeof name, &password, w))
         return;
-    PGconn *pg = pgpool_get(web->pool);
-    if (!pg) {
-        web_json_error(w, 503, "the database is not available: try again shortly");
-        goto out;
-    }
-    char until[64];
-    int b = blocked(pg, r->client, until, sizeof until);
-    if (b != 0) {
-        if (b > 0)
+    /* The limiter first, as for a mail login: a blocked address is refused before its
+     * password is looked at, and a delay it asks for is served. */
+    web_gate_t g;
+    PGconn *pg = NULL;
+    web_gate_ask(web, r->client, name, &g);
+    if (!g.allowed) {
+        if (g.unanswered) {
+            web_json_error(w, 503, "the limiter is not answering: try again shortly");
+        } else {
+            char until[64] = "later";
+            time_t t = (time_t)(g.until_ms / 1000);
+            struct tm tm;
+            if (g.until_ms > 0 && gmtime_r(&t, &tm))
+                strftime(until, sizeof until, "%Y-%m-%d %H:%M:%S UTC", &tm);
             web_json_error(w, 403, "your address %s is blocked after too many failed logins "
                                    "until %s", r->client, until);
-        else
-            web_json_error(w, 503, "the database is not available: try again shortly");
+        }
+        goto out;
+    }
+    if (g.delay_ms)
+        usleep((useconds_t)g.delay_ms * 1000);
+    if (!(pg = pgpool_get(web->pool))) {
+        web_json_error(w, 503, "the database is not available: try again shortly");
         goto out;
     }
     const char *p[] = { name };
@@ -347,19 +335,20 @@ int web_session(web_t *web, const web_req_t *r, web_kind_t kind, web_session_t *
     token_hash(token, hash);
     snprintf(idle, sizeof idle, "%d", web->session_idle_s);
     snprintf(max, sizeof max, "%d", web->session_max_s);
-    const char *p[] = { hash, idle, max };
+    const char *p[] = { hash, idle, max, kind == WEB_ADMIN ? "t" : "f" };
     PGresult *res = PQexecParams(
         pg,
         "WITH s AS (UPDATE web_sessions SET expires_at = now() + make_interval(secs => $2::int)"
         "  WHERE token_hash = decode($1, 'hex') AND expires_at > now()"
         "  AND created_at > now() - make_interval(secs => $3::int)"
+        "  AND (admin_id IS NOT NULL) = $4::boolean"
         "  RETURNING admin_id, user_id, csrf)"
         " SELECT s.csrf, coalesce(a.name, u.address), a.role,"
         "  coalesce((SELECT string_agg(d.name, ',' ORDER BY d.name) FROM web_admin_domains ad"
         "   JOIN domains d ON d.id = ad.domain_id WHERE ad.admin_id = a.id), '')"
         " FROM s LEFT JOIN web_admins a ON a.id = s.admin_id"
         " LEFT JOIN users u ON u.id = s.user_id",
-        3, NULL, p, NULL, NULL, 0);
+        4, NULL, p, NULL, NULL, 0);
     int rc;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         web_json_error(w, 503, "the database is not available: try again shortly");

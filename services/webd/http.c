@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "base/log.h"
@@ -253,4 +254,14 @@ unsigned http_connections(struct MHD_Daemon *d)
 {
     const union MHD_DaemonInfo *i = MHD_get_daemon_info(d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     return i ? i->num_connections : 0;
+}
+
+bool web_is_json(const char *content_type)
+{
+    if (!content_type || strncasecmp(content_type, "application/json", 16) != 0)
+        return false;
+    const char *rest = content_type + 16;
+    while (*rest == ' ')
+        rest++;
+    return *rest == '\0' || *rest == ';';
 }

@@ -234,6 +234,8 @@ static int webd_start(svc_t *svc)
     d->fd = -1;
     web_t *web = &d->web;
     web->bus = svc->bus;
+    if (!(web->gate = web_gate_create(svc->loop, svc->bus, svc->cfg, svc->metrics)))
+        return -1;
     snprintf(web->instance, sizeof web->instance, "%s", svc->instance);
     web->session_idle_s = (int)env_seconds("WEB_SESSION_IDLE", WEB_SESSION_IDLE_DEFAULT, 60, 86400);
     web->session_max_s = (int)env_seconds("WEB_SESSION_MAX", WEB_SESSION_MAX_DEFAULT, 60, 604800);
@@ -323,6 +325,7 @@ static void webd_destroy(svc_t *svc)
         MHD_stop_daemon(d->daemon);
     if (d->fd >= 0)
         close(d->fd);
+    web_gate_destroy(d->web.gate);
     pgpool_destroy(d->web.pool);
     if (d->key)
         OPENSSL_cleanse(d->key, strlen(d->key));
@@ -336,6 +339,7 @@ static void webd_destroy(svc_t *svc)
 static const svc_def_t webd = {
     .name = "webd",
     .db_pool = 1,
+    .want_config = true, /* limiter.timeout_ms and .login_on_timeout for the login checks */
     .start = webd_start,
     .stop = webd_stop,
     .destroy = webd_destroy,

@@ -58,7 +58,7 @@ static void self_password(web_t *web, const web_req_t *r, const web_session_t *s
                           web_resp_t *w)
 {
     const char *ct = web_header(r, "Content-Type");
-    if (!ct || strncmp(ct, "application/json", 16) != 0) {
+    if (!web_is_json(ct)) {
         web_json_error(w, 415, "send the body as application/json");
         return;
     }
@@ -97,13 +97,17 @@ void web_self(web_t *web, const web_req_t *r, web_resp_t *w)
     web_session_t s;
     if (!web_authorize(web, r, WEB_USER, "/api/v1/self/login", &s, w))
         return;
-    if (strcmp(path, "/api/v1/self/logout") == 0 && strcmp(r->method, "POST") == 0)
+    bool is_self = strcmp(path, "/api/v1/self") == 0 || strcmp(path, "/api/v1/self/") == 0;
+    bool is_logout = strcmp(path, "/api/v1/self/logout") == 0;
+    bool is_password = strcmp(path, "/api/v1/self/password") == 0;
+    if (is_logout && strcmp(r->method, "POST") == 0)
         web_logout(web, r, WEB_USER, w);
-    else if ((strcmp(path, "/api/v1/self") == 0 || strcmp(path, "/api/v1/self/") == 0) &&
-             strcmp(r->method, "GET") == 0)
+    else if (is_self && strcmp(r->method, "GET") == 0)
         self_show(web, r, &s, w);
-    else if (strcmp(path, "/api/v1/self/password") == 0 && strcmp(r->method, "PUT") == 0)
+    else if (is_password && strcmp(r->method, "PUT") == 0)
         self_password(web, r, &s, w);
+    else if (is_self || is_logout || is_password)
+        web_json_error(w, 405, "%s is not allowed on %s", r->method, path);
     else
         web_json_error(w, 404, "no such API path: %s %s", r->method, path);
 }

@@ -13,6 +13,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
 
 #include "base/buf.h"
 #include "bus/bus.h"
@@ -34,10 +36,27 @@ PGconn *pgpool_get(pgpool_t *p);
 /* Gives c back; a connection that broke is reset on its next use. */
 void pgpool_put(pgpool_t *p, PGconn *c);
 
+/* ---- gate.c: the limiter's word before a login ------------------------------------------ */
+typedef struct web_gate {
+    bool allowed;       /* false: blocked (or the limiter silent and login_on_timeout deny) */
+    bool unanswered;    /* the limiter did not answer in time */
+    char reason[256];   /* why blocked */
+    int64_t until_ms;   /* blocked until */
+    uint32_t delay_ms;  /* wait this long before answering */
+} web_gate_t;
+typedef struct web_gate_loop web_gate_loop_t;
+struct config;
+struct metrics;
+/* On the loop thread. */
+web_gate_loop_t *web_gate_create(uv_loop_t *loop, bus_t *bus, struct config *cfg,
+                                 struct metrics *metrics);
+void web_gate_destroy(web_gate_loop_t *g);
+
 /* ---- the process's shared state ------------------------------------------------------- */
 typedef struct web {
     pgpool_t *pool;
     bus_t *bus;                   /* publishing only, from any thread */
+    web_gate_loop_t *gate;        /* the limiter's client, on the loop */
     char instance[300];
     int session_idle_s, session_max_s;
     unsigned char secret[64];     /* internal.secret: keys failed-attempt digests */
@@ -46,6 +65,10 @@ typedef struct web {
     char *nats_password;          /* for commands that make their own NATS connection
                                      (limiter status) */
 } web_t;
+
+/* From a request thread: may the client (and user) try a password now? Blocks until the
+ * loop has the answer (within limiter.timeout_ms). */
+void web_gate_ask(web_t *web, const char *client, const char *user, web_gate_t *out);
 
 /* ---- a request and its response ------------------------------------------------------- */
 #define WEB_HEADERS_MAX 4
@@ -74,6 +97,8 @@ struct MHD_Daemon *http_start(web_t *web, int listen_fd, const char *cert, const
 unsigned http_connections(struct MHD_Daemon *d);
 /* s as a JSON string (quotes included) into b. */
 void web_json_str(buf_t *b, const char *s);
+/* True for a Content-Type of application/json (parameters such as charset allowed). */
+bool web_is_json(const char *content_type);
 /* Request data. */
 const char *web_query(const web_req_t *r, const char *name);
 const char *web_header(const web_req_t *r, const char *name);

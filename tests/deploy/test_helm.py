@@ -681,14 +681,18 @@ def test_one_permission_table_for_every_generator(render, tmp_path):
     assert [u for u, v in chart.items() if v[3]] == []
     for user, (pub, deny, sub, responses) in chart.items():
         inboxes = sorted(p for p in pub if p.startswith("_INBOX"))
-        want = ["_INBOX.imapd.>", "_INBOX.pop3d.>", "_INBOX.smtpd.>"] if user == "limiter" else []
+        want = (["_INBOX.imapd.>", "_INBOX.pop3d.>", "_INBOX.smtpd.>", "_INBOX.webd.>"]
+                if user == "limiter" else [])
         assert inboxes == want, user
     # webd: mailctl's rights (it runs the same commands) and the AuthEvents of web logins;
     # inboxes of their own.
     web, mailctl = chart["webd"], chart["mailctl"]
-    assert sorted(web[0]) == sorted(mailctl[0] + ["postern.event.auth"])
+    assert sorted(web[0]) == sorted(mailctl[0] + ["postern.event.auth", "postern.limiter.auth",
+                                                   "postern.limiter.blocks"])
     assert web[1] == mailctl[1] and web[3] == mailctl[3]
-    assert [x for x in web[2] if x != "_INBOX.webd.>"] == [x for x in mailctl[2] if x != "_INBOX.mailctl.>"]
+    assert sorted(x for x in web[2] if x != "_INBOX.webd.>") == sorted(
+        [x for x in mailctl[2] if x != "_INBOX.mailctl.>"] + ["postern.block.changed",
+                                                             "postern.config.changed"])
     # Passwords come from the Secret, one variable per user, never in the ConfigMap.
     auth = r.get("ConfigMap", f"{FULL}-nats-config")["data"]["auth.conf"]
     assert sorted(re.findall(r"password: \$POSTERN_NATS_PW_(\w+)", auth)) == sorted(u.upper() for u in NATS_USERS)

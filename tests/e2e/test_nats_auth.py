@@ -146,7 +146,7 @@ def test_no_service_but_mailctl_announces_a_configuration_change(bus, watcher, u
     assert not set(watcher()) & set(MAILCTL_ONLY)
 
 
-@pytest.mark.parametrize("user", ["smtpd", "pop3d", "imapd", "notifier", "relayd", "mailctl"])
+@pytest.mark.parametrize("user", ["smtpd", "pop3d", "imapd", "notifier", "relayd", "mailctl", "webd"])
 def test_nobody_but_the_limiter_publishes_blocks_and_alerts(bus, watcher, user):
     c = bus(user)
     assert c.connected == "+OK", c.connected

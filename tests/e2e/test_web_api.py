@@ -1273,7 +1273,8 @@ def test_self_service(world, new_user):
 
     # The session goes on after the change; logging out ends it.
     assert u.get("/api/v1/self").status == 200
-    assert u.request("DELETE", "/api/v1/self").status == 404
+    assert u.request("DELETE", "/api/v1/self").status == 405
+    assert u.request("GET", "/api/v1/self/nothing").status == 404
     assert u.post("/api/v1/self/logout", csrf=False).status == 403
     r = u.post("/api/v1/self/logout")
     assert r.status == 200 and "Max-Age=0" in r.headers["Set-Cookie"], r
