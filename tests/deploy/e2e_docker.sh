@@ -43,11 +43,11 @@ compose() {
 
 # Free host ports for the mail listeners, PostgreSQL and NATS, so the test runs beside
 # anything else (picked as the suite picks its own: below the ephemeral range).
-set -- $(cd tests/e2e && "$PYTHON" -c 'import support; print(*support.free_ports(9))')
-[ "$#" -eq 9 ] || fail "could not pick free ports"
+set -- $(cd tests/e2e && "$PYTHON" -c 'import support; print(*support.free_ports(10))')
+[ "$#" -eq 10 ] || fail "could not pick free ports"
 export POSTERN_HOST_IP=127.0.0.1 SMTP_HOST_PORT=$1 SUBMISSION_HOST_PORT=$2 SMTPS_HOST_PORT=$3 \
     POP3_HOST_PORT=$4 POP3S_HOST_PORT=$5 PG_HOST_PORT=$6 NATS_HOST_PORT=$7 \
-    IMAP_HOST_PORT=$8 IMAPS_HOST_PORT=$9
+    IMAP_HOST_PORT=$8 IMAPS_HOST_PORT=$9 WEB_HOST_PORT=${10}
 # The greeting name the suite expects (tests/e2e/support.py).
 export SMTP_HOSTNAME=mx.test.example
 # Not the suite's domain: it adds its own.
@@ -234,6 +234,41 @@ if not found:
 print(f"   {count} message(s), the token is there")
 EOF
 fi
+
+# webd: a console admin made with mailctl logs in over HTTPS on the published port and sees
+# the domain made above.
+step "webd https://127.0.0.1:$WEB_HOST_PORT: admin login, the domains"
+printf 'compose-admin-pw\n' | compose run --rm -T mailctl admin add compose-admin --password-stdin \
+    >>"$LOGDIR/mailctl.log" 2>&1 || { cat "$LOGDIR/mailctl.log"; fail "mailctl admin add"; }
+"$PYTHON" - "$WEB_HOST_PORT" "$DOMAIN" <<'EOF' || fail "webd login over HTTPS"
+import http.cookiejar, json, ssl, sys, time, urllib.error, urllib.request
+port, domain = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE   # the stack's self-signed certificate
+ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+op = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx),
+                                 urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+base = f"https://127.0.0.1:{port}"
+login = urllib.request.Request(base + "/api/v1/login", method="POST",
+                               data=json.dumps({"user": "compose-admin",
+                                                "password": "compose-admin-pw"}).encode(),
+                               headers={"Content-Type": "application/json"})
+for attempt in range(60):   # webd may still be starting
+    try:
+        with op.open(login, timeout=10) as r:
+            assert "csrf" in json.load(r)
+        break
+    except (OSError, urllib.error.URLError):
+        time.sleep(1)
+else:
+    sys.exit("webd did not answer the login")
+with op.open(base + "/api/v1/domains", timeout=10) as r:
+    names = [d["name"] for d in json.load(r)["domains"]]
+if domain not in names:
+    sys.exit(f"{domain} not among {names}")
+print(f"   logged in; domains: {', '.join(names)}")
+EOF
 
 # ---- the end-to-end suite ------------------------------------------------------------------
 if [ "${E2E_SUITE:-1}" = 1 ]; then

@@ -68,7 +68,7 @@ compose() {
 
 # Host port 0: the engine picks a free port for every replica of every service.
 export POSTERN_HOST_IP=127.0.0.1 SMTP_HOST_PORT=0 SUBMISSION_HOST_PORT=0 SMTPS_HOST_PORT=0 \
-    POP3_HOST_PORT=0 POP3S_HOST_PORT=0 IMAP_HOST_PORT=0 IMAPS_HOST_PORT=0
+    POP3_HOST_PORT=0 POP3S_HOST_PORT=0 IMAP_HOST_PORT=0 IMAPS_HOST_PORT=0 WEB_HOST_PORT=0
 export SMTP_HOSTNAME=mail.example.test
 DOMAIN=example.test
 RUN=$$-$(date +%s)
