@@ -478,12 +478,7 @@ void web_run_command_domain(web_t *web, const char *actor, const char *const *ar
         } else {
             if (*msg && json_is_object(j))
                 json_object_set_new(j, "warning", json_string(msg));
-            char *text = json_dumps(j, JSON_COMPACT);
-            if (text)
-                web_json_raw(w, 200, text, strlen(text));
-            else
-                web_json_error(w, 503, "out of memory");
-            free(text);
+            web_json_value(w, j);
             json_decref(j);
         }
     } else if (rc == CTL_DB) {
@@ -526,11 +521,7 @@ static void filter_list(const web_session_t *s, const char *list, const char *me
         json_object_set_new(j, list, keep);
         out = j;
     }
-    char *text = json_dumps(out, JSON_COMPACT);
-    if (text) {
-        web_json_raw(w, 200, text, strlen(text));
-        free(text);
-    }
+    web_json_value(w, out);
     json_decref(j);
     if (out == keep)
         json_decref(keep);

@@ -3,6 +3,7 @@
  * usual hardening headers. A request body is collected up to WEB_BODY_MAX, then the
  * request goes to the API (/api/v1), the self-service API (/api/v1/self) or the pages. */
 #include <fcntl.h>
+#include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -62,6 +63,16 @@ void web_json_raw(web_resp_t *w, unsigned status, const char *json, size_t len)
     w->type = "application/json";
     w->body.len = 0;
     buf_append(&w->body, json, len);
+}
+
+void web_json_value(web_resp_t *w, const json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    if (text)
+        web_json_raw(w, 200, text, strlen(text));
+    else
+        web_json_error(w, 503, "out of memory");
+    free(text);
 }
 
 /* s as a JSON string into b. */

@@ -45,12 +45,7 @@ static void self_show(web_t *web, const web_req_t *r, const web_session_t *s, we
     json_object_set_new(j, "csrf", json_string(s->csrf));
     json_object_set_new(j, "hamr", h);
     json_object_set_new(j, "logins", l);
-    char *text = json_dumps(j, JSON_COMPACT);
-    if (text)
-        web_json_raw(w, 200, text, strlen(text));
-    else
-        web_json_error(w, 503, "out of memory");
-    free(text);
+    web_json_value(w, j);
     json_decref(j);
 }
 

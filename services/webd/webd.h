@@ -108,6 +108,9 @@ void web_resp_header(web_resp_t *w, const char *name, const char *value);
 void web_json_error(web_resp_t *w, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void web_json_raw(web_resp_t *w, unsigned status, const char *json, size_t len);
+/* 200 with the JSON value j (503 when it cannot be written out). */
+struct json_t;
+void web_json_value(web_resp_t *w, const struct json_t *j);
 
 /* ---- auth.c: logins, sessions, CSRF ---------------------------------------------------- */
 typedef enum web_kind { WEB_ADMIN, WEB_USER } web_kind_t;
