@@ -2,6 +2,7 @@
  * made on first use and reset when they broke, so webd starts and keeps running while
  * PostgreSQL is down; requests then get 503. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -65,10 +66,32 @@ static void quiet_notice(void *arg, const char *message)
     (void)message;
 }
 
+/* False when an idle connection has been closed by the server (a restart, an administrator's
+ * pg_terminate_backend): libpq only notices at the next query, which would then fail. The
+ * server's goodbye makes the socket readable; reading it tells. */
+static bool conn_alive(PGconn *c)
+{
+    for (int round = 0; round < 4; round++) {
+        if (PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE)
+            return false;
+        struct pollfd pfd = { .fd = PQsocket(c), .events = POLLIN };
+        if (pfd.fd < 0)
+            return false;
+        if (poll(&pfd, 1, 0) <= 0)
+            return true; /* nothing to read: as good as a connection can be known to be */
+        if (!PQconsumeInput(c))
+            return false;
+        PGnotify *n;
+        while ((n = PQnotifies(c)))
+            PQfreemem(n);
+    }
+    return PQstatus(c) == CONNECTION_OK;
+}
+
 /* A working connection in slot i (made or reset here, outside the lock), or NULL. */
 static PGconn *slot_ready(pgpool_t *p, PGconn *c)
 {
-    if (c && PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE)
+    if (c && conn_alive(c))
         return c;
     if (c)
         PQfinish(c);
