@@ -285,6 +285,11 @@ static void open_cb(void *arg, PGresult *res)
     if (strcmp(kind, "maildrop") == 0) {
         d->locked = true; /* even if the session is gone: released below or at release */
         loaded = listing_load(d, res);
+    } else if (!ok) {
+        /* No answer (the connection died, PostgreSQL was killed): the lock row may have been
+         * committed all the same. Released like a held one (by this owner only, so deleting
+         * nothing is harmless), or the user would stay locked out for a whole lease. */
+        d->locked = true;
     }
     s->pending = false;
     if (s->fe.closing) {
