@@ -57,7 +57,7 @@ static void token_hash(const char *token, char hex[65])
 }
 
 void web_publish_auth(web_t *web, const web_req_t *r, const char *user, const char *password,
-                         bool ok, const char *mechanism)
+                      bool ok, const char *mechanism)
 {
     unsigned char digest[32];
     ev_auth_t ev = {
