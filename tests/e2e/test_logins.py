@@ -22,6 +22,11 @@ TIME_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 def needs_limiter(postern):
     if "limiter" not in postern.services:
         pytest.skip(f"no limiter in {postern.bin}: it writes the login history")
+    yield
+    # The failed logins here count against the harness's client address (in a compose
+    # stack the one address of every test): the next test starts from the baseline's
+    # limiter state again, blocks lifted.
+    postern.dirty = postern.limiter_dirty = True
 
 
 def logins(mailctl, user, *extra):
@@ -68,7 +73,7 @@ def test_logins_over_every_protocol(postern, pb, mailctl, new_user):
     assert len(rows) == 6, rows
     for r in rows:
         assert set(r) == {"time", "service", "client_addr", "mechanism", "tls", "result"}, r
-        assert r["client_addr"] == "127.0.0.1" and r["tls"] is True, r
+        assert r["client_addr"] == postern.client_address and r["tls"] is True, r
         assert re.match(TIME_RE, r["time"]), r
     mechanisms = {(r["service"], r["result"]): r["mechanism"] for r in rows}
     assert mechanisms[("smtp", "ok")] == "PLAIN", mechanisms
