@@ -650,7 +650,7 @@ static void limiter_log_pb(const ev_limiter_log_t *rec, Postern__LimiterLog *pm,
     m.client_addr = str(rec->client_addr);
     m.service = rec->service;
     *subject = BUS_SUBJECT_LIMITER_LOG_FORGET;
-    if (rec->kind == EV_LIMITER_LOG_RESERVE)
+    if (rec->kind == EV_LIMITER_LOG_RESERVE || rec->kind == EV_LIMITER_LOG_RELEASE)
         *subject = BUS_SUBJECT_LIMITER_LOG_RESERVE;
     else if (rec->kind == EV_LIMITER_LOG_RCPT_FAILURE)
         *subject = BUS_SUBJECT_LIMITER_LOG_RCPT;
@@ -712,7 +712,7 @@ static void limiter_log_msg(const ev_stream_handlers_t *h, ev_sub_t *s, const vo
 {
     Postern__LimiterLog *m = postern__limiter_log__unpack(NULL, len, data);
     if (!m || m->kind < POSTERN__LIMITER_LOG__KIND__KIND_RESERVE ||
-        m->kind > POSTERN__LIMITER_LOG__KIND__KIND_CLEAR_USER) {
+        m->kind > POSTERN__LIMITER_LOG__KIND__KIND_RELEASE) {
         ev_drop(s, len, "not a LimiterLog");
         if (m)
             postern__limiter_log__free_unpacked(m, NULL);

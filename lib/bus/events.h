@@ -229,19 +229,20 @@ typedef enum ev_limiter_log_kind {
     EV_LIMITER_LOG_RCPT_FAILURE = 2,
     EV_LIMITER_LOG_FORGET_NETWORK = 3, /* client_addr: the network */
     EV_LIMITER_LOG_CLEAR_USER = 4,
+    EV_LIMITER_LOG_RELEASE = 5,        /* user, queue_id: a RESERVE given back */
 } ev_limiter_log_kind_t;
 
 typedef struct ev_limiter_log {
     ev_limiter_log_kind_t kind;
     const char *replica;
     int64_t time_ms;
-    const char *user, *queue_id; /* RESERVE */
+    const char *user, *queue_id; /* RESERVE, RELEASE */
     uint32_t rcpt_count, max_messages, interval_s;
     const char *client_addr;     /* RCPT_FAILURE */
     Postern__Service service;
 } ev_limiter_log_t;
 
-/* Publishes rec on postern.limiter.log.reserve, .rcpt or .forget. Returns 0, or -1. */
+/* Publishes rec on postern.limiter.log.reserve (RESERVE, RELEASE), .rcpt or .forget. Returns 0, or -1. */
 int ev_publish_limiter_log(bus_t *bus, const ev_limiter_log_t *rec);
 /* The same, asking the stream to say it stored rec: cb(arg, true) once it has, cb(arg,
  * false) when it said no, nobody answered (no stream leader, during an election) or

@@ -70,7 +70,8 @@
 #define BUS_SUBJECT_ACCOUNT_CHANGED "postern.account.changed"
 
 /* LimiterLog. The leading limiter replica, for each decision that changes its counters
- * (a reserved send slot, a counted invalid recipient), before it answers. Nobody subscribes:
+ * (a reserved send slot, a counted invalid recipient), before it answers; a reserved slot
+ * given back because the stream's acknowledgement never came goes on .reserve too. Nobody subscribes:
  * the stream below keeps them for the standby replicas and for a limiter starting. */
 #define BUS_SUBJECT_LIMITER_LOG_RESERVE "postern.limiter.log.reserve"
 #define BUS_SUBJECT_LIMITER_LOG_RCPT "postern.limiter.log.rcpt"

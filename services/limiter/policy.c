@@ -613,6 +613,9 @@ void limiter_apply_reserve(limiter_t *L, const char *user, const char *queue_id,
 {
     if (!user || !*user || !max_messages)
         return;
+    bool named = queue_id && *queue_id;
+    if (named && table_get(L->t[T_RESERVATIONS], queue_id))
+        return; /* counted already: the same record read again */
     hamr_user_t *u = user_get(L, user, true, now);
     if (!u)
         return;
@@ -621,7 +624,7 @@ void limiter_apply_reserve(limiter_t *L, const char *user, const char *queue_id,
     if (win_push(&u->win, now, rcpt_count, 0, max_messages) < 0)
         return;
     u->expire_ms = max64(u->expire_ms, now + max64(ival, LIMITER_USER_CACHE_MS));
-    if (queue_id && *queue_id && !table_get(L->t[T_RESERVATIONS], queue_id))
+    if (named)
         reservation_add(L, queue_id, user, now);
 }
 

@@ -22,6 +22,7 @@
 #define HISTORY_TICKS 60       /* the stream's maximum age is looked at this often */
 #define RESERVE_ACK_MS 300     /* the stream's acknowledgement of a reserved slot, at most */
 #define RESERVE_RETRY_S 5      /* the sender's wait when it did not come */
+#define GIVEBACK_TRIES 120     /* a given-back slot's record is offered this often, once a tick */
 
 typedef struct server {
     svc_t *svc;
@@ -30,6 +31,7 @@ typedef struct server {
     logins_t *logins; /* the login history, written while this replica answers */
     replica_t *replica;
     struct reserve_wait *reserving; /* slots waiting for the stream's acknowledgement */
+    struct giveback *givebacks;     /* released slots whose record the stream must still take */
     uv_timer_t tick;
     uv_timer_t reload;
     bool timers;      /* tick and reload are initialised */
@@ -325,6 +327,96 @@ static void reserve_wait_free(reserve_wait_t *w)
     free(w);
 }
 
+/* A slot given back because its RESERVE was not acknowledged. The stream may hold that
+ * RESERVE all the same (the acknowledgement lost with a NATS node, or late): a standby then
+ * counts a slot no message used, and so does whichever replica takes over. The RELEASE
+ * record after it cancels it, so it is offered until the stream takes it. */
+typedef struct giveback {
+    server_t *srv; /* NULL once the server is gone */
+    char *user, *queue_id;
+    int64_t time_ms;
+    unsigned tries;
+    bool in_flight;
+    struct giveback *next;
+} giveback_t;
+
+static void giveback_free(giveback_t *g)
+{
+    free(g->user);
+    free(g->queue_id);
+    free(g);
+}
+
+static void giveback_unlink(server_t *srv, giveback_t *g)
+{
+    for (giveback_t **p = &srv->givebacks; *p; p = &(*p)->next)
+        if (*p == g) {
+            *p = g->next;
+            return;
+        }
+}
+
+static void giveback_recorded_cb(void *arg, bool stored)
+{
+    giveback_t *g = arg;
+    g->in_flight = false;
+    if (!g->srv) {
+        giveback_free(g);
+        return;
+    }
+    if (stored || g->tries >= GIVEBACK_TRIES) {
+        if (!stored)
+            log_warn("released slot not recorded: a replica may count it until its window ends",
+                     "queue_id=%s tries=%u", g->queue_id, g->tries);
+        giveback_unlink(g->srv, g);
+        giveback_free(g);
+    }
+}
+
+static void giveback_send(server_t *srv, giveback_t *g)
+{
+    ev_limiter_log_t rec = {
+        .kind = EV_LIMITER_LOG_RELEASE, .replica = replica_id(srv->replica),
+        .time_ms = g->time_ms, .user = g->user, .queue_id = g->queue_id,
+    };
+    g->tries++;
+    if (ev_record_limiter_log(srv->svc->bus, &rec, RESERVE_ACK_MS, giveback_recorded_cb, g) == 0)
+        g->in_flight = true;
+}
+
+/* Offers again, once a tick, what the stream has not taken yet. */
+static void givebacks_retry(server_t *srv)
+{
+    giveback_t *next;
+    for (giveback_t *g = srv->givebacks; g; g = next) {
+        next = g->next;
+        if (g->in_flight)
+            continue;
+        if (g->tries >= GIVEBACK_TRIES) {
+            giveback_recorded_cb(g, false); /* unlinks and frees it */
+            continue;
+        }
+        giveback_send(srv, g);
+    }
+}
+
+static void giveback(server_t *srv, const char *user, const char *queue_id, int64_t now)
+{
+    limiter_send_release(srv->lim, user, queue_id, now);
+    giveback_t *g = calloc(1, sizeof *g);
+    if (!g || !(g->user = strdup(user)) || !(g->queue_id = strdup(queue_id))) {
+        log_warn("released slot not recorded: out of memory", "queue_id=%s", queue_id);
+        if (g)
+            giveback_free(g);
+        return;
+    }
+    g->srv = srv;
+    g->time_ms = now;
+    g->next = srv->givebacks;
+    srv->givebacks = g;
+    giveback_send(srv, g);
+}
+
 static void reserve_recorded_cb(void *arg, bool stored)
 {
     reserve_wait_t *w = arg;
@@ -337,7 +429,7 @@ static void reserve_recorded_cb(void *arg, bool stored)
         /* Not in the stream (no stream leader, an election under way, or NATS away): the
          * slot is given back and the sender asked to come back soon, as when no limiter
          * answers. */
-        limiter_send_release(srv->lim, w->user, w->queue_id, server_now(srv));
+        giveback(srv, w->user, w->queue_id, server_now(srv));
         limiter_reply_t r;
         memset(&r, 0, sizeof r);
         r.verdict = LIMITER_THROTTLE;
@@ -650,11 +742,13 @@ static void message_event_cb(void *arg, const ev_message_t *ev)
     free(user);
 }
 
-/* A decision of the leading replica. The leader applied its own when it made it. */
+/* A decision of the leading replica. A replica applied its own when it made them, and may
+ * read them back after it stopped leading (its follower lagging behind when the lease was
+ * lost): applied twice, each reserved slot would count twice. */
 static void limiter_log_cb(void *arg, const ev_limiter_log_t *rec)
 {
     server_t *srv = arg;
-    if (replica_leading(srv->replica) && strcmp(rec->replica, replica_id(srv->replica)) == 0)
+    if (strcmp(rec->replica, replica_id(srv->replica)) == 0)
         return;
     int64_t t = stream_now(srv, rec->time_ms);
     char *user = NULL;
@@ -674,6 +768,10 @@ static void limiter_log_cb(void *arg, const ev_limiter_log_t *rec)
     case EV_LIMITER_LOG_CLEAR_USER:
         if ((user = lower_dup(rec->user)))
             limiter_apply_clear_user(srv->lim, user);
+        break;
+    case EV_LIMITER_LOG_RELEASE:
+        if ((user = lower_dup(rec->user)))
+            limiter_send_release(srv->lim, user, rec->queue_id, t);
         break;
     }
     free(user);
@@ -739,6 +837,8 @@ static void tick_cb(uv_timer_t *t)
         replica_set_history(srv->replica, limiter_history_ms(srv->lim));
     if (srv->nalerts)
         alerts_flush(srv);
+    if (srv->givebacks)
+        givebacks_retry(srv);
     /* Old logins go by the answering replica's hand only, once the settings are known. */
     bool prune = replica_leading(srv->replica) && store_loaded(srv->store);
     logins_tick(srv->logins, now, prune ? store_logins_keep_days(srv->store) : 0);
@@ -882,6 +982,15 @@ void server_destroy(svc_t *svc)
     for (struct reserve_wait *w = srv->reserving; w; w = w->next)
         w->srv = NULL;
     srv->reserving = NULL;
+    giveback_t *next;
+    for (giveback_t *g = srv->givebacks; g; g = next) {
+        next = g->next;
+        if (g->in_flight)
+            g->srv = NULL; /* freed by its answer */
+        else
+            giveback_free(g);
+    }
+    srv->givebacks = NULL;
     store_destroy(&srv->store);
     logins_destroy(&srv->logins); /* a write in flight frees it when db_destroy() answers */
     limiter_destroy(&srv->lim);

@@ -229,12 +229,18 @@ static int smtp_store(smtp_session_t *s, bool reserved)
 static void send_check_cb(void *arg, const lim_verdict_t *v)
 {
     smtp_session_t *s = arg;
+    bool allow = v->answered ? v->verdict == POSTERN__VERDICT__VERDICT_ALLOW : false;
+    /* A slot reserved for a message that is not stored goes back. So does one the limiter
+     * may have reserved without its answer arriving in time: a release of a slot it does
+     * not hold changes nothing. */
     if (s->fe.closing) {
+        if (allow || !v->answered)
+            lim_release(s->fe.srv->lim, s->fe.user, s->queue_id);
         fe_session_unref(&s->fe);
         return;
     }
-    bool allow = v->answered ? v->verdict == POSTERN__VERDICT__VERDICT_ALLOW : false;
     if (!v->answered) {
+        lim_release(s->fe.srv->lim, s->fe.user, s->queue_id);
         const char *policy = config_get(s->fe.srv->cfg, "limiter.send_on_timeout");
         allow = policy && strcmp(policy, "allow") == 0;
         log_warn("limiter did not answer a send check", "session=%lu id=%s policy=%s", s->fe.id,

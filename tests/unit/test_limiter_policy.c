@@ -861,6 +861,11 @@ static void test_quiet_follower(void **state)
     assert_true(r.reserved);
     assert_int_equal(r.max_messages, 2);
     assert_int_equal(r.interval_s, 60);
+    /* A record read twice (a follower's consumer delivering it again) counts once. */
+    limiter_apply_reserve(L, "v@example.test", "R1", 1, 2, 60, t + 44);
+    limiter_apply_reserve(L, "v@example.test", "R1", 1, 2, 60, t + 45);
+    limiter_send_check(L, "v@example.test", "192.0.2.1", 1, "R2", t + 46, &r);
+    assert_int_equal(r.verdict, LIMITER_ALLOW);
 
     /* Quiet blocks older than LIMITER_QUIET_KEEP_MS are PostgreSQL's to say: not re-announced. */
     limiter_set_quiet(L, true, 0);
