@@ -4,6 +4,7 @@
 #include <linux/sockios.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,13 @@
 #define CONN_CLOSE_GRACE_MS 10000     /* longest wait for pending output at close */
 #define CONN_LINGER_MS 2000           /* then, how long the peer's input is read and dropped */
 #define CONN_LINGER_BYTES (1024 * 1024) /* ... and how much of it at most */
+#define CONN_OUT_KEEP 16384           /* an emptied output buffer larger than this is freed */
+#define CONN_HOLD_MAX 65536           /* held output past this goes all the same */
+
+/* Where every conn of the thread reads into: read_cb moves what arrived into the conn's
+ * input (or OpenSSL's) before libuv reads again, so one buffer serves them all and an idle
+ * conn holds none. */
+static _Thread_local char read_chunk[CONN_READ_CHUNK];
 
 struct conn {
     uv_tcp_t tcp;
@@ -29,7 +37,13 @@ struct conn {
     void *arg;
     buf_t in;
     size_t input_max;
-    size_t pending_out;
+    /* Output is gathered while the loop runs callbacks and sent when it is about to wait
+     * (flush_prepare): the lines of a multi-line reply, and the replies to a pipelined
+     * batch, leave in one write, and in one TLS record. */
+    buf_t out;
+    uv_prepare_t flush_prepare;
+    bool held; /* conn_hold(): gathered until released */
+    size_t pending_out; /* handed to libuv, not yet to the kernel */
     uint64_t sent_out;    /* bytes handed to the kernel since the start */
     size_t low_water;     /* CONN_WRITABLE wanted at this level */
     bool want_writable;
@@ -46,7 +60,6 @@ struct conn {
     int peer_port;
     int local_port;
     char error[256]; /* why it ended; "" after conn_close() */
-    char rbuf[CONN_READ_CHUNK];
 };
 
 typedef struct write_req {
@@ -69,6 +82,7 @@ static void close_cb(uv_handle_t *h)
     if (c->cb)
         c->cb(c, CONN_CLOSED, c->arg);
     buf_free(&c->in);
+    buf_free(&c->out);
     SSL_free(c->ssl); /* frees both BIOs */
     free(c);
 }
@@ -81,6 +95,14 @@ static void conn_close_now(conn_t *c)
         uv_close((uv_handle_t *)&c->close_timer, close_cb);
     if (!uv_is_closing((uv_handle_t *)&c->writable_idle))
         uv_close((uv_handle_t *)&c->writable_idle, close_cb);
+    if (!uv_is_closing((uv_handle_t *)&c->flush_prepare))
+        uv_close((uv_handle_t *)&c->flush_prepare, close_cb);
+}
+
+/* Output written by the session and not yet sent, gathered or in libuv's queue. */
+static size_t conn_unsent(const conn_t *c)
+{
+    return c->pending_out + c->out.len;
 }
 
 static void write_cb(uv_write_t *req, int status)
@@ -101,7 +123,7 @@ static void write_cb(uv_write_t *req, int status)
 
 static void conn_check_writable(conn_t *c)
 {
-    if (!c->want_writable || c->closing || c->pending_out > c->low_water)
+    if (!c->want_writable || c->closing || conn_unsent(c) > c->low_water)
         return;
     c->want_writable = false;
     uv_idle_stop(&c->writable_idle);
@@ -121,14 +143,27 @@ void conn_notify_writable(conn_t *c, size_t low_water)
         return;
     c->want_writable = true;
     c->low_water = low_water;
-    if (c->pending_out <= low_water)
+    if (conn_unsent(c) <= low_water)
         uv_idle_start(&c->writable_idle, writable_idle_cb);
 }
 
+/* Hands bytes to the socket: what the kernel takes at once is written now, without a
+ * copy; only the rest is copied into a write request queued with libuv. */
 static int conn_send_raw(conn_t *c, const void *data, size_t len)
 {
     if (uv_is_closing((uv_handle_t *)&c->tcp))
         return -1;
+    if (c->pending_out == 0 && !c->connecting) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n > 0) { /* an error other than EAGAIN comes again from uv_write, reported */
+            c->sent_out += (size_t)n;
+            data = (const char *)data + n;
+            len -= (size_t)n;
+            if (len == 0)
+                return 0;
+        }
+    }
     write_req_t *w = malloc(sizeof *w + len);
     if (!w)
         return -1;
@@ -145,15 +180,51 @@ static int conn_send_raw(conn_t *c, const void *data, size_t len)
     return 0;
 }
 
-/* Moves what OpenSSL produced (handshake records, encrypted data) to the socket. */
+/* Moves what OpenSSL produced (handshake records, encrypted data) to the socket, in one
+ * write. */
 static int conn_flush_tls(conn_t *c)
 {
-    char tmp[CONN_READ_CHUNK];
-    int n;
-    while ((n = BIO_read(c->wbio, tmp, sizeof tmp)) > 0)
-        if (conn_send_raw(c, tmp, (size_t)n) < 0)
-            return -1;
-    return 0;
+    char *data;
+    long n = BIO_get_mem_data(c->wbio, &data);
+    if (n <= 0)
+        return 0;
+    int rc = conn_send_raw(c, data, (size_t)n);
+    (void)BIO_reset(c->wbio);
+    return rc;
+}
+
+/* Sends the gathered output: encrypted in one go under TLS (records of up to 16 KiB, one
+ * for a reply), then in one write. Calls the session back for nothing. */
+static void conn_flush(conn_t *c)
+{
+    uv_prepare_stop(&c->flush_prepare);
+    if (!c->out.len || c->closing)
+        return;
+    int rc;
+    if (c->ssl) {
+        ERR_clear_error();
+        rc = SSL_write(c->ssl, c->out.data, (int)c->out.len) > 0 ? conn_flush_tls(c) : -1;
+        ERR_clear_error();
+    } else {
+        rc = conn_send_raw(c, c->out.data, c->out.len);
+    }
+    if (c->out.cap > CONN_OUT_KEEP)
+        buf_free(&c->out);
+    else
+        c->out.len = 0;
+    if (rc < 0)
+        conn_fail(c, true, "cannot send");
+}
+
+static void flush_prepare_cb(uv_prepare_t *h)
+{
+    conn_t *c = h->data;
+    conn_flush(c);
+    conn_update_reading(c);
+    /* What went at once makes no write_cb. The session is told from the idle handle, not
+     * from here: what it writes in a prepare callback would wait while the loop blocks. */
+    if (c->want_writable && !c->closing && conn_unsent(c) <= c->low_water)
+        uv_idle_start(&c->writable_idle, writable_idle_cb);
 }
 
 /* Records why the connection ends (the first reason wins) and closes it at once. */
@@ -203,8 +274,8 @@ static void conn_tls_fail(conn_t *c, int ssl_error)
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     (void)suggested;
-    conn_t *c = h->data;
-    *b = uv_buf_init(c->rbuf, sizeof c->rbuf);
+    (void)h;
+    *b = uv_buf_init(read_chunk, sizeof read_chunk);
 }
 
 /* Advances the handshake and decrypts what OpenSSL holds. Returns -1 (after conn_fail)
@@ -296,7 +367,7 @@ static void conn_update_reading(conn_t *c)
 {
     if (c->closing)
         return;
-    bool want = c->in.len < c->input_max && c->pending_out < CONN_OUTPUT_MAX;
+    bool want = c->in.len < c->input_max && conn_unsent(c) < CONN_OUTPUT_MAX;
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
             c->reading = true;
@@ -349,13 +420,16 @@ static conn_t *conn_new(uv_loop_t *loop, size_t input_max, conn_event_cb cb, voi
     c->arg = arg;
     c->input_max = input_max;
     buf_init(&c->in);
+    buf_init(&c->out);
     uv_tcp_init(loop, &c->tcp);
     uv_timer_init(loop, &c->close_timer);
     uv_idle_init(loop, &c->writable_idle);
+    uv_prepare_init(loop, &c->flush_prepare);
     c->tcp.data = c;
     c->close_timer.data = c;
     c->writable_idle.data = c;
-    c->open_handles = 3;
+    c->flush_prepare.data = c;
+    c->open_handles = 4;
     strcpy(c->peer, "unknown");
     return c;
 }
@@ -420,6 +494,11 @@ void conn_start_tls(conn_t *c, SSL *ssl, bool keep_input)
     }
     if (!ssl) { /* tls_new_ssl() or tls_client_new_ssl() failed */
         conn_fail(c, true, "TLS handshake failed: no TLS session could be set up");
+        return;
+    }
+    conn_flush(c); /* the reply that said go ahead, in plaintext */
+    if (c->closing) {
+        SSL_free(ssl);
         return;
     }
     c->ssl = ssl;
@@ -493,16 +572,25 @@ int conn_write(conn_t *c, const void *data, size_t len)
 {
     if (c->closing || len == 0)
         return c->closing ? -1 : 0;
-    if (!c->ssl)
-        return conn_send_raw(c, data, len);
-    if (c->handshaking)
+    if ((c->ssl && c->handshaking) || uv_is_closing((uv_handle_t *)&c->tcp) ||
+        len > INT_MAX - c->out.len)
         return -1;
-    ERR_clear_error();
-    if (SSL_write(c->ssl, data, (int)len) <= 0) {
-        ERR_clear_error();
+    if (buf_append(&c->out, data, len) < 0)
         return -1;
-    }
-    return conn_flush_tls(c);
+    if (!c->held || c->out.len >= CONN_HOLD_MAX)
+        uv_prepare_start(&c->flush_prepare, flush_prepare_cb);
+    return 0;
+}
+
+void conn_hold(conn_t *c, bool hold)
+{
+    if (c->held == hold || c->closing)
+        return;
+    c->held = hold;
+    if (hold && c->out.len < CONN_HOLD_MAX)
+        uv_prepare_stop(&c->flush_prepare);
+    else if (!hold && c->out.len)
+        uv_prepare_start(&c->flush_prepare, flush_prepare_cb);
 }
 
 int conn_printf(conn_t *c, const char *fmt, ...)
@@ -521,7 +609,7 @@ int conn_printf(conn_t *c, const char *fmt, ...)
 
 size_t conn_pending_output(const conn_t *c)
 {
-    return c->pending_out;
+    return conn_unsent(c);
 }
 
 uint64_t conn_output_delivered(const conn_t *c)
@@ -581,11 +669,15 @@ void conn_close(conn_t *c)
 {
     if (c->closing)
         return;
-    c->closing = true;
     if (c->connecting) { /* the pending connect ends with UV_ECANCELED */
+        c->closing = true;
         conn_close_now(c);
         return;
     }
+    conn_flush(c); /* what the session wrote last still goes */
+    if (c->closing) /* it could not */
+        return;
+    c->closing = true;
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;

@@ -65,7 +65,14 @@ buf_t *conn_input(conn_t *c);
 /* Call after consuming from conn_input() so a paused read can resume. */
 void conn_input_consumed(conn_t *c);
 
+/* Output is gathered and sent when the loop is about to wait: everything written during one
+ * turn of the loop leaves in one write (one TLS record up to 16 KiB). Returns 0, or -1
+ * (closing, during a handshake, out of memory). */
 int conn_write(conn_t *c, const void *data, size_t len);
+/* While held, output is kept past the loop's turn (up to 64 KiB), so that the replies to a
+ * pipelined batch of commands go out together (RFC 2920 section 3.2); released, it goes at
+ * the end of the turn. conn_close() and conn_start_tls() send it regardless. */
+void conn_hold(conn_t *c, bool hold);
 int conn_printf(conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Bytes written but not yet handed to the kernel. */
 size_t conn_pending_output(const conn_t *c);

@@ -124,8 +124,14 @@ static void fe_session_process(fe_session_t *s)
         else
             p->line(s, s->line.data, s->line.len, flags);
     }
-    if (s->conn && !s->closing)
+    if (s->conn && !s->closing) {
+        /* A session waiting (a lookup, a store) with more commands of a pipelined batch in
+         * hand keeps its replies until it has answered them all, or needs more input. */
+        buf_t *in = conn_input(s->conn);
+        conn_hold(s->conn, s->waiting && s->bytes_left == 0 && in->len &&
+                               memchr(in->data, '\n', in->len));
         conn_input_consumed(s->conn);
+    }
     s->processing = false;
     fe_session_unref(s);
 }
