@@ -2,6 +2,7 @@
  * 0007 do what needs several), results turned into plain C data here and the PGresult
  * freed by the pool when the callback returns. */
 #include "store/mailstore.h"
+#include "store/mbcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +11,11 @@
 
 #include "base/buf.h"
 
+#define MAILSTORE_CACHE_MSGS 1000000 /* messages of selected mailboxes kept (20 bytes each) */
+
 struct mailstore {
     db_t *db;
+    mbcache_t *cache; /* the mailboxes selected last (NULL: none kept) */
 };
 
 typedef struct req {
@@ -53,8 +57,10 @@ mailstore_t *mailstore_create(db_t *db)
     if (!db)
         return NULL;
     mailstore_t *ms = calloc(1, sizeof *ms);
-    if (ms)
+    if (ms) {
         ms->db = db;
+        ms->cache = mbcache_new(MAILSTORE_CACHE_MSGS); /* without it, SELECT reads it all */
+    }
     return ms;
 }
 
@@ -62,6 +68,7 @@ void mailstore_destroy(mailstore_t **ms)
 {
     if (!ms || !*ms)
         return;
+    mbcache_unref(&(*ms)->cache);
     free(*ms);
     *ms = NULL;
 }
@@ -396,12 +403,26 @@ int mailstore_subscribe(mailstore_t *ms, int64_t user_id, const char *name, bool
 /* One statement, one snapshot: the mailbox's row beside each of its messages in UID order
  * (one row with NULL message columns for an empty mailbox), the flags as one space-separated
  * text (flags are atoms: no spaces). The index on (mailbox_id, uid) gives the order. */
+/* The mailbox (row 'a'), then its messages ('m', by UID). With the snapshot the process
+ * kept ($3 its mailbox id, $4 its mod-sequence, $5 its UIDVALIDITY) still the same mailbox
+ * and every expunge since $4 still recorded, only what changed since: the messages with a
+ * later mod-sequence (new ones too) and the UIDs expunged since ('x'); otherwise every
+ * message. Column 7 of 'a' says which. */
 static const char select_sql[] =
-    "SELECT b.id, b.uidvalidity, b.uidnext, b.highestmodseq, b.expunged_floor, "
-    "       m.uid, m.modseq, array_to_string(m.flags, ' ') "
-    "FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id "
-    "WHERE b.user_id = $1 AND b.name = postern_mbname($2) "
-    "ORDER BY m.uid";
+    "WITH b AS (SELECT id, uidvalidity, uidnext, highestmodseq, expunged_floor, "
+    "                  id = $3 AND uidvalidity = $5 AND expunged_floor <= $4 AS delta "
+    "           FROM mailboxes WHERE user_id = $1 AND name = postern_mbname($2)) "
+    "SELECT 'a', b.id, b.uidvalidity, b.uidnext, b.highestmodseq, b.expunged_floor, "
+    "       b.delta::int, NULL::text FROM b "
+    "UNION ALL SELECT 'm', m.uid, m.modseq, NULL, NULL, NULL, NULL, "
+    "       array_to_string(m.flags, ' ') "
+    "FROM b JOIN messages m ON m.mailbox_id = b.id WHERE NOT b.delta "
+    "UNION ALL SELECT 'm', m.uid, m.modseq, NULL, NULL, NULL, NULL, "
+    "       array_to_string(m.flags, ' ') "
+    "FROM b JOIN messages m ON m.mailbox_id = b.id AND m.modseq > $4 WHERE b.delta "
+    "UNION ALL SELECT 'x', e.uid, e.modseq, NULL, NULL, NULL, NULL, NULL "
+    "FROM b JOIN expunged e ON e.mailbox_id = b.id AND e.modseq > $4 WHERE b.delta "
+    "ORDER BY 1, 2";
 
 void mailstore_selected_free(mailstore_selected_t **sel)
 {
@@ -448,69 +469,164 @@ static int flag_bit(mailstore_selected_t *s, const char *f, size_t len, uint64_t
     return 0;
 }
 
-static int selected_load(mailstore_selected_t *s, PGresult *res)
+/* The flags mask of a row's space-separated flags. Returns 0, or -1 (memory). */
+static int row_flags(mailstore_selected_t *s, const char *f, uint64_t *mask)
 {
-    int rows = PQntuples(res);
-    s->id = val_i64(res, 0, 0);
-    s->uidvalidity = (uint32_t)val_u64(res, 0, 1);
-    s->uidnext = (uint32_t)val_u64(res, 0, 2);
-    s->highestmodseq = val_u64(res, 0, 3);
-    s->expunged_floor = val_u64(res, 0, 4);
-    size_t cap = rows ? (size_t)rows : 1;
-    s->uids = malloc(cap * sizeof *s->uids);
-    s->modseqs = malloc(cap * sizeof *s->modseqs);
-    s->flags = malloc(cap * sizeof *s->flags);
-    s->keywords = calloc(MAILSTORE_KEYWORDS_MAX, sizeof *s->keywords);
-    if (!s->uids || !s->modseqs || !s->flags || !s->keywords)
-        return -1;
-    for (int i = 0; i < rows; i++) {
-        if (PQgetisnull(res, i, 5))
-            continue; /* the empty mailbox's row */
-        size_t k = s->count++;
-        s->uids[k] = (uint32_t)strtoul(PQgetvalue(res, i, 5), NULL, 10);
-        s->modseqs[k] = strtoull(PQgetvalue(res, i, 6), NULL, 10);
-        uint64_t mask = 0;
-        for (const char *f = PQgetvalue(res, i, 7); *f;) {
-            size_t len = strcspn(f, " ");
-            if (len && flag_bit(s, f, len, &mask) < 0)
-                return -1;
-            f += len + (f[len] == ' ');
-        }
-        s->flags[k] = mask;
-        s->unseen += !(mask & MAILSTORE_F_SEEN);
+    *mask = 0;
+    while (*f) {
+        size_t len = strcspn(f, " ");
+        if (len && flag_bit(s, f, len, mask) < 0)
+            return -1;
+        f += len + (f[len] == ' ');
     }
     return 0;
 }
 
+static int selected_alloc(mailstore_selected_t *s, size_t cap)
+{
+    cap = cap ? cap : 1;
+    s->uids = malloc(cap * sizeof *s->uids);
+    s->modseqs = malloc(cap * sizeof *s->modseqs);
+    s->flags = malloc(cap * sizeof *s->flags);
+    if (!s->keywords)
+        s->keywords = calloc(MAILSTORE_KEYWORDS_MAX, sizeof *s->keywords);
+    return s->uids && s->modseqs && s->flags && s->keywords ? 0 : -1;
+}
+
+static void selected_push(mailstore_selected_t *s, uint32_t uid, uint64_t modseq,
+                          uint64_t mask)
+{
+    size_t k = s->count++;
+    s->uids[k] = uid;
+    s->modseqs[k] = modseq;
+    s->flags[k] = mask;
+    s->unseen += !(mask & MAILSTORE_F_SEEN);
+}
+
+/* Every message from the rows 'm' (1 .. end). */
+static int selected_load(mailstore_selected_t *s, PGresult *res, int end)
+{
+    if (selected_alloc(s, (size_t)end) < 0)
+        return -1;
+    for (int i = 1; i < end; i++) {
+        uint64_t mask;
+        if (row_flags(s, PQgetvalue(res, i, 7), &mask) < 0)
+            return -1;
+        selected_push(s, (uint32_t)val_u64(res, i, 1), val_u64(res, i, 2), mask);
+    }
+    return 0;
+}
+
+/* base with the changed messages (rows 'm', 1 .. end) put in and the expunged UIDs (rows
+ * 'x', end .. rows) taken out: three lists in UID order merged. Keywords keep their bits;
+ * new ones are added after them. */
+static int selected_merge(mailstore_selected_t *s, const mailstore_selected_t *base,
+                          PGresult *res, int end)
+{
+    int rows = PQntuples(res);
+    if (!(s->keywords = calloc(MAILSTORE_KEYWORDS_MAX, sizeof *s->keywords)))
+        return -1;
+    for (size_t k = 0; k < base->nkeywords; k++, s->nkeywords++)
+        if (!(s->keywords[k] = strdup(base->keywords[k])))
+            return -1;
+    s->keywords_truncated = base->keywords_truncated;
+    if (selected_alloc(s, base->count + (size_t)(end - 1)) < 0)
+        return -1;
+    size_t b = 0;
+    int m = 1, x = end;
+    while (b < base->count || m < end) {
+        uint32_t bu = b < base->count ? base->uids[b] : UINT32_MAX;
+        uint32_t mu = m < end ? (uint32_t)val_u64(res, m, 1) : UINT32_MAX;
+        if (m < end && mu <= bu) {
+            uint64_t mask;
+            if (row_flags(s, PQgetvalue(res, m, 7), &mask) < 0)
+                return -1;
+            selected_push(s, mu, val_u64(res, m, 2), mask);
+            m++;
+            b += mu == bu; /* changed: the new row replaces the old */
+            continue;
+        }
+        while (x < rows && (uint32_t)val_u64(res, x, 1) < bu)
+            x++;
+        if (!(x < rows && (uint32_t)val_u64(res, x, 1) == bu))
+            selected_push(s, bu, base->modseqs[b], base->flags[b]);
+        b++;
+    }
+    return 0;
+}
+
+typedef struct select_req {
+    mailstore_select_cb cb;
+    void *arg;
+    mbcache_t *cache; /* held: the store may be gone when the answer comes */
+    mbsnap_t *base;   /* the snapshot the question started from, or NULL */
+    int64_t user_id;
+    char name[];
+} select_req_t;
+
 static void select_done(void *arg, PGresult *res)
 {
-    req_t *r = arg;
+    select_req_t *r = arg;
     int st = result_status(res, PGRES_TUPLES_OK);
     mailstore_selected_t *s = NULL;
     if (st == MAILSTORE_OK && PQntuples(res) == 0)
         st = MAILSTORE_NOTFOUND;
     if (st == MAILSTORE_OK) {
+        int rows = PQntuples(res), end = 1;
+        while (end < rows && PQgetvalue(res, end, 0)[0] == 'm')
+            end++;
+        bool delta = val_i64(res, 0, 6) == 1 && r->base;
         s = calloc(1, sizeof *s);
-        if (!s || selected_load(s, res) < 0) {
+        if (s) {
+            s->id = val_i64(res, 0, 1);
+            s->uidvalidity = (uint32_t)val_u64(res, 0, 2);
+            s->uidnext = (uint32_t)val_u64(res, 0, 3);
+            s->highestmodseq = val_u64(res, 0, 4);
+            s->expunged_floor = val_u64(res, 0, 5);
+        }
+        if (!s || (delta ? selected_merge(s, mbsnap_selected(r->base), res, end)
+                         : selected_load(s, res, end)) < 0) {
             mailstore_selected_free(&s);
             st = MAILSTORE_TEMP;
+        } else {
+            mbcache_put(r->cache, r->user_id, r->name, s);
         }
     }
-    r->cb.select(r->arg, st, s);
+    mbsnap_unref(&r->base);
+    mbcache_unref(&r->cache);
+    r->cb(r->arg, st, s);
     free(r);
 }
 
 int mailstore_select(mailstore_t *ms, int64_t user_id, const char *name,
                      mailstore_select_cb cb, void *arg)
 {
-    req_t *r;
-    if (!ms || !name || !cb || !(r = req_new(arg)))
+    if (!ms || !name || !cb)
         return -1;
-    r->cb.select = cb;
-    char user[24];
+    size_t nlen = strlen(name);
+    select_req_t *r = calloc(1, sizeof *r + nlen + 1);
+    if (!r)
+        return -1;
+    r->cb = cb;
+    r->arg = arg;
+    r->user_id = user_id;
+    memcpy(r->name, name, nlen + 1);
+    r->cache = mbcache_ref(ms->cache);
+    r->base = mbcache_get(ms->cache, user_id, name);
+    const mailstore_selected_t *b = r->base ? mbsnap_selected(r->base) : NULL;
+    char user[24], id[24], seq[24], validity[16];
     snprintf(user, sizeof user, "%lld", (long long)user_id);
-    const char *v[2] = { user, name };
-    return query(ms, select_sql, 2, v, NULL, NULL, select_done, r);
+    snprintf(id, sizeof id, "%lld", (long long)(b ? b->id : 0));
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)(b ? b->highestmodseq : 0));
+    snprintf(validity, sizeof validity, "%u", b ? b->uidvalidity : 0);
+    const char *v[5] = { user, name, id, seq, validity };
+    if (db_query(ms->db, select_sql, 5, v, NULL, NULL, select_done, r) < 0) {
+        mbsnap_unref(&r->base);
+        mbcache_unref(&r->cache);
+        free(r);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- changes since a modseq -------------------------------------------------------- */

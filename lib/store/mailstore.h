@@ -116,6 +116,8 @@ typedef struct mailstore_selected {
     bool keywords_truncated;
 } mailstore_selected_t;
 
+/* The store keeps what it last answered for each mailbox (lib/store/mbcache.h) and asks
+ * PostgreSQL only for what changed since, when it can. */
 typedef void (*mailstore_select_cb)(void *arg, int status, mailstore_selected_t *sel);
 int mailstore_select(mailstore_t *ms, int64_t user_id, const char *name,
                      mailstore_select_cb cb, void *arg);

@@ -818,3 +818,72 @@ def test_large_mailbox_select_and_search(postern, mailbox):
     data = fetch_one(c, "*", "(UID BODY.PEEK[TEXT])")
     assert data[0][1] == b"body 100000\r\n"
     c.logout()
+
+
+def _uid_flags(c):
+    """{uid: set of flags} of the selected mailbox, by FETCH 1:* (UID FLAGS)."""
+    typ, data = c.fetch("1:*", "(UID FLAGS)")
+    assert typ == "OK", data
+    out = {}
+    for item in data:
+        uid, flags = re.search(rb"UID (\d+)", item or b""), re.search(rb"FLAGS \(([^)]*)\)", item or b"")
+        if not uid:
+            continue  # a FETCH the server sent earlier on its own (after a STORE), kept by imaplib
+        assert flags, item
+        out[int(uid.group(1))] = set(flags.group(1).decode().split()) - {"\\Recent"}
+    return out
+
+
+def test_select_again_sees_every_change_made_since(postern, mailbox):
+    """imapd keeps what it answered to the last SELECT of a mailbox and asks PostgreSQL only
+    for what changed since: flags, a new keyword, an expunge and a new message made by
+    another session in between all show in the next SELECT, as the other session sees them."""
+    a = imaplib_client(postern, mailbox)
+    for i in range(6):
+        assert a.append("INBOX", None, None, f"Subject: m{i}\r\n\r\nbody {i}\r\n".encode())[0] \
+            == "OK"
+    a.select("INBOX")
+    before = _uid_flags(a)
+    a.logout()
+    b = imaplib_client(postern, mailbox)
+    b.select("INBOX")
+    b.store("2", "+FLAGS", "(\\Seen $Work)")
+    b.store("3", "+FLAGS", "(\\Deleted)")
+    b.expunge()
+    b.append("INBOX", "(\\Flagged)", None, b"Subject: new\r\n\r\nnew\r\n")
+    b.noop()
+    want = _uid_flags(b)
+    assert want != before and len(want) == 6
+    typ, status = b.status("INBOX", "(UIDNEXT HIGHESTMODSEQ UNSEEN)")
+    c = imaplib_client(postern, mailbox)
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and int(data[0]) == 6, data
+    assert _uid_flags(c) == want
+    flags = c.response("FLAGS")[1][0].decode()
+    assert "$Work" in flags, flags
+    nums = dict(re.findall(r"(UIDNEXT|HIGHESTMODSEQ) (\d+)", status[0].decode()))
+    for code in ("UIDNEXT", "HIGHESTMODSEQ"):  # response codes of SELECT's untagged OKs
+        assert c.response(code)[1] == [nums[code].encode()], (code, status)
+    for x in (b, c):
+        x.logout()
+
+
+def test_select_of_a_mailbox_made_again_under_its_name(postern, mailbox):
+    """A mailbox deleted and made again under the same name is another mailbox (a new
+    UIDVALIDITY): SELECT shows the new one's messages, never the old one's."""
+    a = imaplib_client(postern, mailbox)
+    assert a.create("Work")[0] == "OK"
+    for i in range(3):
+        a.append("Work", None, None, f"Subject: old{i}\r\n\r\nold\r\n".encode())
+    typ, data = a.select("Work")
+    assert int(data[0]) == 3
+    old_validity = a.response("UIDVALIDITY")[1][0]
+    a.close()
+    assert a.delete("Work")[0] == "OK"
+    assert a.create("Work")[0] == "OK"
+    a.append("Work", None, None, b"Subject: new\r\n\r\nnew\r\n")
+    typ, data = a.select("Work")
+    assert typ == "OK" and int(data[0]) == 1, data
+    assert a.response("UIDVALIDITY")[1][0] != old_validity
+    assert list(_uid_flags(a)) == [1]
+    a.logout()
