@@ -32,5 +32,10 @@ void line_reader_init(line_reader_t *r, size_t max);
 /* 1 = got a line in *line (consume line->consumed bytes when done with it),
  * 0 = need more input, -1 = the line is too long (already dropped from in). */
 int line_read(line_reader_t *r, buf_t *in, line_t *line);
+/* The same over data[0 .. len), which is left in place: *skipped bytes at its start were
+ * dropped (a too-long line's, and with -1 the too-long line's own up to its LF), and a
+ * line found begins right after them; the caller consumes *skipped, plus line->consumed
+ * once done with the line. */
+int line_scan(line_reader_t *r, char *data, size_t len, line_t *line, size_t *skipped);
 
 #endif

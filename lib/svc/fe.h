@@ -141,6 +141,7 @@ struct fe_session {
     bool closing;
     bool waiting;
     bool processing;
+    bool input_replaced;     /* STARTTLS dropped the input fe_session_process() reads */
     bool want_tls;           /* switch to TLS once the pending reply is written */
     bool awaiting_proxy;     /* from a trusted proxy: its PROXY header comes first */
     fe_auth_t *auth;         /* an authentication exchange in progress */

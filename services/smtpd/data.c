@@ -32,6 +32,8 @@ void smtp_data_start(smtp_session_t *s)
     buf_free(&s->data);
     s->data_too_big = s->data_bare_lf = s->data_nul = s->data_long_line = false;
     s->data_no_memory = false;
+    /* Read once: the setting is looked up (and parsed) by name, and a message has many lines. */
+    s->data_max = (size_t)config_get_long(s->fe.srv->cfg, "smtp.max_message_size");
     make_queue_id(s->queue_id, sizeof s->queue_id);
     smtp_enter_state(s, SMTP_STATE_DATA);
     smtp_reply(s, 354, "End data with <CR><LF>.<CR><LF>");
@@ -274,7 +276,7 @@ static void send_check_cb(void *arg, const lim_verdict_t *v)
 
 static void smtp_data_end(smtp_session_t *s)
 {
-    long max = config_get_long(s->fe.srv->cfg, "smtp.max_message_size");
+    long max = (long)s->data_max;
     const char *problem = NULL;
     int code = 554;
     char text[160];
@@ -339,7 +341,7 @@ void smtp_data_line(smtp_session_t *s, const char *line, size_t len, unsigned fl
         return; /* read on to the end, keeping nothing: the reply comes then */
     /* The buffer never grows past the limit (and its NUL): a session in DATA holds at most
      * smtp.max_message_size bytes of message; one over it holds none. */
-    size_t max = (size_t)config_get_long(s->fe.srv->cfg, "smtp.max_message_size");
+    size_t max = s->data_max;
     if (s->data.len + len + 2 > max) {
         s->data_too_big = true;
         buf_free(&s->data);

@@ -41,6 +41,7 @@ typedef struct smtp_session {
     smtp_rcpt_t pending; /* a recipient being looked up */
     char queue_id[24];
     buf_t data;              /* the message so far: at most smtp.max_message_size bytes */
+    size_t data_max;         /* smtp.max_message_size when the DATA began */
     bool data_too_big, data_bare_lf, data_nul, data_long_line;
     bool data_no_memory;     /* the message could not be kept: 451 at its end */
 } smtp_session_t;
