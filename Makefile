@@ -52,7 +52,7 @@ UNIT_BIN = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TESTTOOL_SRC = $(wildcard tests/tools/*.c)
 TESTTOOL_BIN = $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TESTTOOL_SRC))
 
-.PHONY: all deps run test test-unit test-e2e test-faults test-san bench clean
+.PHONY: all deps run test test-unit test-e2e test-faults test-perf perf-baseline test-san bench clean
 .SECONDARY:
 
 all: $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN) $(TESTTOOL_BIN)
@@ -139,6 +139,15 @@ test-unit: all
 
 test-e2e: all
 	sh tests/run.sh e2e
+
+# Instruction counts (callgrind) of one SMTP transaction and one POP3 RETR against
+# tests/perf/baseline.txt: fails on a rise over 10% (tests/perf/README.md). `make
+# perf-baseline` writes the baseline again when a rise is intended.
+test-perf: all
+	sh tests/run.sh perf
+
+perf-baseline: all
+	sh tests/perf/callgrind.sh --update
 
 # The fault matrix (tests/faults/README.md): every service and server killed, restarted and
 # stopped under load; the figures in build/faults/results.md.

@@ -16,10 +16,11 @@ RUN_PKGS="postgresql nats-server openssl"
 # holds libFuzzer and clang's sanitizer runtimes (clang 14, Debian 12's, does not pull it in).
 # chromium, chromium-driver, python3-selenium: a headless browser that logs in to the
 # webmail (Roundcube) in the compose stack (tests/deploy/e2e_webmail.sh).
+# valgrind: the instruction counts of tests/perf/callgrind.sh (`make test-perf`).
 TEST_PKGS="python3 python3-pytest python3-psycopg2 python3-protobuf python3-yaml protobuf-compiler
 swaks libnet-ssleay-perl msmtp fetchmail curl dovecot-core dovecot-imapd
 python3-aiosmtpd dnsmasq-base clang libclang-rt-14-dev
-chromium chromium-driver python3-selenium"
+chromium chromium-driver python3-selenium valgrind"
 # Only for `make bench`: Dovecot's pop3d and imap run beside pop3d and imapd, as a private
 # instance; Postfix relays beside relayd, its smtp-sink is the host both deliver to
 # (bench/relay_bench.sh, a private instance too).

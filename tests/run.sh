@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs Postern's tests: tests/run.sh [unit|e2e|fuzz|faults|deploy|all] (default all).
+# Runs Postern's tests: tests/run.sh [unit|e2e|fuzz|perf|faults|deploy|all] (default all).
 #
 #   unit  every cmocka binary build/tests/test_*, then build/san/tests/test_* if built
 #   e2e   the end-to-end suite (tests/e2e, pytest) against build/bin, then against
@@ -21,9 +21,9 @@ PYTHON=/usr/bin/python3   # Debian's, which has pytest, psycopg2 and protobuf
 
 what=${1:-all}
 case $what in
-    unit | e2e | fuzz | faults | deploy | all) ;;
+    unit | e2e | fuzz | perf | faults | deploy | all) ;;
     *)
-        echo "usage: tests/run.sh [unit|e2e|fuzz|faults|deploy|all]" >&2
+        echo "usage: tests/run.sh [unit|e2e|fuzz|perf|faults|deploy|all]" >&2
         exit 2
         ;;
 esac
@@ -151,6 +151,14 @@ run_fuzz() {
     record "fuzz smoke (tests/fuzz)" $?
 }
 
+# The instruction counts of one SMTP transaction and one POP3 RETR (callgrind) against the
+# stored baseline: a rise over 10% fails (tests/perf/README.md).
+run_perf() {
+    echo "== perf: instruction counts (tests/perf/callgrind.sh)"
+    sh tests/perf/callgrind.sh
+    record "perf (tests/perf/callgrind.sh)" $?
+}
+
 # The fault matrix (tests/faults/README.md) on both builds (failure paths are where memory
 # errors hide); each build's figures are kept side by side.
 keep_fault_results() { # keep_fault_results BUILD
@@ -190,12 +198,14 @@ case $what in
     unit) run_unit ;;
     e2e) run_e2e ;;
     fuzz) run_fuzz ;;
+    perf) run_perf ;;
     faults) run_faults ;;
     deploy) run_deploy ;;
     all)
         run_unit
         run_e2e
         run_fuzz
+        run_perf
         run_faults
         run_deploy
         ;;
