@@ -1,7 +1,7 @@
 # What the comparisons with Dovecot and Postfix share (bench/pop3_bench.sh,
-# bench/imap_bench.sh, bench/relay_bench.sh): sourced, not run. Before sourcing, set BENCH
-# (pop3, imap or relay: the name in messages and folders, the protocol for Dovecot), BIN
-# (Postern's programs) and NEEDS (the programs the script needs).
+# bench/imap_bench.sh, bench/relay_bench.sh, bench/smtp_bench.sh): sourced, not run. Before
+# sourcing, set BENCH (pop3, imap, relay or smtp: the name in messages and folders, the
+# protocol for Dovecot), BIN (Postern's programs) and NEEDS (the programs the script needs).
 #
 #   bench_ports                  PG_PORT NATS_PORT POSTERN_PORT DOVECOT_PORT, all free
 #   free_port                    prints a free port on 127.0.0.1
@@ -11,12 +11,16 @@
 #                                (DATABASE_URL, NATS_URL), the schema, the domain bench.test
 #   postern_start USER...        postern_stack, then USER... in bench.test (password
 #                                $PASSWORD), plaintext logins, no failure delay, the limiter
+#   bus_login NAME               NAME's bus login in the local stack, as words for env(1)
+#                                (NATS_USER=NAME NATS_PASSWORD_FILE=...): a service started
+#                                with it has its own permissions (deploy/nats-auth.sh), where
+#                                postern.env's login is mailctl's
 #   dovecot_config USER...       $D/dovecot.conf for $BENCH on $DOVECOT_PORT (maildir under
 #                                $DIR/mail, passwd-file with SCRAM-SHA-256 secrets), as
 #                                root with Dovecot's own users and the mail as nobody
 # and a cleanup at exit that stops whatever was started ($pids, the at_exit commands, Dovecot,
 # the local stack) and removes $DIR unless ${BENCH}_BENCH_KEEP is set (POP3_BENCH_KEEP,
-# IMAP_BENCH_KEEP, RELAY_BENCH_KEEP).
+# IMAP_BENCH_KEEP, RELAY_BENCH_KEEP, SMTP_BENCH_KEEP).
 # DOVECOT_LOGIN=performance gives Dovecot long-lived login processes (its "high-performance
 # mode"); the default is a login process per connection.
 
@@ -81,6 +85,10 @@ postern_stack() {
     "$BIN/mailctl" domain add bench.test >/dev/null
 }
 
+bus_login() { # bus_login NAME
+    sh deploy/localstack.sh nats-env "$DIR" "$1" | tr '\n' ' '
+}
+
 postern_start() { # postern_start USER...
     postern_stack
     for u in "$@"; do
@@ -88,7 +96,7 @@ postern_start() { # postern_start USER...
     done
     "$BIN/mailctl" config set auth.allow_plaintext on >/dev/null
     "$BIN/mailctl" config set auth.failure_delay_ms 0 >/dev/null
-    "$BIN/limiter" 2>"$DIR/limiter.log" &
+    env $(bus_login limiter) "$BIN/limiter" 2>"$DIR/limiter.log" &
     pids="$pids $!"
 }
 

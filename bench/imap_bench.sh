@@ -67,7 +67,7 @@ dovecot_config $USERS
 psql -q "$DATABASE_URL" -c "VACUUM ANALYZE messages" >/dev/null
 
 IMAP_PORT=$POSTERN_PORT IMAPS_PORT=0 LISTEN_ADDRESS=127.0.0.1 IMAP_HOSTNAME=bench.test \
-    "$BIN/imapd" 2>"$DIR/imapd.log" &
+    env $(bus_login imapd) "$BIN/imapd" 2>"$DIR/imapd.log" &
 imapd_pid=$!
 pids="$pids $imapd_pid"
 "$DOVECOT" -c "$D/dovecot.conf"
@@ -142,7 +142,7 @@ measure() { # measure POINT SERVER RUN LINE...
     echo "$1 $2 $3 $4" >>"$RAW"
     case $4 in *"failures=0 "*) ;; *)
         echo "imap_bench: failures in $1 on $2: $4" >&2
-        tail -5 "$DIR/imapd.log" "$D/dovecot.log" >&2 ;;
+        tail -n 5 "$DIR/imapd.log" "$D/dovecot.log" >&2 ;;
     esac
 }
 

@@ -39,7 +39,7 @@ done
 # --- Postern: PostgreSQL, NATS, the limiter, pop3d ---------------------------------------
 postern_start $USERS
 POP3_PORT=$POSTERN_PORT POP3S_PORT=0 LISTEN_ADDRESS=127.0.0.1 POP3_HOSTNAME=bench.test \
-    "$BIN/pop3d" 2>"$DIR/pop3d.log" &
+    env $(bus_login pop3d) "$BIN/pop3d" 2>"$DIR/pop3d.log" &
 pids="$pids $!"
 
 # --- Dovecot: a private instance under $DIR/dovecot -------------------------------------------
@@ -69,7 +69,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 for line in "$postern_login" "$dovecot_login" "$postern_retr" "$dovecot_retr"; do
     if [ "$(field "$line" failures)" != 0 ]; then
         echo "pop3_bench: failures in: $line" >&2
-        tail -5 "$DIR/pop3d.log" "$D/dovecot.log" >&2
+        tail -n 5 "$DIR/pop3d.log" "$D/dovecot.log" >&2
     fi
 done
 

@@ -4,16 +4,17 @@
 # itself costs, at full speed and paced at half of it; and how fast a starting limiter
 # rebuilds its counters from the stream. Results are printed and written to
 # bench/results/limiter.txt. Then the
-# comparisons: POP3 and IMAP with Dovecot, relaying with Postfix (bench/*_bench.sh).
+# comparisons: POP3 and IMAP with Dovecot, relaying and taking mail in over SMTP with
+# Postfix (bench/*_bench.sh).
 #   REQUESTS=20000 CONCURRENCY=4 make bench
-#   sh bench/run.sh [limiter] [pop3] [imap] [relay]     only those (default: all)
+#   sh bench/run.sh [limiter] [pop3] [imap] [relay] [smtp]     only those (default: all)
 set -eu
 cd "$(dirname "$0")/.."
-PARTS=${*:-limiter pop3 imap relay}
+PARTS=${*:-limiter pop3 imap relay smtp}
 for p in $PARTS; do
     case $p in
-    limiter | pop3 | imap | relay) ;;
-    *) echo "usage: sh bench/run.sh [limiter] [pop3] [imap] [relay]" >&2; exit 2 ;;
+    limiter | pop3 | imap | relay | smtp) ;;
+    *) echo "usage: sh bench/run.sh [limiter] [pop3] [imap] [relay] [smtp]" >&2; exit 2 ;;
     esac
 done
 wanted() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -140,3 +141,6 @@ if wanted imap; then sh bench/imap_bench.sh; fi
 # Relaying against Postfix (postfix, likewise; its smtp-sink is the remote host); about two
 # minutes.
 if wanted relay; then sh bench/relay_bench.sh; fi
+# Inbound mail and authenticated submission against Postfix (with Dovecot's SASL; its
+# smtp-source and build/bench/smtp_load are the clients); about five minutes.
+if wanted smtp; then sh bench/smtp_bench.sh; fi
