@@ -23,6 +23,21 @@ void log_set_level(enum log_level level)
     log_threshold = level;
 }
 
+/* "ts=YYYY-MM-DDTHH:MM:SS" of second sec, formatted once a second per thread. */
+static const char *log_second(time_t sec)
+{
+    static _Thread_local time_t cached = -1;
+    static _Thread_local char text[64];
+    if (sec != cached) {
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        snprintf(text, sizeof text, "ts=%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached = sec;
+    }
+    return text;
+}
+
 void log_msg(enum log_level level, const char *msg, const char *fmt, ...)
 {
     if (level < log_threshold)
@@ -30,28 +45,26 @@ void log_msg(enum log_level level, const char *msg, const char *fmt, ...)
     char line[2048];
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line,
-                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s svc=%s msg=\"%s\"",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (long)(tv.tv_usec / 1000), level_names[level], log_service, msg);
-    if (n < 0 || (size_t)n >= sizeof line)
-        n = sizeof line - 1;
-    if (fmt && *fmt && (size_t)n < sizeof line - 2) {
+    int n = snprintf(line, sizeof line, "%s.%03ldZ level=%s svc=%s msg=\"%s\"",
+                     log_second(tv.tv_sec), (long)(tv.tv_usec / 1000), level_names[level],
+                     log_service, msg);
+    if (n < 0 || (size_t)n >= sizeof line - 1)
+        n = sizeof line - 2;
+    if (fmt && *fmt && (size_t)n < sizeof line - 3) {
         line[n++] = ' ';
         va_list ap;
         va_start(ap, fmt);
-        int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+        int m = vsnprintf(line + n, sizeof line - 1 - (size_t)n, fmt, ap);
         va_end(ap);
         if (m > 0)
             n += m;
-        if ((size_t)n >= sizeof line)
-            n = sizeof line - 1;
+        if ((size_t)n >= sizeof line - 1)
+            n = sizeof line - 2;
     }
     /* Never let a client-supplied byte break the one-line-per-event rule. */
     for (int i = 0; i < n; i++)
         if (line[i] == '\n' || line[i] == '\r')
             line[i] = ' ';
-    fprintf(stderr, "%.*s\n", n, line);
+    line[n++] = '\n';
+    fwrite(line, 1, (size_t)n, stderr); /* one line, one write (stderr is line-buffered) */
 }

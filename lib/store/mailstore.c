@@ -57,10 +57,8 @@ mailstore_t *mailstore_create(db_t *db)
     if (!db)
         return NULL;
     mailstore_t *ms = calloc(1, sizeof *ms);
-    if (ms) {
-        ms->db = db;
-        ms->cache = mbcache_new(MAILSTORE_CACHE_MSGS); /* without it, SELECT reads it all */
-    }
+    if (ms)
+        ms->db = db; /* the cache comes with the first SELECT: pop3d makes none */
     return ms;
 }
 
@@ -611,6 +609,8 @@ int mailstore_select(mailstore_t *ms, int64_t user_id, const char *name,
     r->arg = arg;
     r->user_id = user_id;
     memcpy(r->name, name, nlen + 1);
+    if (!ms->cache)
+        ms->cache = mbcache_new(MAILSTORE_CACHE_MSGS); /* without it, SELECT reads it all */
     r->cache = mbcache_ref(ms->cache);
     r->base = mbcache_get(ms->cache, user_id, name);
     const mailstore_selected_t *b = r->base ? mbsnap_selected(r->base) : NULL;
