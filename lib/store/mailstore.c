@@ -515,6 +515,39 @@ static int selected_load(mailstore_selected_t *s, PGresult *res, int end)
     return 0;
 }
 
+/* Keywords on no message any more leave the list (as a full load would not find them), the
+ * bits of the others moved down in step. */
+static void selected_drop_unused_keywords(mailstore_selected_t *s)
+{
+    uint64_t used = 0;
+    for (size_t i = 0; i < s->count; i++)
+        used |= s->flags[i];
+    int to[MAILSTORE_KEYWORDS_MAX];
+    size_t kept = 0;
+    for (size_t k = 0; k < s->nkeywords; k++) {
+        if (used & (UINT64_C(1) << (MAILSTORE_F_KEYWORD0 + k))) {
+            to[k] = (int)kept;
+            s->keywords[kept++] = s->keywords[k];
+        } else {
+            to[k] = -1;
+            free(s->keywords[k]);
+        }
+    }
+    if (kept == s->nkeywords)
+        return;
+    for (size_t k = kept; k < s->nkeywords; k++)
+        s->keywords[k] = NULL;
+    uint64_t system = (UINT64_C(1) << MAILSTORE_F_KEYWORD0) - 1;
+    for (size_t i = 0; i < s->count; i++) {
+        uint64_t mask = s->flags[i] & system;
+        for (size_t k = 0; k < s->nkeywords; k++)
+            if (to[k] >= 0 && (s->flags[i] & (UINT64_C(1) << (MAILSTORE_F_KEYWORD0 + k))))
+                mask |= UINT64_C(1) << (MAILSTORE_F_KEYWORD0 + to[k]);
+        s->flags[i] = mask;
+    }
+    s->nkeywords = kept;
+}
+
 /* base with the changed messages (rows 'm', 1 .. end) put in and the expunged UIDs (rows
  * 'x', end .. rows) taken out: three lists in UID order merged. Keywords keep their bits;
  * new ones are added after them. */
@@ -550,6 +583,7 @@ static int selected_merge(mailstore_selected_t *s, const mailstore_selected_t *b
             selected_push(s, bu, base->modseqs[b], base->flags[b]);
         b++;
     }
+    selected_drop_unused_keywords(s);
     return 0;
 }
 
