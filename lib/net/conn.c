@@ -19,7 +19,7 @@
 #define CONN_CLOSE_GRACE_MS 10000     /* longest wait for pending output at close */
 #define CONN_LINGER_MS 2000           /* then, how long the peer's input is read and dropped */
 #define CONN_LINGER_BYTES (1024 * 1024) /* ... and how much of it at most */
-#define CONN_OUT_KEEP 16384           /* an emptied output buffer larger than this is freed */
+#define CONN_OUT_KEEP 4096            /* an emptied output buffer larger than this is freed */
 #define CONN_HOLD_MAX 65536           /* held output past this goes all the same */
 
 /* Where every conn of the thread reads into: read_cb moves what arrived into the conn's
