@@ -11,6 +11,8 @@
 #                                (DATABASE_URL, NATS_URL), the schema, the domain bench.test
 #   postern_start USER...        postern_stack, then USER... in bench.test (password
 #                                $PASSWORD), plaintext logins, no failure delay, the limiter
+#   postfix_main_cf PF           a private Postfix's folders under PF and the head of its
+#                                main.cf (the Postfix benches append the rest)
 #   bus_login NAME               NAME's bus login in the local stack, as words for env(1)
 #                                (NATS_USER=NAME NATS_PASSWORD_FILE=...): a service started
 #                                with it has its own permissions (deploy/nats-auth.sh), where
@@ -83,6 +85,32 @@ postern_stack() {
     set +a
     "$BIN/mailctl" migrate >/dev/null
     "$BIN/mailctl" domain add bench.test >/dev/null
+}
+
+postfix_main_cf() { # postfix_main_cf PF
+    # A private Postfix under PF (etc, spool, data) on loopback, delivering nothing locally:
+    # its folders and the head of its main.cf, to which the caller appends what it needs.
+    mkdir -p "$1/etc" "$1/spool" "$1/data"
+    chown postfix "$1/data"
+    PF=$1
+    cat >"$1/etc/main.cf" <<EOF
+compatibility_level = 3.6
+config_directory = $PF/etc
+queue_directory = $PF/spool
+data_directory = $PF/data
+maillog_file = $PF/maillog
+maillog_file_prefixes = $PF
+myhostname = postfix.bench.test
+mydomain = bench.test
+myorigin = bench.test
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+EOF
 }
 
 bus_login() { # bus_login NAME

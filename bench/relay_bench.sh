@@ -252,25 +252,8 @@ RELAYD_ENV="SMTP_HOSTNAME=relay.bench.test HEALTH_PORT=0 DATABASE_URL=$DATABASE_
 
 # --- Postfix: a private instance under $DIR/postfix ------------------------------------------
 PF=$DIR/postfix
-mkdir -p "$PF/etc" "$PF/spool" "$PF/data"
-chown postfix "$PF/data"
-cat >"$PF/etc/main.cf" <<EOF
-compatibility_level = 3.6
-config_directory = $PF/etc
-queue_directory = $PF/spool
-data_directory = $PF/data
-maillog_file = $PF/maillog
-maillog_file_prefixes = $PF
-myhostname = postfix.bench.test
-mydomain = bench.test
-myorigin = bench.test
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+postfix_main_cf "$PF"
+cat >>"$PF/etc/main.cf" <<EOF
 smtpd_relay_restrictions = permit_mynetworks, reject
 # Everything received waits in the hold queue until the bench releases it.
 smtpd_client_restrictions = check_client_access static:HOLD

@@ -188,27 +188,11 @@ POSTERN_PIDS="$SMTPD_PID $LIMITER_PID $NATS_PID $PG_PID"
 # --- Postfix: a private instance under $DIR/postfix, mail under $DIR/pfmail ------------------
 PF=$DIR/postfix
 MAILDIR=$DIR/pfmail/bench.test/inbound
-mkdir -p "$PF/etc" "$PF/spool" "$PF/data" "$MAILDIR/new" "$MAILDIR/cur" "$MAILDIR/tmp"
-chown postfix "$PF/data"
+mkdir -p "$MAILDIR/new" "$MAILDIR/cur" "$MAILDIR/tmp"
 chown -R "$(id -u nobody):$(id -g nobody)" "$DIR/pfmail"
+postfix_main_cf "$PF"
 echo "$RCPT bench.test/inbound/" >"$PF/etc/vmailbox"
-cat >"$PF/etc/main.cf" <<EOF
-compatibility_level = 3.6
-config_directory = $PF/etc
-queue_directory = $PF/spool
-data_directory = $PF/data
-maillog_file = $PF/maillog
-maillog_file_prefixes = $PF
-myhostname = postfix.bench.test
-mydomain = bench.test
-myorigin = bench.test
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+cat >>"$PF/etc/main.cf" <<EOF
 # bench.test's mailboxes: maildirs written by virtual(8) as nobody.
 virtual_mailbox_domains = bench.test
 virtual_mailbox_base = $DIR/pfmail
