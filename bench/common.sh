@@ -13,6 +13,8 @@
 #                                $PASSWORD), plaintext logins, no failure delay, the limiter
 #   postfix_main_cf PF           a private Postfix's folders under PF and the head of its
 #                                main.cf (the Postfix benches append the rest)
+#   publish_section NAME         $DIR/section.md as bench/results/NAME.txt and NAME's
+#                                section of bench/results.md
 #   bus_login NAME               NAME's bus login in the local stack, as words for env(1)
 #                                (NATS_USER=NAME NATS_PASSWORD_FILE=...): a service started
 #                                with it has its own permissions (deploy/nats-auth.sh), where
@@ -111,6 +113,23 @@ inet_interfaces = loopback-only
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 EOF
+}
+
+publish_section() { # publish_section NAME
+    # $DIR/section.md, printed, as bench/results/NAME.txt and as NAME's section of
+    # bench/results.md (between <!-- NAME-bench begin/end -->), the other sections kept.
+    mkdir -p bench/results
+    tee "bench/results/$1.txt" <"$DIR/section.md"
+    md=bench/results.md
+    [ -f "$md" ] || printf '# Postern benchmarks\n\nWritten by `make bench` (bench/run.sh); one section per benchmark.\n' >"$md"
+    awk -v b="<!-- $1-bench begin -->" -v e="<!-- $1-bench end -->" \
+        '$0 == b { skip = 1 } !skip { print } $0 == e { skip = 0 }' "$md" >"$DIR/results.md"
+    {
+        echo "<!-- $1-bench begin -->"
+        cat "$DIR/section.md"
+        echo "<!-- $1-bench end -->"
+    } >>"$DIR/results.md"
+    cp "$DIR/results.md" "$md"
 }
 
 bus_login() { # bus_login NAME

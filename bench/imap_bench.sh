@@ -281,16 +281,4 @@ mkdir -p bench/results
     echo '```'
 } >"$DIR/section.md"
 
-cat "$DIR/section.md" | tee bench/results/imap.txt
-
-# bench/results.md: this section replaces the previous IMAP section, the rest stays.
-MD=bench/results.md
-[ -f "$MD" ] || printf '# Postern benchmarks\n\nWritten by `make bench` (bench/run.sh); one section per benchmark.\n' >"$MD"
-awk '/^<!-- imap-bench begin -->$/ { skip = 1 } !skip { print } /^<!-- imap-bench end -->$/ { skip = 0 }' \
-    "$MD" >"$DIR/results.md"
-{
-    echo "<!-- imap-bench begin -->"
-    cat "$DIR/section.md"
-    echo "<!-- imap-bench end -->"
-} >>"$DIR/results.md"
-cp "$DIR/results.md" "$MD"
+publish_section imap

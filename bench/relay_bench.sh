@@ -482,17 +482,4 @@ WHEN=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     echo '```'
 } >"$DIR/section.md"
 
-mkdir -p bench/results
-tee bench/results/relay.txt <"$DIR/section.md"
-
-# bench/results.md: this section replaces the previous relay section, the rest stays.
-MD=bench/results.md
-[ -f "$MD" ] || printf '# Postern benchmarks\n\nWritten by `make bench` (bench/run.sh); one section per benchmark.\n' >"$MD"
-awk '/^<!-- relay-bench begin -->$/ { skip = 1 } !skip { print } /^<!-- relay-bench end -->$/ { skip = 0 }' \
-    "$MD" >"$DIR/results.md"
-{
-    echo "<!-- relay-bench begin -->"
-    cat "$DIR/section.md"
-    echo "<!-- relay-bench end -->"
-} >>"$DIR/results.md"
-cp "$DIR/results.md" "$MD"
+publish_section relay

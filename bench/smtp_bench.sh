@@ -581,18 +581,5 @@ LOAD_EXAMPLE=$(load_cmd PORT | sed "s|$ROOT/||; s|$PASSWORD|PW|")
     echo '```'
 } >"$DIR/section.md"
 
-mkdir -p bench/results
-tee bench/results/smtp.txt <"$DIR/section.md"
-
-# bench/results.md: this section replaces the previous SMTP section, the rest stays.
-MD=bench/results.md
-[ -f "$MD" ] || printf '# Postern benchmarks\n\nWritten by `make bench` (bench/run.sh); one section per benchmark.\n' >"$MD"
-awk '/^<!-- smtp-bench begin -->$/ { skip = 1 } !skip { print } /^<!-- smtp-bench end -->$/ { skip = 0 }' \
-    "$MD" >"$DIR/results.md"
-{
-    echo "<!-- smtp-bench begin -->"
-    cat "$DIR/section.md"
-    echo "<!-- smtp-bench end -->"
-} >>"$DIR/results.md"
-cp "$DIR/results.md" "$MD"
+publish_section smtp
 [ "$PROBLEMS" -eq 0 ] || { echo "smtp_bench: $PROBLEMS measurements had problems (above)" >&2; exit 1; }
