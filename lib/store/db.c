@@ -7,6 +7,15 @@
  * (the connection broke, nothing can be reached) goes to the fail list, which an idle
  * handle empties on the next loop iteration: callbacks never run inside db_query().
  *
+ * A statement sent a second time (DB_SEEN_SLOTS remembers which) is prepared on the
+ * connection that sends it, under a name of its own, and executed by name from then on:
+ * PostgreSQL parses and plans it once per connection instead of on every call. The first
+ * use on a connection costs one more round trip (the Parse), which is answered before the
+ * query goes. At most DB_STMT_MAX statements are kept per connection; beyond that, and for
+ * a statement PostgreSQL will not prepare, queries go unnamed as before. A prepared
+ * statement whose plan became invalid (a table changed under it: SQLSTATE 0A000, or one
+ * that is gone: 26000) is forgotten and its query sent again unnamed, once.
+ *
  * libuv rules kept here: a uv_poll handle is stopped before libpq may close or replace
  * its socket (PQconnectPoll, PQfinish), it is freed only in its close callback, and a
  * fresh one is created whenever the socket changes.
@@ -32,6 +41,8 @@
 #define DB_CONNECT_TIMEOUT_MS 10000 /* libpq does not enforce connect_timeout when async */
 #define DB_WAIT_MAX_MS 5000         /* longest a query waits for a first connection */
 #define DB_ADDRS_PER_HOST 8         /* addresses of one host name handed to libpq */
+#define DB_STMT_MAX 64              /* prepared statements kept per connection */
+#define DB_SEEN_SLOTS 1024          /* statement texts remembered, by hash, per pool */
 
 typedef struct db_req {
     struct db_req *next;
@@ -41,6 +52,10 @@ typedef struct db_req {
     int *lengths;
     int *formats;
     int result_format;  /* 0 text, 1 binary */
+    uint64_t hash;      /* of sql */
+    bool unnamed;       /* never as a prepared statement (it failed as one) */
+    bool by_name;       /* sent as a prepared statement */
+    void (*later)(void *arg); /* db_later(): no query, only a callback */
     db_cb cb;
     void *arg;
     uint64_t queued_at; /* uv_now() */
@@ -71,6 +86,13 @@ typedef struct db_addrs {
     int n;
 } db_addrs_t;
 
+/* A statement prepared on one connection. */
+typedef struct db_stmt {
+    uint64_t hash;
+    char *sql;
+    char name[24];
+} db_stmt_t;
+
 typedef struct db_conn {
     db_t *db;
     int index;
@@ -88,6 +110,10 @@ typedef struct db_conn {
     int next_host;            /* the db->hosts entry RESOLVING works on */
     db_addrs_t addrs;         /* what RESOLVING found so far */
     char lookup_error[192];   /* the last name that did not resolve, for the log */
+    db_stmt_t stmts[DB_STMT_MAX];
+    int nstmts;
+    unsigned stmt_seq;  /* names are never reused on a connection */
+    bool preparing;     /* the request's Parse is in flight, the request itself not yet */
 } db_conn_t;
 
 struct db {
@@ -104,6 +130,7 @@ struct db {
     uv_timer_t wait_timer; /* bounds the wait for a first connection */
     bool destroying;
     int open_handles; /* handles embedded here still to close before freeing */
+    uint64_t seen[DB_SEEN_SLOTS]; /* hashes of statements sent, by hash modulo the size */
 };
 
 static void conn_start(db_conn_t *c);
@@ -111,6 +138,7 @@ static void conn_timer_cb(uv_timer_t *t);
 static void conn_poll_cb(uv_poll_t *h, int status, int events);
 static void conn_lookup_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
 static void db_dispatch(db_t *db);
+static void conn_stmts_clear(db_conn_t *c);
 
 static void *db_xmalloc(size_t n)
 {
@@ -173,6 +201,16 @@ static void list_splice(db_req_list_t *dst, db_req_list_t *src)
     src->head = src->tail = NULL;
 }
 
+/* A request that gets no result: a query that could not be answered (cb with NULL), or a
+ * db_later() callback. */
+static void req_answer_none(db_req_t *r)
+{
+    if (r->later)
+        r->later(r->arg);
+    else
+        r->cb(r->arg, NULL);
+}
+
 static void db_fail_idle_cb(uv_idle_t *h)
 {
     db_t *db = h->data;
@@ -182,7 +220,7 @@ static void db_fail_idle_cb(uv_idle_t *h)
     db->fail.head = db->fail.tail = NULL;
     db_req_t *r;
     while ((r = list_pop(&list))) {
-        r->cb(r->arg, NULL);
+        req_answer_none(r);
         req_free(r);
     }
 }
@@ -476,6 +514,7 @@ static void conn_fail(db_conn_t *c, const char *why)
         PQfinish(c->pg);
         c->pg = NULL;
     }
+    conn_stmts_clear(c);
     c->state = DBC_DOWN;
     uv_timer_stop(&c->timer);
     if (!db->destroying) {
@@ -653,23 +692,132 @@ static void conn_start(db_conn_t *c)
 
 /* ---- queries ----------------------------------------------------------------------- */
 
-/* Sends r on the idle connection c. On failure the connection is failed (r with it). */
-static void conn_send(db_conn_t *c, db_req_t *r)
+/* FNV-1a: statement texts are the services' own, not a client's. */
+static uint64_t sql_hash(const char *sql)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h;
+}
+
+/* True when the pool sent this statement before (or another with the same slot); marks
+ * it as sent. A statement used once, like a search built for one command, is not kept. */
+static bool db_seen(db_t *db, uint64_t hash)
+{
+    uint64_t *slot = &db->seen[hash % DB_SEEN_SLOTS];
+    if (*slot == hash)
+        return true;
+    *slot = hash;
+    return false;
+}
+
+static db_stmt_t *conn_stmt_find(db_conn_t *c, uint64_t hash, const char *sql)
+{
+    for (int i = 0; i < c->nstmts; i++)
+        if (c->stmts[i].hash == hash && strcmp(c->stmts[i].sql, sql) == 0)
+            return &c->stmts[i];
+    return NULL;
+}
+
+static void conn_stmt_forget(db_conn_t *c, db_stmt_t *st)
+{
+    free(st->sql);
+    *st = c->stmts[--c->nstmts];
+}
+
+/* The connection is new or gone: what was prepared on it is gone too. */
+static void conn_stmts_clear(db_conn_t *c)
+{
+    for (int i = 0; i < c->nstmts; i++)
+        free(c->stmts[i].sql);
+    c->nstmts = 0;
+    c->preparing = false;
+}
+
+/* Sends r on the idle connection c: by name when it is prepared there, as a Parse first
+ * when it is worth preparing, else unnamed. Returns false after failing the connection
+ * (r with it). */
+static bool conn_send(db_conn_t *c, db_req_t *r)
 {
     c->req = r;
     c->state = DBC_BUSY;
-    if (!PQsendQueryParams(c->pg, r->sql, r->nparams, NULL, (const char *const *)r->values,
-                           r->lengths, r->formats, r->result_format)) {
+    r->by_name = false;
+    const char *const *values = (const char *const *)r->values;
+    db_stmt_t *st = r->unnamed ? NULL : conn_stmt_find(c, r->hash, r->sql);
+    int ok;
+    if (st) {
+        r->by_name = true;
+        ok = PQsendQueryPrepared(c->pg, st->name, r->nparams, values, r->lengths, r->formats,
+                                 r->result_format);
+    } else if (!r->unnamed && c->nstmts < DB_STMT_MAX && db_seen(c->db, r->hash)) {
+        char name[24];
+        snprintf(name, sizeof name, "postern_%u", c->stmt_seq);
+        c->preparing = true;
+        ok = PQsendPrepare(c->pg, name, r->sql, r->nparams, NULL);
+    } else {
+        ok = PQsendQueryParams(c->pg, r->sql, r->nparams, NULL, values, r->lengths, r->formats,
+                               r->result_format);
+    }
+    if (!ok) {
         conn_fail(c, NULL);
-        return;
+        return false;
     }
     int f = PQflush(c->pg);
     if (f < 0) {
         conn_fail(c, NULL);
-        return;
+        return false;
     }
-    if (conn_watch(c, c->fd, UV_READABLE | (f == 1 ? UV_WRITABLE : 0)) < 0)
+    if (conn_watch(c, c->fd, UV_READABLE | (f == 1 ? UV_WRITABLE : 0)) < 0) {
         conn_fail(c, "cannot watch the connection's socket");
+        return false;
+    }
+    return true;
+}
+
+/* The Parse of c's request was answered: keep the statement and send the request by name,
+ * or, when PostgreSQL would not prepare it, send it unnamed. Returns false after failing
+ * the connection. */
+static bool conn_prepared(db_conn_t *c)
+{
+    db_req_t *r = c->req;
+    bool ok = c->result && PQresultStatus(c->result) == PGRES_COMMAND_OK;
+    PQclear(c->result);
+    c->result = NULL;
+    c->preparing = false;
+    if (ok) {
+        char *sql = strdup(r->sql);
+        if (sql) {
+            db_stmt_t *st = &c->stmts[c->nstmts++];
+            st->hash = r->hash;
+            st->sql = sql;
+            snprintf(st->name, sizeof st->name, "postern_%u", c->stmt_seq);
+        }
+        c->stmt_seq++;
+    } else {
+        r->unnamed = true; /* its own error, if it has one, comes from running it */
+    }
+    return conn_send(c, r);
+}
+
+/* A prepared statement's plan is no longer valid, or the statement is gone: forget it
+ * and run the request again unnamed. Returns false when the result stands. */
+static bool conn_retry_unprepared(db_conn_t *c)
+{
+    db_req_t *r = c->req;
+    if (!r->by_name || !c->result || PQresultStatus(c->result) != PGRES_FATAL_ERROR)
+        return false;
+    const char *state = PQresultErrorField(c->result, PG_DIAG_SQLSTATE);
+    if (!state || (strcmp(state, "0A000") != 0 && strcmp(state, "26000") != 0))
+        return false;
+    db_stmt_t *st = conn_stmt_find(c, r->hash, r->sql);
+    if (st)
+        conn_stmt_forget(c, st);
+    PQclear(c->result);
+    c->result = NULL;
+    r->unnamed = true;
+    conn_send(c, r);
+    return true;
 }
 
 /* The query on c finished: hand the result to its callback. */
@@ -695,6 +843,16 @@ static bool conn_read_results(db_conn_t *c)
             if (PQstatus(c->pg) == CONNECTION_BAD) {
                 conn_fail(c, NULL);
                 return false;
+            }
+            if (c->preparing) {
+                if (!conn_prepared(c))
+                    return false;
+                continue; /* the request itself is in flight now */
+            }
+            if (conn_retry_unprepared(c)) {
+                if (c->state != DBC_BUSY)
+                    return false; /* failed while sending again */
+                continue;
             }
             conn_finish_query(c);
             return true;
@@ -876,6 +1034,7 @@ static int db_query_format(db_t *db, const char *sql, int nparams, const char *c
     r->sql = strdup(sql ? sql : "");
     if (!r->sql)
         r->sql = db_xmalloc(1);
+    r->hash = sql_hash(r->sql);
     r->cb = cb;
     r->arg = arg;
     /* The loop's clock is that of its last iteration: a caller that blocked since (a test
@@ -906,6 +1065,17 @@ static int db_query_format(db_t *db, const char *sql, int nparams, const char *c
     }
     list_push(&db->queue, r);
     db_dispatch(db);
+    return 0;
+}
+
+int db_later(db_t *db, void (*cb)(void *arg), void *arg)
+{
+    if (!db || !cb)
+        return -1;
+    db_req_t *r = db_xmalloc(sizeof *r);
+    r->later = cb;
+    r->arg = arg;
+    db_fail_later(db, r);
     return 0;
 }
 
@@ -982,7 +1152,7 @@ static void db_handle_closed(db_t *db)
     /* Queries sent to a destroyed pool still get their one callback. */
     db_req_t *r;
     while ((r = list_pop(&db->fail))) {
-        r->cb(r->arg, NULL);
+        req_answer_none(r);
         req_free(r);
     }
     db_hosts_free(db);
@@ -1034,6 +1204,7 @@ void db_destroy(db_t **dbp)
             if (c->state == DBC_IDLE || c->state == DBC_BUSY)
                 log_info("database connection closed", "%s conn=%d", db->target, c->index);
         }
+        conn_stmts_clear(c);
         c->state = DBC_DOWN;
     }
     list_splice(&failing, &db->queue);
@@ -1045,7 +1216,7 @@ void db_destroy(db_t **dbp)
     /* Callbacks may call db_query() again: those land on db->fail and run here too. */
     db_req_t *r;
     while ((r = list_pop(&db->fail))) {
-        r->cb(r->arg, NULL);
+        req_answer_none(r);
         req_free(r);
     }
 

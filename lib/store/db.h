@@ -35,6 +35,11 @@ int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
 int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *values,
                     const int *lengths, const int *binary, db_cb cb, void *arg);
 
+/* Calls cb(arg) once on a later loop iteration, never from inside db_later(); at the latest
+ * from db_destroy(). For an answer that needs no query (found in a cache), so that it comes
+ * with the same timing as one that did. Returns 0; -1 only if db or cb is NULL. */
+int db_later(db_t *db, void (*cb)(void *arg), void *arg);
+
 /* True while at least one connection is up. */
 bool db_available(const db_t *db);
 /* True while a query waits, runs, or has its callback still to come: what a service

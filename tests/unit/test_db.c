@@ -166,6 +166,78 @@ static void test_error_result_and_params(void **state)
     finish(&loop, &db);
 }
 
+/* A statement sent a second time is prepared on the connection and runs by name; its
+ * answers are the same as unnamed ones. */
+static void test_repeated_statement_is_prepared(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 1);
+    tally_t t = { 0 };
+    char nums[5][12];
+    for (int i = 0; i < 5; i++) {
+        snprintf(nums[i], sizeof nums[i], "%d", i);
+        const char *v[] = { nums[i] };
+        query(db, "SELECT $1::int + 1", 1, v, NULL, NULL, &t);
+    }
+    run_until(&loop, &t.calls, 5, 10000);
+    assert_int_equal(t.ok, 5);
+    assert_int_equal(t.answered, 0x3e); /* 1..5: every call its own parameter */
+    tally_t named = { 0 };
+    query(db, "SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT $1::int + 1'",
+          0, NULL, NULL, NULL, &named);
+    run_until(&loop, &named.calls, 1, 10000);
+    assert_int_equal(named.ok, 1);
+    assert_string_equal(named.last, "1");
+    /* A statement PostgreSQL will not prepare (two commands) gets its own error, as
+     * unnamed, every time. */
+    tally_t two = { 0 };
+    for (int i = 0; i < 2; i++)
+        query(db, "SELECT 1; SELECT 2", 0, NULL, NULL, NULL, &two);
+    run_until(&loop, &two.calls, 2, 10000);
+    assert_int_equal(two.error, 2);
+    finish(&loop, &db);
+}
+
+/* A prepared statement whose table changed shape still answers, with the new shape: the
+ * connection forgets it and sends the query unnamed. */
+static void test_prepared_statement_after_table_change(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 1);
+    tally_t setup = { 0 };
+    query(db, "CREATE TABLE IF NOT EXISTS db_prepare_test (a int)", 0, NULL, NULL, NULL, &setup);
+    query(db, "TRUNCATE db_prepare_test", 0, NULL, NULL, NULL, &setup);
+    query(db, "ALTER TABLE db_prepare_test DROP COLUMN IF EXISTS b", 0, NULL, NULL, NULL, &setup);
+    query(db, "INSERT INTO db_prepare_test VALUES (7)", 0, NULL, NULL, NULL, &setup);
+    run_until(&loop, &setup.calls, 4, 10000);
+    tally_t before = { 0 };
+    for (int i = 0; i < 3; i++)
+        query(db, "SELECT * FROM db_prepare_test", 0, NULL, NULL, NULL, &before);
+    run_until(&loop, &before.calls, 3, 10000);
+    assert_int_equal(before.ok, 3);
+    assert_int_equal(before.nseconds, 0); /* one column */
+    tally_t alter = { 0 };
+    query(db, "ALTER TABLE db_prepare_test ADD COLUMN b text DEFAULT 'x'", 0, NULL, NULL, NULL,
+          &alter);
+    tally_t after = { 0 };
+    query(db, "SELECT * FROM db_prepare_test", 0, NULL, NULL, NULL, &after);
+    run_until(&loop, &after.calls, 1, 10000);
+    assert_int_equal(after.ok, 1);
+    assert_string_equal(after.last, "7");
+    assert_int_equal(after.nseconds, 1);
+    assert_string_equal(after.seconds[0], "x");
+    tally_t drop = { 0 };
+    query(db, "DROP TABLE db_prepare_test", 0, NULL, NULL, NULL, &drop);
+    run_until(&loop, &drop.calls, 1, 10000);
+    finish(&loop, &db);
+}
+
 static void test_callback_queues_more(void **state)
 {
     (void)state;
@@ -342,6 +414,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_concurrent_queries),
         cmocka_unit_test(test_error_result_and_params),
+        cmocka_unit_test(test_repeated_statement_is_prepared),
+        cmocka_unit_test(test_prepared_statement_after_table_change),
         cmocka_unit_test(test_callback_queues_more),
         cmocka_unit_test(test_unreachable_fails),
         cmocka_unit_test(test_connect_by_host_name),
