@@ -329,8 +329,7 @@ void pop3_maildrop_open(pop3_session_t *s)
              s->fe.srv->instance, ps->run, s->fe.id, r[0], r[1], r[2], r[3], r[4], r[5], r[6],
              r[7]);
     d->lost = false;
-    if (!d->store)
-        d->store = mailstore_create(s->fe.srv->db);
+    d->store = ((pop3_server_t *)s->fe.srv->proto_data)->store;
     char lease[16];
     snprintf(lease, sizeof lease, "%ld", lease_seconds(s));
     const char *params[3] = { s->fe.user, d->owner, lease };
@@ -408,6 +407,10 @@ int pop3_maildrop_start(fe_server_t *srv)
     }
     snprintf(ps->run, sizeof ps->run, "%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
              r[4], r[5], r[6], r[7]);
+    if (!(ps->store = mailstore_create(srv->db))) {
+        free(ps);
+        return -1;
+    }
     srv->proto_data = ps;
     /* "node:" of this instance (node:pid) */
     char node[sizeof srv->instance];
@@ -431,6 +434,7 @@ void pop3_maildrop_stop(fe_server_t *srv)
         uv_timer_stop(&u->timer);
         unlock_drop(u);
     }
+    mailstore_destroy(&ps->store);
     free(ps);
     srv->proto_data = NULL;
 }
@@ -631,5 +635,5 @@ void pop3_maildrop_release(pop3_session_t *s)
     free(s->drop.msgs);
     s->drop.msgs = NULL;
     s->drop.count = 0;
-    mailstore_destroy(&s->drop.store);
+    s->drop.store = NULL;
 }

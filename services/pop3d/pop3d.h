@@ -87,7 +87,7 @@ typedef struct pop3_maildrop {
     size_t count;
     size_t live;        /* not marked deleted */
     uint64_t live_size;
-    mailstore_t *store; /* the mail store over the server's database (RETR, TOP) */
+    mailstore_t *store; /* the server's mail store (RETR, TOP), not the session's own */
     char owner[400];    /* this session's lock owner id: instance/run/session/random */
     bool locked;        /* the lock row is (believed to be) ours */
     bool lost;          /* a renewal found the lock taken over */
@@ -131,6 +131,7 @@ long pop3_setting(pop3_session_t *s, const char *key, long fallback);
 typedef struct pop3_server {
     char run[17]; /* random, per process: tells this run's locks from an earlier one's */
     struct unlock_req *retries; /* lock deletions waiting to be tried again (maildrop.c) */
+    mailstore_t *store; /* RETR and TOP of every session: one cache of messages read */
 } pop3_server_t;
 
 /* cmd.c */

@@ -489,6 +489,30 @@ static void test_append_select_fetch(void **state)
     assert_int_equal(g.n, 0);
     RUN(f, g, mailstore_fetch_raw(f->ms, drafts, 7, 0, 100, raw_cb, &g));
     assert_int_equal(g.status, MAILSTORE_NOTFOUND);
+
+    /* Once read whole, a message is answered from the process's cache: the same slices,
+     * never from inside the call (RUN checks), even after its row is gone. Another process
+     * (a store made afresh) reads PostgreSQL and finds nothing. */
+    RUN(f, g, mailstore_fetch_raw(f->ms, drafts, 1, 0, 100, raw_cb, &g));
+    assert_string_equal(g.text, "Subject: a\r\n\r\nbody\r\n");
+    char q[160];
+    snprintf(q, sizeof q, "DELETE FROM messages WHERE mailbox_id = %lld AND uid = 1",
+             (long long)drafts);
+    PQclear(sql(f, q));
+    RUN(f, g, mailstore_fetch_raw(f->ms, drafts, 1, 0, 9, raw_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    assert_string_equal(g.text, "Subject: ");
+    assert_int_equal(g.total, 21);
+    RUN(f, g, mailstore_fetch_raw(f->ms, drafts, 1, 9, 100, raw_cb, &g));
+    assert_string_equal(g.text, "a\r\n\r\nbody\r\n");
+    RUN(f, g, mailstore_fetch_raw(f->ms, drafts, 1, 21, 100, raw_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_OK);
+    assert_int_equal(g.n, 0);
+    assert_int_equal(g.total, 21);
+    mailstore_t *other = mailstore_create(f->db);
+    RUN(f, g, mailstore_fetch_raw(other, drafts, 1, 0, 100, raw_cb, &g));
+    assert_int_equal(g.status, MAILSTORE_NOTFOUND);
+    mailstore_destroy(&other);
 }
 
 static void recent_cb(void *arg, int status, uint32_t old)
