@@ -29,7 +29,10 @@ def harvesting(postern, mailctl):
     lifted = []
 
     def unblock(address):
-        mailctl("harvest", "unblock", address)
+        # Front ends hear of a block as soon as the limiter makes it; PostgreSQL, which
+        # mailctl reads, has it a moment later.
+        wait_until(lambda: mailctl("harvest", "unblock", address, check=False).returncode == 0,
+                   timeout=30, what=f"the block on {address} to be recorded and lifted")
 
         def served():
             with Pop3(postern.pop3, source=address) as p:
