@@ -132,6 +132,25 @@ publish_section() { # publish_section NAME
     cp "$DIR/results.md" "$md"
 }
 
+cpu_ms() { # cpu_ms PID...: CPU ms so far of the PIDs and their children, live ones from
+    # /proc/PID/stat (utime+stime), exited ones through their parent's cutime+cstime
+    for f in /proc/[0-9]*/stat; do cat "$f" 2>/dev/null && echo; done | awk -v want=" $* " \
+        -v hz="$(getconf CLK_TCK)" '
+        NF { pid = $1; rest = substr($0, index($0, ") ") + 2); split(rest, f, " ")
+             ppid[pid] = f[2]; own[pid] = f[12] + f[13]; kids[pid] = f[14] + f[15] }
+        END { for (p in own) if (index(want, " " p " ")) t += own[p] + kids[p]
+              for (p in own) if (!index(want, " " p " ") && index(want, " " ppid[p] " ")) t += own[p]
+              printf "%.0f\n", t * 1000 / hz }'
+}
+
+postern_server_pids() { # the PIDs of PostgreSQL's postmaster, nats-server and the arguments
+    echo "$(head -n 1 "$DIR/pg/postmaster.pid") $(cat "$DIR/nats.pid") $*"
+}
+
+dovecot_pids() { # Dovecot's master process (its children are counted with it)
+    cat "$D/run/master.pid"
+}
+
 bus_login() { # bus_login NAME
     sh deploy/localstack.sh nats-env "$DIR" "$1" | tr '\n' ' '
 }

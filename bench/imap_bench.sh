@@ -138,7 +138,18 @@ cold_point() { # cold_point PORT RUN
 RAW=$DIR/raw.txt
 : >"$RAW"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-measure() { # measure POINT SERVER RUN LINE...
+# cpu SERVER: CPU ms so far of every process serving on that side (Postern: imapd, the
+# limiter, PostgreSQL, NATS; Dovecot: its master and children)
+cpu() {
+    if [ "$1" = postern ]; then cpu_ms $(postern_server_pids $pids); else cpu_ms $(dovecot_pids); fi
+}
+# measure POINT SERVER RUN LINE: the load's line, with the servers' CPU per operation (µs,
+# from CPU0, the servers' CPU ms before the load) added.
+measure() {
+    cpu1=$(cpu "$2")
+    ops=$(echo "$4" | tr ' ' '\n' | sed -n 's/^ops=//p')
+    cpu_op=$(awk -v a="$CPU0" -v b="$cpu1" -v n="$ops" 'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1000 / n; else print 0 }')
+    set -- "$1" "$2" "$3" "$4 cpu_us_per_op=$cpu_op"
     echo "$1 $2 $3 $4" >>"$RAW"
     case $4 in *"failures=0 "*) ;; *)
         echo "imap_bench: failures in $1 on $2: $4" >&2
@@ -160,7 +171,9 @@ done
 # envbs_cold, once per run (a fresh range each time), before any body fetch.
 r=1
 while [ "$r" -le "$RUNS" ]; do
+    CPU0=$(cpu postern)
     measure envbs_cold postern "$r" "$(cold_point "$POSTERN_PORT" "$r")"
+    CPU0=$(cpu dovecot)
     measure envbs_cold dovecot "$r" "$(cold_point "$DOVECOT_PORT" "$r")"
     r=$((r + 1))
 done
@@ -180,8 +193,10 @@ while [ "$r" -le "$RUNS" ]; do
             mkdir -p "$IMAP_BENCH_PERF"
             WRAP="perf record -q -a -g -o $IMAP_BENCH_PERF/$p.$r.data --"
         fi
+        CPU0=$(cpu postern)
         measure "$p" postern "$r" "$(run_point "$p" "$POSTERN_PORT" "$RUN_SECONDS")"
         WRAP=
+        CPU0=$(cpu dovecot)
         measure "$p" dovecot "$r" "$(run_point "$p" "$DOVECOT_PORT" "$RUN_SECONDS")"
     done
     r=$((r + 1))
@@ -249,7 +264,10 @@ mkdir -p bench/results
          "$SMALL messages of 1 KiB (every 10th \\\\Flagged, every 100th with the body word)," \
          "$LARGE of 64 KiB."
     echo "- Figures: median over the runs (min–max in brackets). Ratio = Postern / Dovecot:" \
-         "above 1 is better for Postern in rates, worse in latencies."
+         "above 1 is better for Postern in rates, worse in latencies and CPU. Server CPU is" \
+         "the CPU time of every process serving on that side (Postern: imapd, the limiter," \
+         "PostgreSQL, NATS; Dovecot: all its processes) during the run, per operation: what" \
+         "the hardware pays, and less disturbed by other work on the machine than the rates."
     echo
     echo "| point | figure | Postern | Dovecot | ratio |"
     echo "| --- | --- | --- | --- | --- |"
@@ -258,21 +276,27 @@ mkdir -p bench/results
     row login p99_us "p99 latency µs"
     row select ops_per_s "SELECTs/s (10,000 messages)"
     row select p50_us "p50 latency µs"
+    row select cpu_us_per_op "server CPU µs per SELECT"
     row flags items_per_s "FETCH 1:* (FLAGS): messages/s"
     row flags p50_us "p50 latency µs (one FETCH of 10,000)"
+    row flags cpu_us_per_op "server CPU µs per FETCH of 10,000"
     row body1k ops_per_s "FETCH n BODY.PEEK[] 1 KiB: messages/s"
     row body1k mb_per_s "MB/s"
     row body1k p99_us "p99 latency µs"
+    row body1k cpu_us_per_op "server CPU µs per message"
     row body64k ops_per_s "FETCH n BODY.PEEK[] 64 KiB: messages/s"
     row body64k mb_per_s "MB/s"
     row body64k p99_us "p99 latency µs"
+    row body64k cpu_us_per_op "server CPU µs per message"
     row envbs_cold p50_us "FETCH 1:100 (ENVELOPE BODYSTRUCTURE), first time: latency µs"
     row envbs ops_per_s "FETCH 1:100 (ENVELOPE BODYSTRUCTURE), cached: commands/s"
     row envbs p50_us "p50 latency µs"
     row search_body ops_per_s "SEARCH BODY word: searches/s"
     row search_body p50_us "p50 latency µs"
+    row search_body cpu_us_per_op "server CPU µs per search"
     row search_flagged ops_per_s "SEARCH FLAGGED: searches/s"
     row search_flagged p50_us "p50 latency µs"
+    row search_flagged cpu_us_per_op "server CPU µs per search"
     echo
     echo "Raw lines (point server run imap_load output):"
     echo

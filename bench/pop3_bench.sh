@@ -14,6 +14,10 @@
 # Postern also runs its limiter (every login is checked) and PostgreSQL; Dovecot runs with
 # its defaults otherwise: a login process per connection ("high-security mode"), or with
 # DOVECOT_LOGIN=performance long-lived login processes ("high-performance mode", its docs).
+# RETR reads each user's messages over and over: both servers answer from memory, Dovecot
+# from the kernel's page cache, Postern from its processes' cache of messages read (a first
+# read of a message comes from PostgreSQL). Server CPU is the CPU time of every process
+# serving on that side per operation.
 # Results are printed and written to bench/results/pop3.txt.
 set -eu
 cd "$(dirname "$0")/.."
@@ -59,12 +63,23 @@ run() { # run PORT MODE SECONDS
 # Warm up both (caches, Dovecot's index files), then measure.
 run "$POSTERN_PORT" retr 2 >/dev/null
 run "$DOVECOT_PORT" retr 2 >/dev/null
-postern_login=$(run "$POSTERN_PORT" login "$RUN_SECONDS")
-dovecot_login=$(run "$DOVECOT_PORT" login "$RUN_SECONDS")
-postern_retr=$(run "$POSTERN_PORT" retr "$RUN_SECONDS")
-dovecot_retr=$(run "$DOVECOT_PORT" retr "$RUN_SECONDS")
-
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# measure SIDE MODE: one run, its line with the servers' CPU per operation (µs) added: every
+# process serving on that side (Postern: pop3d, the limiter, PostgreSQL, NATS; Dovecot: its
+# master and children).
+measure() {
+    if [ "$1" = postern ]; then port=$POSTERN_PORT; procs=$(postern_server_pids $pids); else port=$DOVECOT_PORT; procs=$(dovecot_pids); fi
+    c0=$(cpu_ms $procs)
+    line=$(run "$port" "$2" "$RUN_SECONDS")
+    c1=$(cpu_ms $procs)
+    echo "$line cpu_us_per_op=$(awk -v a="$c0" -v b="$c1" -v n="$(field "$line" ops)" \
+        'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1000 / n; else print 0 }')"
+}
+postern_login=$(measure postern login)
+dovecot_login=$(measure dovecot login)
+postern_retr=$(measure postern retr)
+dovecot_retr=$(measure dovecot retr)
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 for line in "$postern_login" "$dovecot_login" "$postern_retr" "$dovecot_retr"; do
     if [ "$(field "$line" failures)" != 0 ]; then
@@ -86,8 +101,10 @@ mkdir -p bench/results
     echo "dovecot retr   $dovecot_retr"
     echo "ratio postern/dovecot logins: rate $(ratio "$(field "$postern_login" ops_per_s)" "$(field "$dovecot_login" ops_per_s)")," \
          "p50 latency $(ratio "$(field "$postern_login" p50_us)" "$(field "$dovecot_login" p50_us)")," \
-         "p99 latency $(ratio "$(field "$postern_login" p99_us)" "$(field "$dovecot_login" p99_us)")"
+         "p99 latency $(ratio "$(field "$postern_login" p99_us)" "$(field "$dovecot_login" p99_us)")," \
+         "server CPU per login $(ratio "$(field "$postern_login" cpu_us_per_op)" "$(field "$dovecot_login" cpu_us_per_op)")"
     echo "ratio postern/dovecot RETR: messages/s $(ratio "$(field "$postern_retr" ops_per_s)" "$(field "$dovecot_retr" ops_per_s)")," \
          "MB/s $(ratio "$(field "$postern_retr" mb_per_s)" "$(field "$dovecot_retr" mb_per_s)")," \
-         "p50 latency $(ratio "$(field "$postern_retr" p50_us)" "$(field "$dovecot_retr" p50_us)")"
+         "p50 latency $(ratio "$(field "$postern_retr" p50_us)" "$(field "$dovecot_retr" p50_us)")," \
+         "server CPU per message $(ratio "$(field "$postern_retr" cpu_us_per_op)" "$(field "$dovecot_retr" cpu_us_per_op)")"
 } | tee bench/results/pop3.txt
