@@ -175,6 +175,9 @@ typedef struct mailstore_meta {
 typedef void (*mailstore_meta_cb)(void *arg, int status, const mailstore_meta_t *msgs, size_t n);
 int mailstore_fetch_meta(mailstore_t *ms, int64_t mailbox_id, const mailstore_uidset_t *set,
                          mailstore_meta_cb cb, void *arg);
+/* The same without the cached structures: envelope, bodystructure and body are NULL. */
+int mailstore_fetch_flags(mailstore_t *ms, int64_t mailbox_id, const mailstore_uidset_t *set,
+                          mailstore_meta_cb cb, void *arg);
 
 /* len bytes (or fewer at the end) of one message from offset: a large message is read in
  * chunks, never whole. total is the message's size. NOTFOUND when it is gone. */

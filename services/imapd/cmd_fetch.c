@@ -180,6 +180,12 @@ static bool needs_structure(const imap_fetch_t *f, const char *env, const char *
     return false;
 }
 
+/* Whether any item answers with a cached structure (ENVELOPE, BODYSTRUCTURE, BODY). */
+static bool wants_structure(const imap_fetch_t *f)
+{
+    return needs_structure(f, NULL, NULL, NULL);
+}
+
 static bool needs_bytes(const imap_fetch_t *f)
 {
     for (size_t i = 0; i < f->n; i++) {
@@ -601,7 +607,9 @@ static void next_meta_batch(fetch_op_t *op)
     }
     op->next_uid = end;
     mailstore_uidset_t set = { r, nr };
-    int rc = mailstore_fetch_meta(imap_store(s), s->mbox.id, &set, meta_cb, op);
+    int rc = wants_structure(&op->f)
+                 ? mailstore_fetch_meta(imap_store(s), s->mbox.id, &set, meta_cb, op)
+                 : mailstore_fetch_flags(imap_store(s), s->mbox.id, &set, meta_cb, op);
     free(r);
     if (rc < 0) {
         op->failed = true;

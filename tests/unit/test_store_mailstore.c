@@ -476,6 +476,9 @@ static void test_append_select_fetch(void **state)
     assert_int_equal(g.status, MAILSTORE_NOTFOUND);
     RUN(f, g, mailstore_fetch_meta(f->ms, drafts, &ALL_SET, meta_cb, &g));
     assert_string_equal(g.text, "1:21:[$Work \\Flagged \\Seen]:(\"env\"):d 2:1:[]:-:-");
+    /* Without the structures: the same messages and flags, the cached forms not read. */
+    RUN(f, g, mailstore_fetch_flags(f->ms, drafts, &ALL_SET, meta_cb, &g));
+    assert_string_equal(g.text, "1:21:[$Work \\Flagged \\Seen]:-:d 2:1:[]:-:-");
 
     /* The raw bytes in chunks: offset and length, total size each time. */
     RUN(f, g, mailstore_fetch_raw(f->ms, drafts, 1, 0, 9, raw_cb, &g));
