@@ -61,6 +61,7 @@ enum { T_USERS, T_RESERVATIONS, T_DISABLED, T_AUTH, T_RCPT, T_ACCOUNTS, T_COUNT 
 struct limiter {
     limiter_hooks_t hooks;
     bool quiet; /* a follower: no hook is called */
+    bool conf_set; /* the settings came from limiter_set_conf(), not the defaults */
     hamr_conf_t hamr;
     harvest_conf_t harvest[CONF_NSERVICES];
     uint32_t gen;
@@ -259,6 +260,14 @@ void limiter_set_quiet(limiter_t *L, bool quiet, int64_t now)
             b->persist = PERSIST_CLEAN; /* PostgreSQL has it, or it was lifted since */
             continue;
         }
+        if (!L->conf_set || !limiter_harvest_conf(L, b->service)->enabled) {
+            /* Judged by settings that are not (or no longer) the administrator's: the
+             * defaults, before PostgreSQL was read, or with harvesting since turned off.
+             * A block the last leader really made is in PostgreSQL, and the reload that
+             * comes with leading brings it back. */
+            blocks_delete_at(L->blocks, pos - 1);
+            continue;
+        }
         b->persist = PERSIST_DIRTY;
         if (L->hooks.block)
             L->hooks.block(L->hooks.arg, b, LIMITER_ADDED, false);
@@ -299,6 +308,7 @@ void limiter_set_conf(limiter_t *L, const hamr_conf_t *hamr,
     if (harvest)
         for (int s = 0; s < CONF_NSERVICES; s++)
             L->harvest[s] = harvest[s];
+    L->conf_set = true;
 }
 
 const harvest_conf_t *limiter_harvest_conf(const limiter_t *L, int service)

@@ -114,7 +114,9 @@ void limiter_destroy(limiter_t **L);
  * and sends no alert. A block it reaches is kept (PERSIST_QUIET) for LIMITER_QUIET_KEEP_MS
  * whatever PostgreSQL says, then PostgreSQL decides as for any block. Leaving quiet, the
  * blocks reached quietly in that time are written and announced: the last leader may have
- * died before it did. */
+ * died before it did. Those judged by the default settings (limiter_set_conf() not called
+ * yet) or of a service whose harvesting is now off are dropped instead: a block the last
+ * leader made is in PostgreSQL. */
 #define LIMITER_QUIET_KEEP_MS (30LL * 1000)
 void limiter_set_quiet(limiter_t *L, bool quiet, int64_t now_ms);
 

@@ -879,6 +879,55 @@ static void test_quiet_follower(void **state)
     limiter_destroy(&L);
 }
 
+/* A replica takes over with blocks it reached quietly: only those judged by the
+ * administrator's settings, with harvesting still on, are announced; the others go (a
+ * block the last leader made is in PostgreSQL and comes back with the reload). */
+static void test_quiet_blocks_judged_by_the_settings(void **state)
+{
+    (void)state;
+    int64_t t = 2000000;
+    harvest_conf_t hv[CONF_NSERVICES];
+    for (int s = 0; s < CONF_NSERVICES; s++) {
+        harvest_conf_init(&hv[s], s);
+        hv[s].enabled = true;
+        hv[s].max_failures = 3;
+        hv[s].interval_s = 60;
+    }
+    for (int round = 0; round < 3; round++) {
+        rec_t rec = { 0 };
+        limiter_hooks_t hooks = { &rec, rec_block, rec_account, rec_alert };
+        limiter_t *L = limiter_create(&hooks);
+        if (round > 0)
+            limiter_set_conf(L, NULL, hv); /* round 0: the defaults, PostgreSQL not read */
+        limiter_set_quiet(L, true, 0);
+        for (int i = 0; i < 20; i++) {
+            uint8_t digest[8] = { (uint8_t)(i + 1) };
+            limiter_auth_event(L, CONF_SVC_SMTP, "", "192.0.2.20", LIMITER_AUTH_BAD_CREDENTIALS,
+                               digest, sizeof digest, t + i);
+        }
+        limiter_reply_t r;
+        limiter_auth_check(L, CONF_SVC_SMTP, "192.0.2.20", "", t + 30, &r);
+        assert_int_equal(r.verdict, LIMITER_BLOCKED); /* blocked quietly */
+        if (round == 2) { /* harvesting turned off before the takeover */
+            harvest_conf_t off[CONF_NSERVICES];
+            memcpy(off, hv, sizeof off);
+            for (int s = 0; s < CONF_NSERVICES; s++)
+                off[s].enabled = false;
+            limiter_set_conf(L, NULL, off);
+        }
+        limiter_set_quiet(L, false, t + 40);
+        limiter_auth_check(L, CONF_SVC_SMTP, "192.0.2.20", "", t + 50, &r);
+        if (round == 1) {
+            assert_int_equal(rec.added, 1);
+            assert_int_equal(r.verdict, LIMITER_BLOCKED);
+        } else {
+            assert_int_equal(rec.added, 0);
+            assert_int_not_equal(r.verdict, LIMITER_BLOCKED);
+        }
+        limiter_destroy(&L);
+    }
+}
+
 static void test_prune(void **state)
 {
     (void)state;
@@ -923,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_harvest_settings),
         cmocka_unit_test(test_alert_content),
         cmocka_unit_test(test_quiet_follower),
+        cmocka_unit_test(test_quiet_blocks_judged_by_the_settings),
         cmocka_unit_test(test_prune),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
