@@ -17,6 +17,9 @@ build/bin) in turn, alone, on free ports, and for each:
 
   /usr/bin/python3 bench/idle_memory.py                       10,000 plain, 1,000 TLS
   IDLE_N=2000 IDLE_TLS_N=200 SERVICES="smtpd imapd" /usr/bin/python3 bench/idle_memory.py
+  IDLE_LINE=4000 ...   each connection first sends one command line of 4,000 bytes (NOOP
+                       with a long argument, refused or not) and reads the reply, then idles:
+                       what a connection keeps after it has been used
 
 VmRSS is /proc/PID/status's: the kernel's socket buffers are not in it. The services run
 with MEMORY_BUDGET=0 (no refusals however large they grow), smtp.idle_timeout at its
@@ -45,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("POSTERN_BIN", ROOT / "build" / "bin")).resolve()
 N = int(os.environ.get("IDLE_N", "10000"))
 TLS_N = int(os.environ.get("IDLE_TLS_N", "1000"))
+LINE = int(os.environ.get("IDLE_LINE", "0"))  # a command line of this many bytes first
 SERVICES = os.environ.get("SERVICES", "smtpd pop3d imapd").split()
 THREADS = int(os.environ.get("IDLE_THREADS", "32"))
 SETTLE_S = 1.0  # after the last connection opened or closed, before VmRSS is read
@@ -55,11 +59,14 @@ RESULTS = ROOT / "bench" / "results" / "idle_memory.txt"
 # host name variable, and how its greeting starts.
 FRONT_ENDS = {
     "smtpd": {"plain": "SMTP_PORT", "tls": "SMTPS_PORT", "off": ["SUBMISSION_PORT"],
-              "hostname": "SMTP_HOSTNAME", "greeting": b"220 "},
+              "hostname": "SMTP_HOSTNAME", "greeting": b"220 ",
+              "command": b"NOOP "},
     "pop3d": {"plain": "POP3_PORT", "tls": "POP3S_PORT", "off": [],
-              "hostname": "POP3_HOSTNAME", "greeting": b"+OK"},
+              "hostname": "POP3_HOSTNAME", "greeting": b"+OK",
+              "command": b"NOOP "},
     "imapd": {"plain": "IMAP_PORT", "tls": "IMAPS_PORT", "off": [],
-              "hostname": "IMAP_HOSTNAME", "greeting": b"* OK"},
+              "hostname": "IMAP_HOSTNAME", "greeting": b"* OK",
+              "command": b"a1 NOOP "},
 }
 
 
@@ -99,8 +106,8 @@ def nofile_for_child():
 class Client:
     """Opens idle connections to one port: plain, or implicit TLS through ctx."""
 
-    def __init__(self, port, greeting, ctx=None):
-        self.port, self.greeting, self.ctx = port, greeting, ctx
+    def __init__(self, port, greeting, command, ctx=None):
+        self.port, self.greeting, self.command, self.ctx = port, greeting, command, ctx
 
     def open_one(self, _=None):
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
@@ -115,6 +122,16 @@ class Client:
                 got += chunk
             if not got.startswith(self.greeting):
                 raise AssertionError(f"unexpected greeting {got[:80]!r}")
+            if LINE > 0:
+                # One long command first (refused or not), its reply read: the connection
+                # has been used before it idles.
+                sock.sendall(self.command + b"x" * LINE + b"\r\n")
+                got = b""
+                while not got.endswith(b"\n"):
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise EOFError("closed after the long line")
+                    got += chunk
             return sock
         except BaseException:
             sock.close()
@@ -237,7 +254,7 @@ def measure(stack, name, tls, n):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    client = Client(tls_port if tls else plain, fe["greeting"], ctx)
+    client = Client(tls_port if tls else plain, fe["greeting"], fe["command"], ctx)
     try:
         client.open_one().close()  # warm-up: the first session's one-time allocations
         time.sleep(SETTLE_S)
@@ -306,11 +323,12 @@ def report(results, total_s, nofile):
         f"{tool_version(['openssl', 'version']).split(' (')[0]}, "
         f"{tool_version(['nats-server', '--version'])}; client Python {sys.version.split()[0]} "
         f"with {ssl.OPENSSL_VERSION}.",
-        f"- Command: `IDLE_N={N} IDLE_TLS_N={TLS_N} /usr/bin/python3 bench/idle_memory.py`; "
+        f"- Command: `IDLE_N={N} IDLE_TLS_N={TLS_N}"
+        f"{f' IDLE_LINE={LINE}' if LINE else ''} /usr/bin/python3 bench/idle_memory.py`; "
         f"{total_s:.0f} s in all.",
         f"- Method: each round in a fresh process with MEMORY_BUDGET=0 and RLIMIT_NOFILE "
         f"{nofile}; one warm-up connection, VmRSS, N connections each left idle after the "
-        f"greeting (TLS: after the handshake, TLS 1.3, RSA 2048 self-signed), {SETTLE_S:.0f} s, "
+        f"greeting{f' and one command line of {LINE} bytes with its reply' if LINE else ''} (TLS: after the handshake, TLS 1.3, RSA 2048 self-signed), {SETTLE_S:.0f} s, "
         f"VmRSS again; per connection = (open - before) / N. Kernel socket buffers are not "
         f"in VmRSS.",
         "",

@@ -20,6 +20,7 @@
 #define CONN_LINGER_MS 2000           /* then, how long the peer's input is read and dropped */
 #define CONN_LINGER_BYTES (1024 * 1024) /* ... and how much of it at most */
 #define CONN_OUT_KEEP 4096            /* an emptied output buffer larger than this is freed */
+#define CONN_IN_KEEP 4096             /* and an emptied input buffer */
 #define CONN_HOLD_MAX 65536           /* held output past this goes all the same */
 
 /* Where every conn of the thread reads into: read_cb moves what arrived into the conn's
@@ -565,6 +566,10 @@ buf_t *conn_input(conn_t *c)
 
 void conn_input_consumed(conn_t *c)
 {
+    /* An idle connection keeps no more than a short command needs: one long line (an
+     * APPEND, a message) would otherwise stay in memory for as long as it is open. */
+    if (c->in.len == 0 && c->in.cap > CONN_IN_KEEP)
+        buf_free(&c->in);
     conn_update_reading(c);
 }
 

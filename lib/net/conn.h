@@ -62,7 +62,8 @@ const char *conn_tls_version(const conn_t *c);
 const char *conn_tls_cipher(const conn_t *c);
 
 buf_t *conn_input(conn_t *c);
-/* Call after consuming from conn_input() so a paused read can resume. */
+/* Call after consuming from conn_input() so a paused read can resume. An input buffer it
+ * finds empty is given back when it has grown past a few KiB. */
 void conn_input_consumed(conn_t *c);
 
 /* Output is gathered and sent when the loop is about to wait: everything written during one

@@ -15,6 +15,7 @@
 #define FE_INPUT_MAX (256 * 1024)
 #define FE_DRAIN_DEFAULT_S 10
 #define FE_DRAIN_MAX_S 86400
+#define FE_LINE_KEEP 1024 /* a line buffer grown past this is given back between commands */
 
 static void fe_sessions_closed(fe_server_t *srv);
 static void fe_session_begin(fe_session_t *s, bool after_proxy);
@@ -143,6 +144,9 @@ static void fe_session_process(fe_session_t *s)
                                memchr(in->data, '\n', in->len));
         conn_input_consumed(s->conn);
     }
+    /* The line is the handler's until the session stops waiting; a long one is not kept. */
+    if (!s->waiting && s->line.cap > FE_LINE_KEEP)
+        buf_free(&s->line);
     s->processing = false;
     fe_session_unref(s);
 }

@@ -88,7 +88,12 @@ void imap_cmdbuf_free(imap_cmdbuf_t *cb)
 
 void imap_cmdbuf_reset(imap_cmdbuf_t *cb)
 {
-    buf_reset(&cb->buf);
+    /* A long command (an APPEND, a large SEARCH) does not leave its buffer with the idle
+     * session. */
+    if (cb->buf.cap > IMAP_CMDBUF_KEEP)
+        buf_free(&cb->buf);
+    else
+        buf_reset(&cb->buf);
     cb->line_bytes = 0;
     cb->n_lits = 0;
     cb->want = 0;

@@ -19,6 +19,7 @@
 /* ---- command assembly: lines and literals ------------------------------------------ */
 
 #define IMAP_MAX_LITERALS_CAP 64 /* hard ceiling of imap_cmdbuf_limits_t.max_literals */
+#define IMAP_CMDBUF_KEEP 1024    /* a command buffer grown past this is given back after it */
 
 /* Whether a line (without its CRLF) ends with a literal announcement "{N}" or the
  * non-synchronising "{N+}" (RFC 7888). 1 = yes (*n_r, *nonsync_r set), 0 = no,
