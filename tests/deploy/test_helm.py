@@ -6,16 +6,24 @@ PostgreSQL and NATS (a cluster of three with JetStream, TLS with the chart's own
 user per service with the permissions of the one table that deploy/nats-auth.sh reads too),
 the PROXY protocol setting, the front ends' drain deadline and grace period.
 
+Also: values.schema.json refuses unknown and mistyped values, the NetworkPolicies let only
+Postern's own pods reach the bundled PostgreSQL and NATS, the `helm test` pod, the production
+values, and that a plain `helm template` works with any helm (no --kube-version).
+
 helm comes from $HELM, the PATH, build/tools/helm, or else `go install` from the Go module
-proxy into build/tools (a few minutes, once); without Go or the proxy the tests are skipped
-with the reason. Run: /usr/bin/python3 -m pytest -rs tests/deploy/test_helm.py
+proxy into build/tools (a few minutes, once), linked like a release build so that it knows
+the Kubernetes version of its own client libraries (a plain `go install` assumes v1.20.0);
+without Go or the proxy the tests are skipped with the reason.
+Run: /usr/bin/python3 -m pytest -rs tests/deploy/test_helm.py
 """
 
 import base64
+import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "postern"
 TOOLS = ROOT / "build" / "tools"
 HELM_MODULE = "helm.sh/helm/v3/cmd/helm@v3.22.0"
-KUBE_VERSION = "1.30.0"   # a helm built by `go install` assumes 1.20 without this
+PRODUCTION = CHART / "values-production.yaml"
 RELEASE = "mail"
 NAMESPACE = "mail"
 FULL = "mail-postern"
@@ -52,26 +60,66 @@ def _is_helm3(path):
     return out.returncode == 0 and out.stdout.startswith("v3.")
 
 
+def default_kube_version(helm):
+    """The Kubernetes version helm assumes without a cluster and without --kube-version."""
+    with tempfile.TemporaryDirectory() as d:
+        chart = Path(d) / "probe"
+        (chart / "templates").mkdir(parents=True)
+        (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+        (chart / "templates" / "v.yaml").write_text(
+            "# {{ .Capabilities.KubeVersion.Version }}\n")
+        r = subprocess.run([helm, "template", str(chart)], capture_output=True, text=True,
+                           timeout=60)
+    m = re.search(r"# (v\d+\.\d+\.\d+)", r.stdout)
+    return m.group(1) if m else None
+
+
+def _module_kube_version(go, env):
+    """The Kubernetes version of the client libraries HELM_MODULE is built with, as helm's
+    Makefile derives it (k8s.io/client-go v0.N.x is Kubernetes 1.N), or None."""
+    r = subprocess.run([go, "mod", "download", "-json", HELM_MODULE.replace("/cmd/helm", "")],
+                       env=env, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        return None
+    gomod = Path(json.loads(r.stdout)["GoMod"]).read_text()
+    m = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", gomod, re.M)
+    return ("1", m.group(1)) if m else None
+
+
 def _find_helm():
-    """The path of a helm 3 binary, or (None, reason)."""
-    for candidate in (os.environ.get("HELM"), shutil.which("helm"), str(TOOLS / "helm")):
+    """The path of a helm 3 binary, or (None, reason). The user's own (HELM, the PATH) is
+    taken as it is: the chart must work with it. build/tools/helm is built again when it
+    is a plain `go install` that assumes Kubernetes v1.20.0."""
+    for candidate in (os.environ.get("HELM"), shutil.which("helm")):
         if candidate and os.path.exists(candidate) and _is_helm3(candidate):
             return candidate, None
+    ours = str(TOOLS / "helm")
+    if os.path.exists(ours) and _is_helm3(ours) and default_kube_version(ours) not in (None, "v1.20.0"):
+        return ours, None
     go = shutil.which("go") or ("/usr/local/go/bin/go" if os.path.exists("/usr/local/go/bin/go") else None)
     if not go:
         return None, "helm is not installed and there is no Go toolchain to build it"
     TOOLS.mkdir(parents=True, exist_ok=True)
     print(f"\ninstalling {HELM_MODULE} into {TOOLS} (go install; a few minutes the first time)")
     env = dict(os.environ, GOBIN=str(TOOLS), GOFLAGS="-mod=mod")
+    args = [go, "install"]
+    kube = _module_kube_version(go, env)
+    if kube:
+        # What helm's Makefile passes: the version `helm template` and `helm lint` assume.
+        major, minor = kube
+        args.append("-ldflags=" + " ".join(
+            f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
+            for pkg in ("chartutil", "lint/rules")
+            for part, value in (("Major", major), ("Minor", minor))))
     try:
-        r = subprocess.run([go, "install", HELM_MODULE], env=env, capture_output=True, text=True,
+        r = subprocess.run(args + [HELM_MODULE], env=env, capture_output=True, text=True,
                            timeout=1500)
     except subprocess.TimeoutExpired:
         return None, "go install of helm took longer than 25 minutes"
-    if r.returncode != 0 or not _is_helm3(str(TOOLS / "helm")):
+    if r.returncode != 0 or not _is_helm3(ours):
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
         return None, "go install of helm failed (module proxy unreachable?): " + " | ".join(tail)
-    return str(TOOLS / "helm"), None
+    return ours, None
 
 
 @pytest.fixture(scope="session")
@@ -124,21 +172,33 @@ class Rendered:
         """Deployments running the postern image (not the webmail's Roundcube)."""
         return [w for w in self.postern_workloads() if w["kind"] == "Deployment"]
 
+    def pods(self):
+        """Every pod this render would start: workloads' templates and bare Pods (the helm
+        test hook), as (where, pod labels, pod spec)."""
+        out = [(f"{w['kind']}/{w['metadata']['name']}", w["spec"]["template"]["metadata"]["labels"],
+                pod_spec(w)) for w in self.workloads()]
+        out += [(f"Pod/{p['metadata']['name']}", p["metadata"]["labels"], p["spec"])
+                for p in self.all("Pod")]
+        return out
+
 
 @pytest.fixture(scope="session")
 def render(helm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("values")
     count = [0]
 
-    def _render(values=None, check=True):
-        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                "--kube-version", KUBE_VERSION]
-        if values:
+    def _render(values=None, check=True, extra=()):
+        """helm template as a user runs it: no --kube-version. values: a dict, or the path
+        of a values file; extra: more arguments (--set ...)."""
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+        if isinstance(values, Path):
+            args += ["-f", str(values)]
+        elif values:
             count[0] += 1
             f = folder / f"values{count[0]}.yaml"
             f.write_text(yaml.safe_dump(values))
             args += ["-f", str(f)]
-        r = run_helm(helm, *args, check=check)
+        r = run_helm(helm, *args, *extra, check=check)
         if not check:
             return r
         return Rendered(yaml.safe_load_all(r.stdout))
@@ -197,13 +257,15 @@ VALUE_SETS = {
     "drain": {"smtpd": {"drainTimeout": 40}, "pop3d": {"drainTimeout": 0},
               "imapd": {"drainTimeout": 20, "terminationGracePeriodSeconds": 90}},
     "webmail": {"webmail": {"enabled": True}},
+    "production": yaml.safe_load(PRODUCTION.read_text()),
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
 }
 DRAIN_MARGIN = 5   # seconds of grace beyond a front end's drainTimeout
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_lint(helm, tmp_path, name):
-    args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    args = ["lint", "--strict", str(CHART)]
     if VALUE_SETS[name]:
         f = tmp_path / "values.yaml"
         f.write_text(yaml.safe_dump(VALUE_SETS[name]))
@@ -233,27 +295,36 @@ def test_invariants(render, name):
             assert c["image"] == "postern:latest", where
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
             assert "/tmp" in mounts, where   # the only writable place
-    # The bundled servers are locked down too.
-    for s in r.all("StatefulSet"):
-        assert pod_spec(s)["securityContext"]["runAsNonRoot"] is True
-        for c in all_containers(s):
-            assert c["securityContext"]["readOnlyRootFilesystem"] is True
-            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    # Every pod, the bundled servers', the webmail's and the test hook's too: not root, the
+    # runtime's seccomp profile, and every container with a read-only root, no privilege
+    # escalation and no capabilities.
+    for where, _, spec in r.pods():
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] > 0, where
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert spec["automountServiceAccountToken"] is False, where
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, (where, c["name"])
+            assert sc["allowPrivilegeEscalation"] is False, (where, c["name"])
+            assert sc["capabilities"]["drop"] == ["ALL"], (where, c["name"])
+            assert "privileged" not in sc and "add" not in sc["capabilities"], (where, c["name"])
 
     # Every Secret and ConfigMap a pod refers to is rendered here (or is the user's own).
     own = {"mail-example-org-tls"}
     secrets = set(r.names("Secret")) | own
     configmaps = set(r.names("ConfigMap"))
-    for w in r.workloads():
-        spec = pod_spec(w)
+    for where, _, spec in r.pods():
         for vol in spec.get("volumes", []):
             if "secret" in vol:
                 assert vol["secret"]["secretName"] in secrets, vol
-        for c in all_containers(w):
+            if "configMap" in vol:
+                assert vol["configMap"]["name"] in configmaps, vol
+        for c in spec.get("initContainers", []) + spec["containers"]:
             for e in c.get("env", []):
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    assert ref["name"] in secrets, (w["metadata"]["name"], e)
+                    assert ref["name"] in secrets, (where, e)
                     key_holder = r.maybe("Secret", ref["name"])
                     if key_holder:
                         keys = set(key_holder.get("stringData", {})) | set(key_holder.get("data", {}))
@@ -488,11 +559,15 @@ def test_replicas(render):
 
 
 def test_limiter_replicas(render):
-    r = render({"limiter": {"replicas": 3, "jsReplicas": 1, "autoscaling": {"enabled": True}}})
+    r = render({"limiter": {"replicas": 3, "jsReplicas": 1}})
     limiter = r.get("Deployment", f"{FULL}-limiter")
     assert limiter["spec"]["replicas"] == 3
     assert env_value(container(limiter), "NATS_JS_REPLICAS") == "1"
     assert r.all("HorizontalPodAutoscaler") == []
+    # The limiter is never autoscaled: asking for it is refused, not ignored.
+    bad = render({"limiter": {"autoscaling": {"enabled": True}}}, check=False)
+    assert bad.returncode != 0
+    assert "autoscaling" in bad.stderr and "limiter" in bad.stderr, bad.stderr
 
 
 def test_autoscaling(render):
@@ -579,9 +654,12 @@ def test_drain_timeout(render):
 @pytest.mark.parametrize("bad", [-1, 1.5, "ten", 86401, None])
 @pytest.mark.parametrize("name", ["pop3d", "imapd"])
 def test_bad_drain_timeout_fails(render, name, bad):
+    """Refused by values.schema.json (helm names /NAME/drainTimeout, or NAME.drainTimeout),
+    or, for a value it does not see (null removes the default), by the template's check:
+    "NAME.drainTimeout must be whole seconds from 0 to 86400"."""
     r = render({name: {"drainTimeout": bad}}, check=False)
     assert r.returncode != 0
-    assert f"{name}.drainTimeout must be whole seconds from 0 to 86400" in r.stderr, r.stderr
+    assert re.search(f"{name}[./]drainTimeout", r.stderr), r.stderr
 
 
 # ---- PROXY protocol and Services ---------------------------------------------------------
@@ -898,3 +976,277 @@ def test_webmail_needs_imapd_and_smtpd(render, off):
     r = render({"webmail": {"enabled": True}, off: {"enabled": False}}, check=False)
     assert r.returncode != 0
     assert "webmail.enabled needs imapd.enabled and smtpd.enabled" in r.stderr
+
+
+# ---- values.schema.json: unknown and mistyped values are refused ---------------------------
+SCHEMA = CHART / "values.schema.json"
+
+
+@pytest.mark.parametrize("setting, name", [
+    ("smtpd.replica=5", "replica"),                          # a typo
+    ("smtpdd.replicas=3", "smtpdd"),                         # a typo at the top
+    ("nats.bundled.replica=3", "replica"),                   # a typo deeper down
+    ("smtpd.replicas=five", "replicas"),                     # a word for a number
+    ("smtpd.enabled=maybe", "enabled"),                      # a word for a boolean
+    ("smtpd.service.type=Loadbalancer", "type"),             # not one of the Service types
+    ("smtpd.service.ports.smtp=70000", "smtp"),              # not a port
+    ("limiter.jsReplicas=0", "jsReplicas"),                  # out of range
+    ("postgresql.bundled.storage=lots", "storage"),          # not a quantity
+    ("podSecurityContext.runAsUser=root", "runAsUser"),      # a name for a uid
+])
+def test_schema_refuses(render, setting, name):
+    r = render(extra=["--set", setting], check=False)
+    assert r.returncode != 0, f"--set {setting} was accepted"
+    assert "schema" in r.stderr and name in r.stderr, r.stderr
+
+
+def test_schema_refuses_values_files_too(render):
+    for values in ({"smtpd": {"replica": 5}}, {"smtpd": {"replicas": "3"}},
+                   {"networkPolicy": {"enable": False}}, {"tests": {"domain": "bad domain"}}):
+        r = render(values, check=False)
+        assert r.returncode != 0 and "schema" in r.stderr, (values, r.stderr)
+
+
+def _resolve(schema, node):
+    while "$ref" in node:
+        node = schema["definitions"][node["$ref"].split("/")[-1]]
+    return node
+
+
+def test_schema_is_strict_at_every_level():
+    """Every object the schema describes refuses names it does not list, and every value has
+    a type; every value of values.yaml and of the production values is described."""
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"   # every helm 3 knows it
+
+    def walk(node, where):
+        node = _resolve(schema, node)
+        assert "type" in node or "enum" in node, f"{where}: no type"
+        if "properties" in node:
+            assert node.get("additionalProperties") is False, f"{where}: open to unknown names"
+            for key, sub in node["properties"].items():
+                walk(sub, f"{where}.{key}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{where}[]")
+
+    walk(schema, "values")
+
+    def described(values, node, where):
+        node = _resolve(schema, node)
+        if isinstance(values, dict) and "properties" in node:
+            for key, v in values.items():
+                assert key in node["properties"], f"{where}.{key} is not in values.schema.json"
+                described(v, node["properties"][key], f"{where}.{key}")
+
+    for f in (CHART / "values.yaml", PRODUCTION):
+        described(yaml.safe_load(f.read_text()), schema, f.name)
+
+
+# ---- Kubernetes versions: a plain `helm template` works with any helm ------------------------
+def test_plain_helm_template_and_lint(helm):
+    """What a new user types, with whatever helm they have: no --kube-version, no values."""
+    r = subprocess.run([helm, "template", "helm/postern"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "kind: Deployment" in r.stdout
+    r = subprocess.run([helm, "lint", "helm/postern"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "0 chart(s) failed" in r.stdout, r.stdout + r.stderr
+
+
+# v1.20.0 is what a helm built by a plain `go install` assumes without a cluster.
+@pytest.mark.parametrize("version", ["1.20.0", "1.23.0", "1.30.0"])
+def test_kube_versions(render, version):
+    r = render(VALUE_SETS["autoscaling"], extra=["--kube-version", version])
+    assert r.all("HorizontalPodAutoscaler") and r.all("PodDisruptionBudget")
+
+
+def test_too_old_kubernetes_is_refused(render):
+    r = render(extra=["--kube-version", "1.19.0"], check=False)
+    assert r.returncode != 0 and "kubeVersion" in r.stderr, r.stderr
+
+
+def test_stable_apis_only(render):
+    r = render(deep(VALUE_SETS["autoscaling"], **{"webmail.enabled": True}))
+    versions = {d["kind"]: d["apiVersion"] for d in r.docs}
+    assert versions["HorizontalPodAutoscaler"] == "autoscaling/v2"
+    assert versions["PodDisruptionBudget"] == "policy/v1"
+    assert versions["NetworkPolicy"] == "networking.k8s.io/v1"
+    assert versions["Deployment"] == versions["StatefulSet"] == "apps/v1"
+    assert all("beta" not in v and "alpha" not in v for v in versions.values()), versions
+
+
+def test_project_helm_knows_its_kubernetes_version(helm):
+    """build/tools/helm is linked like a release build (not assuming v1.20.0)."""
+    if Path(helm) != TOOLS / "helm":
+        pytest.skip(f"helm is {helm}, not one built here")
+    version = default_kube_version(helm)
+    assert version and version != "v1.20.0", version
+
+
+# ---- NetworkPolicies -----------------------------------------------------------------------
+def selects(selector, labels):
+    """Whether a LabelSelector selects a pod with these labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        value, op = labels.get(e["key"]), e["operator"]
+        if (op == "In" and value not in e["values"]) or (op == "NotIn" and value in e["values"]) \
+                or (op == "Exists" and e["key"] not in labels) \
+                or (op == "DoesNotExist" and e["key"] in labels):
+            return False
+    return True
+
+
+def lets_in(policy, labels, port):
+    """Whether a NetworkPolicy lets a pod of this namespace with these labels in on port."""
+    for rule in policy["spec"]["ingress"]:
+        if any(p["port"] == port for p in rule["ports"]):
+            for peer in rule["from"]:
+                assert set(peer) == {"podSelector"}, peer   # this namespace's pods only
+                if selects(peer["podSelector"], labels):
+                    return True
+    return False
+
+
+def containers_env(spec):
+    names = set()
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        names |= set(env_of(c))
+    return names
+
+
+def test_network_policies(render):
+    r = render({"webmail": {"enabled": True}})
+    pg = r.get("NetworkPolicy", f"{FULL}-postgresql")
+    nats = r.get("NetworkPolicy", f"{FULL}-nats")
+    for policy, server in ((pg, "postgresql"), (nats, "nats")):
+        # Each guards its own server's pods, and only what comes in.
+        sts = r.get("StatefulSet", f"{FULL}-{server}")
+        assert policy["spec"]["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+    # By name: the front ends, the limiter, the notifier and relayd, and the others that
+    # have to: webd, the mailctl pod, the helm test pod, and for PostgreSQL the migrate Job.
+    clients = {"smtpd", "pop3d", "imapd", "webd", "limiter", "notifier", "relayd", "mailctl", "test"}
+    [pg_rule] = pg["spec"]["ingress"]
+    assert set(pg_rule["from"][0]["podSelector"]["matchExpressions"][0]["values"]) == clients | {"migrate"}
+    assert pg_rule["ports"] == [{"port": 5432, "protocol": "TCP"}]
+    # By what each pod is given: a pod with the database's URL reaches PostgreSQL, one with
+    # the bus's URL reaches NATS, and no other pod (the webmail's, the servers' own) does.
+    pods = r.pods()
+    assert {labels["app.kubernetes.io/component"] for _, labels, _ in pods} >= clients | {"migrate", "webmail"}
+    for where, labels, spec in pods:
+        env = containers_env(spec)
+        assert lets_in(pg, labels, 5432) == ("DATABASE_URL" in env), where
+        assert lets_in(nats, labels, 4222) == ("NATS_URL" in env), where
+        # The routes: the NATS nodes one to another, nobody else; the monitoring port: nobody.
+        assert lets_in(nats, labels, 6222) == (labels["app.kubernetes.io/component"] == "nats"), where
+        assert not lets_in(nats, labels, 8222), where
+        # Another release's pods are strangers.
+        stranger = dict(labels, **{"app.kubernetes.io/instance": "other"})
+        assert not lets_in(pg, stranger, 5432) and not lets_in(nats, stranger, 4222), where
+
+
+def test_network_policy_settings(render):
+    backup = {"from": [{"podSelector": {"matchLabels": {"app": "pg-backup"}}}],
+              "ports": [{"port": 5432, "protocol": "TCP"}]}
+    r = render({"networkPolicy": {"postgresql": {"extraIngress": [backup]}}})
+    assert r.get("NetworkPolicy", f"{FULL}-postgresql")["spec"]["ingress"][-1] == backup
+    assert len(r.get("NetworkPolicy", f"{FULL}-nats")["spec"]["ingress"]) == 2
+    assert r.all("NetworkPolicy") and not render(VALUE_SETS["no-network-policy"]).all("NetworkPolicy")
+    # External servers are the user's to guard: nothing of the chart's to select.
+    assert render(EXTERNAL).all("NetworkPolicy") == []
+    r = render({"nats": {"external": {"url": "nats://bus.example:4222"}}})
+    assert r.names("NetworkPolicy") == [f"{FULL}-postgresql"]
+
+
+# ---- helm test ------------------------------------------------------------------------------
+MAIL_TEST = CHART / "files" / "mail-test.sh"
+
+
+def test_helm_test_pod(render):
+    r = render()
+    pod = r.get("Pod", f"{FULL}-mail-test")
+    ann = pod["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "test"
+    assert set(ann["helm.sh/hook-delete-policy"].split(",")) == {"before-hook-creation", "hook-succeeded"}
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    c = container({"spec": {"template": {"spec": spec}}})
+    assert c["image"] == "postern:latest"
+    assert c["command"] == ["bash", "/etc/postern/test/mail-test.sh"]
+    # The script is files/mail-test.sh, from a ConfigMap of the release.
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert mounts["script"] == "/etc/postern/test"
+    assert vols["script"]["configMap"]["name"] == f"{FULL}-mail-test"
+    assert r.get("ConfigMap", f"{FULL}-mail-test")["data"]["mail-test.sh"] == MAIL_TEST.read_text()
+    # It talks to the release's Services on the ports they publish, as a client would.
+    env = {k: e.get("value") for k, e in env_of(c).items()}
+    for host, port, svc, name in (("SMTP_HOST", "SMTP_PORT", "smtpd", "smtp"),
+                                  ("SMTP_HOST", "SUBMISSION_PORT", "smtpd", "submission"),
+                                  ("POP3_HOST", "POP3_PORT", "pop3d", "pop3"),
+                                  ("IMAP_HOST", "IMAP_PORT", "imapd", "imap")):
+        assert env[host] == f"{FULL}-{svc}"
+        ports = {p["name"]: p["port"] for p in r.get("Service", env[host])["spec"]["ports"]}
+        assert ports[name] == int(env[port]), (host, port)
+    # Its mailbox: a reserved test domain made with mailctl, as mailctl's bus user, with the
+    # database's URL; the servers checked against the chart's certificate (not its key).
+    assert env["TEST_DOMAIN"].endswith(".invalid")
+    assert env["NATS_USER"] == "mailctl" and "DATABASE_URL" in env and "NATS_URL" in env
+    assert vols["nats-auth"]["secret"]["items"] == [{"key": "mailctl", "path": "password"}]
+    assert env["TLS_CA"] == mounts["tls"] + "/tls.crt"
+    assert vols["tls"]["secret"] == {"secretName": f"{FULL}-tls",
+                                     "items": [{"key": "tls.crt", "path": "tls.crt"}]}
+    assert mounts["tmp"] == "/tmp"
+    # Every variable the script's header names is given, and the script reads each.
+    script = MAIL_TEST.read_text()
+    header = script.split("# Environment:\n", 1)[1].split("\nset ", 1)[0]
+    names = set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", header))
+    assert names >= {"SMTP_HOST", "TEST_DOMAIN", "TLS_CA"}, names
+    for name in names:
+        assert name in env, f"mail-test.sh reads {name}, which the pod does not set"
+        assert re.search(r"\$\{?" + name + r"\b", script), f"mail-test.sh names {name} but does not read it"
+    subprocess.run(["bash", "-n", str(MAIL_TEST)], check=True, timeout=60)
+
+
+def test_helm_test_follows_the_values(render):
+    r = render({"smtpd": {"service": {"ports": {"smtp": 2525, "submission": 2587, "smtps": 2465}}},
+                "tests": {"domain": "helm-test.example.invalid"}})
+    env = {k: e.get("value") for k, e in env_of(r.get("Pod", f"{FULL}-mail-test")["spec"]["containers"][0]).items()}
+    assert (env["SMTP_PORT"], env["SUBMISSION_PORT"]) == ("2525", "2587")
+    assert env["TEST_DOMAIN"] == "helm-test.example.invalid"
+    # Without imapd, POP3 only; without a way to read or to send, or turned off, no test.
+    r = render({"imapd": {"enabled": False}})
+    env = env_of(r.get("Pod", f"{FULL}-mail-test")["spec"]["containers"][0])
+    assert "POP3_HOST" in env and "IMAP_HOST" not in env
+    for values in ({"imapd": {"enabled": False}, "pop3d": {"enabled": False}},
+                   {"smtpd": {"enabled": False}}, {"tests": {"enabled": False}}):
+        r = render(values)
+        assert not r.maybe("Pod", f"{FULL}-mail-test") and not r.maybe("ConfigMap", f"{FULL}-mail-test")
+    # External servers: the same test, with their URLs.
+    r = render(EXTERNAL)
+    env = env_of(r.get("Pod", f"{FULL}-mail-test")["spec"]["containers"][0])
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": FULL, "key": "DATABASE_URL"}
+
+
+# ---- production-like values ------------------------------------------------------------------
+def test_production_values(render):
+    r = render(PRODUCTION)
+    for name, replicas in (("smtpd", 3), ("pop3d", 2), ("imapd", 2)):
+        frontend_checks(r, name, replicas=replicas)
+    assert r.get("Deployment", f"{FULL}-limiter")["spec"]["replicas"] == 2
+    assert r.get("Deployment", f"{FULL}-webd")["spec"]["replicas"] == 2
+    assert r.all("HorizontalPodAutoscaler") == []
+    assert r.names("PodDisruptionBudget") == sorted(f"{FULL}-{n}" for n in ("smtpd", "pop3d", "imapd", "webd"))
+    # PostgreSQL and NATS as the chart provides them: one PostgreSQL, three NATS nodes with
+    # JetStream on volumes, TLS, fenced by the NetworkPolicies.
+    assert r.names("StatefulSet") == [f"{FULL}-nats", f"{FULL}-postgresql"]
+    nats = r.get("StatefulSet", f"{FULL}-nats")
+    assert nats["spec"]["replicas"] == 3 and nats["spec"]["volumeClaimTemplates"]
+    assert r.get("Secret", FULL)["stringData"]["NATS_URL"] == ",".join(
+        f"tls://{FULL}-nats-{i}.{FULL}-nats-headless:4222" for i in range(3))
+    assert env_value(container(r.get("Deployment", f"{FULL}-limiter")), "NATS_JS_REPLICAS") == "3"
+    assert r.names("NetworkPolicy") == [f"{FULL}-nats", f"{FULL}-postgresql"]
+    assert r.maybe("Pod", f"{FULL}-mail-test")

@@ -31,6 +31,29 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* A podSelector's body: this release's pods of the given components.
+postern.componentSelector (dict "root" $ "components" LIST) */}}
+{{- define "postern.componentSelector" -}}
+matchLabels:
+  app.kubernetes.io/name: {{ include "postern.name" .root }}
+  app.kubernetes.io/instance: {{ .root.Release.Name }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values: {{ toJson .components }}
+{{- end -}}
+
+{{/*
+Fails unless the cluster serves an API the chart is about to use: postern.requireApi (dict
+"root" $ "api" "autoscaling/v2" "what" VALUE). helm install and upgrade ask the API server;
+helm template and lint know every stable API, so rendering never fails here.
+*/}}
+{{- define "postern.requireApi" -}}
+{{- if not (.root.Capabilities.APIVersions.Has .api) -}}
+{{- fail (printf "%s needs the API %s, which this cluster does not serve (Kubernetes %s or newer)" .what .api (get (dict "autoscaling/v2" "1.23" "policy/v1" "1.21" "networking.k8s.io/v1" "1.7") .api)) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "postern.image" -}}
 {{- printf "%s:%s" .Values.image.repository (toString .Values.image.tag) -}}
 {{- end -}}
