@@ -19,6 +19,7 @@ struct mailstore {
     db_t *db;
     mbcache_t *cache; /* the mailboxes selected last (NULL: none kept) */
     rawcache_t *raw;  /* messages read whole lately (NULL until the first read) */
+    size_t raw_bytes; /* its size; 0: none kept */
 };
 
 typedef struct req {
@@ -60,9 +61,19 @@ mailstore_t *mailstore_create(db_t *db)
     if (!db)
         return NULL;
     mailstore_t *ms = calloc(1, sizeof *ms);
-    if (ms)
+    if (ms) {
         ms->db = db; /* the cache comes with the first SELECT: pop3d makes none */
+        ms->raw_bytes = MAILSTORE_RAW_CACHE_BYTES;
+    }
     return ms;
+}
+
+void mailstore_set_message_cache(mailstore_t *ms, size_t bytes)
+{
+    if (!ms)
+        return;
+    rawcache_unref(&ms->raw);
+    ms->raw_bytes = bytes;
 }
 
 void mailstore_destroy(mailstore_t **ms)
@@ -906,8 +917,8 @@ int mailstore_fetch_raw(mailstore_t *ms, int64_t mailbox_id, uint32_t uid, uint6
 {
     if (!ms || !cb || len == 0 || len > INT32_MAX || offset >= INT64_MAX)
         return -1;
-    if (!ms->raw)
-        ms->raw = rawcache_new(MAILSTORE_RAW_CACHE_BYTES);
+    if (!ms->raw && ms->raw_bytes)
+        ms->raw = rawcache_new(ms->raw_bytes);
     raw_req_t *r = calloc(1, sizeof *r);
     if (!r)
         return -1;

@@ -179,6 +179,10 @@ int mailstore_fetch_meta(mailstore_t *ms, int64_t mailbox_id, const mailstore_ui
 int mailstore_fetch_flags(mailstore_t *ms, int64_t mailbox_id, const mailstore_uidset_t *set,
                           mailstore_meta_cb cb, void *arg);
 
+/* Messages read whole are kept for the next read (lib/store/rawcache.h), bytes of them at
+ * most (32 MiB unless set; 0: none). */
+void mailstore_set_message_cache(mailstore_t *ms, size_t bytes);
+
 /* len bytes (or fewer at the end) of one message from offset: a large message is read in
  * chunks, never whole. total is the message's size. NOTFOUND when it is gone. */
 typedef void (*mailstore_raw_cb)(void *arg, int status, const unsigned char *data, size_t len,

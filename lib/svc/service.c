@@ -125,6 +125,13 @@ static int svc_settings(svc_run_t *run)
                   "or G\"", budget);
         return -1;
     }
+    svc->message_cache = SVC_MESSAGE_CACHE_DEFAULT;
+    const char *cache = env_or("MESSAGE_CACHE", NULL);
+    if (cache && svc_parse_size(cache, &svc->message_cache) < 0) {
+        log_error("bad MESSAGE_CACHE", "value=\"%.64s\" expected=\"bytes, or a number with K, M "
+                  "or G\"", cache);
+        return -1;
+    }
 
     const char *var = def->hostname_env ? def->hostname_env : "SMTP_HOSTNAME";
     const char *name = env_or(var, NULL);

@@ -35,6 +35,7 @@
 #define SVC_FLUSH_STEP_MS 50   /* at stop, how often to look whether queries are done */
 #define SVC_FLUSH_MAX_MS 3000  /* and how long to let them finish at most */
 #define SVC_MEMORY_BUDGET_DEFAULT ((size_t)1 << 30) /* 1 GiB */
+#define SVC_MESSAGE_CACHE_DEFAULT ((size_t)32 << 20) /* 32 MiB */
 #define SVC_MEMORY_READ_MS 100 /* the resident size is read again when older than this */
 
 typedef struct svc svc_t;
@@ -80,6 +81,7 @@ struct svc {
     char instance[300];      /* node:pid: the machine (pod) name, then the process id */
     int config_refresh_s;    /* CONFIG_REFRESH: how often cached state is reloaded anyway */
     size_t memory_budget;    /* MEMORY_BUDGET in bytes (0: none); svc_memory_over_budget() */
+    size_t message_cache;    /* MESSAGE_CACHE in bytes: messages pop3d and imapd keep (0: none) */
     void *data;              /* the service's state */
     bool stopping;           /* a stop signal came (or the start failed) */
 };
@@ -87,7 +89,8 @@ struct svc {
 /* Runs a back-end service: reads DATABASE_URL (required), NATS_URL (default
  * nats://127.0.0.1:4222), DB_POOL (default def->db_pool), CONFIG_REFRESH (seconds, default
  * 30), HEALTH_PORT (/healthz, /readyz, /metrics; off when unset), MEMORY_BUDGET (bytes, or
- * with a K, M or G suffix for KiB, MiB, GiB; default SVC_MEMORY_BUDGET_DEFAULT; 0: none)
+ * with a K, M or G suffix for KiB, MiB, GiB; default SVC_MEMORY_BUDGET_DEFAULT; 0: none),
+ * MESSAGE_CACHE (the same form; default SVC_MESSAGE_CACHE_DEFAULT; 0: none)
  * and the host name variable; serves until SIGTERM/SIGINT; returns the exit status. */
 int svc_main(const svc_def_t *def);
 /* The service has stopped taking and doing work (def->stop is done). Harmless twice. */

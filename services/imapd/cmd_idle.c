@@ -23,6 +23,7 @@ int imap_server_start(fe_server_t *srv)
         free(is);
         return -1;
     }
+    mailstore_set_message_cache(is->store, srv->svc->message_cache);
     srv->proto_data = is;
     return 0;
 }

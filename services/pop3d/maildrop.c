@@ -411,6 +411,7 @@ int pop3_maildrop_start(fe_server_t *srv)
         free(ps);
         return -1;
     }
+    mailstore_set_message_cache(ps->store, srv->svc->message_cache);
     srv->proto_data = ps;
     /* "node:" of this instance (node:pid) */
     char node[sizeof srv->instance];
