@@ -241,8 +241,13 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $$(call fuzz_svc_objs,$$(call fuzz_svc
 -include $(wildcard $(FUZZ_BUILD)/*.d) $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- containers and Kubernetes: deploy/docker, docker-compose.yml, helm/postern ------------
-# `make images`: the base images offline (deploy/docker/build-base.sh, skipped when they exist
-# or when POSTERN_BASE_IMAGE names a registry image), then postern:latest and postern-certs:latest.
+# `make images`: the base images offline (deploy/docker/build-base.sh, skipped when they exist;
+# when POSTERN_BASE_IMAGE names a registry image, only the balancer's, postern-haproxy:2.6, is
+# built from it), then postern:latest and postern-certs:latest.
+# The build stage (compilers and objects) is tagged postern-build:latest: Docker's classic
+# builder would otherwise leave it as an untagged (dangling) image after every build, while
+# tagged it is the cache that keeps the next build quick (`docker rmi postern-build:latest`
+# frees it). The images these builds left untagged, replaced by newer ones, are pruned.
 # `make e2e-docker`: the compose stack end to end (tests/deploy/e2e_docker.sh).
 # `make test-helm`: helm lint and helm template checks (tests/deploy/test_helm.py).
 # `make test-deploy`: the chart and compose-file checks (tests/deploy/*.py), then e2e-docker
@@ -252,9 +257,12 @@ POSTERN_BASE_IMAGE ?= postern-base:bookworm
 .PHONY: images e2e-docker e2e-docker-scale test-helm test-deploy
 
 images:
-	@if [ "$(POSTERN_BASE_IMAGE)" = postern-base:bookworm ]; then sh deploy/docker/build-base.sh; fi
-	docker build --build-arg BASE_IMAGE=$(POSTERN_BASE_IMAGE) -f deploy/docker/Dockerfile -t postern:latest .
+	@if [ "$(POSTERN_BASE_IMAGE)" = postern-base:bookworm ]; then sh deploy/docker/build-base.sh; \
+	else docker build --build-arg BASE_IMAGE=$(POSTERN_BASE_IMAGE) -t postern-haproxy:2.6 deploy/docker/haproxy; fi
+	docker build --build-arg BASE_IMAGE=$(POSTERN_BASE_IMAGE) -f deploy/docker/Dockerfile --target build -t postern-build:latest .
 	docker build --build-arg BASE_IMAGE=$(POSTERN_BASE_IMAGE) -f deploy/docker/Dockerfile --target certs -t postern-certs:latest .
+	docker build --build-arg BASE_IMAGE=$(POSTERN_BASE_IMAGE) -f deploy/docker/Dockerfile -t postern:latest .
+	docker image prune -f --filter label=org.postern.image >/dev/null
 
 e2e-docker:
 	sh tests/deploy/e2e_docker.sh

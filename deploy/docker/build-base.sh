@@ -4,15 +4,20 @@
 #   postern-base:bookworm   Debian 12 (minbase, by debootstrap), apt set up like debian:bookworm-slim
 #   postern-postgres:15     PostgreSQL 15 from Debian's packages, started like the postgres:15 image
 #   postern-nats:2.9        nats-server from Debian's packages, started like the nats:2.9 image
+#   postern-haproxy:2.6     HAProxy from Debian's packages, configured as docker-compose.yml's
+#                           load balancer in front of the mail front ends (deploy/docker/haproxy)
 #   postern-webmail:latest  Roundcube and Apache from Debian's packages (deploy/docker/webmail;
 #                           docker-compose.yml's profile `webmail`)
 #
-#   sh deploy/docker/build-base.sh [all|base|postgres|nats|webmail]     (default all)
+#   sh deploy/docker/build-base.sh [all|base|postgres|nats|haproxy|webmail]     (default all)
 #
 # The base image, once there, is left alone (REBUILD=1 builds it again); the PostgreSQL,
-# NATS and webmail images are built again each time from Docker's cache. With a registry,
-# none of this is needed: point POSTERN_BASE_IMAGE, POSTGRES_IMAGE and NATS_IMAGE at
-# debian:bookworm-slim, postgres:15 and nats:2.9-alpine instead (see README, "Deploying").
+# NATS, HAProxy and webmail images are built again each time from Docker's cache. With a
+# registry, the base, PostgreSQL and NATS images are not needed: point POSTERN_BASE_IMAGE,
+# POSTGRES_IMAGE and NATS_IMAGE at debian:bookworm-slim, postgres:15 and nats:2.9-alpine
+# instead (see README, "Deploying"); the HAProxy and webmail images, which hold this
+# project's configuration, are then built by the first `docker compose up` from
+# POSTERN_BASE_IMAGE.
 #
 # Environment:
 #   DEBIAN_MIRROR            Debian archive for debootstrap and the image's apt
@@ -32,6 +37,7 @@ SUITE=bookworm
 BASE_IMAGE=postern-base:bookworm
 POSTGRES_IMAGE=postern-postgres:15
 NATS_IMAGE=postern-nats:2.9
+HAPROXY_IMAGE=postern-haproxy:2.6
 WEBMAIL_IMAGE=postern-webmail:latest
 
 die() {
@@ -197,14 +203,16 @@ case $what in
         build_base
         build_from_base "$POSTGRES_IMAGE" "$HERE/postgres"
         build_from_base "$NATS_IMAGE" "$HERE/nats"
+        build_from_base "$HAPROXY_IMAGE" "$HERE/haproxy"
         build_from_base "$WEBMAIL_IMAGE" "$HERE/webmail"
         ;;
     base) build_base ;;
     postgres) build_from_base "$POSTGRES_IMAGE" "$HERE/postgres" ;;
     nats) build_from_base "$NATS_IMAGE" "$HERE/nats" ;;
+    haproxy) build_from_base "$HAPROXY_IMAGE" "$HERE/haproxy" ;;
     webmail) build_from_base "$WEBMAIL_IMAGE" "$HERE/webmail" ;;
     *)
-        echo "usage: $prog [all|base|postgres|nats|webmail]" >&2
+        echo "usage: $prog [all|base|postgres|nats|haproxy|webmail]" >&2
         exit 2
         ;;
 esac

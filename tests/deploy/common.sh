@@ -30,20 +30,31 @@ pick_compose() {
     docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker info)"
 }
 
-# The base images (offline, from Debian's packages, unless registry images are named),
-# then the postern and certs images from this tree.
+# The base images (offline, from Debian's packages, unless registry images are named) and
+# the balancer's, then the postern and certs images from this tree (their build stage tagged
+# postern-build:latest as `make images` does, so that no untagged image is left behind).
 build_images() {
+    BASE=${POSTERN_BASE_IMAGE:-postern-base:bookworm}
     if [ -z "${POSTERN_BASE_IMAGE:-}${POSTGRES_IMAGE:-}${NATS_IMAGE:-}" ]; then
         step "base images (deploy/docker/build-base.sh; skipped where they exist)"
         timeout 1200 sh deploy/docker/build-base.sh all >"$LOGDIR/build-base.log" 2>&1 || {
             tail -n 40 "$LOGDIR/build-base.log"
             fail "building the base images"
         }
+    else
+        step "balancer image (deploy/docker/haproxy, FROM $BASE)"
+        timeout 600 docker build --build-arg BASE_IMAGE="$BASE" \
+            -t "${HAPROXY_IMAGE:-postern-haproxy:2.6}" deploy/docker/haproxy \
+            >"$LOGDIR/build-haproxy.log" 2>&1 || {
+            tail -n 40 "$LOGDIR/build-haproxy.log"
+            fail "building the balancer image (log: $LOGDIR/build-haproxy.log)"
+        }
     fi
-    BASE=${POSTERN_BASE_IMAGE:-postern-base:bookworm}
     step "postern and certs images (docker build, FROM $BASE)"
     timeout 1200 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
-        -t "${POSTERN_IMAGE:-postern:latest}" . >"$LOGDIR/build.log" 2>&1 || {
+        --target build -t postern-build:latest . >"$LOGDIR/build.log" 2>&1 &&
+        timeout 1200 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \
+            -t "${POSTERN_IMAGE:-postern:latest}" . >>"$LOGDIR/build.log" 2>&1 || {
         tail -n 40 "$LOGDIR/build.log"
         fail "building the postern image (log: $LOGDIR/build.log)"
     }
@@ -53,6 +64,7 @@ build_images() {
         tail -n 40 "$LOGDIR/build-certs.log"
         fail "building the certs image (log: $LOGDIR/build-certs.log)"
     }
+    docker image prune -f --filter label=org.postern.image >/dev/null 2>&1 || true
 }
 
 # Containers of a service (one-off `run` containers left out), straight from the engine: the

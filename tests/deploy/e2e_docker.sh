@@ -1,9 +1,10 @@
 #!/bin/sh
 # `make e2e-docker`: Postern in containers, end to end, with real clients on the published
 # ports. Builds the base images (deploy/docker/build-base.sh, offline) and the postern image,
-# starts docker-compose.yml under a project of its own on free host ports, waits until every
-# service is healthy, adds a domain and a user with the mailctl service, sends mail through
-# the published SMTP port (swaks) and finds it in PostgreSQL, submits authenticated mail over
+# starts docker-compose.yml under a project of its own on free host ports (the mail ports are
+# the load balancer's, `lb`, in front of smtpd, pop3d and imapd), waits until every service is
+# healthy, adds a domain and a user with the mailctl service, sends mail through the
+# published SMTP port (swaks) and finds it in PostgreSQL, submits authenticated mail over
 # STARTTLS and finds it queued, reads the mailbox over POP3S (when pop3d is in the image)
 # and over IMAPS (when imapd is), runs the end-to-end suite (tests/e2e) against the
 # published ports, then the fault matrix (tests/faults: every container killed, restarted and
@@ -166,6 +167,16 @@ n=$(sql "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
 [ "$n" = 1 ] || fail "the message is not in $USER's INBOX (found $n)"
 step "stored in $USER's INBOX"
 
+# Through the balancer: smtpd took the client's address from its PROXY v2 header, and that is
+# the address the balancer saw (this host's, through the published port: the network's
+# gateway), not the balancer's own.
+LB=$(compose ps -q lb)
+GW=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.Gateway}} {{end}}' "$LB" | cut -d' ' -f1)
+LB_IP=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$LB" | cut -d' ' -f1)
+compose logs --no-color smtpd 2>&1 | grep -E "client address from PROXY header.* proxy=$LB_IP client=$GW( |\$)" >/dev/null ||
+    fail "smtpd logged no client=$GW from the PROXY header of the balancer ($LB_IP)"
+step "smtpd knows the client as $GW (PROXY v2 from the balancer at $LB_IP)"
+
 step "swaks -> 127.0.0.1:$SUBMISSION_HOST_PORT (submission, STARTTLS, AUTH PLAIN) to someone@example.org"
 swaks --server "127.0.0.1:$SUBMISSION_HOST_PORT" -tls --auth PLAIN --auth-user "$USER" \
     --auth-password "$PASSWORD" --from "$USER" --to someone@example.org \
@@ -234,6 +245,13 @@ if not found:
 print(f"   {count} message(s), the token is there")
 EOF
 fi
+
+# The README's first reads, with curl as written there (on this test's ports).
+step "curl pop3s://localhost:$POP3S_HOST_PORT/1 and imaps://localhost:$IMAPS_HOST_PORT/INBOX;UID=1 (the README's)"
+curl --insecure --user "$USER:$PASSWORD" "pop3s://localhost:$POP3S_HOST_PORT/1" >"$LOGDIR/curl-pop3.txt" 2>&1 &&
+    grep -q "$TOKEN" "$LOGDIR/curl-pop3.txt" || { cat "$LOGDIR/curl-pop3.txt"; fail "curl pop3s"; }
+curl --insecure --user "$USER:$PASSWORD" "imaps://localhost:$IMAPS_HOST_PORT/INBOX;UID=1" >"$LOGDIR/curl-imap.txt" 2>&1 &&
+    grep -q "$TOKEN" "$LOGDIR/curl-imap.txt" || { cat "$LOGDIR/curl-imap.txt"; fail "curl imaps"; }
 
 # webd: a console admin made with mailctl logs in over HTTPS on the published port and sees
 # the domain made above.

@@ -1,27 +1,35 @@
 #!/bin/sh
 # Postern in containers, scaled out and knocked about (issue 5, "Proven here"): the compose
 # stack of docker-compose.yml, unchanged, under a project of its own, with smtpd scaled to 3
-# replicas. Every mail port is published on 127.0.0.1 with a port the engine picks (host port
-# 0), so the replicas do not clash; each replica's port comes from
-# `docker compose port --index N smtpd PORT`, and the clients (Python's smtplib) run here.
+# replicas behind its load balancer (HAProxy, service `lb`). The balancer's mail ports are
+# published on 127.0.0.1 with ports the engine picks (host port 0; `docker compose port lb
+# PORT` says which), every client (Python's smtplib, here) goes through them, and which
+# replica took a message is read from the replicas' logs.
 #
-#   1. HAMR across replicas: `mailctl hamr set --user U --max 3 --interval 300`; U sends one
-#      message through each replica (3 accepted, each replica logs its own), then more through
-#      each replica: every one is `451 4.7.1`. Exactly 3 are stored.
+#   1. HAMR across replicas: `mailctl hamr set --user U --max 3 --interval 300`; U sends 3
+#      messages (accepted, by more than one replica), then 6 more: every one is `451 4.7.1`,
+#      from more than one replica. Exactly 3 are stored.
 #   2. The answering limiter killed (docker-compose.yml runs two): a user limited to 6 per
 #      hour sends 3, the limiter that answers (`mailctl limiter status`) is killed, the other
 #      one takes over; 3 more are accepted (retried while the takeover is under way), the 7th
 #      is throttled: the count held. The killed one is started again (a standby).
-#   3. Every limiter killed (`kill limiter`): an authenticated message gets 451 4.7.1 from
-#      every replica and nothing is stored, mail from other servers still flows, smtpd stays
+#   3. Every limiter killed (`kill limiter`): authenticated messages get 451 4.7.1 (one per
+#      replica sent) and nothing is stored, mail from other servers still flows, smtpd stays
 #      up; `start limiter`: the client's retry goes through (waited for with a deadline), once.
 #   4. PostgreSQL restarted under load: messages (MX to a mailbox, authenticated submissions
-#      to the relay queue, round robin over the replicas) sent in a loop while
+#      to the relay queue, spread over the replicas by the balancer) sent in a loop while
 #      `restart postgres` happens in the middle; every queue id acknowledged with 250 is then
 #      in a mailbox or in the queue, exactly once, every failure was 4xx, smtpd stayed up, and
-#      every replica accepts both kinds of mail again.
+#      both kinds of mail are accepted again.
+#   5. The balancer: a client in the project's network is known to smtpd by its own address
+#      (from the PROXY v2 header), not the balancer's; failed logins from this host block this
+#      host's address (the network's gateway, as the balancer sees it), not the balancer's:
+#      that client is refused at connect while the other one is still greeted, until
+#      `mailctl harvest unblock`; one smtpd replica stopped (`docker stop`, it drains) under
+#      a stream of messages leaves the rotation (HAProxy's check of its /readyz) and every
+#      message sent after the stop gets 250; started again, it is back in the rotation.
 #
-# Ends with `N passed, N failed` (the four items) and a non-zero status when one failed.
+# Ends with `N passed, N failed` (the five items) and a non-zero status when one failed.
 # The project and its volumes are removed at the end whatever happens (down -v).
 #
 # Environment:
@@ -50,7 +58,7 @@ T0=$(date +%s)
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/postern-e2e-scale.XXXXXX")
 PASSED=0
 FAILED=0
-ITEMS="hamr failover limiter postgres"
+ITEMS="hamr failover limiter postgres balancer"
 DONE=""
 LOAD_PID=""
 
@@ -66,7 +74,7 @@ compose() {
     $COMPOSE -p "$PROJECT" -f docker-compose.yml "$@"
 }
 
-# Host port 0: the engine picks a free port for every replica of every service.
+# Host port 0: the engine picks free ports for the balancer's (and webd's) listeners.
 export POSTERN_HOST_IP=127.0.0.1 SMTP_HOST_PORT=0 SUBMISSION_HOST_PORT=0 SMTPS_HOST_PORT=0 \
     POP3_HOST_PORT=0 POP3S_HOST_PORT=0 IMAP_HOST_PORT=0 IMAPS_HOST_PORT=0 WEB_HOST_PORT=0
 export SMTP_HOSTNAME=mail.example.test
@@ -247,9 +255,31 @@ fingerprint() {
     done
 }
 
-# The host port replica N of smtpd publishes container port P on.
+# The host port of the balancer's listener on container port $1.
 host_port() {
-    compose port --index "$1" smtpd "$2" | sed 's/.*://'
+    compose port lb "$1" | sed 's/.*://'
+}
+
+# The replica (1, 2, ...) whose log says it accepted queue id $1.
+accepted_by() {
+    i_=1
+    for id_ in $(replicas smtpd); do
+        docker logs "$id_" 2>&1 | grep -q "message accepted.* id=$1 " && { echo "$i_"; return 0; }
+        i_=$((i_ + 1))
+    done
+    return 1
+}
+
+# "N1 N2 N3": how many lines matching $1 each smtpd replica logged.
+per_replica() {
+    for id_ in $(replicas smtpd); do
+        printf '%s ' "$(docker logs "$id_" 2>&1 | grep -c -- "$1")"
+    done
+}
+
+# How many of the words in $1 are different.
+distinct() {
+    echo $1 | tr ' ' '\n' | grep . | sort -u | wc -l
 }
 
 # Copies of the message with token $2 in the INBOX of $1 plus entries in the outbound queue
@@ -302,16 +332,9 @@ step "waiting for healthy: postgres nats $SERVICES(at most ${TIMEOUT}s)"
 wait_healthy "$TIMEOUT" postgres nats $SERVICES || fail "the stack did not come up"
 n=$(replicas smtpd | wc -l)
 [ "$n" -eq "$REPLICAS" ] || fail "$n smtpd replicas running, not $REPLICAS"
-MX_PORTS="" SUB_PORTS="" LOAD_PORTS=""
-i=1
-while [ "$i" -le "$REPLICAS" ]; do
-    mx=$(host_port "$i" 2525) sub=$(host_port "$i" 2587)
-    [ -n "$mx" ] && [ -n "$sub" ] || fail "no published ports for smtpd replica $i"
-    MX_PORTS="$MX_PORTS $mx" SUB_PORTS="$SUB_PORTS $sub" LOAD_PORTS="$LOAD_PORTS,$mx/$sub"
-    i=$((i + 1))
-done
-LOAD_PORTS=${LOAD_PORTS#,}
-step "healthy; smtpd replicas: MX ports$MX_PORTS, submission ports$SUB_PORTS"
+MX_PORT=$(host_port 2525) SUB_PORT=$(host_port 2587)
+[ -n "$MX_PORT" ] && [ -n "$SUB_PORT" ] || fail "the balancer publishes no port for 2525 or 2587"
+step "healthy; the balancer: MX 127.0.0.1:$MX_PORT, submission 127.0.0.1:$SUB_PORT, $REPLICAS smtpd replicas behind it"
 
 # ---- administer -------------------------------------------------------------------------
 step "mailctl (compose run): domain $DOMAIN, users $HAMR_USER $SENDER $INBOX_USER; hamr set --user $HAMR_USER --max $HAMR_MAX --interval 300"
@@ -332,49 +355,66 @@ mailctl hamr set --user "$HAMR_USER" --max "$HAMR_MAX" --interval 300 --action t
 mailctl hamr set --user "$FAILOVER_USER" --max "$FAILOVER_MAX" --interval 3600 --action throttle ||
     fail "mailctl hamr set"
 
-# The domain reaches every replica over the bus (config.changed); it may take a moment.
+# The domain reaches every replica over the bus (config.changed); it may take a moment: until
+# every replica has accepted a message for it.
 deadline=$(($(date +%s) + 60))
-for port in $MX_PORTS; do
-    until r=$(smtpc send "$port" mx "" "" someone@outside.example "$INBOX_USER" "warmup-$RUN-$port") &&
-        [ "${r%% *}" = 250 ]; do
-        [ "$(date +%s)" -lt "$deadline" ] || fail "smtpd on :$port does not take mail for $DOMAIN: $r"
+k=0 by=""
+while [ "$(distinct "$by")" -lt "$REPLICAS" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] ||
+        fail "not every replica takes mail for $DOMAIN (accepted by replicas:$by): $r"
+    r=$(smtpc send "$MX_PORT" mx "" "" someone@outside.example "$INBOX_USER" "warmup-$RUN-$k")
+    k=$((k + 1))
+    if [ "${r%% *}" = 250 ]; then
+        by="$by $(accepted_by "$(echo "$r" | cut -d' ' -f2)")"
+    else
         sleep 1
-    done
+    fi
 done
-step "every replica takes mail for $DOMAIN"
+step "every replica takes mail for $DOMAIN (through the balancer: $k messages, accepted by replicas$by)"
 
 # ---- 1. HAMR across the replicas --------------------------------------------------------
 item_hamr() {
-    # Message k goes through replica k mod R: the first HAMR_MAX are accepted, one through
-    # each replica (R = 3), and then every replica refuses the next ones, two each.
-    accepted=0 qids="" k=0 n=$((HAMR_MAX + 2 * REPLICAS))
+    # Through the balancer, which spreads the connections: the first HAMR_MAX are accepted,
+    # the next ones (two per replica) refused, by whichever replica takes them.
+    accepted=0 qids="" by="" k=0 n=$((HAMR_MAX + 2 * REPLICAS))
+    before=$(per_replica "user=\"$HAMR_USER\".*retry_after")
     while [ "$k" -lt "$n" ]; do
-        i=$((k % REPLICAS + 1))
-        port=$(echo $SUB_PORTS | cut -d' ' -f"$i")
-        r=$(smtpc send "$port" sub "$HAMR_USER" "$PASSWORD" "$HAMR_USER" "$OUTSIDE" "hamr-$RUN-$k")
-        echo "message $k replica $i :$port $r" >>"$LOGDIR/hamr.log"
+        r=$(smtpc send "$SUB_PORT" sub "$HAMR_USER" "$PASSWORD" "$HAMR_USER" "$OUTSIDE" "hamr-$RUN-$k")
+        echo "message $k $r" >>"$LOGDIR/hamr.log"
         if [ "$k" -lt "$HAMR_MAX" ]; then
-            [ "${r%% *}" = 250 ] || { bad "message $((k + 1)) of $HAMR_MAX, through replica $i (:$port), refused: $(said "$r")"; return 1; }
+            [ "${r%% *}" = 250 ] || { bad "message $((k + 1)) of $HAMR_MAX refused: $(said "$r")"; return 1; }
             accepted=$((accepted + 1))
             qid=$(echo "$r" | cut -d' ' -f2)
             qids="$qids $qid"
-            # The replica behind that port is the one that took it.
-            docker logs "$(replicas smtpd | sed -n "${i}p")" 2>&1 | grep -q "message accepted.* id=$qid " || {
-                bad "replica $i (:$port) did not log accepting $qid"
-                return 1
-            }
+            i=$(accepted_by "$qid") || { bad "no replica logged accepting $qid"; return 1; }
+            by="$by $i"
             [ "$((k + 1))" = "$HAMR_MAX" ] &&
-                step "   $HAMR_MAX messages, through replicas 1 to $REPLICAS in turn: 250 (queue ids$qids)"
+                step "   $HAMR_MAX messages: 250 (queue ids$qids), accepted by replicas$by"
         else
             case $r in
                 "451 - 4.7.1 "*) ;;
-                250*) accepted=$((accepted + 1)); bad "message $((k + 1)), past the limit, accepted by replica $i (:$port)"; return 1 ;;
-                *) bad "message $((k + 1)), past the limit, through replica $i (:$port): $(said "$r") (want 451 4.7.1)"; return 1 ;;
+                250*) accepted=$((accepted + 1)); bad "message $((k + 1)), past the limit, accepted"; return 1 ;;
+                *) bad "message $((k + 1)), past the limit: $(said "$r") (want 451 4.7.1)"; return 1 ;;
             esac
         fi
         k=$((k + 1))
     done
-    step "   then $((2 * REPLICAS)) more, two through each replica: every one $(said "$(grep -m1 ' 451 ' "$LOGDIR/hamr.log" | cut -d' ' -f6-)")"
+    [ "$(distinct "$by")" -ge 2 ] || { bad "every accepted message went to one replica ($by)"; return 1; }
+    # Each replica's refusals, from its log ("send refused: throttled ... user=U retry_after=").
+    after=$(per_replica "user=\"$HAMR_USER\".*retry_after")
+    refused="" total=0 replicas_refusing=0
+    set -- $before
+    for c in $after; do
+        d=$((c - $1))
+        shift
+        refused="$refused $d" total=$((total + d))
+        [ "$d" -eq 0 ] || replicas_refusing=$((replicas_refusing + 1))
+    done
+    step "   then $((2 * REPLICAS)) more: every one $(said "$(grep -m1 ' 451 ' "$LOGDIR/hamr.log" | cut -d' ' -f3-)"); refusals per replica:$refused"
+    [ "$total" -eq $((2 * REPLICAS)) ] && [ "$replicas_refusing" -ge 2 ] || {
+        bad "refusals per replica:$refused (want $((2 * REPLICAS)) in all, from more than one replica)"
+        return 1
+    }
     stored_n=$(sql "SELECT count(*) FROM outbound_queue WHERE sender = '$HAMR_USER'")
     [ "$accepted" = "$HAMR_MAX" ] && [ "$stored_n" = "$HAMR_MAX" ] || {
         bad "$accepted accepted, $stored_n queued for $HAMR_USER (want $HAMR_MAX and $HAMR_MAX)"
@@ -403,9 +443,8 @@ item_failover() {
     k=0
     half=$((FAILOVER_MAX / 2))
     while [ "$k" -lt "$half" ]; do
-        port=$(echo $SUB_PORTS | cut -d' ' -f"$((k % REPLICAS + 1))")
-        r=$(smtpc send "$port" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-$k")
-        echo "message $((k + 1)) :$port $r" >>"$LOGDIR/failover.log"
+        r=$(smtpc send "$SUB_PORT" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-$k")
+        echo "message $((k + 1)) $r" >>"$LOGDIR/failover.log"
         [ "${r%% *}" = 250 ] || { bad "message $((k + 1)) of $FAILOVER_MAX refused: $(said "$r")"; return 1; }
         k=$((k + 1))
     done
@@ -421,13 +460,12 @@ item_failover() {
     step "   limiter ${second%"${second#????????????}"} answers, $(($(date +%s) - t0)) s after the kill (as seen by mailctl)"
     deadline=$(($(date +%s) + 60))
     while [ "$k" -lt "$FAILOVER_MAX" ]; do
-        port=$(echo $SUB_PORTS | cut -d' ' -f"$((k % REPLICAS + 1))")
-        r=$(send_until_accepted "$deadline" "$port" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-$k")
-        echo "message $((k + 1)) :$port $r" >>"$LOGDIR/failover.log"
+        r=$(send_until_accepted "$deadline" "$SUB_PORT" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-$k")
+        echo "message $((k + 1)) $r" >>"$LOGDIR/failover.log"
         [ "${r%% *}" = 250 ] || { bad "message $((k + 1)) of $FAILOVER_MAX, after the takeover, refused: $(said "$r")"; return 1; }
         k=$((k + 1))
     done
-    r=$(smtpc send "$(echo $SUB_PORTS | cut -d' ' -f1)" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-over")
+    r=$(smtpc send "$SUB_PORT" sub "$FAILOVER_USER" "$PASSWORD" "$FAILOVER_USER" "$OUTSIDE" "failover-$RUN-over")
     echo "message $((k + 1)) $r" >>"$LOGDIR/failover.log"
     case $r in
         "451 - 4.7.1 "*"try again in"*) ;;
@@ -446,7 +484,7 @@ item_failover() {
 item_limiter() {
     before=$(fingerprint smtpd)
     # One accepted first: the sender's settings are known, the path works.
-    r=$(smtpc send "$(echo $SUB_PORTS | cut -d' ' -f1)" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "pre-$RUN")
+    r=$(smtpc send "$SUB_PORT" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "pre-$RUN")
     [ "${r%% *}" = 250 ] || { bad "an authenticated message before the kill was refused: $r"; return 1; }
     compose kill limiter >>"$LOGDIR/limiter.log" 2>&1 || { bad "compose kill limiter"; return 1; }
     # every replica of it (docker-compose.yml runs two)
@@ -456,43 +494,42 @@ item_limiter() {
     done
     step "   limiter killed (now $state)"
     i=1 toks=""
-    for port in $SUB_PORTS; do
+    while [ "$i" -le "$REPLICAS" ]; do
         tok=down-$RUN-$i
         toks="$toks $tok"
-        r=$(smtpc send "$port" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "$tok")
-        echo "limiter down: replica $i :$port $r" >>"$LOGDIR/limiter.log"
+        r=$(smtpc send "$SUB_PORT" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "$tok")
+        echo "limiter down: message $i $r" >>"$LOGDIR/limiter.log"
         case $r in
             "451 - 4.7.1 "*) ;;
-            *) bad "authenticated message through replica $i without the limiter: $r (want 451 4.7.1)"; return 1 ;;
+            *) bad "authenticated message $i without the limiter: $r (want 451 4.7.1)"; return 1 ;;
         esac
         [ "$(stored "$INBOX_USER" "$tok")" = 0 ] || { bad "$tok was stored although refused"; return 1; }
         i=$((i + 1))
     done
-    step "   authenticated mail through each replica: $(said "$(grep -m1 'limiter down' "$LOGDIR/limiter.log" | cut -d' ' -f6-)"), nothing stored"
+    step "   $REPLICAS authenticated messages: $(said "$(grep -m1 'limiter down' "$LOGDIR/limiter.log" | cut -d' ' -f5-)"), nothing stored"
     # Mail from other servers does not ask the limiter.
-    for port in $MX_PORTS; do
-        r=$(smtpc send "$port" mx "" "" someone@outside.example "$INBOX_USER" "mx-down-$RUN-$port")
-        [ "${r%% *}" = 250 ] || { bad "MX mail through :$port without the limiter: $r"; return 1; }
+    i=1
+    while [ "$i" -le "$REPLICAS" ]; do
+        r=$(smtpc send "$MX_PORT" mx "" "" someone@outside.example "$INBOX_USER" "mx-down-$RUN-$i")
+        [ "${r%% *}" = 250 ] || { bad "MX mail $i without the limiter: $r"; return 1; }
+        i=$((i + 1))
     done
-    step "   MX mail through each replica still accepted"
+    step "   $REPLICAS MX messages still accepted"
     [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; return 1; }
     step "   every smtpd replica still up (same containers, no restarts)"
 
     compose start limiter >>"$LOGDIR/limiter.log" 2>&1 || { bad "compose start limiter"; return 1; }
     t=$(date +%s)
     deadline=$((t + 90))
-    i=1
-    for port in $SUB_PORTS; do
-        tok=$(echo $toks | cut -d' ' -f"$i")
+    for tok in $toks; do
         # The client retries the same message, as an MTA does after a 4xx.
-        r=$(send_until_accepted "$deadline" "$port" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "$tok") || {
-            bad "replica $i, once the limiter was started, said: $(said "$r") (want 4xx until 250, within 90 s)"
+        r=$(send_until_accepted "$deadline" "$SUB_PORT" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "$tok") || {
+            bad "$tok, once the limiter was started: $(said "$r") (want 4xx until 250, within 90 s)"
             return 1
         }
         [ "$(stored "$INBOX_USER" "$tok")" = 1 ] || { bad "$tok stored $(stored "$INBOX_USER" "$tok") times (want 1)"; return 1; }
-        i=$((i + 1))
     done
-    step "   limiter started: the retries went through on every replica after $(($(date +%s) - t))s, each stored once"
+    step "   limiter started: the $REPLICAS retries went through after $(($(date +%s) - t))s, each stored once"
     wait_healthy 60 limiter || return 1
     [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; return 1; }
 }
@@ -503,11 +540,11 @@ item_postgres() {
     out=$LOGDIR/load.txt
     : >"$out"
     prefix=load-$RUN
-    "$PYTHON" "$LOGDIR/smtpc.py" load "$out" "$LOAD" "$WORKERS" "$PACE" "$LOAD_PORTS" "$INBOX_USER" "$SENDER" "$PASSWORD" \
+    "$PYTHON" "$LOGDIR/smtpc.py" load "$out" "$LOAD" "$WORKERS" "$PACE" "$MX_PORT/$SUB_PORT" "$INBOX_USER" "$SENDER" "$PASSWORD" \
         "$OUTSIDE" "$prefix" >"$LOGDIR/load.log" 2>&1 &
     load_pid=$!
     LOAD_PID=$load_pid
-    step "   $LOAD messages of 64 KB, MX and submission, from $WORKERS clients at once (each ${PACE}s between two), round robin over $REPLICAS replicas"
+    step "   $LOAD messages of 64 KB, MX and submission, from $WORKERS clients at once (each ${PACE}s between two), through the balancer"
     quarter=$((LOAD / 4))
     deadline=$(($(date +%s) + 60))
     while [ "$(wc -l <"$out")" -lt "$quarter" ]; do
@@ -559,28 +596,145 @@ item_postgres() {
     [ "$dup" = 0 ] || step "   note: $dup message(s) answered 4xx were stored anyway (a retry would duplicate them)"
 
     [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; rc=1; }
-    # Every replica takes both kinds of mail again (a client retrying), within a deadline.
+    # Both kinds of mail are taken again (a client retrying), within a deadline; which
+    # replicas took the loop's messages, from their logs.
+    spread=$(per_replica "message accepted")
     t=$(date +%s)
     deadline=$((t + 90))
     i=1
-    for port in $MX_PORTS; do
-        sub=$(echo $SUB_PORTS | cut -d' ' -f"$i")
-        r=$(send_until_accepted "$deadline" "$port" mx "" "" someone@outside.example "$INBOX_USER" "after-$RUN-$i") || {
-            bad "replica $i, MX after the restart: $(said "$r")"
+    while [ "$i" -le "$REPLICAS" ]; do
+        r=$(send_until_accepted "$deadline" "$MX_PORT" mx "" "" someone@outside.example "$INBOX_USER" "after-$RUN-$i") || {
+            bad "MX message $i after the restart: $(said "$r")"
             return 1
         }
-        r=$(send_until_accepted "$deadline" "$sub" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "after-sub-$RUN-$i") || {
-            bad "replica $i, submission after the restart: $(said "$r")"
+        r=$(send_until_accepted "$deadline" "$SUB_PORT" sub "$SENDER" "$PASSWORD" "$SENDER" "$OUTSIDE" "after-sub-$RUN-$i") || {
+            bad "submission $i after the restart: $(said "$r")"
             return 1
         }
         i=$((i + 1))
     done
-    step "   every replica accepts MX and submitted mail again ($late_ok of the $late replies in the loop after the restart began were 250)"
+    step "   MX and submitted mail accepted again ($late_ok of the $late replies in the loop after the restart began were 250; messages accepted so far per replica: $spread)"
     [ "$(fingerprint smtpd)" = "$before" ] || { bad "an smtpd replica restarted: $(fingerprint smtpd)"; rc=1; }
     # shellcheck disable=SC2086
     wait_healthy 60 postgres nats $SERVICES || rc=1
     step "   every service healthy again"
     return "$rc"
+}
+
+# ---- 5. the balancer: real client addresses, a replica stopped ---------------------------
+# The balancer's replicas of smtpd's MX backend that its checks find UP (its stats page).
+lb_up() {
+    docker exec "$(ids lb)" wget -q -O- 'http://127.0.0.1:8404/stats;csv' 2>/dev/null |
+        awk -F, '$1 == "smtpd-smtp" && $2 != "BACKEND" && $2 != "FRONTEND" && $18 == "UP"' | wc -l
+}
+
+# A client inside the project's network (a container of the postern image, bash's /dev/tcp):
+# prints its own address and the greeting it got through the balancer's MX listener.
+inside_client() {
+    docker run --rm --network "$NET" --entrypoint bash "${POSTERN_IMAGE:-postern:latest}" -c '
+        exec 3<>/dev/tcp/lb/2525 || exit 1
+        IFS= read -r greeting <&3
+        printf "QUIT\r\n" >&3
+        IFS= read -r bye <&3
+        printf "%s %s\n" "$(hostname -i | cut -d" " -f1)" "$greeting" | tr -d "\r"' 2>>"$LOGDIR/balancer.log"
+}
+
+item_balancer() {
+    lb=$(ids lb)
+    NET=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$lb" | cut -d' ' -f1)
+    lb_ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$lb")
+    gw=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$NET\").Gateway}}" "$lb")
+    [ -n "$lb_ip" ] && [ -n "$gw" ] || { bad "no address for the balancer in network $NET"; return 1; }
+    # A client in the network: smtpd knows it by its own address, from the PROXY v2 header.
+    r=$(inside_client) || { bad "a client in $NET could not reach lb:2525: $r"; return 1; }
+    cip=${r%% *}
+    case $r in *" 220 "*) ;; *) bad "the client in $NET got: $r"; return 1 ;; esac
+    found=""
+    for id in $(replicas smtpd); do
+        docker logs "$id" 2>&1 | grep -qE "client address from PROXY header.* proxy=$lb_ip client=$cip( |\$)" &&
+            found=$id
+    done
+    [ -n "$found" ] || { bad "no smtpd replica logged client=$cip from the PROXY header of $lb_ip"; return 1; }
+    step "   a client at $cip in $NET, through the balancer ($lb_ip): smtpd logged client=$cip (PROXY v2)"
+
+    # Failed logins through the balancer block the address it saw (this host's, the gateway
+    # $gw), not the balancer's: the client in the network is still greeted.
+    mailctl harvest set --service smtp --max-failures 2 --interval 600 --block 120 ||
+        { bad "mailctl harvest set"; return 1; }
+    deadline=$(($(date +%s) + 60)) k=0
+    while :; do
+        # A different wrong password each time (one repeated unchanged may count once).
+        r=$(smtpc send "$SUB_PORT" sub "$SENDER" "wrong-$k-$PASSWORD" "$SENDER" "$OUTSIDE" "harvest-$RUN-$k")
+        echo "failed login $k: $r" >>"$LOGDIR/balancer.log"
+        case $r in
+            [45][0-9][0-9]" "*blocked*) blocked=$r; break ;;
+            "535 "*) ;;
+            *) bad "a wrong password through the balancer: $(said "$r") (want 535, then blocked)"; return 1 ;;
+        esac
+        [ "$(date +%s)" -lt "$deadline" ] || { bad "no block after $k failed logins"; return 1; }
+        k=$((k + 1))
+    done
+    case $blocked in
+        *"address $gw is blocked"*) ;;
+        *) bad "the block is not on $gw: $(said "$blocked")"; return 1 ;;
+    esac
+    compose run --rm -T mailctl harvest blocks >"$LOGDIR/blocks.txt" 2>>"$LOGDIR/balancer.log"
+    grep -qF "$gw" "$LOGDIR/blocks.txt" && ! grep -qwF "$lb_ip" "$LOGDIR/blocks.txt" || {
+        bad "harvest blocks does not list $gw alone: $(cat "$LOGDIR/blocks.txt")"
+        return 1
+    }
+    r=$(inside_client)
+    case $r in *" 220 "*) ;; *) bad "the client at $cip, not blocked, got: $r"; return 1 ;; esac
+    step "   after $k failed logins: $gw blocked ($(said "$blocked" | cut -d' ' -f1-2) at connect; mailctl harvest blocks), not $lb_ip: the client at $cip is still greeted"
+    mailctl harvest unblock "$gw" || { bad "mailctl harvest unblock $gw"; return 1; }
+    r=$(send_until_accepted "$(($(date +%s) + 30))" "$MX_PORT" mx "" "" someone@outside.example "$INBOX_USER" "unblocked-$RUN") || {
+        bad "after the unblock: $(said "$r")"
+        return 1
+    }
+    step "   unblocked: mail from $gw accepted again"
+
+    # One replica stopped under a stream of messages: it drains and leaves the rotation.
+    [ "$(lb_up)" = "$REPLICAS" ] || { bad "the balancer has $(lb_up) smtpd replicas UP, not $REPLICAS"; return 1; }
+    victim=$(replicas smtpd | head -n 1)
+    out=$LOGDIR/stop.txt
+    : >"$out"
+    "$PYTHON" "$LOGDIR/smtpc.py" load "$out" 24 1 0.2 "$MX_PORT/$SUB_PORT" "$INBOX_USER" "$SENDER" "$PASSWORD" \
+        "$OUTSIDE" "stop-$RUN" >"$LOGDIR/stop.log" 2>&1 &
+    LOAD_PID=$!
+    deadline=$(($(date +%s) + 30))
+    while [ "$(wc -l <"$out")" -lt 4 ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.2; done
+    t=$(date +%s)
+    docker stop "$victim" >>"$LOGDIR/balancer.log" 2>&1 || { bad "docker stop $victim"; return 1; }
+    at=$(wc -l <"$out")
+    stopped_in=$(($(date +%s) - t))
+    while [ "$(lb_up)" != "$((REPLICAS - 1))" ]; do
+        [ "$(($(date +%s) - t))" -lt 20 ] || { bad "the stopped replica is still in rotation 20 s on ($(lb_up) UP)"; return 1; }
+        sleep 0.5
+    done
+    out_in=$(($(date +%s) - t))
+    wait "$LOAD_PID" || { bad "the load client failed: $(tail -n 5 "$LOGDIR/stop.log")"; return 1; }
+    LOAD_PID=""
+    during=$(awk -v at="$at" 'NR <= at && $5 != 250' "$out" | wc -l)
+    after=$(awk -v at="$at" 'NR > at' "$out" | wc -l)
+    after_bad=$(awk -v at="$at" 'NR > at && $5 != 250' "$out")
+    step "   docker stop of replica 1 took ${stopped_in}s, out of the rotation ${out_in}s after the stop began; messages before the stop returned: $((at - during)) of $at 250"
+    [ -z "$(awk '$5 >= 500' "$out")" ] || { bad "permanent refusals: $(awk '$5 >= 500' "$out")"; return 1; }
+    [ "$after" -gt 0 ] && [ -z "$after_bad" ] || {
+        bad "after the stop, not every message got 250 ($after sent):"
+        echo "$after_bad" >&2
+        return 1
+    }
+    step "   after the stop: all $after messages 250, from the other replicas"
+    docker start "$victim" >>"$LOGDIR/balancer.log" 2>&1 || { bad "docker start $victim"; return 1; }
+    wait_healthy 60 smtpd || return 1
+    t=$(date +%s) k=0
+    until docker logs --since "$t" "$victim" 2>&1 | grep -q "message accepted"; do
+        [ "$(($(date +%s) - t))" -lt 30 ] || { bad "the started replica took no message in 30 s ($(lb_up) UP)"; return 1; }
+        r=$(smtpc send "$MX_PORT" mx "" "" someone@outside.example "$INBOX_USER" "back-$RUN-$k")
+        [ "${r%% *}" = 250 ] || { bad "while replica 1 comes back: $(said "$r")"; return 1; }
+        k=$((k + 1))
+    done
+    step "   started again: back in the rotation, it took message $k of those sent $(($(date +%s) - t))s after it was healthy"
 }
 
 for item in $ITEMS; do
@@ -589,6 +743,7 @@ for item in $ITEMS; do
         failover) title="2. the answering limiter killed: the other takes over, $FAILOVER_MAX accepted in all, then 451" ;;
         limiter) title="3. every limiter killed: 451 4.7.1, nothing lost, smtpd up; started again: mail flows" ;;
         postgres) title="4. PostgreSQL restarted under load: every 250 is stored, failures only 4xx" ;;
+        balancer) title="5. the balancer: clients known by their own address; a stopped replica leaves the rotation" ;;
     esac
     step "$title"
     if "item_$item"; then

@@ -45,8 +45,8 @@ compose() {
 export POSTERN_HOST_IP=127.0.0.1 SMTP_HOST_PORT=0 SUBMISSION_HOST_PORT=0 SMTPS_HOST_PORT=0 \
     POP3_HOST_PORT=0 POP3S_HOST_PORT=0 IMAP_HOST_PORT=0 IMAPS_HOST_PORT=0 WEBMAIL_HOST_PORT=0 \
     WEB_HOST_PORT=0
-# Not "localhost": Roundcube reaches imapd and smtpd as `imapd` and `smtpd` and must check
-# their certificate for this name (WEBMAIL_TLS_NAME).
+# Not "localhost": Roundcube reaches imapd and smtpd through the balancer (`lb`) and must
+# check their certificate for this name (WEBMAIL_TLS_NAME).
 export SMTP_HOSTNAME=mail.webmail.test
 DOMAIN=webmail.test
 ALICE=alice@$DOMAIN
@@ -112,16 +112,17 @@ timeout 300 $COMPOSE --profile webmail -p "$PROJECT" -f docker-compose.yml up -d
     cat "$LOGDIR/up.log"
     fail "compose up"
 }
-step "waiting for healthy: postgres nats smtpd imapd limiter webmail (at most ${TIMEOUT}s)"
-wait_healthy "$TIMEOUT" postgres nats smtpd imapd limiter webmail || exit 1
+step "waiting for healthy: postgres nats smtpd imapd limiter lb webmail (at most ${TIMEOUT}s)"
+wait_healthy "$TIMEOUT" postgres nats smtpd imapd limiter lb webmail || exit 1
 
 hostport() { # hostport SERVICE PORT: the published port on 127.0.0.1
     p=$(compose port "$1" "$2" | tail -n 1)
     [ -n "$p" ] || fail "$1 publishes no port for $2"
     echo "${p##*:}"
 }
-SMTP=$(hostport smtpd 2525)
-IMAPS=$(hostport imapd 2993)
+# The mail ports are the balancer's.
+SMTP=$(hostport lb 2525)
+IMAPS=$(hostport lb 2993)
 WEB=$(hostport webmail 8443)
 step "healthy: SMTP 127.0.0.1:$SMTP, IMAPS :$IMAPS, webmail https://127.0.0.1:$WEB/"
 

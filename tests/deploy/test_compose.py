@@ -1,13 +1,16 @@
-"""docker-compose.yml read as YAML (no Docker needed): the published ports reach the ports
-the image's services listen on, every long-running service has a health check and starts
-only after the schema and the bus, images come from variables with the offline images as
-defaults, mailctl runs on demand, and no Postern container has privileges or a writable
-root; the bus is three clustered nats-server nodes with JetStream and TLS, each service logs
-in as its own user with only its own password mounted, the limiter runs twice.
-tests/deploy/e2e_docker.sh runs the same file for real.
+"""docker-compose.yml read as YAML (no Docker needed): the load balancer (HAProxy) alone
+publishes the mail ports, reaches the ports the image's services listen on, sends them the
+PROXY protocol v2 and finds their replicas through Docker's DNS, taking out those whose
+/readyz fails; every long-running service has a health check and starts only after the
+schema and the bus, images come from variables with the offline images as defaults, mailctl
+runs on demand, and no container has privileges or a writable root; the bus is three
+clustered nats-server nodes with JetStream and TLS, each service logs in as its own user
+with only its own password mounted, the limiter runs twice.
+tests/deploy/e2e_docker.sh and e2e_docker_scale.sh run the same file for real.
 Run: /usr/bin/python3 -m pytest -q tests/deploy/test_compose.py
 """
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -18,12 +21,25 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 DOCKERFILE = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+HAPROXY_DIR = ROOT / "deploy" / "docker" / "haproxy"
+HAPROXY_CFG = (HAPROXY_DIR / "haproxy.cfg").read_text()
 POSTERN = ["migrate", "smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl"]
 LONG_RUNNING = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "webd"]
 NATS_NODES = ["nats", "nats-1", "nats-2"]
 NATS_USERS = ["smtpd", "pop3d", "imapd", "limiter", "notifier", "relayd", "mailctl", "webd"]
 # The front ends: the variable that names their greeting (from SMTP_HOSTNAME).
 HOSTNAME_ENV = {"smtpd": "SMTP_HOSTNAME", "pop3d": "POP3_HOSTNAME", "imapd": "IMAP_HOSTNAME"}
+# Each mail port: its front end, the image's variable for it, the host-port variable and the
+# standard port the balancer publishes it on.
+MAIL_PORTS = [
+    ("smtpd", "SMTP_PORT", "SMTP_HOST_PORT", 25),
+    ("smtpd", "SUBMISSION_PORT", "SUBMISSION_HOST_PORT", 587),
+    ("smtpd", "SMTPS_PORT", "SMTPS_HOST_PORT", 465),
+    ("pop3d", "POP3_PORT", "POP3_HOST_PORT", 110),
+    ("pop3d", "POP3S_PORT", "POP3S_HOST_PORT", 995),
+    ("imapd", "IMAP_PORT", "IMAP_HOST_PORT", 143),
+    ("imapd", "IMAPS_PORT", "IMAPS_HOST_PORT", 993),
+]
 
 
 def image_env():
@@ -45,21 +61,109 @@ def published(svc):
     return out
 
 
-@pytest.mark.parametrize("svc,ports", [
-    ("smtpd", {"SMTP_PORT": ("SMTP_HOST_PORT", 25), "SUBMISSION_PORT": ("SUBMISSION_HOST_PORT", 587),
-               "SMTPS_PORT": ("SMTPS_HOST_PORT", 465)}),
-    ("pop3d", {"POP3_PORT": ("POP3_HOST_PORT", 110), "POP3S_PORT": ("POP3S_HOST_PORT", 995)}),
-    ("imapd", {"IMAP_PORT": ("IMAP_HOST_PORT", 143), "IMAPS_PORT": ("IMAPS_HOST_PORT", 993)}),
-])
-def test_published_ports_reach_the_listeners(svc, ports):
-    env = image_env()
-    pub = published(svc)
-    assert len(pub) == len(ports)
-    for var, (host_var, standard) in ports.items():
-        inside = int(env[var])
-        assert inside > 1024, var          # no capability needed inside
-        assert "${%s:-%d}" % (host_var, standard) in pub[inside], (var, pub)
-        assert pub[inside].startswith("${POSTERN_HOST_IP:-0.0.0.0}:")
+def haproxy_sections():
+    """{"frontend smtp": [lines], "backend smtpd-smtp": [...], ...} of haproxy.cfg."""
+    sections, current = {}, None
+    for line in HAPROXY_CFG.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace():
+            current = sections.setdefault(line.strip(), [])
+        else:
+            current.append(line.strip())
+    return sections
+
+
+@pytest.mark.parametrize("svc,var,host_var,standard", MAIL_PORTS)
+def test_the_balancer_publishes_each_mail_port_and_passes_it_on(svc, var, host_var, standard):
+    """Host port -> the balancer's listener -> the same port of every replica of svc."""
+    inside = int(image_env()[var])
+    assert inside > 1024, var          # no capability needed inside
+    pub = published("lb")
+    assert "${%s:-%d}" % (host_var, standard) in pub[inside], (var, pub)
+    assert pub[inside].startswith("${POSTERN_HOST_IP:-0.0.0.0}:")
+    sections = haproxy_sections()
+    frontends = [name for name, lines in sections.items()
+                 if name.startswith("frontend ") and f"bind :{inside}" in lines]
+    assert len(frontends) == 1, (inside, frontends)
+    backend = [line.split()[1] for line in sections[frontends[0]]
+               if line.startswith("default_backend ")]
+    assert len(backend) == 1
+    servers = [line for line in sections[f"backend {backend[0]}"]
+               if line.startswith("server")]
+    assert servers == [f'server-template {svc} "${{FRONTEND_SLOTS}}" {svc}:{inside}'], servers
+
+
+def test_only_the_balancer_and_webd_publish_ports():
+    for name, s in SERVICES.items():
+        if name not in ("lb", "webd", "webmail"):
+            assert "ports" not in s, name
+    assert len(published("lb")) == len(MAIL_PORTS)
+
+
+def test_the_balancer_sends_proxy_v2_and_checks_readyz():
+    """Every replica gets the PROXY v2 header; it is in rotation while /readyz on its health
+    port says it is ready (a stopped or draining replica is not), found through Docker's DNS."""
+    sections = haproxy_sections()
+    defaults = sections["defaults"]
+    assert "mode tcp" in defaults
+    assert "option httpchk" in defaults
+    assert "http-check send meth GET uri /readyz ver HTTP/1.0" in defaults
+    # In rotation when ready, or when only the database or the bus is away (the front end
+    # then answers with temporary errors itself); out when stopping (draining) or else.
+    expect = [line for line in defaults if line.startswith("http-check expect ")]
+    assert expect == ['http-check expect rstring "^(ready|not ready: (database|bus))"']
+    service = (ROOT / "lib" / "svc" / "service.c").read_text()
+    for why in ("stopping", "configuration", "database", "bus"):
+        assert f'? "{why}"' in service, why   # the reasons /readyz gives
+    assert "option redispatch 1" in defaults
+    servers = " ".join(line for line in defaults if line.startswith("default-server "))
+    for want in ("check", f"port {image_env()['HEALTH_PORT']}", "send-proxy-v2",
+                 "resolvers docker", "init-addr none"):
+        assert re.search(r"(^| )%s( |$)" % re.escape(want), servers), want
+    # No PROXY header on the checks: they go to the health port, which speaks plain HTTP.
+    assert "check-send-proxy" not in HAPROXY_CFG
+    assert "parse-resolv-conf" in sections["resolvers docker"]
+    # Every backend is a template of replicas: scaling needs no change of the file.
+    for name, lines in sections.items():
+        if name.startswith("backend "):
+            assert all(line.startswith("server-template ") for line in lines), name
+    assert "monitor-uri /healthz" in sections["frontend status"]
+    assert "bind :8404" in sections["frontend status"]
+
+
+def test_the_balancer_is_an_offline_image_locked_down():
+    lb = SERVICES["lb"]
+    assert lb["image"] == "${HAPROXY_IMAGE:-postern-haproxy:2.6}"
+    assert lb["build"] == {"context": "deploy/docker/haproxy",
+                           "args": {"BASE_IMAGE": "${POSTERN_BASE_IMAGE:-postern-base:bookworm}"}}
+    assert lb["read_only"] is True and lb["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in lb["security_opt"]
+    assert lb["restart"] == "unless-stopped"
+    assert "http://127.0.0.1:8404/healthz" in lb["healthcheck"]["test"]
+    # Started after the front ends, stopped before them.
+    for svc in HOSTNAME_ENV:
+        assert lb["depends_on"][svc]["condition"] == "service_started", svc
+    dockerfile = (HAPROXY_DIR / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=postern-base:bookworm" in dockerfile
+    assert "install -y --no-install-recommends haproxy" in dockerfile
+    assert "USER haproxy" in dockerfile
+    assert "haproxy -c" in dockerfile        # the configuration is checked as it is built
+    assert "STOPSIGNAL SIGUSR1" in dockerfile  # a soft stop: open sessions end on their own
+    build = (ROOT / "deploy" / "docker" / "build-base.sh").read_text()
+    assert 'build_from_base "$HAPROXY_IMAGE" "$HERE/haproxy"' in build
+    assert "HAPROXY_IMAGE=postern-haproxy:2.6" in build
+
+
+def test_make_images_leaves_no_untagged_build_stage():
+    """Docker's classic builder leaves a multi-stage build's other stages untagged: the build
+    stage is tagged, and what the builds left untagged is pruned by the stages' label."""
+    make = (ROOT / "Makefile").read_text()
+    images = make[make.index("\nimages:"):].split("\n\n")[0]
+    assert "--target build -t postern-build:latest" in images
+    assert "docker image prune -f --filter label=org.postern.image" in images
+    for stage in ("build", "certs", "postern"):
+        assert f"LABEL org.postern.image={stage}" in DOCKERFILE, stage
 
 
 def test_health_port_is_set_and_checked():
@@ -105,16 +209,21 @@ def test_front_ends_greet_and_trust_proxies_alike(svc):
     # One greeting name for every front end, the certificate's (certs' CERT_NAMES).
     assert env[HOSTNAME_ENV[svc]] == "${SMTP_HOSTNAME:-localhost}"
     assert SERVICES["certs"]["environment"]["CERT_NAMES"] == "${SMTP_HOSTNAME:-localhost}"
-    assert env["PROXY_TRUSTED_NETWORKS"] == "${PROXY_TRUSTED_NETWORKS:-}"
+    # The balancer's address is Docker's to pick: the private ranges it picks from.
+    trusted = env["PROXY_TRUSTED_NETWORKS"]
+    assert trusted == "${PROXY_TRUSTED_NETWORKS:-10.0.0.0/8,172.16.0.0/12,192.168.0.0/16}"
+    nets = [ipaddress.ip_network(n) for n in trusted[len("${PROXY_TRUSTED_NETWORKS:-"):-1].split(",")]
+    assert all(n.is_private for n in nets)
+    assert "ports" not in s   # reached through the balancer only
     assert env["DATABASE_URL"] == SERVICES["smtpd"]["environment"]["DATABASE_URL"]
     assert s["stop_grace_period"] == SERVICES["smtpd"]["stop_grace_period"]
 
 
 def test_every_published_host_port_differs():
-    """No two front ends claim the same host port by default."""
+    """No two listeners claim the same host port by default."""
     defaults = [re.search(r":-(\d+)\}$", host).group(1)
-                for svc in HOSTNAME_ENV for host in published(svc).values()]
-    assert len(defaults) == len(set(defaults)) == 7, defaults
+                for svc in ("lb", "webd", "webmail") for host in published(svc).values()]
+    assert len(defaults) == len(set(defaults)) == 9, defaults
 
 
 def test_the_image_runs_every_front_end():
@@ -155,7 +264,7 @@ def test_images_from_variables_with_offline_defaults():
 
 
 def test_postern_containers_are_locked_down():
-    for svc in POSTERN + ["certs", "nats-secrets"]:
+    for svc in POSTERN + ["certs", "nats-secrets", "lb"]:
         s = SERVICES[svc]
         assert s["read_only"] is True, svc
         assert s["cap_drop"] == ["ALL"], svc
@@ -242,7 +351,7 @@ def test_webmail_runs_only_with_its_profile_on_8443():
     # 443 is webd's: the webmail never claims it.
     assert not any(":443" in p or p.endswith(":443") for p in w["ports"])
     assert w["depends_on"]["certs"]["condition"] == "service_completed_successfully"
-    for svc in ("imapd", "smtpd"):
+    for svc in ("imapd", "smtpd", "lb"):
         assert w["depends_on"][svc]["condition"] == "service_healthy"
     assert w["healthcheck"]["test"] == ["CMD", "postern-webmail", "health"]
 
@@ -264,8 +373,9 @@ def test_webmail_is_locked_down_and_keeps_no_secret_in_the_image():
 def test_webmail_reaches_imapd_and_submission_over_tls_checking_the_certificate():
     env = SERVICES["webmail"]["environment"]
     image = image_env()
-    assert env["WEBMAIL_IMAP_HOST"] == f"ssl://imapd:{image['IMAPS_PORT']}"        # implicit TLS
-    assert env["WEBMAIL_SMTP_HOST"] == f"tls://smtpd:{image['SUBMISSION_PORT']}"   # STARTTLS
+    # Through the balancer: the front ends take only PROXY connections from its network.
+    assert env["WEBMAIL_IMAP_HOST"] == f"ssl://lb:{image['IMAPS_PORT']}"        # implicit TLS
+    assert env["WEBMAIL_SMTP_HOST"] == f"tls://lb:{image['SUBMISSION_PORT']}"   # STARTTLS
     # The certificate's name (certs makes it for SMTP_HOSTNAME) and the CA to check it with.
     assert env["WEBMAIL_TLS_NAME"] == "${SMTP_HOSTNAME:-localhost}"
     assert env["WEBMAIL_TLS_CA"] == "${WEBMAIL_TLS_CA:-/etc/postern/tls/cert.pem}"
