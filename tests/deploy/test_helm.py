@@ -842,6 +842,18 @@ def test_bus_tls(render, tmp_path):
                           capture_output=True, text=True, timeout=60, check=True).stdout
     assert f"DNS:*.{FULL}-nats-headless" in text and f"DNS:{FULL}-nats" in text
     assert "TLS Web Server Authentication" in text and "TLS Web Client Authentication" in text
+    # Every host name the services and the routes dial is one OpenSSL (what the services
+    # check names with) finds in the certificate: it takes no wildcard over one label, so
+    # *.NAME-nats-headless alone left every service unable to reach the bus on a cluster.
+    conf = r.get("ConfigMap", f"{FULL}-nats-config")["data"]["nats.conf"]
+    urls = r.get("Secret", FULL)["stringData"]["NATS_URL"].split(",")
+    hosts = {u.split("://", 1)[1].rsplit(":", 1)[0] for u in urls}
+    hosts |= set(re.findall(r"nats-route://([^:\"]+):", conf))
+    assert len(hosts) >= 3, hosts
+    for host in sorted(hosts):
+        c = subprocess.run(["openssl", "x509", "-noout", "-in", str(tmp_path / "tls.crt"),
+                            "-checkhost", host], capture_output=True, text=True, timeout=60)
+        assert "does match" in c.stdout, (host, c.stdout + c.stderr)
     conf = r.get("ConfigMap", f"{FULL}-nats-config")["data"]["nats.conf"]
     assert 'ca_file: "/etc/nats/tls/ca.crt"' in conf
     # The services verify the servers with the CA and nothing else of the Secret.
