@@ -254,7 +254,11 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $$(call fuzz_svc_objs,$$(call fuzz_svc
 # when a Docker engine answers.
 POSTERN_BASE_IMAGE ?= postern-base:bookworm
 
-.PHONY: images e2e-docker e2e-docker-scale test-helm test-deploy
+# `make test-k8s`: a one-node Kubernetes cluster built from the Go module proxy and Debian's
+# packages (deploy/k8s, cached in build/k8s: 10-15 minutes cold, seconds warm) and the chart
+# installed in it (tests/k8s/test_cluster.py). Needs root for the node; otherwise the
+# control-plane stages only. Not part of `make test` (CI's time).
+.PHONY: images e2e-docker e2e-docker-scale test-helm test-deploy test-k8s k8s-up k8s-down
 
 images:
 	@if [ "$(POSTERN_BASE_IMAGE)" = postern-base:bookworm ]; then sh deploy/docker/build-base.sh; \
@@ -274,6 +278,15 @@ e2e-docker-scale:
 
 test-helm:
 	/usr/bin/python3 -m pytest -q -rs tests/deploy/test_helm.py
+
+test-k8s:
+	/usr/bin/python3 -m pytest -rs tests/k8s/test_cluster.py
+
+k8s-up:
+	bash deploy/k8s/cluster.sh up
+
+k8s-down:
+	bash deploy/k8s/cluster.sh down
 
 test-deploy:
 	/usr/bin/python3 -m pytest -q -rs tests/deploy
