@@ -68,8 +68,9 @@ static int fake_trace = -1; /* FUZZ_TRACE=1 in the environment: writes go to std
 /* ---- queued work ---------------------------------------------------------------------- */
 
 typedef struct fake_job {
-    int kind; /* 0 db, 1 bus reply, 2 worker, 3 delay, 4 writable */
+    int kind; /* 0 db, 1 bus reply, 2 worker, 3 delay, 4 writable, 5 db_later */
     db_cb db;
+    void (*later)(void *arg);
     PGresult *res;
     bus_reply_cb reply;
     void *arg;
@@ -241,6 +242,15 @@ int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *v
                     const int *lengths, const int *binary, db_cb cb, void *arg)
 {
     return db_query(db, sql, nparams, values, lengths, binary, cb, arg);
+}
+
+int db_later(db_t *db, void (*cb)(void *arg), void *arg)
+{
+    if (!db || !cb)
+        return -1;
+    fake_job_t j = { .kind = 5, .later = cb, .arg = arg };
+    fake_queue(&j);
+    return 0;
 }
 
 bool db_available(const db_t *db)
@@ -640,6 +650,7 @@ static config_t fake_cfg;
 static db_t fake_db;
 static bus_t fake_bus;
 static fe_server_t fake_srv;
+static svc_t fake_svc; /* what a front end reads of its service: the message cache's size */
 
 static void fake_server_init(const fe_protocol_t *proto)
 {
@@ -652,6 +663,8 @@ static void fake_server_init(const fe_protocol_t *proto)
         abort();
     uv_loop_init(&fake_loop);
     fake_srv.loop = &fake_loop;
+    fake_svc.message_cache = SVC_MESSAGE_CACHE_DEFAULT;
+    fake_srv.svc = &fake_svc;
     fake_srv.proto = proto;
     fake_srv.cfg = &fake_cfg;
     fake_srv.db = &fake_db;
@@ -685,6 +698,9 @@ static void fake_settle(void)
             j->db(j->arg, j->res);
             if (j->res)
                 PQclear(j->res);
+            break;
+        case 5:
+            j->later(j->arg);
             break;
         case 1:
             if (fake_lim_answer) {
