@@ -36,6 +36,9 @@ static const char renew_sql[] =
     "WHERE user_id = $1 AND owner = $2";
 
 static const char unlock_sql[] = "DELETE FROM pop3_locks WHERE user_id = $1 AND owner = $2";
+/* The same when the lock's user is not known: an open whose answer was lost (PostgreSQL
+ * killed after the commit) leaves a lock this session never heard of. Owners are unique. */
+static const char unlock_owner_sql[] = "DELETE FROM pop3_locks WHERE owner = $1";
 
 /* The runs holding locks on this machine ($1: "node:"). */
 static const char runs_sql[] =
@@ -195,7 +198,10 @@ static void unlock_cb(void *arg, PGresult *res)
 static void unlock_send(unlock_req_t *u)
 {
     const char *params[2] = { u->user_id, u->owner };
-    if (!u->srv->db || db_query(u->srv->db, unlock_sql, 2, params, NULL, NULL, unlock_cb, u) < 0)
+    bool known = strcmp(u->user_id, "0") != 0;
+    if (!u->srv->db ||
+        db_query(u->srv->db, known ? unlock_sql : unlock_owner_sql, known ? 2 : 1,
+                 known ? params : params + 1, NULL, NULL, unlock_cb, u) < 0)
         unlock_drop(u); /* shutting down: the lease expires on its own */
 }
 
