@@ -751,10 +751,11 @@ static bool conn_send(db_conn_t *c, db_req_t *r)
         ok = PQsendQueryPrepared(c->pg, st->name, r->nparams, values, r->lengths, r->formats,
                                  r->result_format);
     } else if (!r->unnamed && c->nstmts < DB_STMT_MAX && db_seen(c->db, r->hash)) {
-        char name[24];
-        snprintf(name, sizeof name, "postern_%u", c->stmt_seq);
+        /* Prepared into the next free entry, which conn_prepared() keeps or leaves. */
+        db_stmt_t *next = &c->stmts[c->nstmts];
+        snprintf(next->name, sizeof next->name, "postern_%u", c->stmt_seq++);
         c->preparing = true;
-        ok = PQsendPrepare(c->pg, name, r->sql, r->nparams, NULL);
+        ok = PQsendPrepare(c->pg, next->name, r->sql, r->nparams, NULL);
     } else {
         ok = PQsendQueryParams(c->pg, r->sql, r->nparams, NULL, values, r->lengths, r->formats,
                                r->result_format);
@@ -786,14 +787,11 @@ static bool conn_prepared(db_conn_t *c)
     c->result = NULL;
     c->preparing = false;
     if (ok) {
-        char *sql = strdup(r->sql);
-        if (sql) {
-            db_stmt_t *st = &c->stmts[c->nstmts++];
+        db_stmt_t *st = &c->stmts[c->nstmts]; /* named by conn_send() */
+        if ((st->sql = strdup(r->sql))) {
             st->hash = r->hash;
-            st->sql = sql;
-            snprintf(st->name, sizeof st->name, "postern_%u", c->stmt_seq);
+            c->nstmts++;
         }
-        c->stmt_seq++;
     } else {
         r->unnamed = true; /* its own error, if it has one, comes from running it */
     }

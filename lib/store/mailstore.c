@@ -30,7 +30,6 @@ typedef struct req {
         mailstore_select_cb select;
         mailstore_changes_cb changes;
         mailstore_meta_cb meta;
-        mailstore_raw_cb raw;
         mailstore_done_cb done;
         mailstore_append_cb append;
         mailstore_copy_cb copy;

@@ -30,6 +30,17 @@ pick_compose() {
     docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker info)"
 }
 
+# build_one TAG DIR WHAT: one image from DIR's Dockerfile on $BASE (a registry base image),
+# its log kept in $LOGDIR/build-WHAT.log.
+build_one() {
+    step "$3 image ($2, FROM $BASE)"
+    timeout 900 docker build --build-arg BASE_IMAGE="$BASE" -t "$1" "$2" \
+        >"$LOGDIR/build-$3.log" 2>&1 || {
+        tail -n 40 "$LOGDIR/build-$3.log"
+        fail "building the $3 image (log: $LOGDIR/build-$3.log)"
+    }
+}
+
 # The base images (offline, from Debian's packages, unless registry images are named) and
 # the balancer's, then the postern and certs images from this tree (their build stage tagged
 # postern-build:latest as `make images` does, so that no untagged image is left behind).
@@ -42,13 +53,7 @@ build_images() {
             fail "building the base images"
         }
     else
-        step "balancer image (deploy/docker/haproxy, FROM $BASE)"
-        timeout 600 docker build --build-arg BASE_IMAGE="$BASE" \
-            -t "${HAPROXY_IMAGE:-postern-haproxy:2.6}" deploy/docker/haproxy \
-            >"$LOGDIR/build-haproxy.log" 2>&1 || {
-            tail -n 40 "$LOGDIR/build-haproxy.log"
-            fail "building the balancer image (log: $LOGDIR/build-haproxy.log)"
-        }
+        build_one "${HAPROXY_IMAGE:-postern-haproxy:2.6}" deploy/docker/haproxy balancer
     fi
     step "postern and certs images (docker build, FROM $BASE)"
     timeout 1200 docker build --build-arg BASE_IMAGE="$BASE" -f deploy/docker/Dockerfile \

@@ -85,13 +85,7 @@ compose down -v --remove-orphans >/dev/null 2>&1 || true
 if [ "${E2E_NO_BUILD:-0}" != 1 ]; then
     build_images
     if [ -n "${POSTERN_BASE_IMAGE:-}" ]; then
-        step "webmail image (docker build, FROM $POSTERN_BASE_IMAGE)"
-        timeout 900 docker build --build-arg BASE_IMAGE="$POSTERN_BASE_IMAGE" \
-            -t "${WEBMAIL_IMAGE:-postern-webmail:latest}" deploy/docker/webmail \
-            >"$LOGDIR/build-webmail.log" 2>&1 || {
-            tail -n 40 "$LOGDIR/build-webmail.log"
-            fail "building the webmail image (log: $LOGDIR/build-webmail.log)"
-        }
+        build_one "${WEBMAIL_IMAGE:-postern-webmail:latest}" deploy/docker/webmail webmail
     fi
 fi
 
