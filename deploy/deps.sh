@@ -8,7 +8,7 @@ set -eu
 BUILD_PKGS="build-essential pkg-config libuv1-dev libnats-dev libprotobuf-c-dev
 protobuf-c-compiler libpq-dev libssl-dev libcmocka-dev libmicrohttpd-dev libgmime-3.0-dev
 libc-ares-dev libjansson-dev"
-RUN_PKGS="postgresql nats-server openssl"
+RUN_PKGS="postgresql nats-server openssl iproute2"
 # dovecot-imapd: tests/e2e/test_mime_diff.py compares lib/mail with a private Dovecot IMAP.
 # python3-aiosmtpd: the remote SMTP servers relayd delivers to in tests; dnsmasq-base: the
 # DNS server (MX records) under the tests' control. clang: the libFuzzer harnesses

@@ -45,6 +45,7 @@ set +a
 # reaches the services too, and one may have exited on its own): nothing here may abort the
 # stop, so errexit is off from its first line. Exits with the status given.
 pids=""
+ports=""
 stop() {
     set +e
     trap - INT TERM EXIT
@@ -98,6 +99,25 @@ for svc in limiter notifier smtpd pop3d imapd relayd webd; do
     creds=$(sh deploy/localstack.sh nats-env "$STACK" "$svc")
     env -u NATS_PASSWORD $creds "$BIN/$svc" &
     pids="$pids $!"
+    case $svc in
+        smtpd) ports="$ports $SMTP_PORT $SUBMISSION_PORT $SMTPS_PORT" ;;
+        pop3d) ports="$ports $POP3_PORT $POP3S_PORT" ;;
+        imapd) ports="$ports $IMAP_PORT $IMAPS_PORT" ;;
+        webd) ports="$ports $WEB_PORT" ;;
+    esac
+done
+
+# "Running" is said once every port listens: a client that follows the message at once is
+# answered, not refused. A service that exits first, or 60 s of waiting, ends the run.
+deadline=$(($(date +%s) + 60))
+for port in $ports; do
+    until ss -Hltn "sport = :$port" | grep -q .; do
+        for pid in $pids; do
+            kill -0 "$pid" 2>/dev/null || { echo "a service exited before listening" >&2; exit 1; }
+        done
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "nothing listens on port $port after 60 s" >&2; exit 1; }
+        sleep 0.1
+    done
 done
 
 cat <<MSG
