@@ -59,6 +59,13 @@ struct bus {
     bus_sub_t *reply_sub;
     uint64_t next_id;
     bus_pending_t *pending;
+    bool connected_once;  /* under lock: a later connection is a reconnection */
+    bool reconnected;     /* under lock: the hooks are due */
+    struct {
+        void (*cb)(void *arg);
+        void *arg;
+    } on_reconnect[BUS_RECONNECT_HOOKS];
+    size_t non_reconnect;
 };
 
 /* NATS thread. */
@@ -126,7 +133,11 @@ static void wakeup_cb(uv_async_t *a)
     pthread_mutex_lock(&b->lock);
     bus_inbound_t *in = b->inbound;
     b->inbound = b->inbound_tail = NULL;
+    bool reconnected = b->reconnected;
+    b->reconnected = false;
     pthread_mutex_unlock(&b->lock);
+    for (size_t i = 0; reconnected && i < b->non_reconnect; i++)
+        b->on_reconnect[i].cb(b->on_reconnect[i].arg);
     while (in) {
         bus_inbound_t *next = in->next;
         natsMsg *m = in->msg;
@@ -169,13 +180,22 @@ static void disconnected_cb(natsConnection *nc, void *closure)
     log_warn("bus disconnected", "%s", "");
 }
 
+/* NATS thread (or bus_open() for a connection made at once). */
 static void reconnected_cb(natsConnection *nc, void *closure)
 {
-    (void)closure;
+    bus_t *b = closure;
     char url[256] = "", shown[256];
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
     bus_url_public(url, shown, sizeof shown);
     log_info("bus connected", "server=\"%s\"", shown);
+    pthread_mutex_lock(&b->lock);
+    bool again = b->connected_once && !b->closing;
+    b->connected_once = true;
+    if (again)
+        b->reconnected = true;
+    pthread_mutex_unlock(&b->lock);
+    if (again)
+        uv_async_send(&b->wakeup);
 }
 
 static void pending_close_cb(uv_handle_t *h)
@@ -473,6 +493,27 @@ int bus_publish_msg(bus_t *b, const char *subject, const ProtobufCMessage *msg)
     if (data != stackbuf)
         free(data);
     return rc;
+}
+
+int bus_on_reconnect(bus_t *b, void (*cb)(void *arg), void *arg)
+{
+    if (b->non_reconnect == BUS_RECONNECT_HOOKS)
+        return -1;
+    b->on_reconnect[b->non_reconnect].cb = cb;
+    b->on_reconnect[b->non_reconnect].arg = arg;
+    b->non_reconnect++;
+    return 0;
+}
+
+void bus_off_reconnect(bus_t *b, void (*cb)(void *arg), void *arg)
+{
+    for (size_t i = 0; b && i < b->non_reconnect; i++)
+        if (b->on_reconnect[i].cb == cb && b->on_reconnect[i].arg == arg) {
+            memmove(&b->on_reconnect[i], &b->on_reconnect[i + 1],
+                    (b->non_reconnect - i - 1) * sizeof b->on_reconnect[0]);
+            b->non_reconnect--;
+            return;
+        }
 }
 
 int bus_subscribe(bus_t *b, const char *subject, bus_msg_cb cb, void *arg)

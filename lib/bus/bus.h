@@ -57,6 +57,13 @@ int bus_publish(bus_t *bus, const char *subject, const void *data, size_t len);
 int bus_publish_msg(bus_t *bus, const char *subject, const ProtobufCMessage *msg);
 /* Subscriptions live as long as the bus. Returns 0, or -1. */
 int bus_subscribe(bus_t *bus, const char *subject, bus_msg_cb cb, void *arg);
+/* cb(arg) on the loop thread each time the connection comes back after it was lost (not at
+ * the first connection): what was published meanwhile never arrived, so whoever keeps a copy
+ * of something announced on the bus reloads it. At most BUS_RECONNECT_HOOKS; returns 0, or -1. */
+#define BUS_RECONNECT_HOOKS 4
+int bus_on_reconnect(bus_t *bus, void (*cb)(void *arg), void *arg);
+/* Forgets a hook bus_on_reconnect() set (its holder is going). */
+void bus_off_reconnect(bus_t *bus, void (*cb)(void *arg), void *arg);
 /* Sends a request; cb is called exactly once on the loop thread, with the reply or with
  * NULL after timeout_ms (never from inside bus_request). Returns 0, or -1. */
 int bus_request(bus_t *bus, const char *subject, const void *data, size_t len, int timeout_ms,

@@ -153,6 +153,12 @@ static void changed_cb(void *arg, const char *subject, const void *data, size_t 
     config_reload(arg);
 }
 
+/* A change announced while the bus was away never came. */
+static void reconnected_cb(void *arg)
+{
+    config_reload(arg);
+}
+
 config_t *config_create(uv_loop_t *loop, db_t *db, bus_t *bus, int refresh_seconds)
 {
     config_t *cfg = calloc(1, sizeof *cfg);
@@ -162,8 +168,10 @@ config_t *config_create(uv_loop_t *loop, db_t *db, bus_t *bus, int refresh_secon
     cfg->refresh_ms = (refresh_seconds > 0 ? refresh_seconds : 30) * 1000;
     uv_timer_init(loop, &cfg->timer);
     cfg->timer.data = cfg;
-    if (bus)
+    if (bus) {
         bus_subscribe(bus, BUS_SUBJECT_CONFIG_CHANGED, changed_cb, cfg);
+        bus_on_reconnect(bus, reconnected_cb, cfg);
+    }
     config_reload(cfg);
     return cfg;
 }

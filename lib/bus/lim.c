@@ -360,6 +360,12 @@ static void sync_timer_cb(uv_timer_t *t)
     lim_resync(t->data);
 }
 
+/* Block changes broadcast while the bus was away never came: the copy is made again. */
+static void reconnected_cb(void *arg)
+{
+    lim_resync(arg);
+}
+
 lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics)
 {
     lim_t *lim = calloc(1, sizeof *lim);
@@ -376,6 +382,7 @@ lim_t *lim_create(uv_loop_t *loop, bus_t *bus, config_t *cfg, metrics_t *metrics
     uv_timer_init(loop, &lim->sync_timer);
     lim->sync_timer.data = lim;
     ev_subscribe_block_changed(bus, block_changed_cb, lim);
+    bus_on_reconnect(bus, reconnected_cb, lim);
     uv_timer_start(&lim->sync_timer, sync_timer_cb, 0, LIM_SYNC_MS);
     return lim;
 }
@@ -395,6 +402,7 @@ void lim_destroy(lim_t **lp)
     if (!lim)
         return;
     *lp = NULL;
+    bus_off_reconnect(lim->bus, reconnected_cb, lim);
     lim->bus = NULL;
     uv_close((uv_handle_t *)&lim->sync_timer, lim_close_cb);
 }

@@ -822,6 +822,12 @@ static void config_changed_cb(void *arg, const char *what)
     store_reload(srv->store);
 }
 
+/* Changes announced while the bus was away never came: reloaded as if announced. */
+static void bus_back_cb(void *arg)
+{
+    config_changed_cb(arg, "bus reconnected");
+}
+
 /* ---- timers --------------------------------------------------------------------------- */
 
 static void tick_cb(uv_timer_t *t)
@@ -912,7 +918,8 @@ int server_start(svc_t *svc)
         ev_subscribe_send_check(bus, send_check_cb, srv) < 0 ||
         ev_subscribe_rcpt_failure(bus, rcpt_cb, srv) < 0 ||
         ev_subscribe_block_list_request(bus, blocks_cb, srv) < 0 ||
-        ev_subscribe_config_changed(bus, config_changed_cb, srv) < 0) {
+        ev_subscribe_config_changed(bus, config_changed_cb, srv) < 0 ||
+        bus_on_reconnect(bus, bus_back_cb, srv) < 0) {
         log_error("cannot subscribe to the limiter's subjects", "%s", "");
         return -1;
     }
