@@ -415,7 +415,7 @@ int mailstore_subscribe(mailstore_t *ms, int64_t user_id, const char *name, bool
 /* One statement, one snapshot: the mailbox's row beside each of its messages in UID order
  * (one row with NULL message columns for an empty mailbox), the flags as one space-separated
  * text (flags are atoms: no spaces). The index on (mailbox_id, uid) gives the order. */
-/* The mailbox (row 'a'), then its messages ('m', by UID). With the snapshot the process
+/* The mailbox (row 'a', with the \Recent mark in the last column), then its messages ('m', by UID). With the snapshot the process
  * kept ($3 its mailbox id, $4 its mod-sequence, $5 its UIDVALIDITY) still the same mailbox
  * and every expunge since $4 still recorded, only what changed since: the messages with a
  * later mod-sequence (new ones too) and the UIDs expunged since ('x'); otherwise every
@@ -425,12 +425,12 @@ int mailstore_subscribe(mailstore_t *ms, int64_t user_id, const char *name, bool
  * one for any values, and PostgreSQL keeps the prepared statement's generic plan instead of
  * planning again on every call (which cost three times what the query does). */
 static const char select_sql[] =
-    "WITH b AS (SELECT id, uidvalidity, uidnext, highestmodseq, expunged_floor, "
+    "WITH b AS (SELECT id, uidvalidity, uidnext, highestmodseq, expunged_floor, recent_uid, "
     "                  id = $3 AND uidvalidity = $5 AND expunged_floor <= $4 AS delta, "
     "                  $4::bigint AS since "
     "           FROM mailboxes WHERE user_id = $1 AND name = postern_mbname($2)) "
     "SELECT 'a', b.id, b.uidvalidity, b.uidnext, b.highestmodseq, b.expunged_floor, "
-    "       b.delta::int, NULL::text FROM b "
+    "       b.delta::int, b.recent_uid::text FROM b "
     "UNION ALL SELECT 'm', m.uid, m.modseq, NULL, NULL, NULL, NULL, "
     "       array_to_string(m.flags, ' ') "
     "FROM b JOIN messages m ON m.mailbox_id = b.id WHERE NOT b.delta "
@@ -620,6 +620,8 @@ static void select_done(void *arg, PGresult *res)
     select_req_t *r = arg;
     int st = result_status(res, PGRES_TUPLES_OK);
     mailstore_selected_t *s = NULL;
+    const mailstore_selected_t *answer = NULL;
+    int64_t recent_uid = -1;
     if (st == MAILSTORE_OK && PQntuples(res) == 0)
         st = MAILSTORE_NOTFOUND;
     if (st == MAILSTORE_OK) {
@@ -627,25 +629,35 @@ static void select_done(void *arg, PGresult *res)
         while (end < rows && PQgetvalue(res, end, 0)[0] == 'm')
             end++;
         bool delta = val_i64(res, 0, 6) == 1 && r->base;
-        s = calloc(1, sizeof *s);
-        if (s) {
-            s->id = val_i64(res, 0, 1);
-            s->uidvalidity = (uint32_t)val_u64(res, 0, 2);
-            s->uidnext = (uint32_t)val_u64(res, 0, 3);
-            s->highestmodseq = val_u64(res, 0, 4);
-            s->expunged_floor = val_u64(res, 0, 5);
-        }
-        if (!s || (delta ? selected_merge(s, mbsnap_selected(r->base), res, end)
-                         : selected_load(s, res, end)) < 0) {
-            mailstore_selected_free(&s);
-            st = MAILSTORE_TEMP;
+        recent_uid = PQgetisnull(res, 0, 7) ? -1 : val_i64(res, 0, 7);
+        mailstore_selected_t row = {
+            .id = val_i64(res, 0, 1),
+            .uidvalidity = (uint32_t)val_u64(res, 0, 2),
+            .uidnext = (uint32_t)val_u64(res, 0, 3),
+            .highestmodseq = val_u64(res, 0, 4),
+            .expunged_floor = val_u64(res, 0, 5),
+        };
+        const mailstore_selected_t *b = r->base ? mbsnap_selected(r->base) : NULL;
+        if (delta && rows == 1 && b->id == row.id && b->uidvalidity == row.uidvalidity &&
+            b->uidnext == row.uidnext && b->highestmodseq == row.highestmodseq &&
+            b->expunged_floor == row.expunged_floor) {
+            answer = b; /* nothing changed: what was kept, as it is */
         } else {
-            mbcache_put(r->cache, r->user_id, r->name, s);
+            if ((s = malloc(sizeof *s)))
+                *s = row;
+            if (!s || (delta ? selected_merge(s, b, res, end) : selected_load(s, res, end)) < 0) {
+                mailstore_selected_free(&s);
+                st = MAILSTORE_TEMP;
+            } else {
+                mbcache_put(r->cache, r->user_id, r->name, s);
+                answer = s;
+            }
         }
     }
+    r->cb(r->arg, st, answer, recent_uid);
+    mailstore_selected_free(&s);
     mbsnap_unref(&r->base);
     mbcache_unref(&r->cache);
-    r->cb(r->arg, st, s);
     free(r);
 }
 

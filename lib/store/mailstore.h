@@ -98,8 +98,7 @@ int mailstore_subscribe(mailstore_t *ms, int64_t user_id, const char *name, bool
 
 /* ---- SELECT and what changed since ------------------------------------------------- */
 
-/* A selected mailbox: its row and every message in UID order as parallel arrays. Owned by
- * the receiver of the callback, freed with mailstore_selected_free(). flags[i] is a mask
+/* A selected mailbox: its row and every message in UID order as parallel arrays. flags[i] is a mask
  * of MAILSTORE_F_*; keywords beyond MAILSTORE_KEYWORDS_MAX distinct ones in the mailbox
  * are left out of the masks (keywords_truncated; mailstore_fetch_meta() has them all). */
 typedef struct mailstore_selected {
@@ -117,11 +116,18 @@ typedef struct mailstore_selected {
 } mailstore_selected_t;
 
 /* The store keeps what it last answered for each mailbox (lib/store/mbcache.h) and asks
- * PostgreSQL only for what changed since, when it can. */
-typedef void (*mailstore_select_cb)(void *arg, int status, mailstore_selected_t *sel);
+ * PostgreSQL only for what changed since, when it can; when nothing did, the answer is what
+ * it kept. sel belongs to the store and lives during the call only (mailstore_selected_copy()
+ * keeps one). recent_uid: the highest UID a session has already taken as \Recent (RFC 3501
+ * section 2.3.2), or -1 when not known; with no message above it, mailstore_claim_recent()
+ * has nothing to claim. */
+typedef void (*mailstore_select_cb)(void *arg, int status, const mailstore_selected_t *sel,
+                                    int64_t recent_uid);
 int mailstore_select(mailstore_t *ms, int64_t user_id, const char *name,
                      mailstore_select_cb cb, void *arg);
 void mailstore_selected_free(mailstore_selected_t **sel);
+/* A deep copy of sel (NULL when memory runs out), freed with mailstore_selected_free(). */
+mailstore_selected_t *mailstore_selected_copy(const mailstore_selected_t *sel);
 
 /* A message's flags as names ("\Seen", "$Forwarded"). */
 typedef struct mailstore_flags {

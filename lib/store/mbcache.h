@@ -35,7 +35,4 @@ void mbsnap_unref(mbsnap_t **s);
 void mbcache_put(mbcache_t *c, int64_t user_id, const char *name,
                  const mailstore_selected_t *sel);
 
-/* A deep copy of sel (NULL when memory runs out), freed with mailstore_selected_free(). */
-mailstore_selected_t *mailstore_selected_copy(const mailstore_selected_t *sel);
-
 #endif

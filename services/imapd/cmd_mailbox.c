@@ -468,18 +468,16 @@ static void select_recent_cb(void *arg, int status, uint32_t old)
     select_answer(s);
 }
 
-static void select_cb(void *arg, int status, mailstore_selected_t *sel)
+static void select_cb(void *arg, int status, const mailstore_selected_t *sel,
+                      int64_t recent_uid)
 {
     imap_session_t *s = arg;
-    if (!imap_store_alive(s)) {
-        mailstore_selected_free(&sel);
+    if (!imap_store_alive(s))
         return;
-    }
     const char *what = s->op_name;
     if (status != MAILSTORE_OK) {
         imap_store_no(s, status, what);
         imap_store_end(s);
-        mailstore_selected_free(&sel);
         return;
     }
     imap_mailbox_t *m = &s->mbox;
@@ -489,25 +487,33 @@ static void select_cb(void *arg, int status, mailstore_selected_t *sel)
     m->highestmodseq = sel->highestmodseq;
     m->readonly = strcmp(what, "EXAMINE") == 0;
     snprintf(m->name, sizeof m->name, "%.*s", (int)sizeof m->name - 1, s->op_text);
-    free(m->msgs);
-    m->msgs = calloc(sel->count ? sel->count : 1, sizeof *m->msgs);
-    m->count = m->cap = m->msgs ? sel->count : 0;
-    for (size_t i = 0; i < m->count; i++) {
-        m->msgs[i].uid = sel->uids[i];
-        m->msgs[i].modseq = sel->modseqs[i];
-        m->msgs[i].flags = (unsigned)(sel->flags[i] & 0x1f);
+    /* The session's list is kept from one SELECT to the next: a client that selects again
+     * and again (many do, to look for new mail) costs no allocation. */
+    if (m->cap < sel->count || !m->msgs) {
+        free(m->msgs);
+        m->cap = sel->count ? sel->count : 1;
+        if (!(m->msgs = malloc(m->cap * sizeof *m->msgs)))
+            m->cap = 0;
     }
+    m->count = m->msgs ? sel->count : 0;
+    for (size_t i = 0; i < m->count; i++)
+        m->msgs[i] = (imap_msg_t){ .uid = sel->uids[i], .modseq = sel->modseqs[i],
+                                   .flags = (unsigned)(sel->flags[i] & 0x1f) };
     buf_t *b = &s->select_flags;
     buf_reset(b);
     buf_puts(b, "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
     for (size_t k = 0; k < sel->nkeywords; k++)
         buf_printf(b, " %s", sel->keywords[k]);
     buf_puts(b, ")");
-    mailstore_selected_free(&sel);
-    /* Section 2.3.2: SELECT takes \Recent for what it is the first to see; EXAMINE looks. */
+    /* Section 2.3.2: SELECT takes \Recent for what it is the first to see; EXAMINE looks.
+     * Nothing above the mark that came with the mailbox: nothing to take, nothing \Recent. */
     uint32_t upto = m->count ? m->msgs[m->count - 1].uid : 0;
-    if (upto == 0 ||
-        mailstore_claim_recent(imap_store(s), m->id, upto, !m->readonly, select_recent_cb, s) < 0)
+    if (upto == 0 || (recent_uid >= 0 && (m->readonly || upto <= recent_uid))) {
+        select_recent_cb(s, recent_uid >= 0 ? MAILSTORE_OK : MAILSTORE_NOTFOUND,
+                         recent_uid >= 0 ? (uint32_t)recent_uid : 0);
+        return;
+    }
+    if (mailstore_claim_recent(imap_store(s), m->id, upto, !m->readonly, select_recent_cb, s) < 0)
         select_answer(s);
 }
 
@@ -548,8 +554,12 @@ void imap_cmd_examine(fe_session_t *fs, void *req)
 
 void imap_mailbox_forget(imap_session_t *s)
 {
-    free(s->mbox.msgs);
+    /* The message list's memory is kept for the next SELECT (imap_release frees it). */
+    imap_msg_t *msgs = s->mbox.msgs;
+    size_t cap = s->mbox.cap;
     memset(&s->mbox, 0, sizeof s->mbox);
+    s->mbox.msgs = msgs;
+    s->mbox.cap = cap;
 }
 
 const char *imap_sysflag_at(unsigned i)

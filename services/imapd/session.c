@@ -323,6 +323,9 @@ void imap_release(fe_session_t *fs)
     s->op = NULL;
     imap_watch_stop(s);
     imap_mailbox_forget(s);
+    free(s->mbox.msgs);
+    s->mbox.msgs = NULL;
+    s->mbox.cap = 0;
     if (s->req.parsed)
         imap_command_free(&s->req.cmd);
     s->req.parsed = false;

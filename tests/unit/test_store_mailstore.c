@@ -153,7 +153,8 @@ typedef struct got {
     uint32_t a[64], b[64];    /* uids: copies, expunges, store rows */
     int result[64];
     char text[4096];          /* names, flags, bytes joined */
-    mailstore_selected_t *sel;
+    mailstore_selected_t *sel;  /* a copy, freed by the test */
+    int64_t recent_uid;
     bool complete;
 } got_t;
 
@@ -206,12 +207,14 @@ static void append_cb(void *arg, int status, const mailstore_appended_t *a)
     }
 }
 
-static void select_cb(void *arg, int status, mailstore_selected_t *sel)
+static void select_cb(void *arg, int status, const mailstore_selected_t *sel,
+                      int64_t recent_uid)
 {
     got_t *g = arg;
     g->calls++;
     g->status = status;
-    g->sel = sel;
+    g->sel = sel ? mailstore_selected_copy(sel) : NULL;
+    g->recent_uid = recent_uid;
 }
 
 static void join_flags(char *out, size_t cap, const char *const *flags, size_t n)
@@ -547,6 +550,18 @@ static void test_claim_recent(void **state)
     assert_int_equal(g.uid, 2);
     RUN(f, g, mailstore_claim_recent(f->ms, junk, 2, false, recent_cb, &g));
     assert_int_equal(g.uid, 2);
+    /* SELECT brings the mark with the mailbox; again with nothing changed (the answer kept),
+     * the same; after a new message, the new one and the same mark. */
+    for (int round = 0; round < 3; round++) {
+        if (round == 2)
+            RUN(f, g, mailstore_append(f->ms, f->user, "Junk", NULL, 0, 0, "z", 1, append_cb, &g));
+        RUN(f, g, mailstore_select(f->ms, f->user, "Junk", select_cb, &g));
+        assert_int_equal(g.status, MAILSTORE_OK);
+        assert_int_equal(g.recent_uid, 2);
+        assert_int_equal(g.sel->count, round == 2 ? 3 : 2);
+        assert_int_equal(g.sel->uids[g.sel->count - 1], g.sel->count);
+        mailstore_selected_free(&g.sel);
+    }
     RUN(f, g, mailstore_claim_recent(f->ms, 0, 2, true, recent_cb, &g));
     assert_int_equal(g.status, MAILSTORE_NOTFOUND);
 }
