@@ -137,6 +137,25 @@ the variable that carries .Values.hostname to a front end (SMTP_HOSTNAME, POP3_H
 is drainTimeout + 5 seconds, or the component's terminationGracePeriodSeconds when that is
 longer: Kubernetes sends SIGKILL when the grace period ends, drained or not.
 */}}
+{{- /*
+Checksums for the pods' annotations (a change rolls the pods) of what shapes each Secret rather
+than of the Secret as rendered: a generated password, key or certificate is made once and kept
+(lookup), but a rendering at install time, when lookup finds nothing, would hash other random
+values than those stored, and the first `helm upgrade`, even with the same values, would then
+restart every pod, the bundled NATS servers too.
+*/ -}}
+{{- define "postern.checksumSecret" -}}
+{{- list (include "postern.natsUrl" .) .Values.postgresql | toJson | sha256sum -}}
+{{- end -}}
+
+{{- define "postern.checksumNats" -}}
+{{- list .Values.nats (include "postern.natsUsers" .) (include "postern.natsAuthorization" .) | toJson | sha256sum -}}
+{{- end -}}
+
+{{- define "postern.checksumTls" -}}
+{{- list .Values.tls .Values.hostname | toJson | sha256sum -}}
+{{- end -}}
+
 {{- define "postern.pod" -}}
 {{- $root := .root -}}
 {{- $v := .values -}}
@@ -145,10 +164,10 @@ metadata:
     {{- include "postern.selectorLabels" (dict "root" $root "component" .component) | nindent 4 }}
   annotations:
     checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
-    checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
-    checksum/nats: {{ include (print $root.Template.BasePath "/nats-secrets.yaml") $root | sha256sum }}
+    checksum/secret: {{ include "postern.checksumSecret" $root }}
+    checksum/nats: {{ include "postern.checksumNats" $root }}
     {{- if and .tls (not $root.Values.tls.existingSecret) }}
-    checksum/tls: {{ include (print $root.Template.BasePath "/tls-secret.yaml") $root | sha256sum }}
+    checksum/tls: {{ include "postern.checksumTls" $root }}
     {{- end }}
     {{- if $root.Values.metrics.podAnnotations }}
     prometheus.io/scrape: "true"
