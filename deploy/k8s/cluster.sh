@@ -360,7 +360,7 @@ apiVersion: v1
 kind: PersistentVolume
 metadata: {name: postern-local-pv$i, labels: {postern-k8s/local: "true"}}
 spec:
-  capacity: {storage: 20Gi}
+  capacity: {storage: 100Gi}
   accessModes: [ReadWriteOnce]
   persistentVolumeReclaimPolicy: Retain
   storageClassName: ""

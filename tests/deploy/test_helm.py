@@ -260,7 +260,8 @@ VALUE_SETS = {
     "production": yaml.safe_load(PRODUCTION.read_text()),
     "no-network-policy": {"networkPolicy": {"enabled": False}},
 }
-DRAIN_MARGIN = 5   # seconds of grace beyond a front end's drainTimeout
+DRAIN_MARGIN = 5   # seconds of grace beyond a front end's drainTimeout and preStop sleep
+PRESTOP = 5        # preStopDelay by default
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -371,16 +372,25 @@ def test_invariants(render, name):
         assert ports["health"] == health_port
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        # Liveness waits for the first answer: a pod slow to start is not killed for it.
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 60
         assert c["envFrom"] == [{"configMapRef": {"name": FULL}}]
         assert "DATABASE_URL" in env_of(c) and "NATS_URL" in env_of(c)
 
-    # Every front end drains (DRAIN_TIMEOUT) within its pod's grace period, with a margin:
-    # Kubernetes kills the pod when the grace period ends.
+    # Every front end serves on for its preStop sleep (the Service's endpoints and kube-proxy
+    # let go of it meanwhile: on a cluster, pods stopped without it refused connections or let
+    # them time out), then drains (DRAIN_TIMEOUT), all within its pod's grace period, with a
+    # margin: Kubernetes kills the pod when the grace period ends.
     for name in FRONTENDS:
         dep = r.maybe("Deployment", f"{FULL}-{name}")
         if dep:
-            drain = int(env_value(container(dep), "DRAIN_TIMEOUT"))
-            assert pod_spec(dep)["terminationGracePeriodSeconds"] >= drain + DRAIN_MARGIN, name
+            c = container(dep)
+            drain = int(env_value(c, "DRAIN_TIMEOUT"))
+            sleep = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+            pause = int(sleep[1]) if sleep else 0
+            assert sleep is None or sleep[0] == "sleep", (name, sleep)
+            assert pod_spec(dep)["terminationGracePeriodSeconds"] >= drain + pause + DRAIN_MARGIN, name
 
     # Every Service selects the pods of some workload.
     pod_labels = [w["spec"]["template"]["metadata"]["labels"] for w in r.workloads()]
@@ -636,19 +646,25 @@ def drain_of(r, name):
 
 def test_drain_timeout(render):
     r = render()
-    for name in ("smtpd", "pop3d", "imapd"):
-        assert drain_of(r, name) == ("10", 10 + DRAIN_MARGIN), name
+    for name in ("smtpd", "pop3d", "imapd", "webd"):
+        assert drain_of(r, name) == ("10", 10 + PRESTOP + DRAIN_MARGIN), name
+        c = container(r.get("Deployment", f"{FULL}-{name}"))
+        assert c["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", str(PRESTOP)]}}}
     # Only front ends drain sessions.
     for name in ("limiter", "notifier"):
         assert "DRAIN_TIMEOUT" not in env_of(container(r.get("Deployment", f"{FULL}-{name}"))), name
 
     r = render(VALUE_SETS["drain"])
-    assert drain_of(r, "smtpd") == ("40", 40 + DRAIN_MARGIN)
-    assert drain_of(r, "pop3d") == ("0", DRAIN_MARGIN)       # 0: sessions closed at once
+    assert drain_of(r, "smtpd") == ("40", 40 + PRESTOP + DRAIN_MARGIN)
+    assert drain_of(r, "pop3d") == ("0", PRESTOP + DRAIN_MARGIN)  # 0: sessions closed at once
     assert drain_of(r, "imapd") == ("20", 90)                 # a longer grace period is kept
     # A shorter one is not: the drain would be cut off by SIGKILL.
     r = render({"smtpd": {"drainTimeout": 30, "terminationGracePeriodSeconds": 10}})
-    assert drain_of(r, "smtpd") == ("30", 30 + DRAIN_MARGIN)
+    assert drain_of(r, "smtpd") == ("30", 30 + PRESTOP + DRAIN_MARGIN)
+    # No preStop sleep: SIGTERM at once.
+    r = render({"preStopDelay": 0})
+    assert drain_of(r, "smtpd") == ("10", 10 + DRAIN_MARGIN)
+    assert "lifecycle" not in container(r.get("Deployment", f"{FULL}-smtpd"))
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "ten", 86401, None])
@@ -1285,3 +1301,16 @@ def test_same_values_same_pods(render, values):
     changed = pod_checksums(render(deep(values, hostname="mail.example.net")))
     assert changed[f"Deployment/{FULL}-smtpd"]["checksum/tls"] != \
         first[f"Deployment/{FULL}-smtpd"]["checksum/tls"]
+
+
+def test_generated_bus_passwords_start_with_a_letter(render):
+    """nats-server reads the value of a $POSTERN_NATS_PW_* variable starting with a digit as
+    a number and refuses to start (on a cluster, an install crash-looped on "1P50r5SL..."):
+    every password made at install starts with a letter. Five installs, 40 passwords: about
+    one in a thousand would all start with a letter by chance if any character could."""
+    import base64
+    for _ in range(5):
+        secret = render().get("Secret", f"{FULL}-nats-auth")
+        for user, value in secret["data"].items():
+            pw = base64.b64decode(value).decode()
+            assert len(pw) == 32 and pw[0].isalpha() and pw.isalnum(), (user, pw)

@@ -187,7 +187,7 @@ spec:
   securityContext:
     {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
   {{- if hasKey . "drainTimeout" }}
-  terminationGracePeriodSeconds: {{ max (add .drainTimeout 5) (int ($v.terminationGracePeriodSeconds | default 0)) }}
+  terminationGracePeriodSeconds: {{ max (add .drainTimeout (int $root.Values.preStopDelay) 5) (int ($v.terminationGracePeriodSeconds | default 0)) }}
   {{- else }}
   terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds | default 30 }}
   {{- end }}
@@ -257,6 +257,11 @@ spec:
         - name: health
           containerPort: {{ $root.Values.healthPort }}
           protocol: TCP
+      startupProbe:
+        httpGet:
+          path: /healthz
+          port: health
+        {{- toYaml $root.Values.probes.startup | nindent 8 }}
       livenessProbe:
         httpGet:
           path: /healthz
@@ -267,6 +272,12 @@ spec:
           path: /readyz
           port: health
         {{- toYaml $root.Values.probes.readiness | nindent 8 }}
+      {{- end }}
+      {{- if and (hasKey . "drainTimeout") (gt (int $root.Values.preStopDelay) 0) }}
+      lifecycle:
+        preStop:
+          exec:
+            command: ["sleep", {{ $root.Values.preStopDelay | quote }}]
       {{- end }}
       securityContext:
         {{- toYaml $root.Values.securityContext | nindent 8 }}
