@@ -86,6 +86,17 @@ int buf_puts(buf_t *b, const char *s)
     return buf_append(b, s, strlen(s));
 }
 
+int buf_put_uint(buf_t *b, uint64_t v)
+{
+    char d[20];
+    size_t n = sizeof d;
+    do {
+        d[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(b, d + n, sizeof d - n);
+}
+
 int buf_vprintf(buf_t *b, const char *fmt, va_list ap)
 {
     va_list again;

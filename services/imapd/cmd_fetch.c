@@ -56,6 +56,12 @@ typedef struct fetch_op {
     size_t npieces, cap_pieces, pi, pdone;
     size_t text_mark;            /* op->text before this is in pieces already */
     uint32_t stream_uid;
+    /* Answered from the store's snapshot of the mailbox (only UID, FLAGS, MODSEQ asked):
+     * for uids[k], its mod-sequence (0: gone) and flags mask, and the keywords' names. */
+    bool view;
+    uint64_t *view_modseqs, *view_flags;
+    char **view_keywords;
+    size_t view_nkeywords;
 } fetch_op_t;
 
 static void next_step(fetch_op_t *op);
@@ -96,6 +102,11 @@ static void op_free(void *arg)
     imap_fetch_free(&op->f);
     free(op->uids);
     free(op->seen);
+    free(op->view_modseqs);
+    free(op->view_flags);
+    for (size_t k = 0; k < op->view_nkeywords; k++)
+        free(op->view_keywords[k]);
+    free(op->view_keywords);
     buf_free(&op->text);
     buf_free(&op->raw);
     free(op);
@@ -217,12 +228,20 @@ static void meta_item(fetch_op_t *op, const imap_fetch_item_t *it, const pending
 {
     buf_t *b = &op->text;
     switch (it->kind) {
+    /* UID, FLAGS and MODSEQ without printf: a FETCH of them all is written for every
+     * message of the mailbox. */
     case IMAP_FETCH_UID:
-        buf_printf(b, "UID %u", m->uid);
+        buf_puts(b, "UID ");
+        buf_put_uint(b, m->uid);
         break;
     case IMAP_FETCH_FLAGS:
-        buf_printf(b, "FLAGS (%s%s%s)", m->flags ? m->flags : "",
-                   m->recent && m->flags && *m->flags ? " " : "", m->recent ? "\\Recent" : "");
+        buf_puts(b, "FLAGS (");
+        if (m->flags)
+            buf_puts(b, m->flags);
+        if (m->recent)
+            buf_puts(b, m->flags && *m->flags ? " \\Recent)" : "\\Recent)");
+        else
+            buf_puts(b, ")");
         break;
     case IMAP_FETCH_INTERNALDATE: {
         char d[IMAP_DATETIME_LEN];
@@ -234,7 +253,9 @@ static void meta_item(fetch_op_t *op, const imap_fetch_item_t *it, const pending
         buf_printf(b, "RFC822.SIZE %llu", (unsigned long long)m->size);
         break;
     case IMAP_FETCH_MODSEQ:
-        buf_printf(b, "MODSEQ (%llu)", (unsigned long long)m->modseq);
+        buf_puts(b, "MODSEQ (");
+        buf_put_uint(b, m->modseq);
+        buf_puts(b, ")");
         break;
     case IMAP_FETCH_ENVELOPE:
         buf_printf(b, "ENVELOPE %s", m->envelope ? m->envelope : "NIL");
@@ -327,7 +348,9 @@ static bool bytes_item(const imap_fetch_item_t *it)
 static void build(fetch_op_t *op, const pending_t *m, bool streamed)
 {
     pieces_clear(op);
-    buf_printf(&op->text, "* %u FETCH (", m->seq);
+    buf_puts(&op->text, "* ");
+    buf_put_uint(&op->text, m->seq);
+    buf_puts(&op->text, " FETCH (");
     for (size_t i = 0; i < op->f.n; i++) {
         const imap_fetch_item_t *it = &op->f.items[i];
         if (i > 0)
@@ -475,6 +498,7 @@ static void raw_cb(void *arg, int status, const unsigned char *data, size_t len,
 
 /* The next message that needs its bytes, else the next batch, else the end. */
 static void next_meta_batch(fetch_op_t *op);
+static void next_view_batch(fetch_op_t *op);
 
 static void next_step(fetch_op_t *op)
 {
@@ -498,7 +522,10 @@ static void next_step(fetch_op_t *op)
     }
     pending_clear(op);
     if (op->next_uid < op->nuids && !op->failed) {
-        next_meta_batch(op);
+        if (op->view)
+            next_view_batch(op);
+        else
+            next_meta_batch(op);
         return;
     }
     op_finish(op);
@@ -617,6 +644,123 @@ static void next_meta_batch(fetch_op_t *op)
     }
 }
 
+/* ---- UID, FLAGS and MODSEQ from the mailbox's snapshot ------------------------------ */
+
+/* Whether every item is one the snapshot of the mailbox answers (RFC 3501 section 6.4.5
+ * FLAGS and UID, RFC 7162 section 3.1.4.1 MODSEQ): then one question to PostgreSQL, for what
+ * changed since the store's snapshot (mailstore_select), rather than a row per message. */
+static bool view_items_only(const imap_fetch_t *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        imap_fetch_kind_t k = f->items[i].kind;
+        if (k != IMAP_FETCH_UID && k != IMAP_FETCH_FLAGS && k != IMAP_FETCH_MODSEQ)
+            return false;
+    }
+    return true;
+}
+
+/* "\Seen $x" of a snapshot's flags mask. */
+static char *view_flag_names(const fetch_op_t *op, uint64_t mask)
+{
+    buf_t b;
+    buf_init(&b);
+    for (unsigned i = 0; i < 5; i++)
+        if (mask & (UINT64_C(1) << i)) {
+            if (b.len)
+                buf_puts(&b, " ");
+            buf_puts(&b, imap_sysflag_at(i));
+        }
+    for (size_t k = 0; k < op->view_nkeywords; k++)
+        if (mask & (UINT64_C(1) << (MAILSTORE_F_KEYWORD0 + k))) {
+            if (b.len)
+                buf_puts(&b, " ");
+            buf_puts(&b, op->view_keywords[k]);
+        }
+    if (buf_append(&b, "", 1) < 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+/* The next FETCH_BATCH messages, written from what the snapshot said. */
+static void next_view_batch(fetch_op_t *op)
+{
+    imap_session_t *s = op->s;
+    size_t end = op->next_uid + FETCH_BATCH < op->nuids ? op->next_uid + FETCH_BATCH : op->nuids;
+    buf_t line;
+    buf_init(&line);
+    for (size_t k = op->next_uid; k < end; k++) {
+        long i = imap_msg_index(&s->mbox, op->uids[k]);
+        /* Expunged since the session looked: no answer, as from the rows (RFC 2180 4.1.2). */
+        if (i < 0 || op->view_modseqs[k] == 0)
+            continue;
+        if (op->f.changedsince_set && op->view_modseqs[k] <= op->f.changedsince)
+            continue;
+        s->mbox.msgs[i].flags = (unsigned)(op->view_flags[k] & 0x1f);
+        pending_t p = { .seq = (uint32_t)i + 1, .uid = op->uids[k],
+                        .modseq = op->view_modseqs[k],
+                        .flags = view_flag_names(op, op->view_flags[k]),
+                        .recent = s->mbox.msgs[i].recent };
+        build(op, &p, false);
+        for (size_t j = 0; j < op->npieces; j++)
+            buf_append(&line, op->text.data + op->pieces[j].off, op->pieces[j].len);
+        pieces_clear(op);
+        free(p.flags);
+        if (line.len >= FE_WRITE_CHUNK) {
+            fe_session_write(&s->fe, line.data, line.len);
+            buf_reset(&line);
+        }
+    }
+    fe_session_write(&s->fe, line.data, line.len);
+    buf_free(&line);
+    op->next_uid = end;
+    if (s->fe.conn && conn_pending_output(s->fe.conn) > FETCH_OUTPUT_HIGH) {
+        fe_session_when_writable(&s->fe, writable_cb);
+        return;
+    }
+    next_step(op);
+}
+
+/* The snapshot, brought up to date: what the FETCH needs of it is kept (it lives during
+ * the call only). A snapshot of another mailbox under the name (renamed meanwhile), or with
+ * keywords beyond what its masks hold: the rows, as for any FETCH. */
+static void view_cb(void *arg, int status, const mailstore_selected_t *sel, int64_t recent_uid)
+{
+    fetch_op_t *op = arg;
+    (void)recent_uid;
+    if (!op_alive(op))
+        return;
+    imap_session_t *s = op->s;
+    if (status != MAILSTORE_OK || sel->id != s->mbox.id ||
+        sel->uidvalidity != s->mbox.uidvalidity || sel->keywords_truncated) {
+        next_meta_batch(op);
+        return;
+    }
+    op->view_modseqs = calloc(op->nuids, sizeof *op->view_modseqs);
+    op->view_flags = calloc(op->nuids, sizeof *op->view_flags);
+    op->view_keywords = calloc(sel->nkeywords ? sel->nkeywords : 1, sizeof *op->view_keywords);
+    bool ok = op->view_modseqs && op->view_flags && op->view_keywords;
+    for (size_t k = 0; ok && k < sel->nkeywords; k++, op->view_nkeywords++)
+        ok = (op->view_keywords[k] = strdup(sel->keywords[k])) != NULL;
+    if (!ok) {
+        op->failed = true;
+        op_finish(op);
+        return;
+    }
+    size_t j = 0; /* both in UID order */
+    for (size_t k = 0; k < op->nuids; k++) {
+        while (j < sel->count && sel->uids[j] < op->uids[k])
+            j++;
+        if (j < sel->count && sel->uids[j] == op->uids[k]) {
+            op->view_modseqs[k] = sel->modseqs[j];
+            op->view_flags[k] = sel->flags[j];
+        }
+    }
+    op->view = true;
+    next_view_batch(op);
+}
+
 /* ---- \Seen first ------------------------------------------------------------------- */
 
 static void seen_cb(void *arg, int status, const mailstore_stored_t *rows, size_t n)
@@ -707,5 +851,8 @@ void imap_cmd_fetch(fe_session_t *fs, void *req)
         op_finish(op);
         return;
     }
+    if (view_items_only(&op->f) &&
+        mailstore_select(imap_store(s), s->user_id, s->mbox.name, view_cb, op) == 0)
+        return;
     next_meta_batch(op);
 }

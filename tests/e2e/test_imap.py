@@ -682,6 +682,33 @@ def test_two_clients_see_each_others_flags_and_expunges(postern, imap, mailbox):
     assert b"* 1 EXPUNGE" in untagged, untagged
 
 
+def test_fetch_flags_shows_another_sessions_keywords(postern, imap, mailbox):
+    """FETCH of UID, FLAGS and MODSEQ alone is answered from the mailbox's snapshot, brought
+    up to date first: what another session stored shows at once, keywords too, and a message
+    expunged meanwhile gets no answer (RFC 2180 section 4.1.2) and no EXPUNGE during the
+    FETCH (RFC 3501 section 7.4.1); NOOP tells it."""
+    for _ in range(3):
+        deliver(postern, mailbox.address, simple_message(token()))
+    a, b = imap(), imap()
+    for c in (a, b):
+        c.ok(f"LOGIN {mailbox.address} {mailbox.password}")
+        c.ok("SELECT INBOX")
+    # a selected first and took \Recent (section 2.3.2); b did not.
+    assert b.ok("FETCH 1:* (FLAGS)") == [b"* 1 FETCH (FLAGS ())", b"* 2 FETCH (FLAGS ())",
+                                         b"* 3 FETCH (FLAGS ())"]
+    a.ok("STORE 2 +FLAGS.SILENT ($Work \\Answered)")
+    a.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+    a.ok("EXPUNGE")
+    untagged = b.ok("FETCH 1:* (UID FLAGS MODSEQ)")
+    assert not any(b"EXPUNGE" in u for u in untagged), untagged
+    assert [u.split(b" (")[0] for u in untagged] == [b"* 1 FETCH", b"* 2 FETCH"], untagged
+    flags = re.search(rb"FLAGS \(([^)]*)\)", untagged[1]).group(1).split()
+    assert sorted(flags) == [b"$Work", b"\\Answered"], untagged
+    assert b"UID 2 " in untagged[1] and b"MODSEQ (" in untagged[1], untagged
+    untagged = b.ok("NOOP")
+    assert b"* 3 EXPUNGE" in untagged, untagged
+
+
 def test_drain_ends_idle_with_bye(postern, imap, mailbox, service_control):
     c = imap()
     c.ok(f"LOGIN {mailbox.address} {mailbox.password}")

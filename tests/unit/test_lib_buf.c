@@ -1,6 +1,7 @@
 /* The byte buffer (lib/base/buf.c): the data stays NUL-terminated, a capped buffer never
  * grows past its cap and is left as it was when an append does not fit, prepend moves the
- * data, and consume gives a large emptied buffer's memory back. */
+ * data, consume gives a large emptied buffer's memory back, and a number is written as printf
+ * writes it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +29,23 @@ static void test_append_keeps_a_nul_after_the_data(void **state)
     assert_true(b.cap > 0); /* kept for reuse */
     buf_free(&b);
     assert_int_equal(b.cap, 0);
+}
+
+static void test_put_uint_writes_what_printf_does(void **state)
+{
+    (void)state;
+    static const uint64_t values[] = { 0, 7, 10, 4294967295u, UINT64_MAX };
+    buf_t b, want;
+    buf_init(&b);
+    buf_init(&want);
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        assert_int_equal(buf_put_uint(&b, values[i]), 0);
+        buf_puts(&b, " ");
+        buf_printf(&want, "%llu ", (unsigned long long)values[i]);
+    }
+    assert_string_equal(b.data, want.data);
+    buf_free(&b);
+    buf_free(&want);
 }
 
 static void test_capped_never_grows_past_the_cap(void **state)
@@ -123,6 +141,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_keeps_a_nul_after_the_data),
+        cmocka_unit_test(test_put_uint_writes_what_printf_does),
         cmocka_unit_test(test_capped_never_grows_past_the_cap),
         cmocka_unit_test(test_capped_on_an_empty_buffer),
         cmocka_unit_test(test_prepend_moves_the_data),
