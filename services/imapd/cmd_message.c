@@ -234,6 +234,7 @@ void imap_cmd_store(fe_session_t *fs, void *req)
 typedef struct search_op {
     imap_session_t *s;
     bool uid, modseq;
+    imap_search_t prog;         /* kept for search_view_cb */
     buf_t sql;
     imap_sql_params_t params;
     mailstore_uidsize_t *batch; /* messages still without decoded text */
@@ -246,6 +247,7 @@ static void search_op_free(void *arg)
     search_op_t *op = arg;
     if (!op)
         return;
+    imap_search_free(&op->prog);
     buf_free(&op->sql);
     imap_sql_params_free(&op->params);
     free(op->batch);
@@ -326,6 +328,117 @@ static void search_cb(void *arg, PGresult *res)
             top = ms;
         buf_printf(&b, " %lu", uid ? (unsigned long)u : (unsigned long)idx + 1);
     }
+    /* RFC 7162 section 3.1.5: the highest mod-sequence of the messages found. */
+    if (modseq && top)
+        buf_printf(&b, " (MODSEQ %llu)", (unsigned long long)top);
+    imap_untagged(s, "%.*s", (int)b.len, b.data);
+    buf_free(&b);
+    imap_ok(s, NULL, "SEARCH completed");
+    imap_store_end(s);
+}
+
+/* ---- a program of flags, mod-sequences, numbers and UIDs: on the mailbox's snapshot ---- */
+
+static void search_run(search_op_t *op);
+
+/* Whether the program asks only what the store's snapshot of the mailbox and the session
+ * hold: then it is answered without a query of its own (mailstore_select brings the
+ * snapshot up to date with one question, for what changed). */
+static bool search_on_view(const imap_search_key_t *k)
+{
+    switch (k->kind) {
+    case IMAP_SK_ALL: case IMAP_SK_SEQSET: case IMAP_SK_UIDSET: case IMAP_SK_FLAG:
+    case IMAP_SK_RECENT: case IMAP_SK_MODSEQ:
+        return true;
+    case IMAP_SK_AND: case IMAP_SK_OR: case IMAP_SK_NOT:
+        for (size_t i = 0; i < k->n_kids; i++)
+            if (!search_on_view(k->kids[i]))
+                return false;
+        return true;
+    default:
+        return false;
+    }
+}
+
+typedef struct view_msg {
+    const mailstore_selected_t *sel;
+    const imap_mailbox_t *m;
+    size_t i, j;        /* the message in the session (seq i + 1) and in the snapshot */
+} view_msg_t;
+
+/* What the SQL of imap_search_sql() would say of one message. */
+static bool search_match(const imap_search_key_t *k, const view_msg_t *v)
+{
+    const imap_mailbox_t *m = v->m;
+    switch (k->kind) {
+    case IMAP_SK_ALL:
+        return true;
+    case IMAP_SK_AND:
+        for (size_t i = 0; i < k->n_kids; i++)
+            if (!search_match(k->kids[i], v))
+                return false;
+        return true;
+    case IMAP_SK_OR:
+        return search_match(k->kids[0], v) || search_match(k->kids[1], v);
+    case IMAP_SK_NOT:
+        return !search_match(k->kids[0], v);
+    case IMAP_SK_SEQSET:
+        return imap_seqset_contains(&k->set, (uint32_t)v->i + 1, (uint32_t)m->count);
+    case IMAP_SK_UIDSET:
+        return imap_seqset_contains(&k->set, m->msgs[v->i].uid, m->msgs[m->count - 1].uid);
+    case IMAP_SK_RECENT:
+        return m->msgs[v->i].recent;
+    case IMAP_SK_MODSEQ:
+        return v->sel->modseqs[v->j] >= k->num;
+    case IMAP_SK_FLAG: {
+        unsigned bit = imap_sysflag_parse(k->str, strlen(k->str));
+        if (bit && k->str[0] == '\\')
+            return (v->sel->flags[v->j] & bit) != 0;
+        for (size_t w = 0; w < v->sel->nkeywords; w++)
+            if (strcmp(v->sel->keywords[w], k->str) == 0)
+                return (v->sel->flags[v->j] & (UINT64_C(1) << (MAILSTORE_F_KEYWORD0 + w))) != 0;
+        return false;
+    }
+    default:
+        return false; /* not reached: search_on_view() */
+    }
+}
+
+static void search_view_cb(void *arg, int status, const mailstore_selected_t *sel,
+                           int64_t recent_uid)
+{
+    search_op_t *op = arg;
+    (void)recent_uid;
+    if (!search_alive(op))
+        return;
+    imap_session_t *s = op->s;
+    const imap_mailbox_t *m = &s->mbox;
+    /* Another mailbox under the name now, or keywords beyond what the masks hold: SQL. */
+    if (status != MAILSTORE_OK || sel->id != m->id || sel->uidvalidity != m->uidvalidity ||
+        sel->keywords_truncated) {
+        search_run(op);
+        return;
+    }
+    buf_t b;
+    buf_init(&b);
+    buf_puts(&b, "SEARCH");
+    uint64_t top = 0;
+    view_msg_t v = { .sel = sel, .m = m };
+    for (v.i = 0; v.i < m->count; v.i++) {
+        while (v.j < sel->count && sel->uids[v.j] < m->msgs[v.i].uid)
+            v.j++;
+        if (v.j == sel->count || sel->uids[v.j] != m->msgs[v.i].uid)
+            continue; /* expunged meanwhile: not in the store, as for the query */
+        if (!search_match(op->prog.root, &v))
+            continue;
+        if (sel->modseqs[v.j] > top)
+            top = sel->modseqs[v.j];
+        buf_puts(&b, " ");
+        buf_put_uint(&b, op->uid ? m->msgs[v.i].uid : v.i + 1);
+    }
+    bool modseq = op->modseq;
+    s->op = NULL;
+    search_op_free(op);
     /* RFC 7162 section 3.1.5: the highest mod-sequence of the messages found. */
     if (modseq && top)
         buf_printf(&b, " (MODSEQ %llu)", (unsigned long long)top);
@@ -497,7 +610,7 @@ void imap_cmd_search(fe_session_t *fs, void *req)
     buf_init(&where);
     int rc = imap_search_sql(&prog, &ctx, &where, &op->params, &err);
     bool decode = prog.needs_decoded;
-    imap_search_free(&prog);
+    op->prog = prog; /* freed with the op */
     imap_seqset_free(&recent);
     if (rc < 0) {
         buf_free(&where);
@@ -516,6 +629,9 @@ void imap_cmd_search(fe_session_t *fs, void *req)
     s->op = op;
     s->op_free = search_op_free;
     imap_store_begin(s);
+    if (s->mbox.count && search_on_view(op->prog.root) &&
+        mailstore_select(imap_store(s), s->user_id, s->mbox.name, search_view_cb, op) == 0)
+        return;
     /* Decoded text first when the program compares it; a batch "full" starts the loop. */
     op->full = decode;
     index_next(op);
