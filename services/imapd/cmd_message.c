@@ -297,6 +297,21 @@ static int seq_to_uids(void *ctx, const imap_seqset_t *seqs, imap_seqset_t *uids
     return 0;
 }
 
+/* The answer: "SEARCH" and the numbers found (in b), with the highest mod-sequence of
+ * those messages when the program had a MODSEQ key (RFC 7162 section 3.1.5). */
+static void search_answer(imap_session_t *s, buf_t *b, bool modseq, uint64_t top)
+{
+    if (modseq && top) {
+        buf_puts(b, " (MODSEQ ");
+        buf_put_uint(b, top);
+        buf_puts(b, ")");
+    }
+    imap_untagged(s, "%.*s", (int)b->len, b->data);
+    buf_free(b);
+    imap_ok(s, NULL, "SEARCH completed");
+    imap_store_end(s);
+}
+
 static void search_cb(void *arg, PGresult *res)
 {
     search_op_t *op = arg;
@@ -326,15 +341,10 @@ static void search_cb(void *arg, PGresult *res)
         uint64_t ms = strtoull(PQgetvalue(res, i, 1), NULL, 10);
         if (ms > top)
             top = ms;
-        buf_printf(&b, " %lu", uid ? (unsigned long)u : (unsigned long)idx + 1);
+        buf_puts(&b, " ");
+        buf_put_uint(&b, uid ? u : (uint64_t)idx + 1);
     }
-    /* RFC 7162 section 3.1.5: the highest mod-sequence of the messages found. */
-    if (modseq && top)
-        buf_printf(&b, " (MODSEQ %llu)", (unsigned long long)top);
-    imap_untagged(s, "%.*s", (int)b.len, b.data);
-    buf_free(&b);
-    imap_ok(s, NULL, "SEARCH completed");
-    imap_store_end(s);
+    search_answer(s, &b, modseq, top);
 }
 
 /* ---- a program of flags, mod-sequences, numbers and UIDs: on the mailbox's snapshot ---- */
@@ -439,13 +449,7 @@ static void search_view_cb(void *arg, int status, const mailstore_selected_t *se
     bool modseq = op->modseq;
     s->op = NULL;
     search_op_free(op);
-    /* RFC 7162 section 3.1.5: the highest mod-sequence of the messages found. */
-    if (modseq && top)
-        buf_printf(&b, " (MODSEQ %llu)", (unsigned long long)top);
-    imap_untagged(s, "%.*s", (int)b.len, b.data);
-    buf_free(&b);
-    imap_ok(s, NULL, "SEARCH completed");
-    imap_store_end(s);
+    search_answer(s, &b, modseq, top);
 }
 
 /* The query itself: $1 the mailbox, then the program's parameters. */
