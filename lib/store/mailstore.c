@@ -923,6 +923,16 @@ static void raw_hit(void *arg)
     raw_req_free(r);
 }
 
+bool mailstore_raw_cached(mailstore_t *ms, int64_t mailbox_id, uint32_t uid, size_t *len_r)
+{
+    rawmsg_t *m = ms && ms->raw ? rawcache_get(ms->raw, mailbox_id, uid) : NULL;
+    if (!m)
+        return false;
+    *len_r = rawmsg_len(m);
+    rawmsg_unref(&m);
+    return true;
+}
+
 int mailstore_fetch_raw(mailstore_t *ms, int64_t mailbox_id, uint32_t uid, uint64_t offset,
                         size_t len, mailstore_raw_cb cb, void *arg)
 {

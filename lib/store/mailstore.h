@@ -195,6 +195,9 @@ typedef void (*mailstore_raw_cb)(void *arg, int status, const unsigned char *dat
                                  uint64_t total);
 int mailstore_fetch_raw(mailstore_t *ms, int64_t mailbox_id, uint32_t uid, uint64_t offset,
                         size_t len, mailstore_raw_cb cb, void *arg);
+/* Whether a message's bytes are in the cache (their number in *len_r): a read of them is then
+ * answered without PostgreSQL. */
+bool mailstore_raw_cached(mailstore_t *ms, int64_t mailbox_id, uint32_t uid, size_t *len_r);
 
 /* Stores the cached forms of a message; a NULL string (or has_hdr_date false) leaves
  * that column as it is. Changes no modseq. NOTFOUND when the message is gone. */

@@ -761,6 +761,40 @@ static void view_cb(void *arg, int status, const mailstore_selected_t *sel, int6
     next_view_batch(op);
 }
 
+/* ---- bytes from the message cache -------------------------------------------------- */
+
+/* A FETCH of only the bytes of messages (body sections with PEEK, and UID) that are all in the
+ * store's message cache is answered from there, without asking PostgreSQL for their rows: a
+ * message's bytes never change, and one expunged meanwhile may still be answered (RFC 2180
+ * section 4.1.1). Sets up the messages as pending, as meta_cb would. */
+static bool bytes_from_cache(fetch_op_t *op)
+{
+    imap_session_t *s = op->s;
+    for (size_t i = 0; i < op->f.n; i++) {
+        imap_fetch_kind_t k = op->f.items[i].kind;
+        if (k != IMAP_FETCH_BODY_SECTION && k != IMAP_FETCH_RFC822_HEADER && k != IMAP_FETCH_UID)
+            return false;
+    }
+    if (imap_fetch_sets_seen(&op->f) || op->nuids > FETCH_BATCH)
+        return false;
+    size_t len;
+    for (size_t k = 0; k < op->nuids; k++)
+        if (!mailstore_raw_cached(imap_store(s), s->mbox.id, op->uids[k], &len))
+            return false;
+    if (!(op->pend = calloc(op->nuids, sizeof *op->pend)))
+        return false;
+    for (size_t k = 0; k < op->nuids; k++) {
+        long i = imap_msg_index(&s->mbox, op->uids[k]);
+        if (i < 0 || !mailstore_raw_cached(imap_store(s), s->mbox.id, op->uids[k], &len))
+            continue;
+        op->pend[op->npend++] = (pending_t){ .seq = (uint32_t)i + 1, .uid = op->uids[k],
+                                             .size = len, .recent = s->mbox.msgs[i].recent };
+    }
+    op->next_uid = op->nuids; /* no rows to ask for */
+    op->next_pend = 0;
+    return true;
+}
+
 /* ---- \Seen first ------------------------------------------------------------------- */
 
 static void seen_cb(void *arg, int status, const mailstore_stored_t *rows, size_t n)
@@ -854,5 +888,9 @@ void imap_cmd_fetch(fe_session_t *fs, void *req)
     if (view_items_only(&op->f) &&
         mailstore_select(imap_store(s), s->user_id, s->mbox.name, view_cb, op) == 0)
         return;
+    if (bytes_from_cache(op)) {
+        next_step(op);
+        return;
+    }
     next_meta_batch(op);
 }

@@ -709,6 +709,25 @@ def test_fetch_flags_shows_another_sessions_keywords(postern, imap, mailbox):
     assert b"* 3 EXPUNGE" in untagged, untagged
 
 
+def test_bytes_again_are_the_same_bytes(postern, imap, mailbox):
+    """A message read whole is kept in imapd's message cache, and a FETCH of only its bytes
+    (BODY.PEEK sections, UID) is answered from there: for each kind of item, a message not
+    read before (its row asked from PostgreSQL) and then again (from the cache) gives the
+    same answer, and none sets \\Seen."""
+    items = ["BODY.PEEK[]", "UID BODY.PEEK[HEADER]", "BODY.PEEK[1]", "BODY.PEEK[TEXT]<5.20>",
+             "BODY.PEEK[HEADER.FIELDS (SUBJECT)] UID", "RFC822.HEADER"]
+    raws = [deliver(postern, mailbox.address, nested_message(token())) for _ in items]
+    c = imap()
+    c.ok(f"LOGIN {mailbox.address} {mailbox.password}")
+    c.ok("SELECT INBOX")
+    for n, item in enumerate(items, 1):
+        first = c.ok(f"FETCH {n} ({item})")
+        assert first and first[0].startswith(f"* {n} FETCH".encode()), first
+        assert c.ok(f"FETCH {n} ({item})") == first, item
+    assert raws[0] in b"".join(c.ok("FETCH 1 (BODY.PEEK[])"))
+    assert all(b"\\Seen" not in u for u in c.ok(f"FETCH 1:{len(items)} (FLAGS)"))
+
+
 def test_drain_ends_idle_with_bye(postern, imap, mailbox, service_control):
     c = imap()
     c.ok(f"LOGIN {mailbox.address} {mailbox.password}")
