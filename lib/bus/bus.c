@@ -65,7 +65,7 @@ struct bus {
         void (*cb)(void *arg);
         void *arg;
     } on_reconnect[BUS_RECONNECT_HOOKS];
-    size_t non_reconnect;
+    size_t nhooks;
 };
 
 /* NATS thread. */
@@ -136,7 +136,7 @@ static void wakeup_cb(uv_async_t *a)
     bool reconnected = b->reconnected;
     b->reconnected = false;
     pthread_mutex_unlock(&b->lock);
-    for (size_t i = 0; reconnected && i < b->non_reconnect; i++)
+    for (size_t i = 0; reconnected && i < b->nhooks; i++)
         b->on_reconnect[i].cb(b->on_reconnect[i].arg);
     while (in) {
         bus_inbound_t *next = in->next;
@@ -497,21 +497,21 @@ int bus_publish_msg(bus_t *b, const char *subject, const ProtobufCMessage *msg)
 
 int bus_on_reconnect(bus_t *b, void (*cb)(void *arg), void *arg)
 {
-    if (b->non_reconnect == BUS_RECONNECT_HOOKS)
+    if (b->nhooks == BUS_RECONNECT_HOOKS)
         return -1;
-    b->on_reconnect[b->non_reconnect].cb = cb;
-    b->on_reconnect[b->non_reconnect].arg = arg;
-    b->non_reconnect++;
+    b->on_reconnect[b->nhooks].cb = cb;
+    b->on_reconnect[b->nhooks].arg = arg;
+    b->nhooks++;
     return 0;
 }
 
 void bus_off_reconnect(bus_t *b, void (*cb)(void *arg), void *arg)
 {
-    for (size_t i = 0; b && i < b->non_reconnect; i++)
+    for (size_t i = 0; b && i < b->nhooks; i++)
         if (b->on_reconnect[i].cb == cb && b->on_reconnect[i].arg == arg) {
             memmove(&b->on_reconnect[i], &b->on_reconnect[i + 1],
-                    (b->non_reconnect - i - 1) * sizeof b->on_reconnect[0]);
-            b->non_reconnect--;
+                    (b->nhooks - i - 1) * sizeof b->on_reconnect[0]);
+            b->nhooks--;
             return;
         }
 }

@@ -314,6 +314,17 @@ int bus_publish_msg(bus_t *bus, const char *subject, const ProtobufCMessage *msg
     return 0;
 }
 
+int bus_on_reconnect(bus_t *bus, void (*cb)(void *arg), void *arg)
+{
+    (void)bus, (void)cb, (void)arg;
+    return 0;
+}
+
+void bus_off_reconnect(bus_t *bus, void (*cb)(void *arg), void *arg)
+{
+    (void)bus, (void)cb, (void)arg;
+}
+
 int bus_subscribe(bus_t *bus, const char *subject, bus_msg_cb cb, void *arg)
 {
     (void)bus, (void)subject, (void)cb, (void)arg;
