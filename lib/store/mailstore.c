@@ -415,11 +415,11 @@ int mailstore_subscribe(mailstore_t *ms, int64_t user_id, const char *name, bool
 /* One statement, one snapshot: the mailbox's row beside each of its messages in UID order
  * (one row with NULL message columns for an empty mailbox), the flags as one space-separated
  * text (flags are atoms: no spaces). The index on (mailbox_id, uid) gives the order. */
-/* The mailbox (row 'a', with the \Recent mark in the last column), then its messages ('m', by UID). With the snapshot the process
- * kept ($3 its mailbox id, $4 its mod-sequence, $5 its UIDVALIDITY) still the same mailbox
- * and every expunge since $4 still recorded, only what changed since: the messages with a
- * later mod-sequence (new ones too) and the UIDs expunged since ('x'); otherwise every
- * message. Column 7 of 'a' says which. */
+/* The mailbox (row 'a', with the \Recent mark in its last column), then its messages ('m',
+ * by UID). With the snapshot the process kept ($3 its mailbox id, $4 its mod-sequence, $5
+ * its UIDVALIDITY) still the same mailbox and every expunge since $4 still recorded, only
+ * what changed since: the messages with a later mod-sequence (new ones too) and the UIDs
+ * expunged since ('x'); otherwise every message. Column 7 of 'a' says which. */
 /* The mod-sequence to compare with comes from b (b.since) rather than from $4 itself: then
  * the planner cannot see the value in any plan, a plan for given values is no cheaper than
  * one for any values, and PostgreSQL keeps the prepared statement's generic plan instead of
