@@ -731,9 +731,7 @@ static void view_cb(void *arg, int status, const mailstore_selected_t *sel, int6
     (void)recent_uid;
     if (!op_alive(op))
         return;
-    imap_session_t *s = op->s;
-    if (status != MAILSTORE_OK || sel->id != s->mbox.id ||
-        sel->uidvalidity != s->mbox.uidvalidity || sel->keywords_truncated) {
+    if (!imap_view_usable(op->s, status, sel)) {
         next_meta_batch(op);
         return;
     }
@@ -777,16 +775,17 @@ static bool bytes_from_cache(fetch_op_t *op)
     }
     if (imap_fetch_sets_seen(&op->f) || op->nuids > FETCH_BATCH)
         return false;
-    size_t len;
-    for (size_t k = 0; k < op->nuids; k++)
-        if (!mailstore_raw_cached(imap_store(s), s->mbox.id, op->uids[k], &len))
-            return false;
     if (!(op->pend = calloc(op->nuids, sizeof *op->pend)))
         return false;
     for (size_t k = 0; k < op->nuids; k++) {
+        size_t len;
         long i = imap_msg_index(&s->mbox, op->uids[k]);
-        if (i < 0 || !mailstore_raw_cached(imap_store(s), s->mbox.id, op->uids[k], &len))
+        if (i < 0)
             continue;
+        if (!mailstore_raw_cached(imap_store(s), s->mbox.id, op->uids[k], &len)) {
+            pending_clear(op); /* one not cached: the rows, as for any FETCH */
+            return false;
+        }
         op->pend[op->npend++] = (pending_t){ .seq = (uint32_t)i + 1, .uid = op->uids[k],
                                              .size = len, .recent = s->mbox.msgs[i].recent };
     }
@@ -885,8 +884,7 @@ void imap_cmd_fetch(fe_session_t *fs, void *req)
         op_finish(op);
         return;
     }
-    if (view_items_only(&op->f) &&
-        mailstore_select(imap_store(s), s->user_id, s->mbox.name, view_cb, op) == 0)
+    if (view_items_only(&op->f) && imap_view_ask(s, view_cb, op) == 0)
         return;
     if (bytes_from_cache(op)) {
         next_step(op);

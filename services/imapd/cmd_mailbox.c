@@ -562,6 +562,17 @@ void imap_mailbox_forget(imap_session_t *s)
     s->mbox.cap = cap;
 }
 
+int imap_view_ask(imap_session_t *s, mailstore_select_cb cb, void *arg)
+{
+    return mailstore_select(imap_store(s), s->user_id, s->mbox.name, cb, arg);
+}
+
+bool imap_view_usable(const imap_session_t *s, int status, const mailstore_selected_t *sel)
+{
+    return status == MAILSTORE_OK && sel->id == s->mbox.id &&
+           sel->uidvalidity == s->mbox.uidvalidity && !sel->keywords_truncated;
+}
+
 const char *imap_sysflag_at(unsigned i)
 {
     return i < 5 ? sysflag_names[i] : NULL;

@@ -423,9 +423,7 @@ static void search_view_cb(void *arg, int status, const mailstore_selected_t *se
         return;
     imap_session_t *s = op->s;
     const imap_mailbox_t *m = &s->mbox;
-    /* Another mailbox under the name now, or keywords beyond what the masks hold: SQL. */
-    if (status != MAILSTORE_OK || sel->id != m->id || sel->uidvalidity != m->uidvalidity ||
-        sel->keywords_truncated) {
+    if (!imap_view_usable(s, status, sel)) { /* the query, as for any SEARCH */
         search_run(op);
         return;
     }
@@ -634,7 +632,7 @@ void imap_cmd_search(fe_session_t *fs, void *req)
     s->op_free = search_op_free;
     imap_store_begin(s);
     if (s->mbox.count && search_on_view(op->prog.root) &&
-        mailstore_select(imap_store(s), s->user_id, s->mbox.name, search_view_cb, op) == 0)
+        imap_view_ask(s, search_view_cb, op) == 0)
         return;
     /* Decoded text first when the program compares it; a batch "full" starts the loop. */
     op->full = decode;

@@ -202,5 +202,11 @@ void imap_after_login(imap_session_t *s);
 void imap_idle_line(imap_session_t *s, const char *line, size_t len);
 /* Leaves the SELECTED state (CLOSE, UNSELECT, SELECT of another, LOGOUT). */
 void imap_mailbox_forget(imap_session_t *s);
+/* Asks the store for its snapshot of the selected mailbox, brought up to date (one query
+ * for what changed): cb gets it as mailstore_select() gives it. -1 when it cannot be asked. */
+int imap_view_ask(imap_session_t *s, mailstore_select_cb cb, void *arg);
+/* Whether that answer can stand for the session's mailbox: the store answered, about the
+ * same mailbox (not another under its name since), with every keyword in its masks. */
+bool imap_view_usable(const imap_session_t *s, int status, const mailstore_selected_t *sel);
 
 #endif
