@@ -34,7 +34,9 @@
 # With two cores or more, the servers run on CPU 0 and the clients (and this script's
 # helpers) on CPU 1 (SMTP_BENCH_PIN=no: no pinning).
 # SMTP_BENCH_POINTS="mx_1k_s16 sub_1" measures only those points (the raw lines are printed,
-# the results files stay as they are).
+# the results files stay as they are). SMTP_BENCH_PERF=DIR records `perf record -a -g` of the
+# whole machine into DIR/<point>.<run>.data while Postern serves each point (for finding
+# where its time goes; the raw lines only then).
 # Results are printed and written to bench/results/smtp.txt and to the SMTP section of
 # bench/results.md.
 set -eu
@@ -354,12 +356,17 @@ measure() {
     children_cpu
     ccpu0=$CHILDREN_MS
     t0=$(now)
+    WRAP=
+    if [ -n "${SMTP_BENCH_PERF:-}" ] && [ "$2" = postern ] && [ "${WARMUP:-0}" -eq 0 ]; then
+        mkdir -p "$SMTP_BENCH_PERF"
+        WRAP="perf record -q -a -g -o $SMTP_BENCH_PERF/$1.$3.data --"
+    fi
     if [ "$KIND" = mx ]; then
-        $CLIENT timeout "$WAIT_TIMEOUT" $(source_cmd "$MX_PORT") >"$DIR/client.out" 2>"$DIR/client.err" || failed=1
+        $CLIENT $WRAP timeout "$WAIT_TIMEOUT" $(source_cmd "$MX_PORT") >"$DIR/client.out" 2>"$DIR/client.err" || failed=1
         sent=$COUNT
         extra=""
     else
-        $CLIENT timeout "$WAIT_TIMEOUT" $(load_cmd "$SUB_PORT") >"$DIR/client.out" 2>"$DIR/client.err" || failed=1
+        $CLIENT $WRAP timeout "$WAIT_TIMEOUT" $(load_cmd "$SUB_PORT") >"$DIR/client.out" 2>"$DIR/client.err" || failed=1
         sent=$(sed -n 's/.* messages=\([0-9]*\) .*/\1/p' "$DIR/client.out")
         [ -n "$sent" ] || { sent=0; failed=1; }
         grep -q ' failures=0 ' "$DIR/client.out" || failed=1
@@ -435,7 +442,7 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(($(date +%s) - STARTED))
 [ -n "${SMTP_BENCH_RAW:-}" ] && cp "$RAW" "$SMTP_BENCH_RAW"
-if [ "$POINTS" != "$ALL_POINTS" ]; then
+if [ "$POINTS" != "$ALL_POINTS" ] || [ -n "${SMTP_BENCH_PERF:-}" ]; then
     # A partial run: the raw lines only (printed above), the results files stay as they are.
     [ "$PROBLEMS" -eq 0 ] || { echo "smtp_bench: $PROBLEMS measurements had problems (above)" >&2; exit 1; }
     exit 0

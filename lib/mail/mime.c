@@ -1108,6 +1108,10 @@ int mail_section(const char *raw, size_t len, const char *section, size_t *off_r
         if (*s != '\0')
             goto bad;
     }
+    if (what == WHOLE && nparts == 0) {
+        *len_r = len; /* BODY[]: the message as it is, nothing to parse */
+        return 0;
+    }
 
     tree_t t;
     if (tree_parse(&t, raw, len) < 0)

@@ -819,6 +819,17 @@ static void seen_cb(void *arg, int status, const mailstore_stored_t *rows, size_
 
 /* ---- the command ------------------------------------------------------------------- */
 
+/* The number of the mailbox's messages whose UIDs are in r; their UIDs into out (when not
+ * NULL), ascending. */
+static size_t msgs_in(const imap_mailbox_t *m, const mailstore_range_t *r, uint32_t *out)
+{
+    size_t from = imap_msg_first(m, r->lo);
+    size_t to = r->hi == UINT32_MAX ? m->count : imap_msg_first(m, r->hi + 1);
+    for (size_t i = from; out && i < to; i++)
+        *out++ = m->msgs[i].uid;
+    return to - from;
+}
+
 void imap_cmd_fetch(fe_session_t *fs, void *req)
 {
     imap_session_t *s = (imap_session_t *)fs;
@@ -851,16 +862,14 @@ void imap_cmd_fetch(fe_session_t *fs, void *req)
         op_free(op);
         return;
     }
-    /* The known messages of the set, ascending. */
-    op->uids = calloc(s->mbox.count ? s->mbox.count : 1, sizeof *op->uids);
-    for (size_t i = 0; op->uids && i < s->mbox.count; i++) {
-        uint32_t u = s->mbox.msgs[i].uid;
-        for (size_t k = 0; k < set.n; k++)
-            if (u >= set.ranges[k].lo && u <= set.ranges[k].hi) {
-                op->uids[op->nuids++] = u;
-                break;
-            }
-    }
+    /* The known messages of the set, ascending: the set's ranges are ascending and apart
+     * (imap_set_arg), each found in the mailbox's list by a binary search. */
+    size_t want = 0;
+    for (size_t k = 0; k < set.n; k++)
+        want += msgs_in(&s->mbox, &set.ranges[k], NULL);
+    op->uids = malloc((want ? want : 1) * sizeof *op->uids);
+    for (size_t k = 0; op->uids && k < set.n; k++)
+        op->nuids += msgs_in(&s->mbox, &set.ranges[k], op->uids + op->nuids);
     if (!op->uids) {
         imap_uidset_free(&set);
         op_free(op);

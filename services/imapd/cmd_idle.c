@@ -84,8 +84,7 @@ void imap_publish_change(imap_session_t *s, int64_t mailbox_id, uint64_t modseq,
 
 /* ---- telling the client what changed ----------------------------------------------- */
 
-/* Index of uid in the selected mailbox, or -1. */
-long imap_msg_index(const imap_mailbox_t *m, uint32_t uid)
+size_t imap_msg_first(const imap_mailbox_t *m, uint32_t uid)
 {
     size_t lo = 0, hi = m->count;
     while (lo < hi) {
@@ -95,7 +94,14 @@ long imap_msg_index(const imap_mailbox_t *m, uint32_t uid)
         else
             hi = mid;
     }
-    return lo < m->count && m->msgs[lo].uid == uid ? (long)lo : -1;
+    return lo;
+}
+
+/* Index of uid in the selected mailbox, or -1. */
+long imap_msg_index(const imap_mailbox_t *m, uint32_t uid)
+{
+    size_t i = imap_msg_first(m, uid);
+    return i < m->count && m->msgs[i].uid == uid ? (long)i : -1;
 }
 
 /* Removes message i and tells the client (its sequence number is i + 1). */

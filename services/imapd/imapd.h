@@ -189,6 +189,9 @@ mailstore_uidset_t imap_uidset_view(const imap_uidset_t *u);
 int imap_server_start(fe_server_t *srv);
 void imap_server_stop(fe_server_t *srv);
 long imap_msg_index(const imap_mailbox_t *m, uint32_t uid);
+/* Index of the first message of the selected mailbox whose UID is uid or above (count when
+ * none is). */
+size_t imap_msg_first(const imap_mailbox_t *m, uint32_t uid);
 void imap_msg_expunged(imap_session_t *s, size_t i);
 unsigned imap_flags_mask(const char *const *flags, size_t n);
 /* "FLAGS (...)" with \Recent added when recent. */
