@@ -66,13 +66,16 @@ dovecot_config $USERS
 "$PYTHON" bench/imap_seed.py "$DATABASE_URL" "$DIR/mail" large@bench.test "$LARGE" 65536 "$MAIL_UID" "$MAIL_GID"
 psql -q "$DATABASE_URL" -c "VACUUM ANALYZE messages" >/dev/null
 
+# As `make run` runs it: one worker process per CPU (WORKERS=auto, lib/svc/workers.h).
 IMAP_PORT=$POSTERN_PORT IMAPS_PORT=0 LISTEN_ADDRESS=127.0.0.1 IMAP_HOSTNAME=bench.test \
-    env $(bus_login imapd) "$BIN/imapd" 2>"$DIR/imapd.log" &
+    WORKERS=${WORKERS:-auto} env $(bus_login imapd) "$BIN/imapd" 2>"$DIR/imapd.log" &
 imapd_pid=$!
 pids="$pids $imapd_pid"
 "$DOVECOT" -c "$D/dovecot.conf"
 wait_port "$DOVECOT_PORT" dovecot "$D/dovecot.log"
 wait_port "$POSTERN_PORT" imapd "$DIR/imapd.log"
+IMAPD_WORKERS=$(ps -o pid= --ppid "$imapd_pid" | wc -l)
+[ "$IMAPD_WORKERS" -gt 0 ] || IMAPD_WORKERS=1
 
 # Both answer the benchmark's commands alike (counts of matches, flags, bodies byte for byte).
 "$PYTHON" bench/imap_seed.py check "$POSTERN_PORT" "$DOVECOT_PORT" small@bench.test "$PASSWORD" "$SMALL" 1024
@@ -254,7 +257,8 @@ mkdir -p bench/results
     echo "- Machine: $(nproc) cores ($CPU), $MEM, Linux $(uname -r); load average" \
          "$LOAD_BEFORE before the measurements, $LOAD_AFTER after (anything above the" \
          "bench's own load is other work on the machine and widens the spread)."
-    echo "- Versions: Postern $POSTERN_REV (imapd from $BIN), Dovecot $DOVECOT_VERSION (maildir," \
+    echo "- Versions: Postern $POSTERN_REV (imapd from $BIN, WORKERS=${WORKERS:-auto} as \`make run\`" \
+         "runs it: $IMAPD_WORKERS processes), Dovecot $DOVECOT_VERSION (maildir," \
          "login processes in $DOVECOT_LOGIN mode), PostgreSQL $PG_VERSION, nats-server $NATS_VERSION."
     echo "- Command: \`sh bench/imap_bench.sh\` (also run by \`make bench\`); load generator" \
          "build/bench/imap_load (bench/imap_load.c), mail from bench/imap_seed.py."

@@ -42,8 +42,9 @@ done
 
 # --- Postern: PostgreSQL, NATS, the limiter, pop3d ---------------------------------------
 postern_start $USERS
+# As `make run` runs it: one worker process per CPU (WORKERS=auto, lib/svc/workers.h).
 POP3_PORT=$POSTERN_PORT POP3S_PORT=0 LISTEN_ADDRESS=127.0.0.1 POP3_HOSTNAME=bench.test \
-    env $(bus_login pop3d) "$BIN/pop3d" 2>"$DIR/pop3d.log" &
+    WORKERS=${WORKERS:-auto} env $(bus_login pop3d) "$BIN/pop3d" 2>"$DIR/pop3d.log" &
 pids="$pids $!"
 
 # --- Dovecot: a private instance under $DIR/dovecot -------------------------------------------
@@ -93,7 +94,7 @@ mkdir -p bench/results
     echo "# POP3: Postern pop3d vs Dovecot $("$DOVECOT" --version | cut -d' ' -f1) pop3d (same run, same load)"
     echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores; $CLIENTS clients, ${RUN_SECONDS}s per run," \
          "$MESSAGES messages of 2-128 kB per user; plaintext USER/PASS on loopback;" \
-         "Dovecot login processes: $DOVECOT_LOGIN mode"
+         "Dovecot login processes: $DOVECOT_LOGIN mode; pop3d WORKERS=${WORKERS:-auto} (as \`make run\`)"
     echo "# command: sh bench/pop3_bench.sh  (build/bench/pop3_load, source bench/pop3_load.c)"
     echo "postern login  $postern_login"
     echo "dovecot login  $dovecot_login"

@@ -180,7 +180,7 @@ until grep -qs 'msg="limiter replica leads' "$DIR/limiter.log"; do
 done
 env $(bus_login smtpd) TLS_CERT="$CERT" TLS_KEY="$KEY" SMTP_PORT="$POSTERN_MX" \
     SUBMISSION_PORT="$POSTERN_SUB" SMTPS_PORT=0 LISTEN_ADDRESS=127.0.0.1 \
-    SMTP_HOSTNAME=postern.bench.test "$BIN/smtpd" 2>"$DIR/smtpd.log" &
+    SMTP_HOSTNAME=postern.bench.test WORKERS=${WORKERS:-auto} "$BIN/smtpd" 2>"$DIR/smtpd.log" &
 SMTPD_PID=$!
 pids="$pids $SMTPD_PID"
 PG_PID=$(head -1 "$DIR/pg/postmaster.pid")
@@ -536,7 +536,8 @@ LOAD_EXAMPLE=$(load_cmd PORT | sed "s|$ROOT/||; s|$PASSWORD|PW|")
     echo "- Postern: PostgreSQL with its defaults (durable: smtpd answers 250 after the commit)," \
          "nats-server with JetStream, the limiter (every AUTH and every submitted message" \
          "checked; HAMR limit raised to 1,000,000 a minute so all are allowed), smtpd with" \
-         "its defaults (a pool of 4 database connections), every service with its own bus" \
+         "its defaults (a pool of 4 database connections; WORKERS=auto as \`make run\` runs it," \
+         "one process per CPU it may use: one, as the servers are pinned), every service with its own bus" \
          "login. Clock: the client's run (its last 250 means all is committed). CPU: smtpd," \
          "limiter, nats-server, the postmaster and its children."
     echo "- Postfix: a private instance (\`postfix -c DIR start\`, no chroot, its defaults" \

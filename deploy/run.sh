@@ -7,6 +7,7 @@
 #   PG_PORT=25432 NATS_PORT=24222
 #   POSTERN_DOMAIN=example.test LISTEN_ADDRESS=127.0.0.1 POSTERN_BIN=build/bin
 #   POSTERN_VAR=./var (where PostgreSQL, nats-server, the certificate and the first login live)
+#   WORKERS=auto (processes per front end: one per CPU; lib/svc/workers.h)
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ export SMTPS_PORT=${SMTPS_PORT:-2465}
 export POP3_PORT=${POP3_PORT:-2110}
 export POP3S_PORT=${POP3S_PORT:-2995}
 export IMAP_PORT=${IMAP_PORT:-2143}
+# One machine: each front end serves from one process per CPU (the back ends ignore it).
+export WORKERS=${WORKERS:-auto}
 export IMAPS_PORT=${IMAPS_PORT:-2993}
 export WEB_PORT=${WEB_PORT:-2443}
 export LISTEN_ADDRESS=${LISTEN_ADDRESS:-127.0.0.1}

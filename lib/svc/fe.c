@@ -1,5 +1,6 @@
 #include "svc/fe.h"
 
+#include <errno.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -626,9 +627,21 @@ static int fe_listen_one(fe_server_t *srv, size_t i, const char *address)
         return -1;
     }
     uv_tcp_t *t = &srv->listen[i];
-    uv_tcp_init(srv->loop, t);
+    int rc = uv_tcp_init_ex(srv->loop, t, ss.ss_family);
+    if (rc < 0) {
+        log_error("cannot listen", "listener=%s error=\"%s\"", lc->name, uv_strerror(rc));
+        return -1;
+    }
     t->data = srv;
-    int rc = uv_tcp_bind(t, (struct sockaddr *)&ss, 0);
+    /* Workers share the port: each has its own socket, and the kernel spreads new
+     * connections over them (svc/workers.h). */
+    uv_os_fd_t fd;
+    int one = 1;
+    if (srv->svc->workers > 1 && uv_fileno((uv_handle_t *)t, &fd) == 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        rc = uv_translate_sys_error(errno);
+    if (rc == 0)
+        rc = uv_tcp_bind(t, (struct sockaddr *)&ss, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)t, 511, accept_cb);
     if (rc < 0) {
@@ -761,6 +774,7 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
         .busy = fe_busy,
         .destroy = fe_destroy,
         .hup = fe_hup,
+        .workers = true,
     };
     return svc_main(&def);
 }

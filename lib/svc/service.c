@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <nats/nats.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "base/env.h"
 #include "base/log.h"
 #include "bus/events.h"
+#include "svc/workers.h"
 
 #define SVC_DEFAULT_POOL 2
 #define SVC_DEFAULT_REFRESH_S 30
@@ -321,7 +323,7 @@ static int svc_open(svc_run_t *run)
     }
     /* A health port asked for and not served fails the start: probes that cannot reach it
      * would restart the service anyway. */
-    if (run->health_port > 0) {
+    if (run->health_port > 0 && svc->worker == 0) {
         svc->health = health_start(svc->loop, run->health_port, svc->metrics, svc_ready_cb, svc);
         if (!svc->health)
             return -1;
@@ -342,6 +344,21 @@ int svc_main(const svc_def_t *def)
      * heap once freed, so the resident size the memory budget reads falls when they go. A
      * fixed threshold also stops glibc from raising it after such a buffer is freed. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    /* Workers are forked before anything starts a thread or opens a connection. */
+    int workers = 1, worker = 0;
+    if (def->workers) {
+        cpu_set_t cpus;
+        long ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+        const char *text = env_or("WORKERS", NULL);
+        if ((workers = svc_workers_parse(text, ncpu)) < 0) {
+            log_error("bad WORKERS", "value=\"%.64s\" expected=\"a number from 1 to %d, or auto\"",
+                      text, SVC_WORKERS_MAX);
+            return 2;
+        }
+        int status;
+        if (!svc_workers_fork(workers, &worker, &status))
+            return status;
+    }
     svc_run_t *run = calloc(1, sizeof *run);
     if (!run) {
         log_error("out of memory", "%s", "");
@@ -349,6 +366,8 @@ int svc_main(const svc_def_t *def)
     }
     svc_t *svc = &run->svc;
     svc->def = def;
+    svc->workers = workers;
+    svc->worker = worker;
     if (svc_settings(run) < 0) {
         explicit_bzero(run->nats_password, sizeof run->nats_password);
         free(run);
@@ -370,7 +389,8 @@ int svc_main(const svc_def_t *def)
         status = 2;
         svc_teardown(run);
     } else {
-        log_info("started", "instance=%s hostname=%s", svc->instance, svc->hostname);
+        log_info("started", "instance=%s hostname=%s worker=%d/%d", svc->instance,
+                 svc->hostname, svc->worker, svc->workers);
     }
     uv_run(svc->loop, UV_RUN_DEFAULT);
 

@@ -67,6 +67,9 @@ typedef struct svc_def {
      * the service made. Optional. */
     void (*destroy)(svc_t *svc);
     void (*hup)(svc_t *svc); /* optional SIGHUP; without it SIGHUP is logged and ignored */
+    /* The service may run as WORKERS processes (svc/workers.h): its listeners then take
+     * connections on shared ports, and only worker 0 serves HEALTH_PORT. */
+    bool workers;
 } svc_def_t;
 
 struct svc {
@@ -82,6 +85,8 @@ struct svc {
     int config_refresh_s;    /* CONFIG_REFRESH: how often cached state is reloaded anyway */
     size_t memory_budget;    /* MEMORY_BUDGET in bytes (0: none); svc_memory_over_budget() */
     size_t message_cache;    /* MESSAGE_CACHE in bytes: messages pop3d and imapd keep (0: none) */
+    int workers;             /* WORKERS: processes serving as this one (1 when alone) */
+    int worker;              /* this one's index among them, from 0 */
     void *data;              /* the service's state */
     bool stopping;           /* a stop signal came (or the start failed) */
 };
@@ -90,7 +95,8 @@ struct svc {
  * nats://127.0.0.1:4222), DB_POOL (default def->db_pool), CONFIG_REFRESH (seconds, default
  * 30), HEALTH_PORT (/healthz, /readyz, /metrics; off when unset), MEMORY_BUDGET (bytes, or
  * with a K, M or G suffix for KiB, MiB, GiB; default SVC_MEMORY_BUDGET_DEFAULT; 0: none),
- * MESSAGE_CACHE (the same form; default SVC_MESSAGE_CACHE_DEFAULT; 0: none)
+ * MESSAGE_CACHE (the same form; default SVC_MESSAGE_CACHE_DEFAULT; 0: none), WORKERS (when
+ * def->workers: a number of processes or "auto", svc/workers.h; default 1)
  * and the host name variable; serves until SIGTERM/SIGINT; returns the exit status. */
 int svc_main(const svc_def_t *def);
 /* The service has stopped taking and doing work (def->stop is done). Harmless twice. */

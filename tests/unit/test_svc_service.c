@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "svc/service.h"
+#include "svc/workers.h"
 
 #define CHILD_TIMEOUT_S 20
 #define NOBODY_DB "postgresql://postern@127.0.0.1:1/postern?connect_timeout=1"
@@ -358,6 +359,26 @@ static void test_lifecycle(void **state)
         run_case(&cases[i]);
 }
 
+/* WORKERS: a count in range, or "auto" for one per CPU (capped); anything else refused. */
+static void test_workers_parse(void **state)
+{
+    (void)state;
+    assert_int_equal(svc_workers_parse(NULL, 8), 1);
+    assert_int_equal(svc_workers_parse("", 8), 1);
+    assert_int_equal(svc_workers_parse("1", 8), 1);
+    assert_int_equal(svc_workers_parse("3", 8), 3);
+    assert_int_equal(svc_workers_parse("64", 8), 64);
+    assert_int_equal(svc_workers_parse("auto", 8), 8);
+    assert_int_equal(svc_workers_parse("auto", 0), 1);
+    assert_int_equal(svc_workers_parse("auto", 200), SVC_WORKERS_MAX);
+    assert_int_equal(svc_workers_parse("0", 8), -1);
+    assert_int_equal(svc_workers_parse("65", 8), -1);
+    assert_int_equal(svc_workers_parse("-2", 8), -1);
+    assert_int_equal(svc_workers_parse("2x", 8), -1);
+    assert_int_equal(svc_workers_parse("Auto", 8), -1);
+    assert_int_equal(svc_workers_parse("99999999999999999999", 8), -1);
+}
+
 static void test_hostname_ok(void **state)
 {
     (void)state;
@@ -386,6 +407,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostname_ok),
+        cmocka_unit_test(test_workers_parse),
         cmocka_unit_test(test_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
