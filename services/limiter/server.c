@@ -20,9 +20,9 @@
 #define PRUNE_BUDGET 20000     /* entries looked at per table and tick */
 #define ALERT_QUEUE_MAX 256    /* alerts kept while the bus is down */
 #define HISTORY_TICKS 60       /* the stream's maximum age is looked at this often */
-#define RESERVE_ACK_MS 300     /* the stream's acknowledgement of a reserved slot, at most */
-#define RESERVE_RETRY_S 5      /* the sender's wait when it did not come */
-#define GIVEBACK_TRIES 120     /* a given-back slot's record is offered this often, once a tick */
+#define RECORD_ACK_MS 300      /* the stream's acknowledgement of a record, at most */
+#define RECORD_TRIES 120       /* a record the stream did not take is offered this often, a tick apart */
+#define RECORDS_MAX 100000     /* records kept for offering again, at most */
 
 typedef struct server {
     svc_t *svc;
@@ -30,8 +30,8 @@ typedef struct server {
     store_t *store;
     logins_t *logins; /* the login history, written while this replica answers */
     replica_t *replica;
-    struct reserve_wait *reserving; /* slots waiting for the stream's acknowledgement */
-    struct giveback *givebacks;     /* released slots whose record the stream must still take */
+    struct unrecorded *unrecorded; /* reserved slots whose record the stream must still take */
+    size_t nunrecorded;
     uv_timer_t tick;
     uv_timer_t reload;
     bool timers;      /* tick and reload are initialised */
@@ -302,181 +302,107 @@ static const char throttle_sql[] =
     "  refused = CASE WHEN t.until < now() THEN 1 ELSE t.refused + 1 END,"
     "  until = EXCLUDED.until, reason = EXCLUDED.reason";
 
-/* An allowed send whose slot the stream must hold before smtpd is told: a replica that
- * takes over counts from the stream, and a slot it did not hear of would be given twice. */
-typedef struct reserve_wait {
+/* A record of the leader's the stream must hold: a reserved slot (RESERVE), sent before
+ * smtpd is told, so that a replica that takes over counts it. The record goes out on the
+ * bus connection ahead of the answer: NATS has it before smtpd can act on the answer, and a
+ * leader killed after answering has handed it over already. Its acknowledgement is not
+ * waited for (that round trip would double a send check's latency); a record the stream
+ * did not take (no stream leader, an election under way) is offered again once a tick
+ * until it does. Offered twice, a RESERVE counts once: replicas key slots by queue id. */
+typedef struct unrecorded {
     server_t *srv; /* NULL once the server is gone (the bus answers it at its destroy) */
-    limiter_reply_t r;
-    char *reply, *user, *queue_id;
-    struct reserve_wait *prev, *next;
-} reserve_wait_t;
-
-static void reserve_wait_free(reserve_wait_t *w)
-{
-    if (w->srv) {
-        if (w->prev)
-            w->prev->next = w->next;
-        else
-            w->srv->reserving = w->next;
-        if (w->next)
-            w->next->prev = w->prev;
-    }
-    free(w->reply);
-    free(w->user);
-    free(w->queue_id);
-    free(w);
-}
-
-/* A slot given back because its RESERVE was not acknowledged. The stream may hold that
- * RESERVE all the same (the acknowledgement lost with a NATS node, or late): a standby then
- * counts a slot no message used, and so does whichever replica takes over. The RELEASE
- * record after it cancels it, so it is offered until the stream takes it. */
-typedef struct giveback {
-    server_t *srv; /* NULL once the server is gone */
     char *user, *queue_id;
+    uint32_t rcpt_count, max_messages, interval_s;
     int64_t time_ms;
     unsigned tries;
     bool in_flight;
-    struct giveback *next;
-} giveback_t;
+    struct unrecorded *next;
+} unrecorded_t;
 
-static void giveback_free(giveback_t *g)
+static void unrecorded_free(unrecorded_t *u)
 {
-    free(g->user);
-    free(g->queue_id);
-    free(g);
+    free(u->user);
+    free(u->queue_id);
+    free(u);
 }
 
-static void giveback_unlink(server_t *srv, giveback_t *g)
+static void unrecorded_unlink(server_t *srv, unrecorded_t *u)
 {
-    for (giveback_t **p = &srv->givebacks; *p; p = &(*p)->next)
-        if (*p == g) {
-            *p = g->next;
+    for (unrecorded_t **p = &srv->unrecorded; *p; p = &(*p)->next)
+        if (*p == u) {
+            *p = u->next;
+            srv->nunrecorded--;
             return;
         }
 }
 
-static void giveback_recorded_cb(void *arg, bool stored)
+static void record_stored_cb(void *arg, bool stored)
 {
-    giveback_t *g = arg;
-    g->in_flight = false;
-    if (!g->srv) {
-        giveback_free(g);
+    unrecorded_t *u = arg;
+    u->in_flight = false;
+    if (!u->srv) {
+        unrecorded_free(u);
         return;
     }
-    if (stored || g->tries >= GIVEBACK_TRIES) {
+    if (stored || u->tries >= RECORD_TRIES) {
         if (!stored)
-            log_warn("released slot not recorded: a replica may count it until its window ends",
-                     "queue_id=%s tries=%u", g->queue_id, g->tries);
-        giveback_unlink(g->srv, g);
-        giveback_free(g);
+            log_warn("reserved slot not recorded: a replica that takes over will not count it",
+                     "queue_id=%s tries=%u", u->queue_id, u->tries);
+        unrecorded_unlink(u->srv, u);
+        unrecorded_free(u);
     }
 }
 
-static void giveback_send(server_t *srv, giveback_t *g)
+static void record_send(server_t *srv, unrecorded_t *u)
 {
     ev_limiter_log_t rec = {
-        .kind = EV_LIMITER_LOG_RELEASE, .replica = replica_id(srv->replica),
-        .time_ms = g->time_ms, .user = g->user, .queue_id = g->queue_id,
+        .kind = EV_LIMITER_LOG_RESERVE, .replica = replica_id(srv->replica),
+        .time_ms = u->time_ms, .user = u->user, .queue_id = u->queue_id,
+        .rcpt_count = u->rcpt_count, .max_messages = u->max_messages,
+        .interval_s = u->interval_s,
     };
-    g->tries++;
-    if (ev_record_limiter_log(srv->svc->bus, &rec, RESERVE_ACK_MS, giveback_recorded_cb, g) == 0)
-        g->in_flight = true;
+    u->tries++;
+    if (ev_record_limiter_log(srv->svc->bus, &rec, RECORD_ACK_MS, record_stored_cb, u) == 0)
+        u->in_flight = true;
 }
 
 /* Offers again, once a tick, what the stream has not taken yet. */
-static void givebacks_retry(server_t *srv)
+static void records_retry(server_t *srv)
 {
-    giveback_t *next;
-    for (giveback_t *g = srv->givebacks; g; g = next) {
-        next = g->next;
-        if (g->in_flight)
+    unrecorded_t *next;
+    for (unrecorded_t *u = srv->unrecorded; u; u = next) {
+        next = u->next;
+        if (u->in_flight)
             continue;
-        if (g->tries >= GIVEBACK_TRIES) {
-            giveback_recorded_cb(g, false); /* unlinks and frees it */
+        if (u->tries >= RECORD_TRIES) {
+            record_stored_cb(u, false); /* unlinks and frees it */
             continue;
         }
-        giveback_send(srv, g);
+        record_send(srv, u);
     }
 }
 
-static void giveback(server_t *srv, const char *user, const char *queue_id, int64_t now)
+/* Sends the record of a slot reserved for queue_id, before the answer. */
+static void reserve_record(server_t *srv, const char *user, const char *queue_id,
+                           uint32_t rcpt, int64_t now, const limiter_reply_t *r)
 {
-    limiter_send_release(srv->lim, user, queue_id, now);
-    giveback_t *g = calloc(1, sizeof *g);
-    if (!g || !(g->user = strdup(user)) || !(g->queue_id = strdup(queue_id))) {
-        log_warn("released slot not recorded: out of memory", "queue_id=%s", queue_id);
-        if (g)
-            giveback_free(g);
+    unrecorded_t *u = srv->nunrecorded < RECORDS_MAX ? calloc(1, sizeof *u) : NULL;
+    if (!u || !(u->user = strdup(user)) || !(u->queue_id = strdup(queue_id ? queue_id : ""))) {
+        log_warn("reserved slot not recorded: a replica that takes over will not count it",
+                 "queue_id=%s unrecorded=%zu", queue_id, srv->nunrecorded);
+        if (u)
+            unrecorded_free(u);
         return;
     }
-    g->srv = srv;
-    g->time_ms = now;
-    g->next = srv->givebacks;
-    srv->givebacks = g;
-    giveback_send(srv, g);
-}
-
-static void reserve_recorded_cb(void *arg, bool stored)
-{
-    reserve_wait_t *w = arg;
-    server_t *srv = w->srv;
-    if (!srv || srv->svc->stopping || !srv->lim) {
-        reserve_wait_free(w);
-        return; /* unanswered: the front end's timeout applies */
-    }
-    if (!stored) {
-        /* Not in the stream (no stream leader, an election under way, or NATS away): the
-         * slot is given back and the sender asked to come back soon, as when no limiter
-         * answers. */
-        giveback(srv, w->user, w->queue_id, server_now(srv));
-        limiter_reply_t r;
-        memset(&r, 0, sizeof r);
-        r.verdict = LIMITER_THROTTLE;
-        r.retry_after_s = RESERVE_RETRY_S;
-        snprintf(r.reason, sizeof r.reason,
-                 "the limiter could not record the message's slot; try again shortly");
-        log_warn("reserved slot not stored by the stream: released, sender asked to retry",
-                 "queue_id=%s", w->queue_id);
-        send_reply(srv, w->reply, &r);
-    } else {
-        send_reply(srv, w->reply, &w->r);
-    }
-    reserve_wait_free(w);
-}
-
-/* Sends the record of a reserved slot, asking the stream to acknowledge it; the answer to
- * the front end waits for that. Returns 0, or -1 when it could not even be sent (the
- * caller answers at once, as before persistence). */
-static int reserve_record(server_t *srv, const char *reply, const char *user,
-                          const char *queue_id, uint32_t rcpt, int64_t now,
-                          const limiter_reply_t *r)
-{
-    reserve_wait_t *w = calloc(1, sizeof *w);
-    if (!w)
-        return -1;
-    w->srv = srv;
-    w->r = *r;
-    w->next = srv->reserving;
-    if (w->next)
-        w->next->prev = w;
-    srv->reserving = w;
-    w->reply = strdup(reply ? reply : "");
-    w->user = strdup(user);
-    w->queue_id = strdup(queue_id ? queue_id : "");
-    ev_limiter_log_t rec = {
-        .kind = EV_LIMITER_LOG_RESERVE, .replica = replica_id(srv->replica),
-        .time_ms = now, .user = user, .queue_id = queue_id, .rcpt_count = rcpt,
-        .max_messages = r->max_messages, .interval_s = r->interval_s,
-    };
-    if (!w->reply || !w->user || !w->queue_id ||
-        ev_record_limiter_log(srv->svc->bus, &rec, RESERVE_ACK_MS, reserve_recorded_cb, w) < 0) {
-        log_warn("reserved slot not logged: a takeover now would not count it", "queue_id=%s",
-                 queue_id);
-        reserve_wait_free(w);
-        return -1;
-    }
-    return 0;
+    u->srv = srv;
+    u->time_ms = now;
+    u->rcpt_count = rcpt;
+    u->max_messages = r->max_messages;
+    u->interval_s = r->interval_s;
+    u->next = srv->unrecorded;
+    srv->unrecorded = u;
+    srv->nunrecorded++;
+    record_send(srv, u); /* not sent now (bus away): the next tick offers it again */
 }
 
 static void send_decide(server_t *srv, const char *reply, const char *user, const char *client,
@@ -485,8 +411,8 @@ static void send_decide(server_t *srv, const char *reply, const char *user, cons
     limiter_reply_t r;
     int64_t now = server_now(srv);
     limiter_send_check(srv->lim, user, client, rcpt, queue_id, now, &r);
-    if (r.reserved && reserve_record(srv, reply, user, queue_id, rcpt, now, &r) == 0)
-        return; /* answered once the stream has it */
+    if (r.reserved)
+        reserve_record(srv, user, queue_id, rcpt, now, &r); /* on the bus ahead of the answer */
     throttle_note_t *t = r.verdict == LIMITER_THROTTLE && db_available(srv->svc->db)
                              ? calloc(1, sizeof *t)
                              : NULL;
@@ -843,8 +769,8 @@ static void tick_cb(uv_timer_t *t)
         replica_set_history(srv->replica, limiter_history_ms(srv->lim));
     if (srv->nalerts)
         alerts_flush(srv);
-    if (srv->givebacks)
-        givebacks_retry(srv);
+    if (srv->unrecorded)
+        records_retry(srv);
     /* Old logins go by the answering replica's hand only, once the settings are known. */
     bool prune = replica_leading(srv->replica) && store_loaded(srv->store);
     logins_tick(srv->logins, now, prune ? store_logins_keep_days(srv->store) : 0);
@@ -986,18 +912,19 @@ void server_destroy(svc_t *svc)
     store_stop(srv->store);
     replica_destroy(&srv->replica);
     /* Acknowledgements still to come are answered (with none) by bus_destroy(), after us. */
-    for (struct reserve_wait *w = srv->reserving; w; w = w->next)
-        w->srv = NULL;
-    srv->reserving = NULL;
-    giveback_t *next;
-    for (giveback_t *g = srv->givebacks; g; g = next) {
-        next = g->next;
-        if (g->in_flight)
-            g->srv = NULL; /* freed by its answer */
-        else
-            giveback_free(g);
+    unrecorded_t *next;
+    for (unrecorded_t *u = srv->unrecorded; u; u = next) {
+        next = u->next;
+        if (u->in_flight) {
+            u->srv = NULL; /* freed by its answer */
+        } else {
+            log_warn("reserved slot not recorded at exit: a replica that takes over will not "
+                     "count it", "queue_id=%s", u->queue_id);
+            unrecorded_free(u);
+        }
     }
-    srv->givebacks = NULL;
+    srv->unrecorded = NULL;
+    srv->nunrecorded = 0;
     store_destroy(&srv->store);
     logins_destroy(&srv->logins); /* a write in flight frees it when db_destroy() answers */
     limiter_destroy(&srv->lim);
