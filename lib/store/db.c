@@ -49,6 +49,8 @@ typedef struct db_req {
     char *sql;
     int nparams;
     char **values;
+    char *block;        /* db_query_take(): the caller's block, freed with the request */
+    size_t block_len;   /* values inside it are not copies, and are not freed one by one */
     int *lengths;
     int *formats;
     int result_format;  /* 0 text, 1 binary */
@@ -152,14 +154,23 @@ static void *db_xmalloc(size_t n)
 
 /* ---- requests ---------------------------------------------------------------------- */
 
+/* True when the len bytes at p lie in the request's block (db_query_take). */
+static bool in_block(const db_req_t *r, const char *p, size_t len)
+{
+    uintptr_t a = (uintptr_t)p, b = (uintptr_t)r->block;
+    return r->block && p && a >= b && a - b < r->block_len && len <= r->block_len - (a - b);
+}
+
 static void req_free(db_req_t *r)
 {
     if (!r)
         return;
     if (r->values)
         for (int i = 0; i < r->nparams; i++)
-            free(r->values[i]);
+            if (!in_block(r, r->values[i], 0))
+                free(r->values[i]);
     free(r->values);
+    free(r->block);
     free(r->lengths);
     free(r->formats);
     free(r->sql);
@@ -1022,12 +1033,16 @@ static void db_dispatch(db_t *db)
 }
 
 static int db_query_format(db_t *db, const char *sql, int nparams, const char *const *values,
-                           const int *lengths, const int *binary, int result_format, db_cb cb,
-                           void *arg)
+                           const int *lengths, const int *binary, int result_format, void *block,
+                           size_t block_len, db_cb cb, void *arg)
 {
-    if (!db)
+    if (!db) {
+        free(block);
         return -1;
+    }
     db_req_t *r = db_xmalloc(sizeof *r);
+    r->block = block;
+    r->block_len = block ? block_len : 0;
     r->result_format = result_format;
     r->sql = strdup(sql ? sql : "");
     if (!r->sql)
@@ -1051,8 +1066,12 @@ static int db_query_format(db_t *db, const char *sql, int nparams, const char *c
                 continue; /* SQL NULL */
             bool bin = binary && binary[i];
             size_t len = bin ? (size_t)(lengths && lengths[i] > 0 ? lengths[i] : 0) : strlen(v);
-            r->values[i] = db_xmalloc(len + 1);
-            memcpy(r->values[i], v, len);
+            if (bin && in_block(r, v, len)) {
+                r->values[i] = (char *)v; /* the block's: the request holds it already */
+            } else {
+                r->values[i] = db_xmalloc(len + 1);
+                memcpy(r->values[i], v, len);
+            }
             r->lengths[i] = (int)len;
             r->formats[i] = bin ? 1 : 0;
         }
@@ -1080,13 +1099,21 @@ int db_later(db_t *db, void (*cb)(void *arg), void *arg)
 int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
              const int *lengths, const int *binary, db_cb cb, void *arg)
 {
-    return db_query_format(db, sql, nparams, values, lengths, binary, 0, cb, arg);
+    return db_query_format(db, sql, nparams, values, lengths, binary, 0, NULL, 0, cb, arg);
+}
+
+int db_query_take(db_t *db, const char *sql, int nparams, const char *const *values,
+                  const int *lengths, const int *binary, void *block, size_t block_len,
+                  db_cb cb, void *arg)
+{
+    return db_query_format(db, sql, nparams, values, lengths, binary, 0, block, block_len, cb,
+                           arg);
 }
 
 int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *values,
                     const int *lengths, const int *binary, db_cb cb, void *arg)
 {
-    return db_query_format(db, sql, nparams, values, lengths, binary, 1, cb, arg);
+    return db_query_format(db, sql, nparams, values, lengths, binary, 1, NULL, 0, cb, arg);
 }
 
 /* ---- life cycle -------------------------------------------------------------------- */

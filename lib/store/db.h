@@ -31,6 +31,14 @@ void db_destroy(db_t **db);
 int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
              const int *lengths, const int *binary, db_cb cb, void *arg);
 
+/* The same, for a large value the caller would otherwise have copied once more: block
+ * (malloc'ed, block_len bytes) becomes the query's, freed once it is answered, or at once
+ * when db is NULL. Binary parameters that lie inside it are used where they are, not
+ * copied; the others are copied as by db_query(). */
+int db_query_take(db_t *db, const char *sql, int nparams, const char *const *values,
+                  const int *lengths, const int *binary, void *block, size_t block_len,
+                  db_cb cb, void *arg);
+
 /* The same, with every result column in binary format (bytea arrives as raw bytes). */
 int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *values,
                     const int *lengths, const int *binary, db_cb cb, void *arg);

@@ -30,6 +30,7 @@ void smtp_data_start(smtp_session_t *s)
     if (smtp_temp_unavailable(s))
         return;
     buf_free(&s->data);
+    s->data_room = 0;
     s->data_too_big = s->data_bare_lf = s->data_nul = s->data_long_line = false;
     s->data_no_memory = false;
     /* Read once: the setting is looked up (and parsed) by name, and a message has many lines. */
@@ -178,14 +179,23 @@ static int smtp_store(smtp_session_t *s, bool reserved)
     }
     r->session = s;
     r->reserved = reserved;
-    /* The trace headers go in front of the message where it lies: the message moves to
-     * the request and is not copied. */
+    /* The trace headers go in the room in front of the message (or, longer than it, in
+     * front of the message moved): the message moves to the request and is not copied. */
     buf_t head;
     buf_init(&head);
     buf_printf(&head, "Return-Path: <%s>\r\n", s->sender);
     r->relay_off = head.len;
     received_header(s, &head);
-    int rc = buf_prepend(&s->data, head.data, head.len);
+    int rc = 0;
+    size_t off = 0;
+    if (head.len <= s->data_room) {
+        off = s->data_room - head.len;
+        memcpy(s->data.data + off, head.data, head.len);
+    } else {
+        buf_consume(&s->data, s->data_room);
+        rc = buf_prepend(&s->data, head.data, head.len);
+    }
+    s->data_room = 0;
     buf_free(&head);
     if (rc < 0) {
         log_error("message not stored: out of memory", "session=%lu id=%s", s->fe.id,
@@ -204,25 +214,29 @@ static int smtp_store(smtp_session_t *s, bool reserved)
         r->nrcpts++;
         r->nrelay += !s->rcpts[i].local;
     }
-    r->size = r->raw.len;
+    const char *msg = r->raw.data + off;
+    r->size = r->raw.len - off;
     array_literal(s, true, &r->local_rcpts);
     array_literal(s, false, &r->relay_rcpts);
-    const char *relay_raw = r->nrelay ? r->raw.data + r->relay_off : "";
-    size_t relay_len = r->nrelay ? r->raw.len - r->relay_off : 0;
-    const char *values[6] = { s->queue_id, s->sender, r->local_rcpts.data, r->raw.data,
+    const char *relay_raw = r->nrelay ? msg + r->relay_off : "";
+    size_t relay_len = r->nrelay ? r->size - r->relay_off : 0;
+    const char *values[6] = { s->queue_id, s->sender, r->local_rcpts.data, msg,
                               r->relay_rcpts.data, relay_raw };
-    int lengths[6] = { 0, 0, 0, (int)r->raw.len, 0, (int)relay_len };
+    int lengths[6] = { 0, 0, 0, (int)r->size, 0, (int)relay_len };
     int binary[6] = { 0, 0, 0, 1, 0, 1 };
     fe_session_wait(&s->fe);
     fe_session_ref(&s->fe);
-    if (db_query(s->fe.srv->db, "SELECT postern_deliver($1, $2, $3::text[], $4, $5::text[], $6)",
-                 6, values, lengths, binary, stored_cb, r) < 0) {
+    /* The message's buffer goes to the query, which sends the message from it: while the
+     * statement waits for a connection, the message is held once, and never copied. */
+    char *block = r->raw.data;
+    size_t block_len = r->raw.len;
+    buf_init(&r->raw);
+    if (db_query_take(s->fe.srv->db,
+                      "SELECT postern_deliver($1, $2, $3::text[], $4, $5::text[], $6)", 6,
+                      values, lengths, binary, block, block_len, stored_cb, r) < 0) {
         stored_cb(r, NULL); /* no database client (stopping): a temporary failure */
         return 0;
     }
-    /* db_query() has copied the parameters: while the statement waits for a connection, the
-     * message is held once, by the query. */
-    buf_free(&r->raw);
     buf_free(&r->local_rcpts);
     buf_free(&r->relay_rcpts);
     return 0;
@@ -342,13 +356,19 @@ void smtp_data_line(smtp_session_t *s, const char *line, size_t len, unsigned fl
     /* The buffer never grows past the limit (and its NUL): a session in DATA holds at most
      * smtp.max_message_size bytes of message; one over it holds none. */
     size_t max = s->data_max;
-    if (s->data.len + len + 2 > max) {
+    if (s->data.len - s->data_room + len + 2 > max) {
         s->data_too_big = true;
         buf_free(&s->data);
         return;
     }
-    if (buf_append_capped(&s->data, line, len, max + 1) < 0 ||
-        buf_append_capped(&s->data, "\r\n", 2, max + 1) < 0) {
+    /* Room for the trace headers first: they go in front of the message where it lies,
+     * which moves no byte of it (a prepend would move all of them). */
+    static const char room[SMTP_HEAD_ROOM];
+    if (s->data.len == 0 && buf_append(&s->data, room, sizeof room) == 0)
+        s->data_room = sizeof room;
+    if (s->data_room == 0 ||
+        buf_append_capped(&s->data, line, len, max + 1 + s->data_room) < 0 ||
+        buf_append_capped(&s->data, "\r\n", 2, max + 1 + s->data_room) < 0) {
         log_error("message dropped: out of memory", "session=%lu size=%zu", s->fe.id,
                   s->data.len);
         s->data_no_memory = true;

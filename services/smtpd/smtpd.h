@@ -12,6 +12,7 @@
 #define SMTP_LINE_MAX 512      /* RFC 5321 section 4.5.3.1.4, CRLF included */
 #define SMTP_AUTH_LINE_MAX 12288 /* RFC 4954 section 4: AUTH lines and SASL responses */
 #define SMTP_PATH_MAX 256      /* RFC 5321 section 4.5.3.1.3 */
+#define SMTP_HEAD_ROOM 2048    /* kept in front of a message for Return-Path: and Received: */
 
 enum smtp_listener_kind { SMTP_LISTENER_MX, SMTP_LISTENER_SUBMISSION };
 
@@ -40,7 +41,9 @@ typedef struct smtp_session {
     size_t nrcpts;
     smtp_rcpt_t pending; /* a recipient being looked up */
     char queue_id[24];
-    buf_t data;              /* the message so far: at most smtp.max_message_size bytes */
+    buf_t data;              /* data_room bytes, then the message so far: at most
+                              * smtp.max_message_size bytes */
+    size_t data_room;        /* kept free in front of the message for its trace headers */
     size_t data_max;         /* smtp.max_message_size when the DATA began */
     bool data_too_big, data_bare_lf, data_nul, data_long_line;
     bool data_no_memory;     /* the message could not be kept: 451 at its end */

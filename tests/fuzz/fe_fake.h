@@ -238,6 +238,16 @@ int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
     return 0;
 }
 
+int db_query_take(db_t *db, const char *sql, int nparams, const char *const *values,
+                  const int *lengths, const int *binary, void *block, size_t block_len,
+                  db_cb cb, void *arg)
+{
+    (void)block_len;
+    int rc = db_query(db, sql, nparams, values, lengths, binary, cb, arg);
+    free(block); /* the fake reads the parameters only now */
+    return rc;
+}
+
 int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *values,
                     const int *lengths, const int *binary, db_cb cb, void *arg)
 {
