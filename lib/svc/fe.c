@@ -607,41 +607,110 @@ static void fe_hup(svc_t *svc)
         log_info("certificate reloaded", "%s", "");
 }
 
+/* Listener i's port (0: off) and address. Returns 0, or -1 after logging a bad address. */
+static int fe_listener_addr(const fe_listener_conf_t *lc, const char *address, int *port,
+                            struct sockaddr_storage *ss)
+{
+    char defport[16];
+    snprintf(defport, sizeof defport, "%d", lc->default_port);
+    *port = atoi(env_or(lc->port_env, defport));
+    if (*port <= 0)
+        return 0;
+    if (uv_ip6_addr(address, *port, (struct sockaddr_in6 *)ss) != 0 &&
+        uv_ip4_addr(address, *port, (struct sockaddr_in *)ss) != 0) {
+        log_error("bad LISTEN_ADDRESS", "address=%s", address);
+        return -1;
+    }
+    return 0;
+}
+
+/* With workers (svc/workers.h), each listener's socket is made once, before the fork, and
+ * every worker accepts from it: a new connection goes to a worker free to take it, one at a
+ * time (libuv's UV_TCP_SINGLE_ACCEPT: a worker that accepted lets the others in before it
+ * takes another). Separate sockets on one port (SO_REUSEPORT) would leave the choice to a
+ * hash of the client's address and port: with few clients, one worker served most of them
+ * while the other idled. */
+#define FE_SHARED_MAX 8
+static int fe_shared[FE_SHARED_MAX];
+static bool fe_sharing;
+
+/* svc_def_t.prefork. Returns 0, or -1 after logging what failed. */
+static int fe_prefork(const svc_def_t *def)
+{
+    const fe_protocol_t *proto = def->conf;
+    const char *address = env_or("LISTEN_ADDRESS", "::");
+    const char *cert = getenv("TLS_CERT");
+    if (proto->nlisteners > FE_SHARED_MAX)
+        return -1;
+    for (size_t i = 0; i < proto->nlisteners; i++) {
+        const fe_listener_conf_t *lc = &proto->listeners[i];
+        struct sockaddr_storage ss;
+        int port, one = 1, off = 0;
+        fe_shared[i] = -1;
+        if (fe_listener_addr(lc, address, &port, &ss) < 0)
+            return -1;
+        if (port <= 0 || (lc->tls == FE_TLS_IMPLICIT && !(cert && *cert)))
+            continue; /* off; an implicit-TLS one without a certificate is said at start */
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+            (ss.ss_family == AF_INET6 &&
+             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) < 0) ||
+            bind(fd, (struct sockaddr *)&ss,
+                 ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                          : sizeof(struct sockaddr_in)) < 0 ||
+            listen(fd, 511) < 0) {
+            log_error("cannot listen", "listener=%s address=%s port=%d error=\"%s\"", lc->name,
+                      address, port, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        fe_shared[i] = fd;
+    }
+    setenv("UV_TCP_SINGLE_ACCEPT", "1", 1);
+    fe_sharing = true;
+    return 0;
+}
+
+/* svc_def_t.forked: the parent keeps no listener; the workers hold them. */
+static void fe_forked(const svc_def_t *def)
+{
+    const fe_protocol_t *proto = def->conf;
+    for (size_t i = 0; i < proto->nlisteners && i < FE_SHARED_MAX; i++)
+        if (fe_shared[i] >= 0) {
+            close(fe_shared[i]);
+            fe_shared[i] = -1;
+        }
+}
+
 static int fe_listen_one(fe_server_t *srv, size_t i, const char *address)
 {
     const fe_listener_conf_t *lc = &srv->proto->listeners[i];
-    char defport[16];
-    snprintf(defport, sizeof defport, "%d", lc->default_port);
-    int port = atoi(env_or(lc->port_env, defport));
+    int shared = fe_sharing ? fe_shared[i] : -1;
+    if (fe_sharing)
+        fe_shared[i] = -1; /* this worker's from now on */
+    struct sockaddr_storage ss;
+    int port;
+    if (fe_listener_addr(lc, address, &port, &ss) < 0) {
+        if (shared >= 0)
+            close(shared);
+        return -1;
+    }
     if (port <= 0)
         return 0;
     if (lc->tls == FE_TLS_IMPLICIT && !srv->tls) {
         log_warn("no certificate: implicit-TLS listener disabled", "listener=%s port=%d",
                  lc->name, port);
+        if (shared >= 0)
+            close(shared);
         return 0;
     }
-    struct sockaddr_storage ss;
-    if (uv_ip6_addr(address, port, (struct sockaddr_in6 *)&ss) != 0 &&
-        uv_ip4_addr(address, port, (struct sockaddr_in *)&ss) != 0) {
-        log_error("bad LISTEN_ADDRESS", "address=%s", address);
-        return -1;
-    }
     uv_tcp_t *t = &srv->listen[i];
-    int rc = uv_tcp_init_ex(srv->loop, t, ss.ss_family);
-    if (rc < 0) {
-        log_error("cannot listen", "listener=%s error=\"%s\"", lc->name, uv_strerror(rc));
-        return -1;
-    }
+    uv_tcp_init(srv->loop, t);
     t->data = srv;
-    /* Workers share the port: each has its own socket, and the kernel spreads new
-     * connections over them (svc/workers.h). */
-    uv_os_fd_t fd;
-    int one = 1;
-    if (srv->svc->workers > 1 && uv_fileno((uv_handle_t *)t, &fd) == 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
-        rc = uv_translate_sys_error(errno);
-    if (rc == 0)
-        rc = uv_tcp_bind(t, (struct sockaddr *)&ss, 0);
+    int rc = shared >= 0 ? uv_tcp_open(t, shared) : uv_tcp_bind(t, (struct sockaddr *)&ss, 0);
+    if (rc < 0 && shared >= 0)
+        close(shared);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)t, 511, accept_cb);
     if (rc < 0) {
@@ -775,6 +844,8 @@ int fe_main(const fe_protocol_t *proto, const char *hostname_env)
         .destroy = fe_destroy,
         .hup = fe_hup,
         .workers = true,
+        .prefork = fe_prefork,
+        .forked = fe_forked,
     };
     return svc_main(&def);
 }

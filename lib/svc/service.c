@@ -355,8 +355,10 @@ int svc_main(const svc_def_t *def)
                       text, SVC_WORKERS_MAX);
             return 2;
         }
+        if (workers > 1 && def->prefork && def->prefork(def) < 0)
+            return 2;
         int status;
-        if (!svc_workers_fork(workers, &worker, &status))
+        if (!svc_workers_fork(workers, &worker, &status, def->forked, def))
             return status;
     }
     svc_run_t *run = calloc(1, sizeof *run);

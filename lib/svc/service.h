@@ -39,8 +39,9 @@
 #define SVC_MEMORY_READ_MS 100 /* the resident size is read again when older than this */
 
 typedef struct svc svc_t;
+typedef struct svc_def svc_def_t;
 
-typedef struct svc_def {
+struct svc_def {
     const char *name;        /* logs (log_init), the bus client name */
     int db_pool;             /* default for DB_POOL */
     bool want_config;        /* keep the configuration cache (bus/config.h) in svc->cfg */
@@ -67,10 +68,14 @@ typedef struct svc_def {
      * the service made. Optional. */
     void (*destroy)(svc_t *svc);
     void (*hup)(svc_t *svc); /* optional SIGHUP; without it SIGHUP is logged and ignored */
-    /* The service may run as WORKERS processes (svc/workers.h): its listeners then take
-     * connections on shared ports, and only worker 0 serves HEALTH_PORT. */
+    /* The service may run as WORKERS processes (svc/workers.h); only worker 0 serves
+     * HEALTH_PORT. With more than one, prefork (optional) runs before the fork (what the
+     * workers share: the front ends' listening sockets; -1 fails the start with status 2),
+     * and forked in the parent once they are forked (it keeps none of that). */
     bool workers;
-} svc_def_t;
+    int (*prefork)(const svc_def_t *def);
+    void (*forked)(const svc_def_t *def);
+};
 
 struct svc {
     uv_loop_t *loop;

@@ -75,7 +75,8 @@ static int supervise(pid_t *pids, int n, const sigset_t *waited)
     return status;
 }
 
-bool svc_workers_fork(int n, int *worker, int *status)
+bool svc_workers_fork(int n, int *worker, int *status, void (*forked)(const struct svc_def *),
+                      const struct svc_def *arg)
 {
     *worker = 0;
     *status = 0;
@@ -116,6 +117,8 @@ bool svc_workers_fork(int n, int *worker, int *status)
         }
         pids[i] = pid;
     }
+    if (forked)
+        forked(arg);
     if (*status == 0)
         log_info("workers started", "workers=%d", n);
     int st = supervise(pids, n, &waited);
