@@ -94,6 +94,15 @@ def free_ports(n):
     return ports
 
 
+def listens(port):
+    """True when something on 127.0.0.1 accepts a connection on port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def client_tls_context(cafile):
     """TLS client context that trusts exactly the harness's self-signed certificate."""
     ctx = ssl.create_default_context(cafile=str(cafile))

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import Service, config_loaded
-from support import free_ports, token
+from support import free_ports, listens, token
 from test_imap import Imap, deliver, mailbox, simple_message  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.own_processes
@@ -22,7 +22,7 @@ def imapd2(postern):
         env = postern.imapd_env()
         env.update({"IMAP_PORT": str(port[0]), "IMAPS_PORT": str(port[1])})
         svc = Service("imapd2", postern.bin / "imapd", env, postern.dir / "imapd2.log", None)
-        svc.ready = lambda svc=svc: config_loaded(svc) and _listens(port[0])
+        svc.ready = lambda svc=svc: config_loaded(svc) and listens(port[0])
         try:
             svc.start()
             break
@@ -33,15 +33,6 @@ def imapd2(postern):
     yield port
     svc.stop()
     postern.services.pop("imapd2", None)
-
-
-def _listens(port):
-    import socket
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def login_select(c, mailbox):

@@ -12,19 +12,11 @@ import time
 
 import pytest
 
-from conftest import Service, config_loaded
-from support import free_ports
+from conftest import Service, as_bus_user, config_loaded
+from support import free_ports, listens
 from test_imap import Imap, mailbox  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.own_processes
-
-
-def _listens(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def _workers_started(svc, n):
@@ -54,7 +46,7 @@ def imapd_workers(postern, request):
     env.update({"IMAP_PORT": str(port[0]), "IMAPS_PORT": str(port[1]), "WORKERS": "2"})
     svc = Service("imapd-workers", postern.bin / "imapd", env, postern.dir / "imapd-workers.log",
                   None)
-    svc.ready = lambda: (config_loaded(svc) and _workers_started(svc, 2) and _listens(port[0]))
+    svc.ready = lambda: (config_loaded(svc) and _workers_started(svc, 2) and listens(port[0]))
     svc.start()
     postern.services["imapd-workers"] = svc
     yield svc, port[0]
@@ -123,7 +115,7 @@ def test_a_worker_that_dies_stops_the_others(imapd_workers):
     out = svc.since(svc.started_at)
     assert re.search(r'msg="a worker ended: stopping the others" worker=1 pid=%d status=137'
                      % workers[1], out), out[-2000:]
-    assert not _listens(port)
+    assert not listens(port)
     svc.proc = None
 
 
@@ -134,7 +126,6 @@ def test_bad_workers_is_refused(postern, value):
     port = free_ports(2)
     env = postern.imapd_env()
     env.update({"IMAP_PORT": str(port[0]), "IMAPS_PORT": str(port[1]), "WORKERS": value})
-    from conftest import as_bus_user
     r = subprocess.run([str(postern.bin / "imapd")], env=as_bus_user(env, "imapd"),
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
