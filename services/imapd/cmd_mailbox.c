@@ -433,7 +433,8 @@ static const char *const sysflag_names[] = { "\\Seen", "\\Answered", "\\Flagged"
                                              "\\Draft" };
 
 /* The answer to SELECT/EXAMINE, once \Recent is known. */
-static void select_answer(imap_session_t *s)
+/* recent: how many messages are \Recent for this session. */
+static void select_answer(imap_session_t *s, size_t recent)
 {
     imap_mailbox_t *m = &s->mbox;
     size_t first_unseen = 0;
@@ -445,7 +446,7 @@ static void select_answer(imap_session_t *s)
     imap_untagged(s, "OK [PERMANENTFLAGS (%s)] Flags permitted",
                   m->readonly ? "" : "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*");
     imap_untagged(s, "%zu EXISTS", m->count);
-    imap_untagged(s, "%zu RECENT", imap_recent_count(m));
+    imap_untagged(s, "%zu RECENT", recent);
     if (first_unseen)
         imap_untagged(s, "OK [UNSEEN %zu] First unseen", first_unseen);
     imap_untagged(s, "OK [UIDVALIDITY %u] UIDs valid", m->uidvalidity);
@@ -462,10 +463,13 @@ static void select_recent_cb(void *arg, int status, uint32_t old)
     if (!imap_store_alive(s))
         return;
     imap_mailbox_t *m = &s->mbox;
-    /* Not known (the store failed meanwhile): nothing is \Recent for this session. */
-    for (size_t i = 0; status == MAILSTORE_OK && i < m->count; i++)
-        m->msgs[i].recent = m->msgs[i].uid > old;
-    select_answer(s);
+    /* The list came with nothing \Recent; what is above old is (UIDs ascend). Not known
+     * (the store failed meanwhile): nothing is \Recent for this session. */
+    size_t first = status != MAILSTORE_OK || old == UINT32_MAX ? m->count
+                                                                : imap_msg_first(m, old + 1);
+    for (size_t i = first; i < m->count; i++)
+        m->msgs[i].recent = true;
+    select_answer(s, m->count - first);
 }
 
 static void select_cb(void *arg, int status, const mailstore_selected_t *sel,
@@ -514,7 +518,7 @@ static void select_cb(void *arg, int status, const mailstore_selected_t *sel,
         return;
     }
     if (mailstore_claim_recent(imap_store(s), m->id, upto, !m->readonly, select_recent_cb, s) < 0)
-        select_answer(s);
+        select_answer(s, 0);
 }
 
 static void select_common(imap_session_t *s, imap_req_t *r, const char *what)

@@ -40,9 +40,9 @@ typedef enum imap_state {
 #define IMAP_AUTHED (IMAP_STATE_AUTH | IMAP_STATE_SELECTED)
 
 /* One message of the selected mailbox: sequence number = index + 1. */
-typedef struct imap_msg {
+typedef struct imap_msg {  /* 16 bytes: a SELECT of a large mailbox fills many */
     uint32_t uid;
-    unsigned flags;     /* enum imap_sysflag */
+    uint8_t flags;      /* enum imap_sysflag */
     bool recent;        /* \Recent for this session (RFC 3501 section 2.3.2) */
     uint64_t modseq;
 } imap_msg_t;
