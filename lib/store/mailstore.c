@@ -616,6 +616,27 @@ typedef struct select_req {
     char name[];
 } select_req_t;
 
+/* The mailbox's state in row 0 of res, from column col on: id, uidvalidity, uidnext,
+ * highestmodseq, expunged_floor (select_sql's 'a' row and select_row_sql alike). */
+static mailstore_selected_t mailbox_state(PGresult *res, int col)
+{
+    return (mailstore_selected_t){
+        .id = val_i64(res, 0, col),
+        .uidvalidity = (uint32_t)val_u64(res, 0, col + 1),
+        .uidnext = (uint32_t)val_u64(res, 0, col + 2),
+        .highestmodseq = val_u64(res, 0, col + 3),
+        .expunged_floor = val_u64(res, 0, col + 4),
+    };
+}
+
+/* True when the mailbox is still as the snapshot b saw it. */
+static bool mailbox_unchanged(const mailstore_selected_t *b, const mailstore_selected_t *now)
+{
+    return b->id == now->id && b->uidvalidity == now->uidvalidity &&
+           b->uidnext == now->uidnext && b->highestmodseq == now->highestmodseq &&
+           b->expunged_floor == now->expunged_floor;
+}
+
 static void select_done(void *arg, PGresult *res)
 {
     select_req_t *r = arg;
@@ -631,17 +652,9 @@ static void select_done(void *arg, PGresult *res)
             end++;
         bool delta = val_i64(res, 0, 6) == 1 && r->base;
         recent_uid = PQgetisnull(res, 0, 7) ? -1 : val_i64(res, 0, 7);
-        mailstore_selected_t row = {
-            .id = val_i64(res, 0, 1),
-            .uidvalidity = (uint32_t)val_u64(res, 0, 2),
-            .uidnext = (uint32_t)val_u64(res, 0, 3),
-            .highestmodseq = val_u64(res, 0, 4),
-            .expunged_floor = val_u64(res, 0, 5),
-        };
+        mailstore_selected_t row = mailbox_state(res, 1);
         const mailstore_selected_t *b = r->base ? mbsnap_selected(r->base) : NULL;
-        if (delta && rows == 1 && b->id == row.id && b->uidvalidity == row.uidvalidity &&
-            b->uidnext == row.uidnext && b->highestmodseq == row.highestmodseq &&
-            b->expunged_floor == row.expunged_floor) {
+        if (delta && rows == 1 && mailbox_unchanged(b, &row)) {
             answer = b; /* nothing changed: what was kept, as it is */
         } else {
             if ((s = malloc(sizeof *s)))
@@ -677,10 +690,9 @@ static void select_row_done(void *arg, PGresult *res)
     select_req_t *r = arg;
     int st = result_status(res, PGRES_TUPLES_OK);
     const mailstore_selected_t *b = mbsnap_selected(r->base);
-    if (st == MAILSTORE_OK && PQntuples(res) == 1 && val_i64(res, 0, 0) == b->id &&
-        (uint32_t)val_u64(res, 0, 1) == b->uidvalidity &&
-        (uint32_t)val_u64(res, 0, 2) == b->uidnext &&
-        val_u64(res, 0, 3) == b->highestmodseq && val_u64(res, 0, 4) == b->expunged_floor) {
+    mailstore_selected_t now;
+    if (st == MAILSTORE_OK && PQntuples(res) == 1 &&
+        (now = mailbox_state(res, 0), mailbox_unchanged(b, &now))) {
         int64_t recent_uid = PQgetisnull(res, 0, 5) ? -1 : val_i64(res, 0, 5);
         r->cb(r->arg, MAILSTORE_OK, b, recent_uid); /* nothing changed: what was kept */
     } else if (st != MAILSTORE_OK || select_send(r->db, r) < 0) {

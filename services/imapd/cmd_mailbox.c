@@ -432,8 +432,8 @@ void imap_cmd_status(fe_session_t *fs, void *req)
 static const char *const sysflag_names[] = { "\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
                                              "\\Draft" };
 
-/* The answer to SELECT/EXAMINE, once \Recent is known. */
-/* recent: how many messages are \Recent for this session. */
+/* The answer to SELECT/EXAMINE, once \Recent is known: recent messages are, for this
+ * session. */
 static void select_answer(imap_session_t *s, size_t recent)
 {
     imap_mailbox_t *m = &s->mbox;

@@ -316,7 +316,7 @@ typedef struct unrecorded {
     int64_t time_ms;
     unsigned tries;
     bool in_flight;
-    struct unrecorded *next;
+    struct unrecorded *prev, *next; /* the list can be long while the stream is away */
 } unrecorded_t;
 
 static void unrecorded_free(unrecorded_t *u)
@@ -328,12 +328,13 @@ static void unrecorded_free(unrecorded_t *u)
 
 static void unrecorded_unlink(server_t *srv, unrecorded_t *u)
 {
-    for (unrecorded_t **p = &srv->unrecorded; *p; p = &(*p)->next)
-        if (*p == u) {
-            *p = u->next;
-            srv->nunrecorded--;
-            return;
-        }
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        srv->unrecorded = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    srv->nunrecorded--;
 }
 
 static void record_stored_cb(void *arg, bool stored)
@@ -400,6 +401,8 @@ static void reserve_record(server_t *srv, const char *user, const char *queue_id
     u->max_messages = r->max_messages;
     u->interval_s = r->interval_s;
     u->next = srv->unrecorded;
+    if (u->next)
+        u->next->prev = u;
     srv->unrecorded = u;
     srv->nunrecorded++;
     record_send(srv, u); /* not sent now (bus away): the next tick offers it again */
