@@ -68,3 +68,21 @@ void log_msg(enum log_level level, const char *msg, const char *fmt, ...)
     line[n++] = '\n';
     fwrite(line, 1, (size_t)n, stderr); /* one line, one write (stderr is line-buffered) */
 }
+
+void log_value(char *out, size_t out_len, const char *text)
+{
+    if (out_len == 0)
+        return;
+    size_t n = 0;
+    for (const char *p = text ? text : ""; *p && n + 1 < out_len; p++) {
+        char ch = *p;
+        if (ch == '"')
+            ch = '\'';
+        else if (ch == '\n' || ch == '\r' || ch == '\t')
+            ch = ' ';
+        out[n++] = ch;
+    }
+    while (n > 0 && out[n - 1] == ' ')
+        n--;
+    out[n] = '\0';
+}

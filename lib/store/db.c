@@ -26,7 +26,14 @@
  * name as host (TLS verification and .pgpass still see the name). A name with several
  * addresses becomes several entries, tried in the resolver's order like libpq would; a name
  * that does not resolve is left out; when nothing is left the attempt fails like an
- * unreachable server. A host taken from PGHOST or a service file is still left to libpq. */
+ * unreachable server. A host taken from PGHOST or a service file is still left to libpq.
+ *
+ * A batch (db_batch) is one queue entry holding several statements. An idle connection
+ * sends them all at once in pipeline mode, followed by one Sync: PostgreSQL runs them as one
+ * implicit transaction, committed at the Sync, so they cost one round trip and one commit.
+ * Statements are prepared as above, the Parse going into the same pipeline ahead of the
+ * first statement that uses it. The results come back in order, each followed by an end
+ * (a NULL from PQgetResult), then the Sync's own result ends the batch. */
 #include "store/db.h"
 
 #include <stdint.h>
@@ -57,10 +64,21 @@ typedef struct db_req {
     uint64_t hash;      /* of sql */
     bool unnamed;       /* never as a prepared statement (it failed as one) */
     bool by_name;       /* sent as a prepared statement */
+    bool borrowed;      /* a batch's statement: binary values are the caller's */
+    bool parse_sent;    /* a batch's statement prepared in the same pipeline */
+    char pname[24];     /* the name it is prepared under */
     void (*later)(void *arg); /* db_later(): no query, only a callback */
     db_cb cb;
     void *arg;
     uint64_t queued_at; /* uv_now() */
+    /* db_batch(): the statements, their results so far, and where the reading is */
+    struct db_req **members;
+    int nmembers;
+    PGresult **results;
+    int entry;          /* the member whose results come now (nmembers: past them all) */
+    bool entry_parse;   /* ... its Parse's result, not yet the statement's own */
+    bool commit_failed; /* an error after the last statement: the commit's */
+    db_batch_cb bcb;
 } db_req_t;
 
 typedef struct db_req_list {
@@ -165,9 +183,16 @@ static void req_free(db_req_t *r)
 {
     if (!r)
         return;
+    for (int i = 0; i < r->nmembers; i++) {
+        req_free(r->members[i]);
+        if (r->results)
+            PQclear(r->results[i]);
+    }
+    free(r->members);
+    free(r->results);
     if (r->values)
         for (int i = 0; i < r->nparams; i++)
-            if (!in_block(r, r->values[i], 0))
+            if (!in_block(r, r->values[i], 0) && !(r->borrowed && r->formats[i]))
                 free(r->values[i]);
     free(r->values);
     free(r->block);
@@ -218,6 +243,8 @@ static void req_answer_none(db_req_t *r)
 {
     if (r->later)
         r->later(r->arg);
+    else if (r->members)
+        r->bcb(r->arg, false, NULL, r->nmembers);
     else
         r->cb(r->arg, NULL);
 }
@@ -247,24 +274,6 @@ static void db_fail_later(db_t *db, db_req_t *r)
 
 /* ---- logging helpers --------------------------------------------------------------- */
 
-/* Copies msg for a key="..." log field: one line, double quotes turned into single ones,
- * trailing white space dropped. */
-static void log_clean(char *out, size_t out_len, const char *msg)
-{
-    size_t n = 0;
-    for (const char *p = msg ? msg : ""; *p && n + 1 < out_len; p++) {
-        char ch = *p;
-        if (ch == '"')
-            ch = '\'';
-        else if (ch == '\n' || ch == '\r' || ch == '\t')
-            ch = ' ';
-        out[n++] = ch;
-    }
-    while (n > 0 && out[n - 1] == ' ')
-        n--;
-    out[n] = '\0';
-}
-
 /* "host=H port=P db=D user=U" from the connection string, without the password. */
 static void db_describe(const char *conninfo, char *out, size_t out_len)
 {
@@ -284,7 +293,7 @@ static void db_describe(const char *conninfo, char *out, size_t out_len)
             if (strcmp(o->keyword, keys[k]) != 0 || !o->val || !*o->val)
                 continue;
             char val[96];
-            log_clean(val, sizeof val, o->val);
+            log_value(val, sizeof val, o->val);
             for (char *p = val; *p; p++)
                 if (*p == ' ')
                     *p = '_';
@@ -302,7 +311,7 @@ static void conn_notice_cb(void *arg, const char *message)
 {
     db_conn_t *c = arg;
     char text[512];
-    log_clean(text, sizeof text, message);
+    log_value(text, sizeof text, message);
     log_debug("database notice", "%s conn=%d text=\"%s\"", c->db->target, c->index, text);
 }
 
@@ -497,7 +506,7 @@ static void conn_fail(db_conn_t *c, const char *why)
     db_t *db = c->db;
     bool was_up = c->state == DBC_IDLE || c->state == DBC_BUSY;
     char err[512];
-    log_clean(err, sizeof err, why ? why : (c->pg ? PQerrorMessage(c->pg) : "unknown error"));
+    log_value(err, sizeof err, why ? why : (c->pg ? PQerrorMessage(c->pg) : "unknown error"));
     if (was_up)
         log_warn("database connection lost", "%s conn=%d error=\"%s\"", db->target, c->index, err);
     else if (c->failures == 0)
@@ -746,11 +755,31 @@ static void conn_stmts_clear(db_conn_t *c)
     c->preparing = false;
 }
 
+/* What libpq holds goes to the server; the reply is watched for. Returns false after
+ * failing the connection. */
+static bool conn_sent(db_conn_t *c)
+{
+    int f = PQflush(c->pg);
+    if (f < 0) {
+        conn_fail(c, NULL);
+        return false;
+    }
+    if (conn_watch(c, c->fd, UV_READABLE | (f == 1 ? UV_WRITABLE : 0)) < 0) {
+        conn_fail(c, "cannot watch the connection's socket");
+        return false;
+    }
+    return true;
+}
+
+static bool batch_send(db_conn_t *c, db_req_t *b);
+
 /* Sends r on the idle connection c: by name when it is prepared there, as a Parse first
  * when it is worth preparing, else unnamed. Returns false after failing the connection
  * (r with it). */
 static bool conn_send(db_conn_t *c, db_req_t *r)
 {
+    if (r->members)
+        return batch_send(c, r);
     c->req = r;
     c->state = DBC_BUSY;
     r->by_name = false;
@@ -775,14 +804,174 @@ static bool conn_send(db_conn_t *c, db_req_t *r)
         conn_fail(c, NULL);
         return false;
     }
-    int f = PQflush(c->pg);
-    if (f < 0) {
+    return conn_sent(c);
+}
+
+/* ---- batches ----------------------------------------------------------------------- */
+
+/* The name under which an earlier statement of b (before member i) with m's text is
+ * prepared in this pipeline, or NULL. */
+static const char *batch_parsed(const db_req_t *b, int i, const db_req_t *m)
+{
+    for (int k = 0; k < i; k++) {
+        const db_req_t *e = b->members[k];
+        if (e->parse_sent && e->hash == m->hash && strcmp(e->sql, m->sql) == 0)
+            return e->pname;
+    }
+    return NULL;
+}
+
+/* Sends the batch b on the idle connection c: pipeline mode, every statement (each a
+ * Parse first when it is worth preparing and is not prepared yet), one Sync. Returns false
+ * after failing the connection (b with it). */
+static bool batch_send(db_conn_t *c, db_req_t *b)
+{
+    c->req = b;
+    c->state = DBC_BUSY;
+    b->entry = 0;
+    b->commit_failed = false;
+    if (!PQenterPipelineMode(c->pg)) {
         conn_fail(c, NULL);
         return false;
     }
-    if (conn_watch(c, c->fd, UV_READABLE | (f == 1 ? UV_WRITABLE : 0)) < 0) {
-        conn_fail(c, "cannot watch the connection's socket");
+    int parses = 0;
+    for (int i = 0; i < b->nmembers; i++) {
+        db_req_t *m = b->members[i];
+        const char *const *values = (const char *const *)m->values;
+        db_stmt_t *st = conn_stmt_find(c, m->hash, m->sql);
+        const char *name = st ? st->name : batch_parsed(b, i, m);
+        m->parse_sent = false;
+        if (!name && c->nstmts + parses < DB_STMT_MAX && db_seen(c->db, m->hash)) {
+            snprintf(m->pname, sizeof m->pname, "postern_%u", c->stmt_seq++);
+            if (!PQsendPrepare(c->pg, m->pname, m->sql, m->nparams, NULL)) {
+                conn_fail(c, NULL);
+                return false;
+            }
+            m->parse_sent = true;
+            name = m->pname;
+            parses++;
+        }
+        m->by_name = name != NULL;
+        int ok = name ? PQsendQueryPrepared(c->pg, name, m->nparams, values, m->lengths,
+                                            m->formats, 0)
+                      : PQsendQueryParams(c->pg, m->sql, m->nparams, NULL, values, m->lengths,
+                                          m->formats, 0);
+        if (!ok) {
+            conn_fail(c, NULL);
+            return false;
+        }
+    }
+    if (!PQpipelineSync(c->pg)) {
+        conn_fail(c, NULL);
         return false;
+    }
+    b->entry_parse = b->members[0]->parse_sent;
+    return conn_sent(c);
+}
+
+/* The results of the current entry (a Parse, or a statement) have ended: on to the next. */
+static void batch_next_entry(db_req_t *b)
+{
+    if (b->entry >= b->nmembers)
+        return;
+    if (b->entry_parse) {
+        b->entry_parse = false;
+        return;
+    }
+    b->entry++;
+    b->entry_parse = b->entry < b->nmembers && b->members[b->entry]->parse_sent;
+}
+
+/* One result of the batch on c. */
+static void batch_result(db_conn_t *c, db_req_t *b, PGresult *res)
+{
+    if (b->entry >= b->nmembers) {
+        b->commit_failed = b->commit_failed || PQresultStatus(res) == PGRES_FATAL_ERROR;
+        PQclear(res);
+        return;
+    }
+    db_req_t *m = b->members[b->entry];
+    if (b->entry_parse) {
+        if (PQresultStatus(res) == PGRES_COMMAND_OK && c->nstmts < DB_STMT_MAX &&
+            (c->stmts[c->nstmts].sql = strdup(m->sql))) {
+            c->stmts[c->nstmts].hash = m->hash;
+            memcpy(c->stmts[c->nstmts].name, m->pname, sizeof m->pname);
+            c->nstmts++;
+        }
+        PQclear(res);
+        return;
+    }
+    /* One statement gives one result; keep the first error if there are several. */
+    PGresult **slot = &b->results[b->entry];
+    if (*slot && PQresultStatus(*slot) == PGRES_FATAL_ERROR) {
+        PQclear(res);
+    } else {
+        PQclear(*slot);
+        *slot = res;
+    }
+}
+
+static bool result_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+}
+
+/* The Sync came back: the batch is over. A prepared statement that failed because its plan
+ * is no longer valid (or it is gone) is forgotten, to be prepared again. */
+static void batch_finish(db_conn_t *c)
+{
+    db_req_t *b = c->req;
+    c->req = NULL;
+    c->state = DBC_IDLE;
+    bool committed = !b->commit_failed;
+    for (int i = 0; i < b->nmembers; i++) {
+        if (!b->results[i])
+            b->results[i] = PQmakeEmptyPGresult(c->pg, PGRES_FATAL_ERROR);
+        committed = committed && b->results[i] && result_ok(b->results[i]);
+        const char *state = b->results[i] ? PQresultErrorField(b->results[i], PG_DIAG_SQLSTATE)
+                                          : NULL;
+        db_req_t *m = b->members[i];
+        db_stmt_t *st;
+        if (m->by_name && state && (strcmp(state, "0A000") == 0 || strcmp(state, "26000") == 0) &&
+            (st = conn_stmt_find(c, m->hash, m->sql)))
+            conn_stmt_forget(c, st);
+    }
+    /* Callbacks may queue queries (even onto c) or destroy the pool. */
+    b->bcb(b->arg, committed, b->results, b->nmembers);
+    req_free(b);
+}
+
+/* Reads what the server sent for the batch on c. Returns false when c was failed. */
+static bool batch_read(db_conn_t *c)
+{
+    db_req_t *b = c->req;
+    while (!PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (PQstatus(c->pg) == CONNECTION_BAD) {
+                conn_fail(c, NULL);
+                return false;
+            }
+            batch_next_entry(b);
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            if (!PQexitPipelineMode(c->pg)) {
+                conn_fail(c, NULL);
+                return false;
+            }
+            batch_finish(c);
+            return true;
+        }
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            PQclear(res);
+            conn_fail(c, "COPY is not supported on the pool");
+            return false;
+        }
+        batch_result(c, b, res);
     }
     return true;
 }
@@ -846,6 +1035,8 @@ static void conn_finish_query(db_conn_t *c)
 /* Reads what the server sent while c is BUSY. Returns false when c was failed. */
 static bool conn_read_results(db_conn_t *c)
 {
+    if (c->req && c->req->members)
+        return batch_read(c);
     while (!PQisBusy(c->pg)) {
         PGresult *res = PQgetResult(c->pg);
         if (!res) {
@@ -962,6 +1153,11 @@ static void conn_timer_cb(uv_timer_t *t)
 
 /* ---- dispatch ---------------------------------------------------------------------- */
 
+int db_pool_size(const db_t *db)
+{
+    return db ? db->nconns : 0;
+}
+
 bool db_available(const db_t *db)
 {
     if (!db)
@@ -1032,24 +1228,21 @@ static void db_dispatch(db_t *db)
     uv_timer_start(&db->wait_timer, wait_timer_cb, due > now ? due - now : 0, 0);
 }
 
-static int db_query_format(db_t *db, const char *sql, int nparams, const char *const *values,
-                           const int *lengths, const int *binary, int result_format, void *block,
-                           size_t block_len, db_cb cb, void *arg)
+/* A request for one statement, its parameters copied (binary ones inside block, or all
+ * binary ones when borrowed, are not). */
+static db_req_t *req_create(db_t *db, const char *sql, int nparams, const char *const *values,
+                            const int *lengths, const int *binary, int result_format,
+                            void *block, size_t block_len, bool borrowed)
 {
-    if (!db) {
-        free(block);
-        return -1;
-    }
     db_req_t *r = db_xmalloc(sizeof *r);
     r->block = block;
     r->block_len = block ? block_len : 0;
+    r->borrowed = borrowed;
     r->result_format = result_format;
     r->sql = strdup(sql ? sql : "");
     if (!r->sql)
         r->sql = db_xmalloc(1);
     r->hash = sql_hash(r->sql);
-    r->cb = cb;
-    r->arg = arg;
     /* The loop's clock is that of its last iteration: a caller that blocked since (a test
      * filling a table, a slow start) would have the query look older than it is and fail
      * it at once as having waited too long for a connection. */
@@ -1066,8 +1259,8 @@ static int db_query_format(db_t *db, const char *sql, int nparams, const char *c
                 continue; /* SQL NULL */
             bool bin = binary && binary[i];
             size_t len = bin ? (size_t)(lengths && lengths[i] > 0 ? lengths[i] : 0) : strlen(v);
-            if (bin && in_block(r, v, len)) {
-                r->values[i] = (char *)v; /* the block's: the request holds it already */
+            if (bin && (borrowed || in_block(r, v, len))) {
+                r->values[i] = (char *)v; /* the block's or the caller's: not copied */
             } else {
                 r->values[i] = db_xmalloc(len + 1);
                 memcpy(r->values[i], v, len);
@@ -1076,12 +1269,50 @@ static int db_query_format(db_t *db, const char *sql, int nparams, const char *c
             r->formats[i] = bin ? 1 : 0;
         }
     }
+    return r;
+}
+
+/* Queues r (or fails it at once when the pool is going). */
+static void db_enqueue(db_t *db, db_req_t *r)
+{
     if (db->destroying) {
         db_fail_later(db, r); /* run by db_destroy or by the last close callback */
-        return 0;
+        return;
     }
     list_push(&db->queue, r);
     db_dispatch(db);
+}
+
+static int db_query_format(db_t *db, const char *sql, int nparams, const char *const *values,
+                           const int *lengths, const int *binary, int result_format, void *block,
+                           size_t block_len, db_cb cb, void *arg)
+{
+    if (!db) {
+        free(block);
+        return -1;
+    }
+    db_req_t *r = req_create(db, sql, nparams, values, lengths, binary, result_format, block,
+                             block_len, false);
+    r->cb = cb;
+    r->arg = arg;
+    db_enqueue(db, r);
+    return 0;
+}
+
+int db_batch(db_t *db, int n, const db_stmt_in_t *stmts, db_batch_cb cb, void *arg)
+{
+    if (!db || !cb || n < 1 || n > DB_BATCH_MAX)
+        return -1;
+    db_req_t *b = req_create(db, "", 0, NULL, NULL, NULL, 0, NULL, 0, false);
+    b->members = db_xmalloc(sizeof *b->members * (size_t)n);
+    b->results = db_xmalloc(sizeof *b->results * (size_t)n);
+    b->nmembers = n;
+    for (int i = 0; i < n; i++)
+        b->members[i] = req_create(db, stmts[i].sql, stmts[i].nparams, stmts[i].values,
+                                   stmts[i].lengths, stmts[i].binary, 0, NULL, 0, true);
+    b->bcb = cb;
+    b->arg = arg;
+    db_enqueue(db, b);
     return 0;
 }
 
@@ -1126,7 +1357,7 @@ db_t *db_create(uv_loop_t *loop, const char *conninfo, int pool_size)
     PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
     if (!opts) {
         char msg[256];
-        log_clean(msg, sizeof msg, err ? err : "invalid connection string");
+        log_value(msg, sizeof msg, err ? err : "invalid connection string");
         log_error("database connection string rejected", "error=\"%s\"", msg);
         PQfreemem(err);
         return NULL;

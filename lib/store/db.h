@@ -43,10 +43,38 @@ int db_query_take(db_t *db, const char *sql, int nparams, const char *const *val
 int db_query_binary(db_t *db, const char *sql, int nparams, const char *const *values,
                     const int *lengths, const int *binary, db_cb cb, void *arg);
 
+/* One statement of a db_batch(): as for db_query(), except that binary parameters are not
+ * copied (see db_batch). */
+typedef struct db_stmt_in {
+    const char *sql;
+    int nparams;
+    const char *const *values;
+    const int *lengths;
+    const int *binary;
+} db_stmt_in_t;
+
+/* committed: every statement succeeded and the transaction is on disk. results: the n
+ * results in order (text format), or NULL when the database could not be reached or the
+ * connection broke before the outcome was known. When one statement failed, nothing took
+ * effect: its result is the error, the ones after it are PGRES_PIPELINE_ABORTED. The results
+ * are cleared after cb returns. */
+typedef void (*db_batch_cb)(void *arg, bool committed, PGresult *const *results, int n);
+
+/* Runs n statements (1..DB_BATCH_MAX) as one transaction on one connection, sent together
+ * (a libpq pipeline: one round trip and one commit for them all). Text parameters and sql
+ * are copied; binary ones are used where they are, so they must stay until cb, which is
+ * called exactly once, as for db_query(). Returns 0; -1 (cb never called) if db is NULL or
+ * n is out of range. */
+#define DB_BATCH_MAX 64
+int db_batch(db_t *db, int n, const db_stmt_in_t *stmts, db_batch_cb cb, void *arg);
+
 /* Calls cb(arg) once on a later loop iteration, never from inside db_later(); at the latest
  * from db_destroy(). For an answer that needs no query (found in a cache), so that it comes
  * with the same timing as one that did. Returns 0; -1 only if db or cb is NULL. */
 int db_later(db_t *db, void (*cb)(void *arg), void *arg);
+
+/* The number of connections the pool keeps (its pool_size). */
+int db_pool_size(const db_t *db);
 
 /* True while at least one connection is up. */
 bool db_available(const db_t *db);

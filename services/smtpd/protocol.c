@@ -37,6 +37,8 @@ const fe_protocol_t smtp_protocol = {
     .release = smtp_release,
     .blocked = smtp_blocked,
     .overloaded = smtp_overloaded,
+    .start = smtp_store_start,
+    .stop = smtp_store_stop,
 };
 
 static void smtp_open(fe_session_t *fs)

@@ -104,6 +104,18 @@ bool smtp_local_part_routes(const char *local);
 void smtp_data_start(smtp_session_t *s);
 void smtp_data_line(smtp_session_t *s, const char *line, size_t len, unsigned flags);
 
+/* store.c: storing accepted messages, several in one transaction when they wait */
+typedef struct smtp_store_queue smtp_store_queue_t;
+/* The server-wide queue (fe_protocol_t.start/stop; fe_server_t.proto_data). Without it,
+ * every message is stored alone. */
+int smtp_store_start(fe_server_t *srv);
+void smtp_store_stop(fe_server_t *srv);
+/* Stores the transaction's message (reserved: the limiter counted it in advance): the
+ * session waits and gets 250 once it is committed, 451 when it could not be. Returns 0, or
+ * -1 when it failed at once (out of memory): the reply is written, the transaction reset,
+ * and the session was not made to wait. */
+int smtp_store(smtp_session_t *s, bool reserved);
+
 /* protocol.c: the listeners and callbacks fe_main() runs. */
 extern const fe_protocol_t smtp_protocol;
 

@@ -68,8 +68,12 @@ static int fake_trace = -1; /* FUZZ_TRACE=1 in the environment: writes go to std
 /* ---- queued work ---------------------------------------------------------------------- */
 
 typedef struct fake_job {
-    int kind; /* 0 db, 1 bus reply, 2 worker, 3 delay, 4 writable, 5 db_later */
+    int kind; /* 0 db, 1 bus reply, 2 worker, 3 delay, 4 writable, 5 db_later, 6 db_batch */
     db_cb db;
+    db_batch_cb batch;
+    PGresult **results; /* a batch's: NULL when the database is down */
+    int nresults;
+    bool committed;
     void (*later)(void *arg);
     PGresult *res;
     bus_reply_cb reply;
@@ -208,34 +212,76 @@ static bool fake_known_user(const char *address)
     return false;
 }
 
-int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
-             const int *lengths, const int *binary, db_cb cb, void *arg)
+/* The answer to one statement: NULL when the database is down or the statement unknown. */
+static PGresult *fake_db_result(const char *sql, int nparams, const char *const *values,
+                                const int *lengths, const int *binary)
 {
-    if (!db)
-        return -1;
     for (int i = 0; i < nparams; i++)
         if (values[i] && !(binary && binary[i]))
             (void)strlen(values[i]); /* text parameters are C strings */
         else if (values[i] && binary && binary[i] && lengths && lengths[i] < 0)
             abort();
-    fake_job_t j = { .kind = 0, .db = cb, .arg = arg };
+    PGresult *res = NULL;
     if (fake_trace > 0)
         fprintf(stderr, "DB: %.70s\n", sql);
     if (fake_db_down) {
-        j.res = NULL;
-    } else if (fake_db_answer && fake_db_answer(sql, nparams, values, lengths, &j.res)) {
+        res = NULL;
+    } else if (fake_db_answer && fake_db_answer(sql, nparams, values, lengths, &res)) {
         /* the harness answered */
     } else if (strcmp(sql, "SELECT 1 FROM users WHERE address = $1") == 0 && nparams == 1) {
-        j.res = fake_rows(fake_known_user(values[0]) ? 1 : 0, "1");
+        res = fake_rows(fake_known_user(values[0]) ? 1 : 0, "1");
     } else if (strcmp(sql, "SELECT secret FROM users WHERE address = $1") == 0 && nparams == 1) {
-        j.res = fake_rows(fake_known_user(values[0]) ? 1 : 0, fake_secret_text);
+        res = fake_rows(fake_known_user(values[0]) ? 1 : 0, fake_secret_text);
     } else if (fake_db_ok_all) {
         bool command = !strncmp(sql, "UPDATE", 6) || !strncmp(sql, "INSERT", 6) ||
                        !strncmp(sql, "DELETE", 6);
-        j.res = command ? PQmakeEmptyPGresult(NULL, PGRES_COMMAND_OK) : fake_rows(0, "");
+        res = command ? PQmakeEmptyPGresult(NULL, PGRES_COMMAND_OK) : fake_rows(0, "");
+    }
+    return res;
+}
+
+int db_query(db_t *db, const char *sql, int nparams, const char *const *values,
+             const int *lengths, const int *binary, db_cb cb, void *arg)
+{
+    if (!db)
+        return -1;
+    fake_job_t j = { .kind = 0, .db = cb, .arg = arg };
+    j.res = fake_db_result(sql, nparams, values, lengths, binary);
+    fake_queue(&j);
+    return 0;
+}
+
+/* Every statement answered as by db_query; committed when all succeeded. A statement the
+ * fake does not know, or a database that is down, fails the batch as unreachable. */
+int db_batch(db_t *db, int n, const db_stmt_in_t *stmts, db_batch_cb cb, void *arg)
+{
+    if (!db || !cb || n < 1 || n > DB_BATCH_MAX)
+        return -1;
+    fake_job_t j = { .kind = 6, .batch = cb, .arg = arg, .nresults = n, .committed = true };
+    j.results = calloc((size_t)n, sizeof *j.results);
+    if (!j.results)
+        abort();
+    for (int i = 0; i < n; i++) {
+        j.results[i] = fake_db_result(stmts[i].sql, stmts[i].nparams, stmts[i].values,
+                                      stmts[i].lengths, stmts[i].binary);
+        if (!j.results[i]) {
+            for (int k = 0; k < i; k++)
+                PQclear(j.results[k]);
+            free(j.results);
+            j.results = NULL;
+            j.committed = false;
+            break;
+        }
+        ExecStatusType st = PQresultStatus(j.results[i]);
+        j.committed = j.committed && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK);
     }
     fake_queue(&j);
     return 0;
+}
+
+int db_pool_size(const db_t *db)
+{
+    return db ? 2 : 0;
 }
 
 int db_query_take(db_t *db, const char *sql, int nparams, const char *const *values,
@@ -722,6 +768,12 @@ static void fake_settle(void)
             break;
         case 5:
             j->later(j->arg);
+            break;
+        case 6:
+            j->batch(j->arg, j->committed, j->results, j->nresults);
+            for (int i = 0; j->results && i < j->nresults; i++)
+                PQclear(j->results[i]);
+            free(j->results);
             break;
         case 1:
             if (fake_lim_answer) {

@@ -59,6 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     fake_server_init(&smtp_protocol);
+    if (!fake_srv.proto_data && smtp_protocol.start(&fake_srv) < 0)
+        abort(); /* the store's queue (store.c): one session's messages go one at a time */
     fake_reply_check = reply_check;
     fake_db_answer = db_answer;
     unsigned flags = data[0], seed = data[1] | 1u;

@@ -1,5 +1,6 @@
 /* lib/store/db.c against a real PostgreSQL: POSTERN_TEST_DATABASE_URL names it (any database
- * will do: the queries touch no table). Without it, every test is skipped. */
+ * will do: the queries touch no table but the batch test's own, made and dropped there).
+ * Without it, every test is skipped. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -407,6 +408,127 @@ static void test_destroy_inside_callback(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* What a batch's callback saw. */
+typedef struct batch_tally {
+    int calls;
+    bool committed, got_results;
+    ExecStatusType status[8];
+    char first[8][32];
+} batch_tally_t;
+
+static void batch_cb(void *arg, bool committed, PGresult *const *results, int n)
+{
+    batch_tally_t *t = arg;
+    assert_false(in_db_query);
+    t->calls++;
+    t->committed = committed;
+    t->got_results = results != NULL;
+    for (int i = 0; results && i < n && i < 8; i++) {
+        t->status[i] = PQresultStatus(results[i]);
+        snprintf(t->first[i], sizeof t->first[i], "%s",
+                 PQntuples(results[i]) > 0 ? PQgetvalue(results[i], 0, 0) : "");
+    }
+}
+
+static void batch(db_t *db, int n, const db_stmt_in_t *stmts, batch_tally_t *t)
+{
+    in_db_query = true;
+    assert_int_equal(db_batch(db, n, stmts, batch_cb, t), 0);
+    in_db_query = false;
+}
+
+/* A batch runs as one transaction: every statement's result in order when all succeed;
+ * when one fails, nothing of it stays (the rows inserted before it are gone), its result is
+ * the error and those after it were not run. Statements repeated within and across batches
+ * are prepared in the pipeline and give the same answers. Binary parameters are the
+ * caller's. */
+static void test_batch(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 1);
+    tally_t setup = { 0 };
+    query(db, "DROP TABLE IF EXISTS postern_db_test_batch", 0, NULL, NULL, NULL, &setup);
+    query(db, "CREATE TABLE postern_db_test_batch (v bytea)", 0, NULL, NULL, NULL, &setup);
+    run_until(&loop, &setup.calls, 2, 10000);
+    assert_int_equal(setup.null, 0); /* (a command's result counts as an error here) */
+
+    const char raw[] = { 'a', 0, 'b' };
+    const char *bv[] = { raw };
+    const int blen[] = { 3 };
+    const int bbin[] = { 1 };
+    const char *tv[] = { "41" };
+    const char *ins = "INSERT INTO postern_db_test_batch VALUES ($1) RETURNING length(v)";
+    for (int round = 0; round < 3; round++) {
+        db_stmt_in_t ok[] = {
+            { ins, 1, bv, blen, bbin },
+            { "SELECT $1::int + 1", 1, tv, NULL, NULL },
+            { ins, 1, bv, blen, bbin },
+        };
+        batch_tally_t t = { 0 };
+        batch(db, 3, ok, &t);
+        assert_int_equal(t.calls, 0);
+        run_until(&loop, &t.calls, 1, 10000);
+        assert_int_equal(t.calls, 1);
+        assert_true(t.committed);
+        assert_true(t.got_results);
+        assert_int_equal(t.status[0], PGRES_TUPLES_OK);
+        assert_string_equal(t.first[0], "3");
+        assert_string_equal(t.first[1], "42");
+        assert_string_equal(t.first[2], "3");
+    }
+    db_stmt_in_t bad[] = {
+        { ins, 1, bv, blen, bbin },
+        { "SELECT 1/0", 0, NULL, NULL, NULL },
+        { ins, 1, bv, blen, bbin },
+    };
+    batch_tally_t t = { 0 };
+    batch(db, 3, bad, &t);
+    run_until(&loop, &t.calls, 1, 10000);
+    assert_int_equal(t.calls, 1);
+    assert_false(t.committed);
+    assert_true(t.got_results);
+    assert_int_equal(t.status[0], PGRES_TUPLES_OK); /* ran, then rolled back */
+    assert_int_equal(t.status[1], PGRES_FATAL_ERROR);
+    assert_int_equal(t.status[2], PGRES_PIPELINE_ABORTED);
+
+    /* The connection is usable as before, and only the good batches' rows are there. */
+    tally_t count = { 0 };
+    query(db, "SELECT count(*) FROM postern_db_test_batch WHERE v = '\\x610062'", 0, NULL, NULL,
+          NULL, &count);
+    query(db, "DROP TABLE postern_db_test_batch", 0, NULL, NULL, NULL, &count);
+    run_until(&loop, &count.calls, 2, 10000);
+    assert_int_equal(count.ok, 1);
+    assert_string_equal(count.last, "6");
+
+    /* Out of range: refused, no callback. */
+    assert_int_equal(db_batch(db, 0, bad, batch_cb, &t), -1);
+    assert_int_equal(db_batch(NULL, 1, bad, batch_cb, &t), -1);
+    finish(&loop, &db);
+}
+
+/* A batch still waiting when the pool goes gets its one callback, without results. */
+static void test_batch_destroyed(void **state)
+{
+    (void)state;
+    NEED_DATABASE();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    db_t *db = db_create(&loop, test_url(), 1);
+    db_stmt_in_t one[] = { { "SELECT 1", 0, NULL, NULL, NULL },
+                           { "SELECT 2", 0, NULL, NULL, NULL } };
+    batch_tally_t t = { 0 };
+    batch(db, 2, one, &t);
+    db_destroy(&db);
+    assert_int_equal(t.calls, 1);
+    assert_false(t.committed);
+    assert_false(t.got_results);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     log_init("test_db");
@@ -423,6 +545,8 @@ int main(void)
         cmocka_unit_test(test_bad_conninfo),
         cmocka_unit_test(test_destroy_fails_pending),
         cmocka_unit_test(test_destroy_inside_callback),
+        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_batch_destroyed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
