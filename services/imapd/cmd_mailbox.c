@@ -437,18 +437,14 @@ static const char *const sysflag_names[] = { "\\Seen", "\\Answered", "\\Flagged"
 static void select_answer(imap_session_t *s, size_t recent)
 {
     imap_mailbox_t *m = &s->mbox;
-    size_t first_unseen = 0;
-    for (size_t i = 0; i < m->count && !first_unseen; i++)
-        if (!(m->msgs[i].flags & IMAP_FLAG_SEEN))
-            first_unseen = i + 1;
     imap_untagged(s, "%.*s", (int)s->select_flags.len, s->select_flags.data);
     buf_free(&s->select_flags);
     imap_untagged(s, "OK [PERMANENTFLAGS (%s)] Flags permitted",
                   m->readonly ? "" : "\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*");
     imap_untagged(s, "%zu EXISTS", m->count);
     imap_untagged(s, "%zu RECENT", recent);
-    if (first_unseen)
-        imap_untagged(s, "OK [UNSEEN %zu] First unseen", first_unseen);
+    if (s->select_unseen)
+        imap_untagged(s, "OK [UNSEEN %zu] First unseen", s->select_unseen);
     imap_untagged(s, "OK [UIDVALIDITY %u] UIDs valid", m->uidvalidity);
     imap_untagged(s, "OK [UIDNEXT %u] Predicted next UID", m->uidnext);
     imap_untagged(s, "OK [HIGHESTMODSEQ %llu] Highest", (unsigned long long)m->highestmodseq);
@@ -503,6 +499,11 @@ static void select_cb(void *arg, int status, const mailstore_selected_t *sel,
     for (size_t i = 0; i < m->count; i++)
         m->msgs[i] = (imap_msg_t){ .uid = sel->uids[i], .modseq = sel->modseqs[i],
                                    .flags = (unsigned)(sel->flags[i] & 0x1f) };
+    /* The first unseen message, for the answer; none to look for when all are seen. */
+    s->select_unseen = 0;
+    for (size_t i = 0; sel->unseen && i < m->count && !s->select_unseen; i++)
+        if (!(m->msgs[i].flags & IMAP_FLAG_SEEN))
+            s->select_unseen = i + 1;
     buf_t *b = &s->select_flags;
     buf_reset(b);
     buf_puts(b, "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");

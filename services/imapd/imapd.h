@@ -100,6 +100,7 @@ typedef struct imap_session {
     const char *op_name;
     char op_text[IMAP_MAILBOX_NAME_MAX * 2];
     buf_t select_flags;      /* SELECT's FLAGS line while \Recent is claimed */
+    size_t select_unseen;    /* ... and the first unseen message's number (0: none) */
     unsigned op_mask;
 } imap_session_t;
 
