@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <linux/sockios.h>
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <limits.h>
@@ -20,6 +21,7 @@
 #define CONN_LINGER_MS 2000           /* then, how long the peer's input is read and dropped */
 #define CONN_LINGER_BYTES (1024 * 1024) /* ... and how much of it at most */
 #define CONN_OUT_KEEP 4096            /* an emptied output buffer larger than this is freed */
+#define CONN_BIO_KEEP 1024            /* an emptied TLS memory BIO larger than this is replaced */
 #define CONN_IN_KEEP 4096             /* and an emptied input buffer */
 #define CONN_HOLD_MAX 65536           /* held output past this goes all the same */
 
@@ -183,6 +185,18 @@ static int conn_send_raw(conn_t *c, const void *data, size_t len)
 
 /* Moves what OpenSSL produced (handshake records, encrypted data) to the socket, in one
  * write. */
+/* An empty memory BIO keeps the size it grew to (the handshake's flight, a large reply),
+ * and OpenSSL clears all of it at every reset: a large one is replaced by a new one, so that
+ * an idle session holds a few bytes there, and a flush clears only what it sent. */
+static BIO *bio_renewed(BIO *bio)
+{
+    BUF_MEM *bm = NULL;
+    if (BIO_ctrl_pending(bio) > 0 || BIO_get_mem_ptr(bio, &bm) <= 0 || !bm ||
+        bm->max <= CONN_BIO_KEEP)
+        return NULL;
+    return BIO_new(BIO_s_mem());
+}
+
 static int conn_flush_tls(conn_t *c)
 {
     char *data;
@@ -191,6 +205,11 @@ static int conn_flush_tls(conn_t *c)
         return 0;
     int rc = conn_send_raw(c, data, (size_t)n);
     (void)BIO_reset(c->wbio);
+    BIO *fresh = bio_renewed(c->wbio);
+    if (fresh) {
+        SSL_set0_wbio(c->ssl, fresh); /* frees the old one */
+        c->wbio = fresh;
+    }
     return rc;
 }
 
@@ -318,8 +337,14 @@ static int conn_tls_process(conn_t *c)
             conn_fail(c, true, "TLS error: cannot send");
             return -1;
         }
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            BIO *fresh = e == SSL_ERROR_WANT_READ ? bio_renewed(c->rbio) : NULL;
+            if (fresh) {
+                SSL_set0_rbio(c->ssl, fresh); /* frees the old one */
+                c->rbio = fresh;
+            }
             return 0;
+        }
         conn_tls_fail(c, e);
         return -1;
     }
