@@ -55,7 +55,7 @@ die() {
 TOGGLES_FE="read_cb flush_prepare_cb write_cb writable_idle_cb auth_check_cb secret_cb verify_after_cb"
 # smtpd (services/smtpd): the recipient looked up, the message stored and answered, the
 # limiter's answers for authenticated senders and unknown recipients.
-TOGGLES_SMTPD="smtp_rcpt_looked_up stored_cb send_check_cb rcpt_limit_cb"
+TOGGLES_SMTPD="smtp_rcpt_looked_up single_cb batch_cb send_check_cb rcpt_limit_cb"
 # pop3d (services/pop3d, lib/store/mailstore.c): the maildrop opened, a message read
 # (raw_done, which calls pop3d's fetch_cb), QUIT's update.
 TOGGLES_POP3D="open_cb raw_done update_cb"
