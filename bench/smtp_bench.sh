@@ -536,7 +536,7 @@ LOAD_EXAMPLE=$(load_cmd PORT | sed "s|$ROOT/||; s|$PASSWORD|PW|")
     echo "- Postern: PostgreSQL with its defaults (durable: smtpd answers 250 after the commit)," \
          "nats-server with JetStream, the limiter (every AUTH and every submitted message" \
          "checked; HAMR limit raised to 1,000,000 a minute so all are allowed), smtpd with" \
-         "its defaults (a pool of 4 database connections; WORKERS=auto as \`make run\` runs it," \
+         "its defaults (a pool of 4 database connections, 3 of them for deliveries: messages that wait for one share the next transaction, group commit; WORKERS=auto as \`make run\` runs it," \
          "one process per CPU it may use: one, as the servers are pinned), every service with its own bus" \
          "login. Clock: the client's run (its last 250 means all is committed). CPU: smtpd," \
          "limiter, nats-server, the postmaster and its children."
