@@ -576,6 +576,7 @@ static void meta_cb(void *arg, int status, const mailstore_meta_t *msgs, size_t 
             continue;
         if (op->f.changedsince_set && mm->modseq <= op->f.changedsince)
             continue;
+        imap_list_changed(&s->mbox);
         s->mbox.msgs[i].flags = imap_flags_mask(mm->flags, mm->nflags);
         pending_t p = {
             .seq = (uint32_t)i + 1, .uid = mm->uid, .size = mm->size, .modseq = mm->modseq,
@@ -697,6 +698,7 @@ static void next_view_batch(fetch_op_t *op)
             continue;
         if (op->f.changedsince_set && op->view_modseqs[k] <= op->f.changedsince)
             continue;
+        imap_list_changed(&s->mbox);
         s->mbox.msgs[i].flags = (unsigned)(op->view_flags[k] & 0x1f);
         pending_t p = { .seq = (uint32_t)i + 1, .uid = op->uids[k],
                         .modseq = op->view_modseqs[k],

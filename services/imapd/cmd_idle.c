@@ -108,6 +108,7 @@ long imap_msg_index(const imap_mailbox_t *m, uint32_t uid)
 void imap_msg_expunged(imap_session_t *s, size_t i)
 {
     imap_mailbox_t *m = &s->mbox;
+    imap_list_changed(m);
     memmove(&m->msgs[i], &m->msgs[i + 1], (m->count - i - 1) * sizeof *m->msgs);
     m->count--;
     imap_untagged(s, "%zu EXPUNGE", i + 1);
@@ -115,6 +116,7 @@ void imap_msg_expunged(imap_session_t *s, size_t i)
 
 static int msg_append(imap_mailbox_t *m, uint32_t uid, unsigned flags, uint64_t modseq)
 {
+    imap_list_changed(m);
     if (m->count == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 64;
         imap_msg_t *n = realloc(m->msgs, cap * sizeof *n);
@@ -199,6 +201,7 @@ static void claim_cb(void *arg, int status, uint32_t old)
     }
     imap_mailbox_t *m = &s->mbox;
     /* Not claimed (the store is down): the new messages are simply not \Recent here. */
+    imap_list_changed(m);
     for (size_t i = op->first_new; status == MAILSTORE_OK && i < m->count; i++)
         m->msgs[i].recent = m->msgs[i].uid > old;
     sync_finish(op, true);
@@ -248,6 +251,7 @@ static void changes_cb(void *arg, int status, const mailstore_changes_t *ch)
         long i = imap_msg_index(m, f->uid);
         if (i < 0)
             continue;
+        imap_list_changed(m);
         m->msgs[i].flags = mask;
         m->msgs[i].modseq = f->modseq;
         buf_reset(&b);

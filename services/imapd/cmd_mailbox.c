@@ -463,6 +463,8 @@ static void select_recent_cb(void *arg, int status, uint32_t old)
      * (the store failed meanwhile): nothing is \Recent for this session. */
     size_t first = status != MAILSTORE_OK || old == UINT32_MAX ? m->count
                                                                 : imap_msg_first(m, old + 1);
+    if (first < m->count)
+        imap_list_changed(m);
     for (size_t i = first; i < m->count; i++)
         m->msgs[i].recent = true;
     select_answer(s, m->count - first);
@@ -488,22 +490,38 @@ static void select_cb(void *arg, int status, const mailstore_selected_t *sel,
     m->readonly = strcmp(what, "EXAMINE") == 0;
     snprintf(m->name, sizeof m->name, "%.*s", (int)sizeof m->name - 1, s->op_text);
     /* The session's list is kept from one SELECT to the next: a client that selects again
-     * and again (many do, to look for new mail) costs no allocation. */
-    if (m->cap < sel->count || !m->msgs) {
-        free(m->msgs);
-        m->cap = sel->count ? sel->count : 1;
-        if (!(m->msgs = malloc(m->cap * sizeof *m->msgs)))
-            m->cap = 0;
+     * and again (many do, to look for new mail) costs no allocation, and, when neither the
+     * mailbox nor the list changed since, no copy (the same state has the same messages). */
+    struct imap_list_origin now = {
+        .valid = true, .id = sel->id, .uidvalidity = sel->uidvalidity, .uidnext = sel->uidnext,
+        .highestmodseq = sel->highestmodseq, .expunged_floor = sel->expunged_floor,
+        .count = sel->count,
+    };
+    const struct imap_list_origin *o = &m->origin;
+    if (m->msgs && o->valid && o->id == now.id && o->uidvalidity == now.uidvalidity &&
+        o->uidnext == now.uidnext && o->highestmodseq == now.highestmodseq &&
+        o->expunged_floor == now.expunged_floor && o->count == now.count) {
+        m->count = sel->count;
+    } else {
+        imap_list_changed(m);
+        if (m->cap < sel->count || !m->msgs) {
+            free(m->msgs);
+            m->cap = sel->count ? sel->count : 1;
+            if (!(m->msgs = malloc(m->cap * sizeof *m->msgs)))
+                m->cap = 0;
+        }
+        m->count = m->msgs ? sel->count : 0;
+        for (size_t i = 0; i < m->count; i++)
+            m->msgs[i] = (imap_msg_t){ .uid = sel->uids[i], .modseq = sel->modseqs[i],
+                                       .flags = (unsigned)(sel->flags[i] & 0x1f) };
+        /* The first unseen message, for the answer; none to look for when all are seen. */
+        s->select_unseen = 0;
+        for (size_t i = 0; sel->unseen && i < m->count && !s->select_unseen; i++)
+            if (!(m->msgs[i].flags & IMAP_FLAG_SEEN))
+                s->select_unseen = i + 1;
+        if (m->msgs)
+            m->origin = now;
     }
-    m->count = m->msgs ? sel->count : 0;
-    for (size_t i = 0; i < m->count; i++)
-        m->msgs[i] = (imap_msg_t){ .uid = sel->uids[i], .modseq = sel->modseqs[i],
-                                   .flags = (unsigned)(sel->flags[i] & 0x1f) };
-    /* The first unseen message, for the answer; none to look for when all are seen. */
-    s->select_unseen = 0;
-    for (size_t i = 0; sel->unseen && i < m->count && !s->select_unseen; i++)
-        if (!(m->msgs[i].flags & IMAP_FLAG_SEEN))
-            s->select_unseen = i + 1;
     buf_t *b = &s->select_flags;
     buf_reset(b);
     buf_puts(b, "FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
@@ -562,9 +580,11 @@ void imap_mailbox_forget(imap_session_t *s)
     /* The message list's memory is kept for the next SELECT (imap_release frees it). */
     imap_msg_t *msgs = s->mbox.msgs;
     size_t cap = s->mbox.cap;
+    struct imap_list_origin origin = s->mbox.origin;
     memset(&s->mbox, 0, sizeof s->mbox);
     s->mbox.msgs = msgs;
     s->mbox.cap = cap;
+    s->mbox.origin = origin;
 }
 
 int imap_view_ask(imap_session_t *s, mailstore_select_cb cb, void *arg)

@@ -132,6 +132,7 @@ static void store_cb(void *arg, int status, const mailstore_stored_t *rows, size
         }
         if (i < 0)
             continue;
+        imap_list_changed(&s->mbox);
         s->mbox.msgs[i].flags = imap_flags_mask(r->msg.flags, r->msg.nflags);
         s->mbox.msgs[i].modseq = r->msg.modseq;
         if (r->msg.modseq > top)

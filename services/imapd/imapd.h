@@ -58,7 +58,24 @@ typedef struct imap_mailbox {
     uint64_t highestmodseq;  /* what the session has seen */
     imap_msg_t *msgs;
     size_t count, cap;
+    /* The mailbox state the list was copied from at SELECT, while nothing has changed the
+     * list since (imap_list_changed): a SELECT of the same mailbox in the same state keeps
+     * it instead of copying it again. Kept, like the list, by imap_mailbox_forget(). */
+    struct imap_list_origin {
+        bool valid;
+        int64_t id;
+        uint32_t uidvalidity, uidnext;
+        uint64_t highestmodseq, expunged_floor;
+        size_t count;
+    } origin;
 } imap_mailbox_t;
+
+/* Every change to a selected list's messages (flags, \Recent, one added or removed) goes
+ * with this call. */
+static inline void imap_list_changed(imap_mailbox_t *m)
+{
+    m->origin.valid = false;
+}
 
 /* The server-wide state (fe_server_t.proto_data): the mail store and the watch on the
  * bus's "mailbox changed" events. */

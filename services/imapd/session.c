@@ -325,6 +325,7 @@ void imap_release(fe_session_t *fs)
     imap_mailbox_forget(s);
     free(s->mbox.msgs);
     s->mbox.msgs = NULL;
+    imap_list_changed(&s->mbox);
     s->mbox.cap = 0;
     if (s->req.parsed)
         imap_command_free(&s->req.cmd);

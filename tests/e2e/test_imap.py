@@ -914,6 +914,50 @@ def test_select_again_sees_every_change_made_since(postern, mailbox):
         x.logout()
 
 
+def test_select_again_in_the_same_session(postern, mailbox):
+    """A session that selects the same mailbox again keeps its list when nothing changed, and
+    never when it did: its own STORE, EXPUNGE, a message it learnt of by NOOP, \\Recent given
+    to it, and a change made elsewhere all show as a fresh session sees them."""
+    a = imaplib_client(postern, mailbox)
+    for i in range(4):
+        assert a.append("INBOX", None, None, f"Subject: s{i}\r\n\r\nbody {i}\r\n".encode())[0] \
+            == "OK"
+
+    def same_as_fresh(exists):
+        typ, data = a.select("INBOX")
+        assert typ == "OK" and int(data[0]) == exists, data
+        mine = _uid_flags(a)
+        b = imaplib_client(postern, mailbox)
+        b.select("INBOX", readonly=True)
+        assert mine == _uid_flags(b)
+        b.logout()
+        return mine
+
+    first = same_as_fresh(4)
+    assert same_as_fresh(4) == first  # nothing changed: the same list
+    a.store("1", "+FLAGS", "(\\Flagged)")
+    assert "\\Flagged" in same_as_fresh(4)[min(first)]
+    a.store("2", "+FLAGS", "(\\Deleted)")
+    a.expunge()
+    assert len(same_as_fresh(3)) == 3
+    deliver(postern, mailbox.address, simple_message(token()))
+    a.noop()  # the new message joins the session's list
+    assert len(same_as_fresh(4)) == 4
+    deliver(postern, mailbox.address, simple_message(token()))
+    typ, data = a.select("INBOX")  # \Recent for this session
+    assert a.response("RECENT")[1] == [b"1"]
+    assert b"\\Recent" in b"".join(a.fetch("5", "FLAGS")[1])
+    same_as_fresh(5)  # taken already: recent no more, in the count and in the flags
+    assert a.response("RECENT")[1] == [b"0"]
+    assert b"\\Recent" not in b"".join(a.fetch("1:*", "FLAGS")[1])
+    other = imaplib_client(postern, mailbox)
+    other.select("INBOX")
+    other.store("1", "-FLAGS", "(\\Flagged)")
+    other.logout()
+    assert "\\Flagged" not in same_as_fresh(5)[min(first)]
+    a.logout()
+
+
 def test_select_of_a_mailbox_made_again_under_its_name(postern, mailbox):
     """A mailbox deleted and made again under the same name is another mailbox (a new
     UIDVALIDITY): SELECT shows the new one's messages, never the old one's."""
