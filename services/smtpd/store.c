@@ -52,6 +52,7 @@ struct smtp_store_queue {
     size_t waiting;
     int in_flight; /* transactions sent and not answered */
     int max_in_flight;
+    bool pumping;  /* in queue_pump(): an answer that comes meanwhile leaves it to go on */
     bool stopped;  /* the server stops: freed when the last transaction is answered */
 };
 
@@ -186,17 +187,13 @@ static store_req_t *queue_take(smtp_store_queue_t *q)
     return r;
 }
 
-/* A transaction of q was answered: the state goes if the server stopped and it was the
- * last; else the next messages go. */
+/* A transaction of q was answered: the next messages go (or q goes, see queue_pump). */
 static void queue_answered(smtp_store_queue_t *q)
 {
     if (!q)
         return;
     q->in_flight--;
-    if (q->stopped && q->in_flight == 0 && !q->head)
-        free(q);
-    else
-        queue_pump(q);
+    queue_pump(q);
 }
 
 static void count_transaction(fe_server_t *srv, int messages)
@@ -325,9 +322,13 @@ static void send_batch(smtp_store_queue_t *q, int n)
 }
 
 /* While fewer transactions than the limit are in flight, the waiting messages go: alone
- * when only one waits, else together. */
+ * when only one waits, else together. Once the server stopped, all go at once, and q is
+ * freed when the last is answered. */
 static void queue_pump(smtp_store_queue_t *q)
 {
+    if (q->pumping)
+        return; /* called back from inside the loop below (a transaction failed at once) */
+    q->pumping = true;
     while (q->head && (q->in_flight < q->max_in_flight || q->stopped)) {
         int n = 0;
         size_t bytes = 0;
@@ -342,10 +343,13 @@ static void queue_pump(smtp_store_queue_t *q)
         else
             send_batch(q, n);
     }
+    q->pumping = false;
     if (!q->stopped)
         metrics_set(q->srv->metrics, "postern_smtp_store_waiting",
                     "Accepted messages waiting for a database transaction", NULL,
                     (double)q->waiting);
+    else if (q->in_flight == 0 && !q->head)
+        free(q);
 }
 
 int smtp_store_start(fe_server_t *srv)
@@ -369,9 +373,8 @@ void smtp_store_stop(fe_server_t *srv)
     if (!q)
         return;
     q->stopped = true;
-    queue_pump(q); /* what still waits goes now: the pool answers it or fails it */
-    if (q->in_flight == 0)
-        free(q);
+    queue_pump(q); /* what still waits goes now, the pool answers it or fails it; q goes
+                    * with the last answer (at once when none is due) */
 }
 
 int smtp_store(smtp_session_t *s, bool reserved)
