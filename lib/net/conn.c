@@ -183,8 +183,6 @@ static int conn_send_raw(conn_t *c, const void *data, size_t len)
     return 0;
 }
 
-/* Moves what OpenSSL produced (handshake records, encrypted data) to the socket, in one
- * write. */
 /* An empty memory BIO keeps the size it grew to (the handshake's flight, a large reply),
  * and OpenSSL clears all of it at every reset: a large one is replaced by a new one, so that
  * an idle session holds a few bytes there, and a flush clears only what it sent. */
@@ -197,6 +195,8 @@ static BIO *bio_renewed(BIO *bio)
     return BIO_new(BIO_s_mem());
 }
 
+/* Moves what OpenSSL produced (handshake records, encrypted data) to the socket, in one
+ * write. */
 static int conn_flush_tls(conn_t *c)
 {
     char *data;
