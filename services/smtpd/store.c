@@ -219,21 +219,36 @@ static void single_cb(void *arg, PGresult *res)
     queue_answered(q);
 }
 
+/* postern_deliver's parameters for r (DELIVER_SQL): queue id, sender, local recipients,
+ * the message, relay recipients, the message without Return-Path (binary: 3 and 5). */
+static const int deliver_binary[6] = { 0, 0, 0, 1, 0, 1 };
+
+static void deliver_params(const store_req_t *r, const char *values[6], int lengths[6])
+{
+    const char *msg = r->block + r->off;
+    values[0] = r->session->queue_id;
+    values[1] = r->session->sender;
+    values[2] = r->local_rcpts.data;
+    values[3] = msg;
+    values[4] = r->relay_rcpts.data;
+    values[5] = r->nrelay ? msg + r->relay_off : "";
+    lengths[0] = lengths[1] = lengths[2] = lengths[4] = 0;
+    lengths[3] = (int)r->size;
+    lengths[5] = r->nrelay ? (int)(r->size - r->relay_off) : 0;
+}
+
 /* Sends r in a transaction of its own. The message's block goes to the query. */
 static void send_alone(fe_server_t *srv, store_req_t *r)
 {
-    const char *msg = r->block + r->off;
-    const char *relay_raw = r->nrelay ? msg + r->relay_off : "";
-    size_t relay_len = r->nrelay ? r->size - r->relay_off : 0;
-    const char *values[6] = { r->session->queue_id, r->session->sender, r->local_rcpts.data, msg,
-                              r->relay_rcpts.data, relay_raw };
-    int lengths[6] = { 0, 0, 0, (int)r->size, 0, (int)relay_len };
-    int binary[6] = { 0, 0, 0, 1, 0, 1 };
+    const char *values[6];
+    int lengths[6];
+    deliver_params(r, values, lengths);
     char *block = r->block;
     r->block = NULL;
     if (r->queue)
         r->queue->in_flight++;
-    if (db_query_take(srv->db, DELIVER_SQL, 6, values, lengths, binary, block, r->block_len,
+    if (db_query_take(srv->db, DELIVER_SQL, 6, values, lengths, deliver_binary, block,
+                      r->block_len,
                       single_cb, r) < 0)
         single_cb(r, NULL); /* no database client (stopping): a temporary failure */
 }
@@ -247,8 +262,6 @@ typedef struct store_batch {
     const char *values[STORE_BATCH_MAX + 1][6];
     int lengths[STORE_BATCH_MAX + 1][6];
 } store_batch_t;
-
-static const int deliver_binary[6] = { 0, 0, 0, 1, 0, 1 };
 
 static void batch_cb(void *arg, bool committed, PGresult *const *results, int n)
 {
@@ -298,20 +311,10 @@ static void send_batch(smtp_store_queue_t *q, int n)
     for (int i = 0; i < n; i++) {
         store_req_t *r = queue_take(q);
         b->reqs[b->n++] = r;
-        smtp_session_t *s = r->session;
-        array_items(s, true, &b->lock_rcpts);
-        const char **v = b->values[i + 1];
-        int *len = b->lengths[i + 1];
-        const char *msg = r->block + r->off;
-        v[0] = s->queue_id;
-        v[1] = s->sender;
-        v[2] = r->local_rcpts.data;
-        v[3] = msg;
-        v[4] = r->relay_rcpts.data;
-        v[5] = r->nrelay ? msg + r->relay_off : "";
-        len[3] = (int)r->size;
-        len[5] = r->nrelay ? (int)(r->size - r->relay_off) : 0;
-        stmts[i + 1] = (db_stmt_in_t){ DELIVER_SQL, 6, v, len, deliver_binary };
+        array_items(r->session, true, &b->lock_rcpts);
+        deliver_params(r, b->values[i + 1], b->lengths[i + 1]);
+        stmts[i + 1] = (db_stmt_in_t){ DELIVER_SQL, 6, b->values[i + 1], b->lengths[i + 1],
+                                       deliver_binary };
     }
     buf_puts(&b->lock_rcpts, "}");
     b->values[0][0] = b->lock_rcpts.data;
