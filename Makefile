@@ -172,13 +172,13 @@ clean:
 # harnesses' tests/fuzz/fe_fake.h: the front end, PostgreSQL, NATS) keeps those members out.
 # `make fuzz`: each harness for FUZZ_SECONDS (default 600) from its committed corpus
 # tests/fuzz/corpus/<name>/, then the inputs that reached new edges are merged into it.
-# `make fuzz-smoke` (run by `make test`): each for FUZZ_SMOKE_SECONDS (default 30) on a copy of
+# `make fuzz-smoke` (run by `make test`): each for FUZZ_SMOKE_SECONDS (default 15) on a copy of
 # the corpus; fails on any crash, leak, timeout or sanitizer report (build/fuzz/artifacts).
 # FUZZ_TARGETS="imapd_parse sasl" picks harnesses; tests/fuzz/README.md says more.
 FUZZ_CC            ?= clang
 FUZZ_BUILD          = build/fuzz
 FUZZ_SECONDS       ?= 600
-FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_SMOKE_SECONDS ?= 15
 FUZZ_SAN            = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                       -fno-omit-frame-pointer
 FUZZ_CFLAGS         = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 $(FUZZ_SAN) \

@@ -4,7 +4,7 @@
 #   unit  every cmocka binary build/tests/test_*, then build/san/tests/test_* if built
 #   e2e   the end-to-end suite (tests/e2e, pytest) against build/bin, then against
 #         build/san/bin (AddressSanitizer + UBSan build) if it exists
-#   fuzz  every libFuzzer harness (tests/fuzz) for FUZZ_SMOKE_SECONDS (30) each: make fuzz-smoke
+#   fuzz  every libFuzzer harness (tests/fuzz) for FUZZ_SMOKE_SECONDS (15) each: make fuzz-smoke
 #   faults  the fault matrix (tests/faults): every service and server killed, restarted and
 #         stopped under a mixed load, against build/bin, then build/san/bin if built
 #   deploy  the Helm chart and compose checks (tests/deploy), then the compose stack end

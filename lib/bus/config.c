@@ -25,6 +25,8 @@ struct config {
     bool loading;
     bool again; /* a change was announced while loading */
     config_snapshot_t *snap;
+    config_loaded_fn on_load;
+    void *on_load_arg;
 };
 
 static const char config_sql[] =
@@ -123,6 +125,8 @@ static void loaded_cb(void *arg, PGresult *res)
                         : "configuration loaded",
                     "domains=%zu relay_networks=%zu relay_mode=%s", s->ndomains, s->nrelay,
                     mode ? mode : "none");
+        if (cfg->on_load)
+            cfg->on_load(cfg->on_load_arg);
     }
     if (cfg->again) {
         cfg->again = false;
@@ -174,6 +178,12 @@ config_t *config_create(uv_loop_t *loop, db_t *db, bus_t *bus, int refresh_secon
     }
     config_reload(cfg);
     return cfg;
+}
+
+void config_on_load(config_t *cfg, config_loaded_fn cb, void *arg)
+{
+    cfg->on_load = cb;
+    cfg->on_load_arg = arg;
 }
 
 static void config_close_cb(uv_handle_t *h)

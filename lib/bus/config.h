@@ -17,6 +17,11 @@ typedef struct config config_t;
 config_t *config_create(uv_loop_t *loop, db_t *db, bus_t *bus, int refresh_seconds);
 void config_destroy(config_t **cfg);
 
+/* cb(arg) after every snapshot loaded (the first, a change announced, a refresh), on the
+ * loop: for a service that derives state from the settings. One hook; NULL removes it. */
+typedef void (*config_loaded_fn)(void *arg);
+void config_on_load(config_t *cfg, config_loaded_fn cb, void *arg);
+
 /* False until the first snapshot has been loaded: callers answer with temporary errors. */
 bool config_loaded(const config_t *cfg);
 

@@ -40,6 +40,7 @@ struct dest {
     dest_state_t state;
     bool gone;              /* deliver_destroy came during a lookup: the lookup frees it */
     int64_t resolved_ms;
+    bool resolved_private;  /* relay.allow_private when the addresses were chosen */
     dest_addr_t addrs[DEST_ADDRS_MAX];
     size_t naddrs;
     job_t *head, *tail;     /* waiting jobs */
@@ -63,6 +64,14 @@ struct dconn {
 
 static void dest_kick(dest_t *d);
 static void conn_open_next(dconn_t *dc);
+
+/* The addresses were chosen under another relay.allow_private: a session to one of them
+ * takes no more jobs, and the destination is looked up again once none is left. */
+static bool dest_stale(const dest_t *d)
+{
+    return d->state == DEST_RESOLVED && !d->transport &&
+           d->resolved_private != d->rd->set.allow_private;
+}
 
 static int64_t now_ms(void)
 {
@@ -240,6 +249,12 @@ static void conn_next_job(dconn_t *dc)
 {
     dest_t *d = dc->d;
     relayd_t *rd = d->rd;
+    if (dest_stale(d)) {
+        conn_remove(dc);
+        dest_kick(d);
+        dest_free_if_idle(d);
+        return;
+    }
     job_t *job = rd->stopping ? NULL : dest_pop(d);
     if (!job) {
         if (rd->stopping) {
@@ -429,6 +444,7 @@ static void resolved_cb(void *arg, const dns_mx_result_t *r)
     }
     d->state = DEST_RESOLVED;
     d->resolved_ms = now_ms();
+    d->resolved_private = rd->set.allow_private;
     dest_kick(d);
 }
 
@@ -439,6 +455,16 @@ static void dest_kick(dest_t *d)
     relayd_t *rd = d->rd;
     if (d->state == DEST_RESOLVING || rd->stopping)
         return;
+    if (dest_stale(d)) {
+        for (dconn_t *dc = d->conns, *next; dc; dc = next) {
+            next = dc->next;
+            if (dc->idle)
+                conn_remove(dc);
+        }
+        if (d->nconns > 0)
+            return; /* the last busy session calls again when its job is done */
+        d->state = DEST_NEW;
+    }
     if (d->state == DEST_RESOLVED && d->nconns == 0 && now_ms() - d->resolved_ms > DEST_DNS_TTL_MS)
         d->state = DEST_NEW;
     if (d->state == DEST_NEW) {

@@ -30,6 +30,13 @@ static void config_changed_cb(void *arg, const char *what)
         queue_pump(rd);
 }
 
+/* The relay settings are read again at every snapshot, so a change is logged (and used)
+ * when it is made, not at the next look at the queue (up to 30 s later when it is empty). */
+static void config_loaded_cb(void *arg)
+{
+    queue_read_settings(arg);
+}
+
 static int relayd_start(svc_t *svc)
 {
     relayd_t *rd = calloc(1, sizeof *rd);
@@ -62,6 +69,7 @@ static int relayd_start(svc_t *svc)
     if (route_start(rd) < 0 || queue_start(rd) < 0 ||
         ev_subscribe_config_changed(svc->bus, config_changed_cb, rd) < 0)
         return -1;
+    config_on_load(svc->cfg, config_loaded_cb, rd);
     log_info("relaying", "mx_port=%d dns=%s drain_timeout_s=%ld", rd->mx_port,
              servers ? servers : "system", rd->drain_timeout_s);
     return 0;
@@ -96,6 +104,7 @@ static void relayd_destroy(svc_t *svc)
     if (!rd)
         return;
     rd->destroyed = true;
+    config_on_load(svc->cfg, NULL, NULL);
     deliver_destroy(rd);
     dns_destroy(&rd->dns); /* cancels lookups: destinations left by deliver_destroy go */
     queue_destroy(rd);

@@ -160,13 +160,15 @@ def world(postern, tmp_path_factory):
 
 
 def wait_settled(svc, settings=RELAY_SETTINGS):
-    """Waits until relayd has logged relay settings matching the module's."""
+    """Waits until relayd has logged relay settings matching the module's. A change is read
+    when the configuration reloads, not at the next look at the queue (30 s when it is
+    empty): the wait is shorter than that."""
     want = {f"{k.split('.', 1)[1]}={v}" for k, v in settings.items()}
 
     def seen():
         lines = [l for l in svc.since(svc.started_at).splitlines() if 'msg="relay settings"' in l]
         return lines and want <= set(lines[-1].split())
-    wait_until(seen, timeout=60, what=f"relayd to use {sorted(want)}")
+    wait_until(seen, timeout=20, what=f"relayd to use {sorted(want)}")
 
 
 @pytest.fixture
