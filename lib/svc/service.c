@@ -182,6 +182,11 @@ bool svc_memory_over_budget(svc_t *svc)
     if (run->rss_read_ms && now - run->rss_read_ms < SVC_MEMORY_READ_MS)
         return run->over_budget;
     run->rss = svc_read_rss();
+    /* Over it, the heap's free pages are given back first: glibc keeps what a burst of
+     * sessions freed (TLS handshakes leave it in pieces between live sessions' memory), and
+     * resident, it would refuse sessions for memory nothing uses. */
+    if (run->rss > svc->memory_budget && malloc_trim(0))
+        run->rss = svc_read_rss();
     run->rss_read_ms = now;
     metrics_set(svc->metrics, "postern_memory_resident_bytes",
                 "Resident memory of the process as last read for the memory budget", NULL,

@@ -10,11 +10,14 @@ The bounds (per session, over the resident size before the sessions):
                              the rest is the input buffer, at most 256 KiB, and the session)
   once each has had its 552: 256 KiB        (the message buffer is gone; what is left is the
                              session, its connection and an input buffer that has drained)
+Over the budget, the memory a burst of closed TLS sessions left in the heap is handed back
+before anyone is refused (the third test).
 Under AddressSanitizer freed memory stays in its quarantine and its shadow adds an eighth, so
 there every byte a session allocated stays counted: 3 x LIMIT + 1 MiB per session for both.
 """
 
 import os
+import resource
 import re
 import threading
 import time
@@ -196,3 +199,54 @@ def test_over_the_memory_budget_new_sessions_get_421(postern):
         for c in holders:
             drop(c)
         postern.remove_service("smtpd-budget")
+
+
+def test_memory_closed_tls_sessions_freed_does_not_keep_new_ones_out(postern):
+    """A burst of TLS sessions takes smtpd over its budget; once they have closed, the heap
+    they left in pieces is given back before the budget refuses anyone (glibc keeps it
+    resident otherwise), and new sessions are served again."""
+    probe = postern.add_smtpd("smtpd-tls-probe")
+    with probe.connect("smtps") as c:
+        assert c.greeting.code == 220
+    time.sleep(0.5)
+    fresh = rss(probe.service.proc.pid)
+    postern.remove_service("smtpd-tls-probe")
+
+    budget = fresh + 6 * MiB
+    fe = postern.add_smtpd("smtpd-tls-budget", env={"MEMORY_BUDGET": str(budget)})
+    pid = fe.service.proc.pid
+    if asan(pid):
+        postern.remove_service("smtpd-tls-budget")
+        pytest.skip("under AddressSanitizer freed memory stays in its quarantine: "
+                    "nothing is given back to trim")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    held = []
+    try:
+        while rss(pid) <= budget:
+            assert len(held) < 3000, f"RSS {rss(pid)} still under {budget}"
+            for _ in range(25):
+                try:
+                    c = fe.connect("smtps")
+                except (OSError, EOFError):  # refused over the budget (ssl.SSLError is an OSError)
+                    break
+                held.append(c)
+                if c.greeting.code != 220:
+                    break
+        def greeting_code():
+            with fe.connect("mx") as c:
+                return c.greeting.code
+
+        wait_until(lambda: greeting_code() == 421, timeout=10,
+                   what="a new session refused with 421")
+        for c in held:
+            drop(c)
+        held = []
+        wait_until(lambda: greeting_code() == 220, timeout=20,
+                   what=f"new sessions served again once the TLS sessions closed "
+                        f"(RSS {rss(pid)}, budget {budget})")
+    finally:
+        for c in held:
+            drop(c)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        postern.remove_service("smtpd-tls-budget")
