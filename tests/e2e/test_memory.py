@@ -137,19 +137,26 @@ def test_sessions_over_the_size_limit_keep_no_message(postern, mailctl):
         postern.remove_service("smtpd-memory")
 
 
+def budgeted_smtpd(postern, name, use, headroom):
+    """An smtpd whose MEMORY_BUDGET is headroom over the resident size of a first, fresh
+    smtpd after use(it); returns it and the budget."""
+    probe = postern.add_smtpd(f"{name}-probe")
+    use(probe)
+    time.sleep(0.5)
+    budget = rss(probe.service.proc.pid) + headroom
+    postern.remove_service(f"{name}-probe")
+    return postern.add_smtpd(name, env={"MEMORY_BUDGET": str(budget)}), budget
+
+
 def test_over_the_memory_budget_new_sessions_get_421(postern):
     # The resident size of a fresh smtpd after one transaction, from a first process...
-    probe = postern.add_smtpd("smtpd-budget-probe")
-    with open_transaction(probe) as c:
-        c.send(body(64 * KiB) + b".\r\n")
-        c.expect_reply(250)
-    time.sleep(0.5)
-    fresh = rss(probe.service.proc.pid)
-    postern.remove_service("smtpd-budget-probe")
+    def one_transaction(probe):
+        with open_transaction(probe) as c:
+            c.send(body(64 * KiB) + b".\r\n")
+            c.expect_reply(250)
 
     # ...sets the budget of a second one just above it: 16 MiB of headroom.
-    budget = fresh + 16 * MiB
-    fe = postern.add_smtpd("smtpd-budget", env={"MEMORY_BUDGET": str(budget)})
+    fe, budget = budgeted_smtpd(postern, "smtpd-budget", one_transaction, 16 * MiB)
     pid = fe.service.proc.pid
     holders = []
     try:
@@ -205,15 +212,11 @@ def test_memory_closed_tls_sessions_freed_does_not_keep_new_ones_out(postern):
     """A burst of TLS sessions takes smtpd over its budget; once they have closed, the heap
     they left in pieces is given back before the budget refuses anyone (glibc keeps it
     resident otherwise), and new sessions are served again."""
-    probe = postern.add_smtpd("smtpd-tls-probe")
-    with probe.connect("smtps") as c:
-        assert c.greeting.code == 220
-    time.sleep(0.5)
-    fresh = rss(probe.service.proc.pid)
-    postern.remove_service("smtpd-tls-probe")
+    def one_tls_session(probe):
+        with probe.connect("smtps") as c:
+            assert c.greeting.code == 220
 
-    budget = fresh + 6 * MiB
-    fe = postern.add_smtpd("smtpd-tls-budget", env={"MEMORY_BUDGET": str(budget)})
+    fe, budget = budgeted_smtpd(postern, "smtpd-tls-budget", one_tls_session, 6 * MiB)
     pid = fe.service.proc.pid
     if asan(pid):
         postern.remove_service("smtpd-tls-budget")
