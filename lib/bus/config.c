@@ -182,6 +182,8 @@ config_t *config_create(uv_loop_t *loop, db_t *db, bus_t *bus, int refresh_secon
 
 void config_on_load(config_t *cfg, config_loaded_fn cb, void *arg)
 {
+    if (!cfg)
+        return;
     cfg->on_load = cb;
     cfg->on_load_arg = arg;
 }
