@@ -25,6 +25,7 @@ typedef struct hamr_user {
     int64_t alert_ms;  /* INT64_MIN: never */
     hamr_conf_t conf;
     uint32_t gen; /* generation conf was resolved in; 0: never (system settings apply) */
+    uint32_t asked; /* the refresh round its settings were last asked for in */
     win_t win;    /* accepted messages, weighted by recipients */
     seen_t *seen;
     uint8_t nseen;
@@ -65,6 +66,7 @@ struct limiter {
     hamr_conf_t hamr;
     harvest_conf_t harvest[CONF_NSERVICES];
     uint32_t gen;
+    uint32_t round; /* refresh rounds (limiter_refresh) */
     uint32_t mark;
     table_t *t[T_COUNT];
     size_t prune_pos[T_COUNT];
@@ -322,6 +324,20 @@ void limiter_invalidate(limiter_t *L)
         L->gen = 1;
 }
 
+void limiter_refresh(limiter_t *L)
+{
+    L->round++;
+}
+
+bool limiter_user_refresh_due(limiter_t *L, const char *user)
+{
+    hamr_user_t *u = table_get(L->t[T_USERS], user);
+    if (!u || u->asked == L->round)
+        return false;
+    u->asked = L->round;
+    return true;
+}
+
 uint32_t limiter_generation(const limiter_t *L)
 {
     return L->gen;
@@ -365,6 +381,7 @@ void limiter_user_conf(limiter_t *L, const char *user, const hamr_conf_t *conf,
         return;
     u->conf = *conf;
     u->gen = generation ? generation : 1;
+    u->asked = L->round;
     u->expire_ms = max64(u->expire_ms, now + LIMITER_USER_CACHE_MS);
 }
 

@@ -144,6 +144,13 @@ void limiter_set_conf(limiter_t *L, const hamr_conf_t *hamr,
 const harvest_conf_t *limiter_harvest_conf(const limiter_t *L, int service);
 /* Every user's cached settings become stale: the next check asks for them again. */
 void limiter_invalidate(limiter_t *L);
+/* A refresh round (the periodic reload, a safety net for a change whose announcement was
+ * missed): cached settings stay in use, and are asked for again at their user's next check
+ * while that check goes on with them. */
+void limiter_refresh(limiter_t *L);
+/* True once per refresh round for a user whose cached settings were not asked for in it
+ * (and notes that they now are); false for a user not cached. */
+bool limiter_user_refresh_due(limiter_t *L, const char *user);
 /* The current settings generation; a resolution started now is tagged with it. */
 uint32_t limiter_generation(const limiter_t *L);
 /* True when user's settings are cached and not stale. */

@@ -454,6 +454,12 @@ static void send_resolved_cb(void *arg, bool ok)
     send_wait_free(w);
 }
 
+static void refreshed_cb(void *arg, bool ok)
+{
+    (void)arg;
+    (void)ok; /* not resolved: the cached settings stay (logged) */
+}
+
 static void send_check_cb(void *arg, const ev_send_check_t *req, const char *reply)
 {
     server_t *srv = arg;
@@ -462,8 +468,11 @@ static void send_check_cb(void *arg, const ev_send_check_t *req, const char *rep
     char *user = lower_dup(req->user);
     if (!user)
         return;
-    if (!*user || limiter_disabled(srv->lim, user) || limiter_user_fresh(srv->lim, user) ||
-        !db_available(srv->svc->db)) {
+    bool fresh = *user && limiter_user_fresh(srv->lim, user);
+    /* Settings cached before the last periodic reload are asked for again meanwhile. */
+    if (fresh && db_available(srv->svc->db) && limiter_user_refresh_due(srv->lim, user))
+        store_resolve_user(srv->store, user, refreshed_cb, NULL);
+    if (!*user || limiter_disabled(srv->lim, user) || fresh || !db_available(srv->svc->db)) {
         send_decide(srv, reply, user, req->client_addr, req->rcpt_count, req->queue_id);
         free(user);
         return;
@@ -787,10 +796,13 @@ static void tick_cb(uv_timer_t *t)
     }
 }
 
+/* The periodic reload: a safety net for changes whose announcement never came. Users'
+ * settings are asked for again at their next check, which does not wait for them (an
+ * announced change, above, makes checks wait). */
 static void reload_cb(uv_timer_t *t)
 {
     server_t *srv = t->data;
-    limiter_invalidate(srv->lim);
+    limiter_refresh(srv->lim);
     store_reload(srv->store);
 }
 

@@ -786,6 +786,13 @@ static void test_alert_content(void **state)
     assert_true(strstr(rec.alert_addrs, "192.0.2.1") != NULL);
     assert_true(strstr(rec.alert_addrs, "2001:db8::5") != NULL);
     assert_true(rec.alert_owner);
+    /* A refresh round keeps the cached settings in use, and asks for them once. */
+    assert_false(limiter_user_refresh_due(L, AL));
+    limiter_refresh(L);
+    assert_true(limiter_user_fresh(L, AL));
+    assert_true(limiter_user_refresh_due(L, AL));
+    assert_false(limiter_user_refresh_due(L, AL));
+    assert_false(limiter_user_refresh_due(L, "nobody@example.test"));
     /* A settings change makes the cached settings stale. */
     limiter_invalidate(L);
     assert_false(limiter_user_fresh(L, AL));
