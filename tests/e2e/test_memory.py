@@ -148,6 +148,24 @@ def budgeted_smtpd(postern, name, use, headroom):
     return postern.add_smtpd(name, env={"MEMORY_BUDGET": str(budget)}), budget
 
 
+def greeting_code(fe):
+    with fe.connect("mx") as c:
+        return c.greeting.code
+
+
+def fill_until_refused(fe, one_more, budget):
+    """Calls one_more() until a new session gets 421: smtpd going over its budget. (Not
+    until the resident size is over it: smtpd hands freed heap back before it refuses.)"""
+    def refused():
+        if greeting_code(fe) == 421:
+            return True
+        one_more()
+        return False
+
+    wait_until(refused, timeout=60,
+               what=f"a new session refused with 421 (budget {budget}, RSS {rss(fe.service.proc.pid)})")
+
+
 def test_over_the_memory_budget_new_sessions_get_421(postern):
     # The resident size of a fresh smtpd after one transaction, from a first process...
     def one_transaction(probe):
@@ -168,26 +186,13 @@ def test_over_the_memory_budget_new_sessions_get_421(postern):
             assert c.greeting.code == 220
 
         # Messages under way, 4 MiB each and not finished, take it over the budget.
-        def over():
-            if rss(pid) > budget:
-                return True
+        def one_more():
             c = open_transaction(fe)
             holders.append(c)
             c.send(body(4 * MiB))  # smtpd reads it as it arrives and keeps it
             time.sleep(0.2)
-            return rss(pid) > budget
 
-        wait_until(over, timeout=60, what=f"smtpd's RSS over {budget}")
-
-        def greeting_code():
-            c = fe.connect("mx")
-            try:
-                return c.greeting.code
-            finally:
-                c.close()
-
-        wait_until(lambda: greeting_code() == 421, timeout=10,
-                   what="a new session refused with 421")
+        fill_until_refused(fe, one_more, budget)
         with fe.connect("mx") as c:
             assert c.greeting.code == 421, c.greeting
             assert c.greeting.enh == "4.3.2", c.greeting
@@ -198,7 +203,7 @@ def test_over_the_memory_budget_new_sessions_get_421(postern):
             for c in holders:
                 drop(c)
             holders = []
-            wait_until(lambda: greeting_code() == 220, timeout=20,
+            wait_until(lambda: greeting_code(fe) == 220, timeout=20,
                        what="new sessions served again")
         log = fe.service.since(fe.service.started_at)
         assert log.count('msg="over the memory budget') == 1, log[-3000:]
@@ -226,26 +231,22 @@ def test_memory_closed_tls_sessions_freed_does_not_keep_new_ones_out(postern):
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     held = []
     try:
-        while rss(pid) <= budget:
+        def more_tls_sessions():
             assert len(held) < 3000, f"RSS {rss(pid)} still under {budget}"
             for _ in range(25):
                 try:
                     c = fe.connect("smtps")
                 except (OSError, EOFError):  # refused over the budget (ssl.SSLError is an OSError)
-                    break
+                    return
                 held.append(c)
                 if c.greeting.code != 220:
-                    break
-        def greeting_code():
-            with fe.connect("mx") as c:
-                return c.greeting.code
+                    return
 
-        wait_until(lambda: greeting_code() == 421, timeout=10,
-                   what="a new session refused with 421")
+        fill_until_refused(fe, more_tls_sessions, budget)
         for c in held:
             drop(c)
         held = []
-        wait_until(lambda: greeting_code() == 220, timeout=20,
+        wait_until(lambda: greeting_code(fe) == 220, timeout=20,
                    what=f"new sessions served again once the TLS sessions closed "
                         f"(RSS {rss(pid)}, budget {budget})")
     finally:
