@@ -207,3 +207,40 @@ def test_blocks_kept_while_limiter_loads(postern, pb, limiter_control, guarded):
         return raw and pb.CheckReply.FromString(raw).verdict == pb.VERDICT_BLOCKED
 
     wait_until(knows, timeout=30, what=f"the limiter to know {blocked} is blocked once loaded")
+
+
+def test_periodic_reload_does_not_hold_checks_back(postern, pb, limiter_control, new_user):
+    """The periodic reload (CONFIG_REFRESH, a safety net for a change whose announcement was
+    missed) asks for a user's settings again, but the user's next send check does not wait
+    for them: with PostgreSQL unable to answer that lookup (users locked), the check is
+    answered from the settings the limiter has. (An announced change makes checks wait for
+    the new settings: test_hamr.py.)"""
+    svc = limiter_control.service
+    url = postern.env["NATS_URL"]
+    user = new_user(PW)
+
+    def check(timeout):
+        raw = nats_request(url, "postern.limiter.send", pb.SendCheck(
+            service=pb.SERVICE_SMTP, user=user, client_addr="127.0.3.40", rcpt_count=1,
+            queue_id=token()).SerializeToString(), timeout=timeout)
+        return raw and pb.CheckReply.FromString(raw)
+
+    saved = svc.env.get("CONFIG_REFRESH")
+    limiter_control.stop()
+    svc.env["CONFIG_REFRESH"] = "1"
+    try:
+        limiter_control.start()
+        first = check(5)
+        assert first and first.verdict == pb.VERDICT_ALLOW, first  # the settings looked up
+        with table_locked(postern, "users"):
+            time.sleep(2.5)  # two periodic reloads or more
+            again = check(3)
+            assert again, "the send check waited for the user's settings after a periodic reload"
+            assert again.verdict == pb.VERDICT_ALLOW, again
+    finally:
+        limiter_control.stop()
+        if saved is None:
+            svc.env.pop("CONFIG_REFRESH", None)
+        else:
+            svc.env["CONFIG_REFRESH"] = saved
+        limiter_control.start()
