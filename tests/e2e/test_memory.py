@@ -17,8 +17,8 @@ there every byte a session allocated stays counted: 3 x LIMIT + 1 MiB per sessio
 """
 
 import os
-import resource
 import re
+import resource
 import threading
 import time
 
