@@ -42,7 +42,8 @@ the harness's own clients (tests/deploy/compose.e2e.yml), mailctl from $POSTERN_
 services stopped, killed and started through compose, their logs read with `docker logs`.
 Tests marked client_addresses (they connect from several 127.0.0.x addresses, while a
 published port shows every client as the bridge network's gateway) and own_processes (they
-start smtpd or notifier processes with settings of their own) are left out there, and counted.
+start smtpd, notifier or limiter processes with settings of their own) are left out there,
+and counted.
 """
 
 import importlib
@@ -822,7 +823,7 @@ COMPOSE_PROJECT = os.environ.get("POSTERN_E2E_COMPOSE", "")
 COMPOSE_LEFT_OUT = {
     "client_addresses": "connects from several 127.0.0.x addresses; through a published port "
                         "every client is the bridge network's gateway",
-    "own_processes": "starts smtpd or notifier processes with settings of its own",
+    "own_processes": "starts smtpd, notifier or limiter processes with settings of its own",
 }
 # Fixtures that start processes of their own: their tests are own_processes.
 OWN_PROCESS_FIXTURES = {"smtpd2", "health_smtpd", "proxied", "draining_smtpd", "queue_metrics"}

@@ -209,6 +209,7 @@ def test_blocks_kept_while_limiter_loads(postern, pb, limiter_control, guarded):
     wait_until(knows, timeout=30, what=f"the limiter to know {blocked} is blocked once loaded")
 
 
+@pytest.mark.own_processes  # the limiter restarted with a CONFIG_REFRESH of its own
 def test_periodic_reload_does_not_hold_checks_back(postern, pb, limiter_control, new_user):
     """The periodic reload (CONFIG_REFRESH, a safety net for a change whose announcement was
     missed) asks for a user's settings again, but the user's next send check does not wait
