@@ -74,9 +74,9 @@ if wanted limiter; then
 
     field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-    # KEY over the lines of $1 (one run per line): "median (min-max)", or the median alone
-    # with "median" as $3.
-    stat() {
+    # over_runs LINES KEY [median]: KEY over the lines (one run per line), as
+    # "median (min-max)", or the median alone.
+    over_runs() {
         echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | sort -n | awk -v only="${3:-}" '
             { v[NR] = $1 }
             END { m = v[int((NR + 1) / 2)]
@@ -96,16 +96,16 @@ if wanted limiter; then
         send_lines="$send_lines$(run --requests "$REQUESTS" --subject postern.limiter.send --kind send)
 "
     done
-    echo_rps=$(stat "$echo_lines" rps median)
-    auth_rps=$(stat "$auth_lines" rps median)
-    send_rps=$(stat "$send_lines" rps median)
+    echo_rps=$(over_runs "$echo_lines" rps median)
+    auth_rps=$(over_runs "$auth_lines" rps median)
+    send_rps=$(over_runs "$send_lines" rps median)
     summary() { # summary NAME LINES
-        printf '%-7s rps=%s p50_us=%s p99_us=%s\n' "$1" "$(stat "$2" rps)" \
-            "$(stat "$2" p50_us)" "$(stat "$2" p99_us)"
+        printf '%-7s rps=%s p50_us=%s p99_us=%s\n' "$1" "$(over_runs "$2" rps)" \
+            "$(over_runs "$2" p50_us)" "$(over_runs "$2" p99_us)"
     }
     latency_ratios() { # latency_ratios LINES: p50 and p99, medians, against the echo's
-        echo "p50 latency $(ratio "$(stat "$1" p50_us median)" "$(stat "$echo_lines" p50_us median)")," \
-             "p99 latency $(ratio "$(stat "$1" p99_us median)" "$(stat "$echo_lines" p99_us median)")"
+        echo "p50 latency $(ratio "$(over_runs "$1" p50_us median)" "$(over_runs "$echo_lines" p50_us median)")," \
+             "p99 latency $(ratio "$(over_runs "$1" p99_us median)" "$(over_runs "$echo_lines" p99_us median)")"
     }
     # Half of the peak rate of send checks (each one a record in the stream), paced.
     half=$(awk -v r="$send_rps" 'BEGIN { printf "%d", r / 2 }')
