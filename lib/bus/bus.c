@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "bus/js.h"
@@ -45,7 +47,12 @@ typedef struct bus_pending {
 
 struct bus {
     uv_loop_t *loop;
-    uv_async_t wakeup;
+    /* NATS threads wake the loop through an eventfd rather than a uv_async_t: libuv 1.44's
+     * uv_async_t makes the woken loop spin until the waking thread is back from its write
+     * (a twentieth of the limiter's time under load), and a wake-up is written only when
+     * the queue was empty, the loop taking everything queued at each wake. */
+    uv_poll_t wakeup;
+    int wake_fd;
     natsOptions *opts;
     natsConnection *nc;
     bus_sub_t *subs;
@@ -67,6 +74,15 @@ struct bus {
     } on_reconnect[BUS_RECONNECT_HOOKS];
     size_t nhooks;
 };
+
+/* Any thread: the loop runs wakeup_cb soon. */
+static void bus_wake(bus_t *b)
+{
+    uint64_t one = 1;
+    /* Fails only when the counter is full, i.e. a wake-up is already due. */
+    ssize_t n = write(b->wake_fd, &one, sizeof one);
+    (void)n;
+}
 
 /* NATS thread. */
 static void nats_msg_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
@@ -95,13 +111,15 @@ static void nats_msg_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
         }
         s->queued++;
     }
+    bool first = !b->inbound;
     if (b->inbound_tail)
         b->inbound_tail->next = in;
     else
         b->inbound = in;
     b->inbound_tail = in;
     pthread_mutex_unlock(&b->lock);
-    uv_async_send(&b->wakeup);
+    if (first)
+        bus_wake(b);
 }
 
 /* Loop thread: a message of a followed stream, with its sequence and the time the stream
@@ -127,9 +145,16 @@ static void follow_deliver(bus_t *b, bus_sub_t *s, natsMsg *m)
 }
 
 /* Loop thread. */
-static void wakeup_cb(uv_async_t *a)
+static void wakeup_cb(uv_poll_t *h, int status, int events)
 {
-    bus_t *b = a->data;
+    (void)status;
+    (void)events;
+    bus_t *b = h->data;
+    /* The counter is cleared before the queue is taken: a message queued after this finds
+     * the queue empty (taken, or about to be) and wakes the loop again. */
+    uint64_t count;
+    ssize_t n = read(b->wake_fd, &count, sizeof count);
+    (void)n;
     pthread_mutex_lock(&b->lock);
     bus_inbound_t *in = b->inbound;
     b->inbound = b->inbound_tail = NULL;
@@ -195,7 +220,7 @@ static void reconnected_cb(natsConnection *nc, void *closure)
         b->reconnected = true;
     pthread_mutex_unlock(&b->lock);
     if (again)
-        uv_async_send(&b->wakeup);
+        bus_wake(b);
 }
 
 static void pending_close_cb(uv_handle_t *h)
@@ -356,6 +381,12 @@ bus_t *bus_open(uv_loop_t *loop, const bus_opts_t *o)
     b->loop = loop;
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->room, NULL);
+    /* Before connecting: reconnected_cb may wake the loop from natsConnection_Connect(). */
+    b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (b->wake_fd < 0) {
+        log_error("cannot create the bus's wake-up descriptor", "error=\"%s\"", strerror(errno));
+        goto fail;
+    }
     /* Reply subjects under the user's own inbox prefix (bus_nats_options), the one part of
      * _INBOX the server lets this user read. */
     natsInbox *inbox = NULL;
@@ -395,8 +426,13 @@ bus_t *bus_open(uv_loop_t *loop, const bus_opts_t *o)
         natsConnection_GetLastError(b->nc, &why);
         log_warn("bus not reachable yet, retrying", "error=\"%s\"", why ? why : "");
     }
-    uv_async_init(loop, &b->wakeup, wakeup_cb);
+    int rc = uv_poll_init(loop, &b->wakeup, b->wake_fd);
+    if (rc < 0) {
+        log_error("cannot watch the bus's wake-up descriptor", "error=\"%s\"", uv_strerror(rc));
+        goto fail;
+    }
     b->wakeup.data = b;
+    uv_poll_start(&b->wakeup, UV_READABLE, wakeup_cb);
     char subject[80];
     snprintf(subject, sizeof subject, "%s.*", b->inbox);
     if (bus_subscribe(b, subject, reply_cb, b) < 0) {
@@ -407,6 +443,8 @@ bus_t *bus_open(uv_loop_t *loop, const bus_opts_t *o)
 fail:
     natsConnection_Destroy(b->nc);
     natsOptions_Destroy(b->opts);
+    if (b->wake_fd >= 0)
+        close(b->wake_fd);
     pthread_cond_destroy(&b->room);
     pthread_mutex_destroy(&b->lock);
     free(b);
@@ -416,6 +454,7 @@ fail:
 static void bus_close_cb(uv_handle_t *h)
 {
     bus_t *b = h->data;
+    close(b->wake_fd);
     pthread_cond_destroy(&b->room);
     pthread_mutex_destroy(&b->lock);
     free(b);
