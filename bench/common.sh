@@ -22,6 +22,14 @@
 #   dovecot_config USER...       $D/dovecot.conf for $BENCH on $DOVECOT_PORT (maildir under
 #                                $DIR/mail, passwd-file with SCRAM-SHA-256 secrets), as
 #                                root with Dovecot's own users and the mail as nobody
+#   peer_summary MATCH FIELD     over $RAW (a measurement per line: words and key=value
+#                                pairs), the lines with the word MATCH: FIELD's median, min
+#                                and max for Postern (lines with the word postern) and for
+#                                the peer (the others), and Postern/peer of the medians, as
+#                                "pm pmin pmax qm qmin qmax ratio" ("-" for a side without)
+#   peer_row SHOWN MATCH FIELD LABEL
+#                                peer_summary as a Markdown table row: | SHOWN | LABEL |
+#                                Postern median (min–max) | peer's | ratio |
 # and a cleanup at exit that stops whatever was started ($pids, the at_exit commands, Dovecot,
 # the local stack) and removes $DIR unless ${BENCH}_BENCH_KEEP is set (POP3_BENCH_KEEP,
 # IMAP_BENCH_KEEP, RELAY_BENCH_KEEP, SMTP_BENCH_KEEP).
@@ -235,4 +243,39 @@ EOF
     done
     chmod 640 "$D/passwd"
     chgrp "$(id -gn "$INTERNAL_USER")" "$D/passwd" # the auth process reads it
+}
+
+peer_summary() { # peer_summary MATCH FIELD
+    awk -v match_word="$1" -v field="$2" '
+        function med(a, n,   i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        {
+            hit = 0; ours = 0; v = ""
+            for (i = 1; i <= NF; i++) {
+                if ($i == match_word) hit = 1
+                if ($i == "postern") ours = 1
+                if (split($i, kv, "=") == 2 && kv[1] == field) v = kv[2]
+            }
+            if (!hit || v == "") next
+            if (ours) p[++np] = v; else q[++nq] = v
+        }
+        END {
+            pm = np ? med(p, np) : 0; qm = nq ? med(q, nq) : 0
+            printf "%s %s %s %s %s %s %s\n", np ? pm : "-", np ? p[1] : "-", np ? p[np] : "-",
+                   nq ? qm : "-", nq ? q[1] : "-", nq ? q[nq] : "-",
+                   (np && nq && qm > 0) ? sprintf(pm / qm < 0.1 ? "%.3f" : "%.2f", pm / qm) : "n/a"
+        }' "$RAW"
+}
+fmt() { # fmt FIGURE: as a table shows it ("-": a dash)
+    awk -v x="$1" 'BEGIN { if (x == "-") print "–"; else if (x >= 100 || x == int(x)) printf "%.0f", x; else if (x >= 1) printf "%.2f", x; else printf "%.3f", x }'
+}
+cell() { # cell MEDIAN MIN MAX
+    [ "$1" = - ] && { echo "–"; return; }
+    echo "$(fmt "$1") ($(fmt "$2")–$(fmt "$3"))"
+}
+peer_row() { # peer_row SHOWN MATCH FIELD LABEL
+    set -- "$1" "$4" $(peer_summary "$2" "$3")
+    echo "| $1 | $2 | $(cell "$3" "$4" "$5") | $(cell "$6" "$7" "$8") | $9 |"
 }

@@ -212,30 +212,10 @@ if [ "$POINTS" != "$ALL_POINTS" ] || [ -n "${IMAP_BENCH_PERF:-}" ]; then
 fi
 
 # --- the report ------------------------------------------------------------------------------
-# summary POINT FIELD: "postern_median postern_min postern_max dovecot_median dovecot_min
-# dovecot_max ratio" over the runs.
-summary() {
-    awk -v point="$1" -v field="$2" '
-        function med(a, n,   i, j, t) {
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
-        $1 == point {
-            for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == field) v = kv[2] }
-            if ($2 == "postern") p[++np] = v; else d[++nd] = v
-        }
-        END {
-            pm = med(p, np); dm = med(d, nd)
-            pmin = p[1]; pmax = p[np]; dmin = d[1]; dmax = d[nd]
-            printf "%s %s %s %s %s %s %s\n", pm, pmin, pmax, dm, dmin, dmax,
-                   (dm > 0 ? (pm / dm < 0.1 ? sprintf("%.3f", pm / dm) : sprintf("%.2f", pm / dm)) : "n/a")
-        }' "$RAW"
-}
-fmt() { awk -v x="$1" 'BEGIN { if (x >= 100) printf "%.0f", x; else printf "%.2f", x }'; }
-# row POINT FIELD LABEL: a Markdown table row.
+# row POINT FIELD LABEL: FIELD over the runs, Postern's and Dovecot's, as a table row
+# (bench/common.sh's peer_row).
 row() {
-    set -- "$1" "$2" "$3" $(summary "$1" "$2")
-    echo "| $1 | $3 | $(fmt "$4") ($(fmt "$5")–$(fmt "$6")) | $(fmt "$7") ($(fmt "$8")–$(fmt "$9")) | ${10} |"
+    peer_row "$1" "$1" "$2" "$3"
 }
 
 DOVECOT_VERSION=$("$DOVECOT" --version | cut -d' ' -f1)

@@ -449,37 +449,10 @@ if [ "$POINTS" != "$ALL_POINTS" ] || [ -n "${SMTP_BENCH_PERF:-}" ]; then
 fi
 
 # --- the report -------------------------------------------------------------------------------
-# summary POINT FIELD: "postern_median postern_min postern_max postfix_median postfix_min
-# postfix_max ratio" over the runs (ratio of the medians, Postern / Postfix).
-summary() {
-    awk -v point="$1" -v field="$2" '
-        function med(a, n,   i, j, t) {
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
-        $1 == point {
-            v = ""
-            for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == field) v = kv[2] }
-            if (v == "") next
-            if ($2 == "postern") p[++np] = v; else f[++nf] = v
-        }
-        END {
-            pm = np ? med(p, np) : 0; fm = nf ? med(f, nf) : 0
-            printf "%s %s %s %s %s %s %s\n", np ? pm : "-", np ? p[1] : "-", np ? p[np] : "-",
-                   nf ? fm : "-", nf ? f[1] : "-", nf ? f[nf] : "-",
-                   (np && nf && fm > 0) ? sprintf(pm / fm < 0.1 ? "%.3f" : "%.2f", pm / fm) : "n/a"
-        }' "$RAW"
-}
-fmt() {
-    awk -v x="$1" 'BEGIN { if (x == "-") print "–"; else if (x >= 100 || x == int(x)) printf "%.0f", x; else if (x >= 1) printf "%.2f", x; else printf "%.3f", x }'
-}
-cell() { # cell MEDIAN MIN MAX
-    [ "$1" = - ] && { echo "–"; return; }
-    echo "$(fmt "$1") ($(fmt "$2")–$(fmt "$3"))"
-}
-row() { # row POINT FIELD LABEL
-    set -- "$1" "$2" "$3" $(summary "$1" "$2")
-    echo "| $1 | $3 | $(cell "$4" "$5" "$6") | $(cell "$7" "$8" "$9") | ${10} |"
+# row POINT FIELD LABEL: FIELD over the runs, Postern's and Postfix's, as a table row
+# (bench/common.sh's peer_row).
+row() {
+    peer_row "$1" "$1" "$2" "$3"
 }
 field_of() { # field_of POINT SIDE FIELD: the field in the point's first raw line of SIDE
     awk -v point="$1" -v side="$2" -v field="$3" '
