@@ -245,3 +245,55 @@ def test_periodic_reload_does_not_hold_checks_back(postern, pb, limiter_control,
         else:
             svc.env["CONFIG_REFRESH"] = saved
         limiter_control.start()
+
+
+@pytest.mark.own_processes  # the limiter restarted with a CONFIG_REFRESH of its own
+def test_periodic_reload_picks_up_an_unannounced_change(postern, pb, limiter_control, new_user):
+    """A user's HAMR setting written straight into the table, with no announcement, reaches
+    the limiter through the periodic reload: the user's checks after a round look the
+    settings up again in the background (paced, a few a second at least), and the checks
+    after that go by them."""
+    svc = limiter_control.service
+    url = postern.env["NATS_URL"]
+    user = new_user(PW)
+
+    def check():
+        raw = nats_request(url, "postern.limiter.send", pb.SendCheck(
+            service=pb.SERVICE_SMTP, user=user, client_addr="127.0.3.41", rcpt_count=1,
+            queue_id=token()).SerializeToString(), timeout=3)
+        return raw and pb.CheckReply.FromString(raw)
+
+    saved = svc.env.get("CONFIG_REFRESH")
+    limiter_control.stop()
+    svc.env["CONFIG_REFRESH"] = "1"
+    conn = psycopg2.connect(postern.env["DATABASE_URL"], connect_timeout=10)
+    conn.autocommit = True
+    try:
+        limiter_control.start()
+        first = check()
+        assert first and first.verdict == pb.VERDICT_ALLOW, first
+        with conn.cursor() as cur:  # one message an hour, the one above already counted
+            cur.execute("INSERT INTO settings (scope, scope_id, key, value)"
+                        " SELECT 'user', id, k, v FROM users,"
+                        " (VALUES ('hamr.enabled', 'on'), ('hamr.max_messages', '1'),"
+                        "         ('hamr.interval', '3600'), ('hamr.action', 'throttle'))"
+                        " AS s(k, v) WHERE address = %s", (user,))
+
+        def held_back():
+            r = check()
+            return r and r.verdict != pb.VERDICT_ALLOW and r
+
+        held = wait_until(held_back, timeout=20, interval=0.3,
+                          what="the periodic reload to bring the user's new HAMR limit")
+        assert held.verdict == pb.VERDICT_THROTTLE, held
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM settings WHERE scope = 'user' AND scope_id ="
+                        " (SELECT id FROM users WHERE address = %s)", (user,))
+        conn.close()
+        limiter_control.stop()
+        if saved is None:
+            svc.env.pop("CONFIG_REFRESH", None)
+        else:
+            svc.env["CONFIG_REFRESH"] = saved
+        limiter_control.start()
