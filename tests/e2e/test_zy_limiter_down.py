@@ -209,6 +209,26 @@ def test_blocks_kept_while_limiter_loads(postern, pb, limiter_control, guarded):
     wait_until(knows, timeout=30, what=f"the limiter to know {blocked} is blocked once loaded")
 
 
+@contextlib.contextmanager
+def limiter_refreshing_every(limiter_control, seconds):
+    """The limiter restarted with CONFIG_REFRESH=seconds, and with its own setting again
+    afterwards."""
+    svc = limiter_control.service
+    saved = svc.env.get("CONFIG_REFRESH")
+    limiter_control.stop()
+    svc.env["CONFIG_REFRESH"] = str(seconds)
+    try:
+        limiter_control.start()
+        yield
+    finally:
+        limiter_control.stop()
+        if saved is None:
+            svc.env.pop("CONFIG_REFRESH", None)
+        else:
+            svc.env["CONFIG_REFRESH"] = saved
+        limiter_control.start()
+
+
 @pytest.mark.own_processes  # the limiter restarted with a CONFIG_REFRESH of its own
 def test_periodic_reload_does_not_hold_checks_back(postern, pb, limiter_control, new_user):
     """The periodic reload (CONFIG_REFRESH, a safety net for a change whose announcement was
@@ -216,7 +236,6 @@ def test_periodic_reload_does_not_hold_checks_back(postern, pb, limiter_control,
     for them: with PostgreSQL unable to answer that lookup (users locked), the check is
     answered from the settings the limiter has. (An announced change makes checks wait for
     the new settings: test_hamr.py.)"""
-    svc = limiter_control.service
     url = postern.env["NATS_URL"]
     user = new_user(PW)
 
@@ -226,11 +245,7 @@ def test_periodic_reload_does_not_hold_checks_back(postern, pb, limiter_control,
             queue_id=token()).SerializeToString(), timeout=timeout)
         return raw and pb.CheckReply.FromString(raw)
 
-    saved = svc.env.get("CONFIG_REFRESH")
-    limiter_control.stop()
-    svc.env["CONFIG_REFRESH"] = "1"
-    try:
-        limiter_control.start()
+    with limiter_refreshing_every(limiter_control, 1):
         first = check(5)
         assert first and first.verdict == pb.VERDICT_ALLOW, first  # the settings looked up
         with table_locked(postern, "users"):
@@ -238,13 +253,6 @@ def test_periodic_reload_does_not_hold_checks_back(postern, pb, limiter_control,
             again = check(3)
             assert again, "the send check waited for the user's settings after a periodic reload"
             assert again.verdict == pb.VERDICT_ALLOW, again
-    finally:
-        limiter_control.stop()
-        if saved is None:
-            svc.env.pop("CONFIG_REFRESH", None)
-        else:
-            svc.env["CONFIG_REFRESH"] = saved
-        limiter_control.start()
 
 
 @pytest.mark.own_processes  # the limiter restarted with a CONFIG_REFRESH of its own
@@ -253,7 +261,6 @@ def test_periodic_reload_picks_up_an_unannounced_change(postern, pb, limiter_con
     the limiter through the periodic reload: the user's checks after a round look the
     settings up again in the background (paced, a few a second at least), and the checks
     after that go by them."""
-    svc = limiter_control.service
     url = postern.env["NATS_URL"]
     user = new_user(PW)
 
@@ -263,37 +270,28 @@ def test_periodic_reload_picks_up_an_unannounced_change(postern, pb, limiter_con
             queue_id=token()).SerializeToString(), timeout=3)
         return raw and pb.CheckReply.FromString(raw)
 
-    saved = svc.env.get("CONFIG_REFRESH")
-    limiter_control.stop()
-    svc.env["CONFIG_REFRESH"] = "1"
     conn = psycopg2.connect(postern.env["DATABASE_URL"], connect_timeout=10)
     conn.autocommit = True
     try:
-        limiter_control.start()
-        first = check()
-        assert first and first.verdict == pb.VERDICT_ALLOW, first
-        with conn.cursor() as cur:  # one message an hour, the one above already counted
-            cur.execute("INSERT INTO settings (scope, scope_id, key, value)"
-                        " SELECT 'user', id, k, v FROM users,"
-                        " (VALUES ('hamr.enabled', 'on'), ('hamr.max_messages', '1'),"
-                        "         ('hamr.interval', '3600'), ('hamr.action', 'throttle'))"
-                        " AS s(k, v) WHERE address = %s", (user,))
+        with limiter_refreshing_every(limiter_control, 1):
+            first = check()
+            assert first and first.verdict == pb.VERDICT_ALLOW, first
+            with conn.cursor() as cur:  # one message an hour, the one above already counted
+                cur.execute("INSERT INTO settings (scope, scope_id, key, value)"
+                            " SELECT 'user', id, k, v FROM users,"
+                            " (VALUES ('hamr.enabled', 'on'), ('hamr.max_messages', '1'),"
+                            "         ('hamr.interval', '3600'), ('hamr.action', 'throttle'))"
+                            " AS s(k, v) WHERE address = %s", (user,))
 
-        def held_back():
-            r = check()
-            return r and r.verdict != pb.VERDICT_ALLOW and r
+            def held_back():
+                r = check()
+                return r and r.verdict != pb.VERDICT_ALLOW and r
 
-        held = wait_until(held_back, timeout=20, interval=0.3,
-                          what="the periodic reload to bring the user's new HAMR limit")
-        assert held.verdict == pb.VERDICT_THROTTLE, held
+            held = wait_until(held_back, timeout=20, interval=0.3,
+                              what="the periodic reload to bring the user's new HAMR limit")
+            assert held.verdict == pb.VERDICT_THROTTLE, held
     finally:
         with conn.cursor() as cur:
             cur.execute("DELETE FROM settings WHERE scope = 'user' AND scope_id ="
                         " (SELECT id FROM users WHERE address = %s)", (user,))
         conn.close()
-        limiter_control.stop()
-        if saved is None:
-            svc.env.pop("CONFIG_REFRESH", None)
-        else:
-            svc.env["CONFIG_REFRESH"] = saved
-        limiter_control.start()
