@@ -901,6 +901,29 @@ class ComposeService(Service):
         self.restarts = self.state()["RestartCount"]
         if wait:
             self.wait_ready()
+            if self.name in ("smtpd", "pop3d", "imapd"):  # the ones behind the balancer
+                self.wait_steady()
+
+    # The balancer's health checks (deploy/docker/haproxy/haproxy.cfg: fall 2 every 2 s, rise 2
+    # every 1 s) can still take a front end out just after it greets again (failures counted
+    # while it was stopped), and close every connection until they bring it back: ready()
+    # must hold for longer than such a turn.
+    STEADY_S = 6
+
+    def wait_steady(self):
+        deadline = time.monotonic() + 60
+        since = time.monotonic()
+        while time.monotonic() - since < self.STEADY_S:
+            try:
+                ok = self.ready()
+            except Exception:  # noqa: BLE001 - a refused greeting
+                ok = False
+            if not ok:
+                since = time.monotonic()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not steadily ready after 60s; log {self.log}:\n"
+                                   f"{self.tail()}")
+            time.sleep(0.3)
 
     def exit_text(self):
         st = self.state()
