@@ -149,20 +149,26 @@ class Service:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self):
+    def wait_ready(self, steady_s=0):
+        """Returns once ready() has held for steady_s seconds (0: once it holds)."""
         deadline = time.monotonic() + 60
+        since = None  # when ready() began to hold
         while True:
             if not self.alive():
                 raise RuntimeError(f"{self.name} stopped at start ({self.exit_text()});"
                                    f" log {self.log}:\n{self.tail()}")
             try:
-                if self.ready():
-                    return
+                ok = self.ready()
             except Exception:  # noqa: BLE001 - not ready yet
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready after 60s; log {self.log}:\n{self.tail()}")
-            time.sleep(0.1)
+                ok = False
+            now = time.monotonic()
+            since = (since or now) if ok else None
+            if ok and now - since >= steady_s:
+                return
+            if now > deadline:
+                raise RuntimeError(f"{self.name} not {'steadily ' if steady_s else ''}ready"
+                                   f" after 60s; log {self.log}:\n{self.tail()}")
+            time.sleep(0.3 if steady_s else 0.1)
 
     def exit_text(self):
         return f"exit status {self.proc.returncode if self.proc else '?'}"
@@ -900,30 +906,11 @@ class ComposeService(Service):
         compose_cmd("start", self.name)
         self.restarts = self.state()["RestartCount"]
         if wait:
-            self.wait_ready()
-            if self.name in ("smtpd", "pop3d", "imapd"):  # the ones behind the balancer
-                self.wait_steady()
-
-    # The balancer's health checks (deploy/docker/haproxy/haproxy.cfg: fall 2 every 2 s, rise 2
-    # every 1 s) can still take a front end out just after it greets again (failures counted
-    # while it was stopped), and close every connection until they bring it back: ready()
-    # must hold for longer than such a turn.
-    STEADY_S = 6
-
-    def wait_steady(self):
-        deadline = time.monotonic() + 60
-        since = time.monotonic()
-        while time.monotonic() - since < self.STEADY_S:
-            try:
-                ok = self.ready()
-            except Exception:  # noqa: BLE001 - a refused greeting
-                ok = False
-            if not ok:
-                since = time.monotonic()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not steadily ready after 60s; log {self.log}:\n"
-                                   f"{self.tail()}")
-            time.sleep(0.3)
+            # The ones behind the balancer must greet steadily: its health checks
+            # (deploy/docker/haproxy/haproxy.cfg: fall 2 every 2 s, rise 2 every 1 s) can still
+            # take a front end out just after it greets again (failures counted while it was
+            # stopped), and close every connection until they bring it back.
+            self.wait_ready(6 if self.name in ("smtpd", "pop3d", "imapd") else 0)
 
     def exit_text(self):
         st = self.state()
