@@ -470,6 +470,10 @@ static int conn_watch(db_conn_t *c, int fd, int events)
 {
     if (c->poll && c->fd != fd)
         conn_poll_close(c);
+    /* Already so: uv_poll_start would take the socket out of epoll and put it back (two
+     * epoll_ctl calls for every query, when only the reply is waited for as before). */
+    if (c->poll && c->poll_events == events && uv_is_active((uv_handle_t *)c->poll))
+        return 0;
     if (!c->poll) {
         uv_poll_t *p = db_xmalloc(sizeof *p);
         int rc = uv_poll_init(c->db->loop, p, fd);
