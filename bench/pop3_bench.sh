@@ -1,11 +1,11 @@
 #!/bin/sh
-# POP3 logins per second and RETR throughput of Postern's pop3d beside Dovecot's pop3d
+# POP3 logins per second, RETR and TOP throughput of Postern's pop3d beside Dovecot's pop3d
 # (Debian's dovecot-pop3d, a private instance on loopback), in the same run, with the same
 # mailbox contents and the same client load (build/bench/pop3_load, source
 # bench/pop3_load.c), reported as ratios Postern/Dovecot. Standalone; about two minutes.
 #
 #   sh bench/pop3_bench.sh                 (build first: make)
-#   CLIENTS=4 RUN_SECONDS=15 MESSAGES=20 POSTERN_BIN=build/bin sh bench/pop3_bench.sh
+#   RUNS=3 CLIENTS=4 RUN_SECONDS=5 MESSAGES=20 POSTERN_BIN=build/bin sh bench/pop3_bench.sh
 #
 # Both servers: plaintext USER/PASS on loopback (no TLS, so the servers and not the TLS
 # library are measured), passwords as PBKDF2-SHA-256 SCRAM secrets with 4096 iterations
@@ -14,18 +14,21 @@
 # Postern also runs its limiter (every login is checked) and PostgreSQL; Dovecot runs with
 # its defaults otherwise: a login process per connection ("high-security mode"), or with
 # DOVECOT_LOGIN=performance long-lived login processes ("high-performance mode", its docs).
-# RETR reads each user's messages over and over: both servers answer from memory, Dovecot
+# RETR and TOP read each user's messages over and over: both servers answer from memory, Dovecot
 # from the kernel's page cache, Postern from its processes' cache of messages read (a first
 # read of a message comes from PostgreSQL). Server CPU is the CPU time of every process
 # serving on that side per operation.
-# Results are printed and written to bench/results/pop3.txt.
+# Each point is measured RUNS times (3), the two servers one after the other within a run.
+# Results are printed and written to bench/results/pop3.txt and to the POP3 section of
+# bench/results.md.
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BIN=${POSTERN_BIN:-$ROOT/build/bin}
 LOAD=${POP3_LOAD:-$ROOT/build/bench/pop3_load}
 CLIENTS=${CLIENTS:-4}
-RUN_SECONDS=${RUN_SECONDS:-15}
+RUNS=${RUNS:-3}
+RUN_SECONDS=${RUN_SECONDS:-5}
 MESSAGES=${MESSAGES:-20}
 PASSWORD=Bench-pop3-pw-1
 BENCH=pop3
@@ -65,47 +68,84 @@ run() { # run PORT MODE SECONDS
 run "$POSTERN_PORT" retr 2 >/dev/null
 run "$DOVECOT_PORT" retr 2 >/dev/null
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-# measure SIDE MODE: one run, its line with the servers' CPU per operation (µs) added: every
-# process serving on that side (Postern: pop3d, the limiter, PostgreSQL, NATS; Dovecot: its
-# master and children).
+# measure POINT SIDE RUN: one run of pop3_load in mode POINT, its line into $RAW with the
+# servers' CPU per operation (µs) added: every process serving on that side (Postern: pop3d,
+# the limiter, PostgreSQL, NATS; Dovecot: its master and children).
+RAW=$DIR/raw.txt
+: >"$RAW"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 measure() {
-    if [ "$1" = postern ]; then port=$POSTERN_PORT; procs=$(postern_server_pids $pids); else port=$DOVECOT_PORT; procs=$(dovecot_pids); fi
+    if [ "$2" = postern ]; then port=$POSTERN_PORT; procs=$(postern_server_pids $pids); else port=$DOVECOT_PORT; procs=$(dovecot_pids); fi
     c0=$(cpu_ms $procs)
-    line=$(run "$port" "$2" "$RUN_SECONDS")
+    line=$(run "$port" "$1" "$RUN_SECONDS")
     c1=$(cpu_ms $procs)
-    echo "$line cpu_us_per_op=$(awk -v a="$c0" -v b="$c1" -v n="$(field "$line" ops)" \
+    line="$1 $2 $3 $line cpu_us_per_op=$(awk -v a="$c0" -v b="$c1" -v n="$(field "$line" ops)" \
         'BEGIN { if (n > 0) printf "%.0f", (b - a) * 1000 / n; else print 0 }')"
-}
-postern_login=$(measure postern login)
-dovecot_login=$(measure dovecot login)
-postern_retr=$(measure postern retr)
-dovecot_retr=$(measure dovecot retr)
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-for line in "$postern_login" "$dovecot_login" "$postern_retr" "$dovecot_retr"; do
+    echo "$line" >>"$RAW"
     if [ "$(field "$line" failures)" != 0 ]; then
         echo "pop3_bench: failures in: $line" >&2
         tail -n 5 "$DIR/pop3d.log" "$D/dovecot.log" >&2
     fi
+}
+r=1
+while [ "$r" -le "$RUNS" ]; do
+    for p in login retr top; do
+        measure "$p" postern "$r"
+        measure "$p" dovecot "$r"
+    done
+    r=$((r + 1))
 done
 
-mkdir -p bench/results
+# --- the report ------------------------------------------------------------------------------
+row() { # row POINT FIELD LABEL (bench/common.sh's peer_row)
+    peer_row "$1" "$1" "$2" "$3"
+}
+DOVECOT_VERSION=$("$DOVECOT" --version | cut -d' ' -f1)
+PG_VERSION=$(psql -tA "$DATABASE_URL" -c "SHOW server_version" | cut -d' ' -f1)
+POSTERN_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git status --porcelain -- services lib 2>/dev/null)" ] && POSTERN_REV="$POSTERN_REV+uncommitted"
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 {
-    echo "# POP3: Postern pop3d vs Dovecot $("$DOVECOT" --version | cut -d' ' -f1) pop3d (same run, same load)"
-    echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores; $CLIENTS clients, ${RUN_SECONDS}s per run," \
-         "$MESSAGES messages of 2-128 kB per user; plaintext USER/PASS on loopback;" \
-         "Dovecot login processes: $DOVECOT_LOGIN mode; pop3d WORKERS=${WORKERS:-auto} (as \`make run\`)"
-    echo "# command: sh bench/pop3_bench.sh  (build/bench/pop3_load, source bench/pop3_load.c)"
-    echo "postern login  $postern_login"
-    echo "dovecot login  $dovecot_login"
-    echo "postern retr   $postern_retr"
-    echo "dovecot retr   $dovecot_retr"
-    echo "ratio postern/dovecot logins: rate $(ratio "$(field "$postern_login" ops_per_s)" "$(field "$dovecot_login" ops_per_s)")," \
-         "p50 latency $(ratio "$(field "$postern_login" p50_us)" "$(field "$dovecot_login" p50_us)")," \
-         "p99 latency $(ratio "$(field "$postern_login" p99_us)" "$(field "$dovecot_login" p99_us)")," \
-         "server CPU per login $(ratio "$(field "$postern_login" cpu_us_per_op)" "$(field "$dovecot_login" cpu_us_per_op)")"
-    echo "ratio postern/dovecot RETR: messages/s $(ratio "$(field "$postern_retr" ops_per_s)" "$(field "$dovecot_retr" ops_per_s)")," \
-         "MB/s $(ratio "$(field "$postern_retr" mb_per_s)" "$(field "$dovecot_retr" mb_per_s)")," \
-         "p50 latency $(ratio "$(field "$postern_retr" p50_us)" "$(field "$dovecot_retr" p50_us)")," \
-         "server CPU per message $(ratio "$(field "$postern_retr" cpu_us_per_op)" "$(field "$dovecot_retr" cpu_us_per_op)")"
-} | tee bench/results/pop3.txt
+    echo "## POP3: Postern pop3d vs Dovecot $DOVECOT_VERSION pop3"
+    echo
+    echo "Same run, same load, the same messages. $(date -u +%Y-%m-%dT%H:%M:%SZ)."
+    echo
+    echo "- Machine: $(nproc) cores ($CPU), $MEM, Linux $(uname -r); load average" \
+         "$LOAD_BEFORE before the measurements, $(cut -d' ' -f1-3 /proc/loadavg) after."
+    echo "- Versions: Postern $POSTERN_REV (pop3d from $BIN, WORKERS=${WORKERS:-auto} as" \
+         "\`make run\` runs it), Dovecot $DOVECOT_VERSION (maildir, login processes in" \
+         "$DOVECOT_LOGIN mode), PostgreSQL $PG_VERSION."
+    echo "- Command: \`sh bench/pop3_bench.sh\` (also run by \`make bench\`, alone:" \
+         "\`sh bench/run.sh pop3\`); load generator build/bench/pop3_load (bench/pop3_load.c)," \
+         "mail from bench/pop3_seed.py."
+    echo "- Load: $RUNS runs of ${RUN_SECONDS}s per point and server, $CLIENTS clients, one" \
+         "user each with $MESSAGES messages of 2 to 128 kB; plaintext USER/PASS on loopback," \
+         "no TLS. login: connect, USER, PASS, QUIT; retr: RETR of each message in turn in one" \
+         "session; top: TOP n 10 (the header and 10 lines of the body) likewise."
+    echo "- Figures: median over the runs (min–max in brackets). Ratio = Postern / Dovecot:" \
+         "above 1 is better for Postern in rates, worse in latencies and CPU. Server CPU:" \
+         "every process serving on that side (Postern: pop3d, the limiter, PostgreSQL, NATS;" \
+         "Dovecot: all its processes) during the run, per operation."
+    echo
+    echo "| point | figure | Postern | Dovecot | ratio |"
+    echo "| --- | --- | --- | --- | --- |"
+    row login ops_per_s "logins/s (connect, USER, PASS, QUIT)"
+    row login p50_us "p50 latency µs (connect to PASS's reply)"
+    row login p99_us "p99 latency µs"
+    row login cpu_us_per_op "server CPU µs per login"
+    row retr ops_per_s "RETR: messages/s"
+    row retr mb_per_s "MB/s"
+    row retr p50_us "p50 latency µs"
+    row retr cpu_us_per_op "server CPU µs per message"
+    row top ops_per_s "TOP n 10: commands/s"
+    row top p50_us "p50 latency µs"
+    row top cpu_us_per_op "server CPU µs per command"
+    echo
+    echo "Raw lines (point server run pop3_load output):"
+    echo
+    echo '```'
+    cat "$RAW"
+    echo '```'
+} >"$DIR/section.md"
+publish_section pop3

@@ -6,11 +6,13 @@
  *          latency is from connect to the reply to PASS).
  *   retr:  each client logs in once, then RETRs messages 1..n in turn (n from STAT) until
  *          the time is up; one operation per message, and the bytes received.
+ *   top:   the same with TOP n 10 (the header and the first 10 lines of the body, RFC 1939
+ *          section 7: what a client that previews messages asks for).
  *
  * Client i logs in as the user --user-format gives for i (one user per client: a maildrop
  * takes one session at a time). Plain TCP: USER/PASS must be allowed without TLS.
  *
- *   pop3_load --port 2110 --mode login|retr --clients 4 --seconds 15
+ *   pop3_load --port 2110 --mode login|retr|top --clients 4 --seconds 15
  *             --user-format 'bench%d@bench.test' --password PW [--host 127.0.0.1]
  */
 #include <pthread.h>
@@ -136,7 +138,8 @@ static void run_login(client_t *c)
     }
 }
 
-static void run_retr(client_t *c)
+/* retr and top: one session, the messages over and over. */
+static void run_read(client_t *c, bool top)
 {
     char line[512], cmd[64];
     if (load_connect(&c->conn, c->load->host, c->load->port) < 0 || login(c) < 0 || command(c, "STAT\r\n", line, sizeof line) < 0) {
@@ -154,7 +157,10 @@ static void run_retr(client_t *c)
     c->conn.bytes = 0;
     for (long i = 0; load_now_us() < c->load->deadline_us; i = (i + 1) % count) {
         double t0 = load_now_us();
-        snprintf(cmd, sizeof cmd, "RETR %ld\r\n", i + 1);
+        if (top)
+            snprintf(cmd, sizeof cmd, "TOP %ld 10\r\n", i + 1);
+        else
+            snprintf(cmd, sizeof cmd, "RETR %ld\r\n", i + 1);
         if (command(c, cmd, line, sizeof line) < 0 || skip_multi(c) < 0) {
             c->failures++;
             break;
@@ -170,8 +176,8 @@ static void *client_main(void *arg)
     client_t *c = arg;
     c->conn.buf = c->buf;
     c->conn.cap = sizeof c->buf;
-    if (strcmp(c->load->mode, "retr") == 0)
-        run_retr(c);
+    if (strcmp(c->load->mode, "retr") == 0 || strcmp(c->load->mode, "top") == 0)
+        run_read(c, strcmp(c->load->mode, "top") == 0);
     else
         run_login(c);
     return NULL;
@@ -199,7 +205,7 @@ int main(int argc, char **argv)
         else if (v && strcmp(a, "--password") == 0)
             load.password = v;
         else {
-            fprintf(stderr, "usage: %s --port P --password PW [--mode login|retr] [--clients N]"
+            fprintf(stderr, "usage: %s --port P --password PW [--mode login|retr|top] [--clients N]"
                             " [--seconds S] [--user-format 'bench%%d@bench.test'] [--host A]\n",
                     argv[0]);
             return 2;
@@ -207,8 +213,9 @@ int main(int argc, char **argv)
         i++;
     }
     if (load.port <= 0 || !load.password || clients <= 0 || seconds <= 0 ||
-        (strcmp(load.mode, "login") != 0 && strcmp(load.mode, "retr") != 0)) {
-        fprintf(stderr, "%s: need --port, --password, a mode login|retr, clients and seconds > 0\n",
+        (strcmp(load.mode, "login") != 0 && strcmp(load.mode, "retr") != 0 &&
+         strcmp(load.mode, "top") != 0)) {
+        fprintf(stderr, "%s: need --port, --password, a mode login|retr|top, clients and seconds > 0\n",
                 argv[0]);
         return 2;
     }
