@@ -134,3 +134,52 @@ void buf_consume(buf_t *b, size_t n)
     b->len -= n;
     b->data[b->len] = '\0';
 }
+
+static _Thread_local buf_t spares[BUF_SPARES];
+
+void buf_recycle(buf_t *b)
+{
+    if (b->cap >= BUF_SPARE_MIN && b->cap <= BUF_SPARE_MAX) {
+        int smallest = 0;
+        for (int i = 1; i < BUF_SPARES; i++)
+            if (spares[i].cap < spares[smallest].cap)
+                smallest = i;
+        if (b->cap > spares[smallest].cap) {
+            buf_free(&spares[smallest]);
+            spares[smallest] = *b;
+            buf_init(b);
+            return;
+        }
+    }
+    buf_free(b);
+}
+
+void buf_from_spare(buf_t *b, size_t extra)
+{
+    if (extra > SIZE_MAX - 1 - b->len)
+        return;
+    size_t need = b->len + extra + 1; /* and the NUL */
+    if (need <= b->cap || need <= BUF_SPARE_MIN)
+        return; /* no growth, or one that stays small */
+    for (int i = 0; i < BUF_SPARES; i++) {
+        if (spares[i].cap < need)
+            continue;
+        buf_t s = spares[i];
+        buf_init(&spares[i]);
+        memcpy(s.data, b->data, b->len + 1); /* an empty one's "" too */
+        s.len = b->len;
+        buf_free(b);
+        *b = s;
+        return;
+    }
+}
+
+bool buf_drop_spares(void)
+{
+    bool any = false;
+    for (int i = 0; i < BUF_SPARES; i++) {
+        any = any || spares[i].cap > 0;
+        buf_free(&spares[i]);
+    }
+    return any;
+}

@@ -6,6 +6,7 @@
 #define POSTERN_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,5 +42,22 @@ int buf_vprintf(buf_t *b, const char *fmt, va_list ap) __attribute__((format(pri
  * capacity is over BUF_KEEP (an input buffer that a burst made large does not stay
  * large); b->data is then the empty string. */
 void buf_consume(buf_t *b, size_t n);
+
+/* Large buffers for reuse, a few per thread. A buffer over glibc's mmap threshold (128 KiB,
+ * fixed in svc_main) is mapped when it grows there and unmapped when freed, its pages
+ * faulted in one by one in between: for a reply or a message of 64 KiB to 128 KiB that is
+ * made and dropped again and again (a FETCH, a RETR), that cost more than the copy itself.
+ * buf_recycle() frees b, keeping its memory when its capacity is from BUF_SPARE_MIN to
+ * BUF_SPARE_MAX and it is larger than the smallest of the BUF_SPARES kept; buf_from_spare()
+ * gives b one of them, what it holds copied in, when appending extra bytes would make it
+ * grow past BUF_SPARE_MIN and a spare is large enough. At most BUF_SPARES * BUF_SPARE_MAX bytes a thread. */
+#define BUF_SPARES 4
+#define BUF_SPARE_MIN (64 * 1024)
+#define BUF_SPARE_MAX (256 * 1024)
+void buf_recycle(buf_t *b);
+void buf_from_spare(buf_t *b, size_t extra);
+/* Frees the calling thread's spares (a process over its memory budget). True when there
+ * were any. */
+bool buf_drop_spares(void);
 
 #endif

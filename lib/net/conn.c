@@ -229,7 +229,7 @@ static void conn_flush(conn_t *c)
         rc = conn_send_raw(c, c->out.data, c->out.len);
     }
     if (c->out.cap > CONN_OUT_KEEP)
-        buf_free(&c->out);
+        buf_recycle(&c->out); /* a large reply's buffer serves the next one (buf.h) */
     else
         c->out.len = 0;
     if (rc < 0)
@@ -605,6 +605,7 @@ int conn_write(conn_t *c, const void *data, size_t len)
     if ((c->ssl && c->handshaking) || uv_is_closing((uv_handle_t *)&c->tcp) ||
         len > INT_MAX - c->out.len)
         return -1;
+    buf_from_spare(&c->out, len);
     if (buf_append(&c->out, data, len) < 0)
         return -1;
     if (!c->held || c->out.len >= CONN_HOLD_MAX)

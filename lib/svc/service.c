@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/buf.h"
 #include "base/env.h"
 #include "base/log.h"
 #include "bus/events.h"
@@ -184,9 +185,13 @@ bool svc_memory_over_budget(svc_t *svc)
     run->rss = svc_read_rss();
     /* Over it, the heap's free pages are given back first: glibc keeps what a burst of
      * sessions freed (TLS handshakes leave it in pieces between live sessions' memory), and
-     * resident, it would refuse sessions for memory nothing uses. */
-    if (run->rss > svc->memory_budget && malloc_trim(0))
-        run->rss = svc_read_rss();
+     * resident, it would refuse sessions for memory nothing uses. The loop thread's spare
+     * buffers (buf_recycle) go with them. */
+    if (run->rss > svc->memory_budget) {
+        bool dropped = buf_drop_spares();
+        if (malloc_trim(0) || dropped)
+            run->rss = svc_read_rss();
+    }
     run->rss_read_ms = now;
     metrics_set(svc->metrics, "postern_memory_resident_bytes",
                 "Resident memory of the process as last read for the memory budget", NULL,

@@ -108,7 +108,7 @@ static void op_free(void *arg)
         free(op->view_keywords[k]);
     free(op->view_keywords);
     buf_free(&op->text);
-    buf_free(&op->raw);
+    buf_recycle(&op->raw);
     free(op);
 }
 
@@ -473,6 +473,7 @@ static void raw_cb(void *arg, int status, const unsigned char *data, size_t len,
         return;
     }
     buf_reset(&op->raw);
+    buf_from_spare(&op->raw, len);
     if (buf_append(&op->raw, (const char *)data, len) < 0) {
         op->failed = true;
         next_step(op);

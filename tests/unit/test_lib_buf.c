@@ -137,6 +137,53 @@ static void test_consume_gives_a_large_buffer_back(void **state)
     buf_free(&b);
 }
 
+static void test_recycled_buffer_serves_the_next_one(void **state)
+{
+    (void)state;
+    static char big[100 * 1024];
+    memset(big, 'x', sizeof big);
+    buf_t a, b, c;
+    buf_init(&a);
+    buf_init(&b);
+    buf_init(&c);
+    assert_int_equal(buf_append(&a, big, sizeof big), 0); /* grows to 128 KiB */
+    size_t cap = a.cap;
+    char *mem = a.data;
+    assert_true(cap >= BUF_SPARE_MIN && cap <= BUF_SPARE_MAX);
+    buf_recycle(&a);
+    assert_int_equal(a.cap, 0); /* freed as far as a knows */
+    assert_string_equal(a.data, "");
+    /* A need that stays under BUF_SPARE_MIN takes nothing: b grows on its own. */
+    buf_from_spare(&b, 10);
+    assert_int_equal(b.cap, 0);
+    /* What b holds moves into the spare, and the spare is b's now. */
+    assert_int_equal(buf_puts(&b, "head "), 0);
+    buf_from_spare(&b, sizeof big);
+    assert_ptr_equal(b.data, mem);
+    assert_int_equal(b.cap, cap);
+    assert_string_equal(b.data, "head ");
+    assert_int_equal(buf_append(&b, big, sizeof big), 0);
+    assert_ptr_equal(b.data, mem); /* no growth */
+    assert_int_equal(b.len, 5 + sizeof big);
+    /* Taken: the next one gets none. */
+    buf_from_spare(&c, sizeof big);
+    assert_int_equal(c.cap, 0);
+    /* A buffer past BUF_SPARE_MAX is not kept. */
+    static char huge[BUF_SPARE_MAX];
+    assert_int_equal(buf_append(&c, huge, sizeof huge), 0);
+    assert_true(c.cap > BUF_SPARE_MAX);
+    buf_recycle(&c);
+    buf_init(&a);
+    buf_from_spare(&a, sizeof big);
+    assert_int_equal(a.cap, 0);
+    /* Over a memory budget, the spares go. */
+    buf_recycle(&b);
+    assert_true(buf_drop_spares());
+    assert_false(buf_drop_spares());
+    buf_from_spare(&a, sizeof big);
+    assert_int_equal(a.cap, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -146,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_capped_on_an_empty_buffer),
         cmocka_unit_test(test_prepend_moves_the_data),
         cmocka_unit_test(test_consume_gives_a_large_buffer_back),
+        cmocka_unit_test(test_recycled_buffer_serves_the_next_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
