@@ -215,7 +215,8 @@ int main(int argc, char **argv)
     if (load.port <= 0 || !load.password || clients <= 0 || seconds <= 0 ||
         (strcmp(load.mode, "login") != 0 && strcmp(load.mode, "retr") != 0 &&
          strcmp(load.mode, "top") != 0)) {
-        fprintf(stderr, "%s: need --port, --password, a mode login|retr|top, clients and seconds > 0\n",
+        fprintf(stderr,
+                "%s: need --port, --password, a mode login|retr|top, clients and seconds > 0\n",
                 argv[0]);
         return 2;
     }

@@ -50,7 +50,8 @@ void buf_consume(buf_t *b, size_t n);
  * buf_recycle() frees b, keeping its memory when its capacity is from BUF_SPARE_MIN to
  * BUF_SPARE_MAX and it is larger than the smallest of the BUF_SPARES kept; buf_from_spare()
  * gives b one of them, what it holds copied in, when appending extra bytes would make it
- * grow past BUF_SPARE_MIN and a spare is large enough. At most BUF_SPARES * BUF_SPARE_MAX bytes a thread. */
+ * grow past BUF_SPARE_MIN and a spare is large enough. At most BUF_SPARES * BUF_SPARE_MAX
+ * bytes a thread. */
 #define BUF_SPARES 4
 #define BUF_SPARE_MIN (64 * 1024)
 #define BUF_SPARE_MAX (256 * 1024)
