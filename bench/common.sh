@@ -27,6 +27,9 @@
 #                                and max for Postern (lines with the word postern) and for
 #                                the peer (the others), and Postern/peer of the medians, as
 #                                "pm pmin pmax qm qmin qmax ratio" ("-" for a side without)
+#   report_facts                 for the report: POSTERN_REV (the commit, +uncommitted when
+#                                services/ or lib/ differ from it), PG_VERSION (of the local
+#                                stack's PostgreSQL), CPU (model name), MEM ("24 GiB")
 #   peer_row SHOWN MATCH FIELD LABEL
 #                                peer_summary as a Markdown table row: | SHOWN | LABEL |
 #                                Postern median (min–max) | peer's | ratio |
@@ -243,6 +246,14 @@ EOF
     done
     chmod 640 "$D/passwd"
     chgrp "$(id -gn "$INTERNAL_USER")" "$D/passwd" # the auth process reads it
+}
+
+report_facts() {
+    POSTERN_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -n "$(git status --porcelain -- services lib 2>/dev/null)" ] && POSTERN_REV="$POSTERN_REV+uncommitted"
+    PG_VERSION=$(psql -tA "$DATABASE_URL" -c "SHOW server_version" | cut -d' ' -f1)
+    CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+    MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 }
 
 peer_summary() { # peer_summary MATCH FIELD

@@ -219,12 +219,8 @@ row() {
 }
 
 DOVECOT_VERSION=$("$DOVECOT" --version | cut -d' ' -f1)
-PG_VERSION=$(psql -tA "$DATABASE_URL" -c "SHOW server_version" | cut -d' ' -f1)
+report_facts # POSTERN_REV PG_VERSION CPU MEM (bench/common.sh)
 NATS_VERSION=$(nats-server --version 2>/dev/null | sed 's/^nats-server: //')
-POSTERN_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain -- services lib 2>/dev/null)" ] && POSTERN_REV="$POSTERN_REV+uncommitted"
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 WHEN=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 

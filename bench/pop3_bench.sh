@@ -101,11 +101,7 @@ row() { # row POINT FIELD LABEL (bench/common.sh's peer_row)
     peer_row "$1" "$1" "$2" "$3"
 }
 DOVECOT_VERSION=$("$DOVECOT" --version | cut -d' ' -f1)
-PG_VERSION=$(psql -tA "$DATABASE_URL" -c "SHOW server_version" | cut -d' ' -f1)
-POSTERN_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain -- services lib 2>/dev/null)" ] && POSTERN_REV="$POSTERN_REV+uncommitted"
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+report_facts # POSTERN_REV PG_VERSION CPU MEM (bench/common.sh)
 {
     echo "## POP3: Postern pop3d vs Dovecot $DOVECOT_VERSION pop3"
     echo

@@ -461,15 +461,11 @@ field_of() { # field_of POINT SIDE FIELD: the field in the point's first raw lin
 
 PF_VERSION=$(postconf -d -h mail_version)
 DOVECOT_VERSION=$("$DOVECOT" --version | cut -d' ' -f1)
-PG_VERSION=$(psql -tA "$DATABASE_URL" -c "SHOW server_version" | cut -d' ' -f1)
+report_facts # POSTERN_REV PG_VERSION CPU MEM (bench/common.sh)
 PG_DURABILITY=$(psql -tA "$DATABASE_URL" -c "SELECT string_agg(name || ' = ' || setting, ', ' ORDER BY name)
     FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'full_page_writes')")
 NATS_VERSION=$(nats-server --version 2>/dev/null | sed 's/^nats-server: //')
 OPENSSL_VERSION=$(openssl version | cut -d' ' -f1-2)
-POSTERN_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain -- services lib 2>/dev/null)" ] && POSTERN_REV="$POSTERN_REV+uncommitted"
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-MEM=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 WHEN=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 CLIENT_MAX=$(awk '{ for (i = 4; i <= NF; i++) if ($i ~ /^client_cpu_pct=/) { split($i, kv, "=")
     if (kv[2] + 0 > m) m = kv[2] + 0 } } END { print m + 0 }' "$RAW")
