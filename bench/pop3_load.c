@@ -142,7 +142,8 @@ static void run_login(client_t *c)
 static void run_read(client_t *c, bool top)
 {
     char line[512], cmd[64];
-    if (load_connect(&c->conn, c->load->host, c->load->port) < 0 || login(c) < 0 || command(c, "STAT\r\n", line, sizeof line) < 0) {
+    if (load_connect(&c->conn, c->load->host, c->load->port) < 0 || login(c) < 0 ||
+        command(c, "STAT\r\n", line, sizeof line) < 0) {
         c->failures++;
         load_close(&c->conn);
         return;
